@@ -1,0 +1,1 @@
+"""liqosec: per-peering network security for Liqo peerings."""
