@@ -1,0 +1,359 @@
+"""Raw-REST Kubernetes client: JSON dicts in and out, typed errors, streamed watches.
+
+Guarantees:
+- Every call returns parsed JSON (``dict``) or raises an ``errors.ApiError`` subclass; HTTP
+  statuses >= 400 are mapped by ``errors.from_status``, transport failures to
+  ``ConnectionFailure``. Nothing here retries: retry policy belongs to the caller.
+- ``watch`` streams the response line by line (one JSON event a line) without buffering the
+  whole body; a watch ``ERROR`` event raises (code 410 as ``Gone``); the stream ends normally
+  when the server closes it (its ``timeoutSeconds``) and ``close()`` ends it from any thread.
+- ``update`` sends the object's ``metadata.resourceVersion``; the server answers a mismatch
+  with 409, raised as ``Conflict``.
+
+Caller duties:
+- Close every ``WatchStream`` (use it as a context manager or call ``close``).
+- Objects passed in are serialised as they are: the client neither copies nor validates them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, cast
+
+import urllib3.exceptions
+
+from liqosec.kube import errors
+
+JsonDict = dict[str, Any]
+JsonPatch = list[JsonDict]
+
+# Default per-request timeout (connect, read) for non-watch calls: a hung API server must not
+# wedge a worker forever; 30 s read matches kubectl's default request timeout order.
+DEFAULT_REQUEST_TIMEOUT: tuple[float, float] = (10.0, 30.0)
+# Extra read slack past the server-side watch timeout before we call the connection dead: the
+# server closes the stream at timeoutSeconds, so silence beyond that means a broken connection.
+WATCH_READ_SLACK_SECONDS = 30.0
+_WATCH_CHUNK_BYTES = 64 * 1024
+
+PatchType = Literal["merge", "json", "strategic"]
+_PATCH_CONTENT_TYPES: dict[str, str] = {
+    "merge": "application/merge-patch+json",
+    "json": "application/json-patch+json",
+    "strategic": "application/strategic-merge-patch+json",
+}
+
+
+@dataclass(frozen=True)
+class ResourceRef:
+    """Which REST collection an object lives in."""
+
+    group: str
+    version: str
+    plural: str
+    namespaced: bool
+    kind: str
+
+    def __post_init__(self) -> None:
+        for field_name in ("version", "plural", "kind"):
+            if not getattr(self, field_name):
+                raise ValueError(f"ResourceRef.{field_name} must be non-empty")
+        if "/" in self.plural or "/" in self.group:
+            raise ValueError("ResourceRef group and plural must not contain '/'")
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(
+        self, namespace: str | None = None, name: str | None = None, subresource: str | None = None
+    ) -> str:
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{namespace}"
+        elif not self.namespaced and namespace:
+            raise ValueError(f"{self.kind} is cluster-scoped: no namespace allowed")
+        base += f"/{self.plural}"
+        if name:
+            base += f"/{name}"
+            if subresource:
+                base += f"/{subresource}"
+        return base
+
+
+PODS = ResourceRef("", "v1", "pods", True, "Pod")
+NODES = ResourceRef("", "v1", "nodes", False, "Node")
+NAMESPACES = ResourceRef("", "v1", "namespaces", False, "Namespace")
+EVENTS = ResourceRef("", "v1", "events", True, "Event")
+LEASES = ResourceRef("coordination.k8s.io", "v1", "leases", True, "Lease")
+ENDPOINT_SLICES = ResourceRef("discovery.k8s.io", "v1", "endpointslices", True, "EndpointSlice")
+
+
+class WatchStream(Protocol):
+    """An iterator of watch events (``{"type": ..., "object": {...}}``) that can be closed."""
+
+    def __iter__(self) -> Iterator[JsonDict]: ...
+
+    def close(self) -> None: ...
+
+
+class KubeClient(Protocol):
+    """What the runtime needs from the API server; fakes implement this in tests."""
+
+    def list(
+        self,
+        ref: ResourceRef,
+        namespace: str | None = None,
+        *,
+        limit: int,
+        continue_token: str | None,
+        label_selector: str | None = None,
+    ) -> JsonDict: ...
+
+    def watch(
+        self,
+        ref: ResourceRef,
+        namespace: str | None = None,
+        *,
+        resource_version: str,
+        timeout_seconds: int,
+        allow_bookmarks: bool = True,
+        label_selector: str | None = None,
+    ) -> WatchStream: ...
+
+    def get(self, ref: ResourceRef, name: str, *, namespace: str | None = None) -> JsonDict: ...
+
+    def create(self, ref: ResourceRef, obj: JsonDict, *, namespace: str | None = None) -> JsonDict: ...
+
+    def update(self, ref: ResourceRef, obj: JsonDict) -> JsonDict: ...
+
+    def update_status(self, ref: ResourceRef, obj: JsonDict) -> JsonDict: ...
+
+    def patch(
+        self,
+        ref: ResourceRef,
+        name: str,
+        body: JsonDict | JsonPatch,
+        *,
+        namespace: str | None = None,
+        patch_type: PatchType = "merge",
+    ) -> JsonDict: ...
+
+    def delete(self, ref: ResourceRef, name: str, *, namespace: str | None = None) -> JsonDict: ...
+
+    def create_event(self, event: JsonDict) -> JsonDict: ...
+
+
+class _HttpWatchStream:
+    """Splits a streamed HTTP body into JSON events; raises ERROR events as typed errors."""
+
+    def __init__(self, response: Any) -> None:
+        self._response = response
+        self._closed = threading.Event()
+
+    def close(self) -> None:
+        self._closed.set()
+        try:
+            self._response.close()
+        except Exception:  # closing a half-read socket from another thread may itself fail
+            pass
+
+    def __enter__(self) -> _HttpWatchStream:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[JsonDict]:
+        buffer = b""
+        try:
+            for chunk in self._response.stream(_WATCH_CHUNK_BYTES, decode_content=True):
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if line.strip():
+                        yield self._event(line)
+            if buffer.strip():
+                yield self._event(buffer)
+        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            if self._closed.is_set():
+                return
+            raise errors.from_transport_error(exc) from exc
+        finally:
+            self.close()
+
+    @staticmethod
+    def _event(line: bytes) -> JsonDict:
+        try:
+            event = json.loads(line)
+        except ValueError as exc:
+            raise errors.InternalError(500, "BadWatchEvent", line[:200].decode("utf-8", "replace")) from exc
+        if not isinstance(event, dict):
+            raise errors.InternalError(500, "BadWatchEvent", "watch event is not an object")
+        if event.get("type") == "ERROR":
+            obj = event.get("object")
+            raise errors.from_status_object(obj if isinstance(obj, dict) else {})
+        return cast(JsonDict, event)
+
+
+class RestKubeClient:
+    """``KubeClient`` over ``kubernetes.client.ApiClient`` (param_serialize + call_api)."""
+
+    def __init__(
+        self, api_client: Any, *, request_timeout: tuple[float, float] = DEFAULT_REQUEST_TIMEOUT
+    ) -> None:
+        if api_client is None:
+            raise ValueError("RestKubeClient needs an ApiClient (see load_api_client)")
+        self._api = api_client
+        self._timeout = request_timeout
+
+    # ----- wire -----
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        timeout: tuple[float, float] | None = None,
+    ) -> Any:
+        from kubernetes.client.exceptions import ApiException  # untyped package: boundary only
+
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        try:
+            m, url, hdrs, wire_body, post = self._api.param_serialize(
+                method, path, query_params=query or [], header_params=headers, body=body,
+                auth_settings=["BearerToken"],
+            )
+            resp = self._api.call_api(
+                m, url, header_params=hdrs, body=wire_body, post_params=post,
+                _request_timeout=timeout or self._timeout,
+            )
+        except ApiException as exc:
+            raise errors.from_api_exception(exc) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise errors.from_transport_error(exc) from exc
+        if resp.status >= 400:
+            try:
+                data = resp.read()
+            except (urllib3.exceptions.HTTPError, OSError):
+                data = b""
+            raise errors.from_status(resp.status, data, headers=dict(resp.headers or {}))
+        return resp
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> JsonDict:
+        resp = self._send(method, path, **kwargs)
+        try:
+            data = resp.read()
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise errors.from_transport_error(exc) from exc
+        try:
+            parsed = json.loads(data) if data else {}
+        except ValueError as exc:
+            raise errors.InternalError(500, "BadResponse", "response is not JSON") from exc
+        if not isinstance(parsed, dict):
+            raise errors.InternalError(500, "BadResponse", "response is not a JSON object")
+        return cast(JsonDict, parsed)
+
+    # ----- KubeClient -----
+    def list(
+        self,
+        ref: ResourceRef,
+        namespace: str | None = None,
+        *,
+        limit: int,
+        continue_token: str | None,
+        label_selector: str | None = None,
+    ) -> JsonDict:
+        query = [("limit", str(limit))]
+        if continue_token:
+            query.append(("continue", continue_token))
+        if label_selector:
+            query.append(("labelSelector", label_selector))
+        return self._json("GET", ref.path(namespace), query=query)
+
+    def watch(
+        self,
+        ref: ResourceRef,
+        namespace: str | None = None,
+        *,
+        resource_version: str,
+        timeout_seconds: int,
+        allow_bookmarks: bool = True,
+        label_selector: str | None = None,
+    ) -> WatchStream:
+        query = [
+            ("watch", "true"),
+            ("resourceVersion", resource_version),
+            ("timeoutSeconds", str(timeout_seconds)),
+            ("allowWatchBookmarks", "true" if allow_bookmarks else "false"),
+        ]
+        if label_selector:
+            query.append(("labelSelector", label_selector))
+        timeout = (self._timeout[0], timeout_seconds + WATCH_READ_SLACK_SECONDS)
+        resp = self._send("GET", ref.path(namespace), query=query, timeout=timeout)
+        return _HttpWatchStream(resp.response)
+
+    def get(self, ref: ResourceRef, name: str, *, namespace: str | None = None) -> JsonDict:
+        return self._json("GET", ref.path(namespace, name))
+
+    def create(self, ref: ResourceRef, obj: JsonDict, *, namespace: str | None = None) -> JsonDict:
+        ns = namespace or obj.get("metadata", {}).get("namespace")
+        return self._json("POST", ref.path(ns), body=obj)
+
+    def update(self, ref: ResourceRef, obj: JsonDict) -> JsonDict:
+        meta = obj.get("metadata", {})
+        return self._json("PUT", ref.path(meta.get("namespace"), meta["name"]), body=obj)
+
+    def update_status(self, ref: ResourceRef, obj: JsonDict) -> JsonDict:
+        meta = obj.get("metadata", {})
+        return self._json("PUT", ref.path(meta.get("namespace"), meta["name"], "status"), body=obj)
+
+    def patch(
+        self,
+        ref: ResourceRef,
+        name: str,
+        body: JsonDict | JsonPatch,
+        *,
+        namespace: str | None = None,
+        patch_type: PatchType = "merge",
+    ) -> JsonDict:
+        if patch_type == "json" and not isinstance(body, list):
+            raise ValueError("a JSON patch is a list of operations")
+        return self._json(
+            "PATCH", ref.path(namespace, name), body=body,
+            content_type=_PATCH_CONTENT_TYPES[patch_type],
+        )
+
+    def delete(self, ref: ResourceRef, name: str, *, namespace: str | None = None) -> JsonDict:
+        return self._json("DELETE", ref.path(namespace, name))
+
+    def create_event(self, event: JsonDict) -> JsonDict:
+        return self.create(EVENTS, event, namespace=event.get("metadata", {}).get("namespace"))
+
+
+def load_api_client(kubeconfig: str | None = None, context: str | None = None) -> Any:
+    """An ``ApiClient``: in-cluster inside a pod (no kubeconfig given), else from kubeconfig.
+
+    ``kubeconfig`` defaults to ``$KUBECONFIG`` and then ``~/.kube/config``.
+    """
+    from kubernetes import client as k8s_client
+    from kubernetes import config as k8s_config
+
+    configuration = k8s_client.Configuration()
+    if kubeconfig is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        load_incluster = cast(Callable[..., None], k8s_config.load_incluster_config)
+        load_incluster(client_configuration=configuration)
+    else:
+        path = kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+        load_kubeconfig = cast(Callable[..., None], k8s_config.load_kube_config)
+        load_kubeconfig(
+            config_file=path, context=context, client_configuration=configuration
+        )
+    return k8s_client.ApiClient(configuration)

@@ -1,0 +1,162 @@
+"""Time as a seam: every mechanism in ``liqosec.kube`` reads and waits on an injected clock.
+
+Guarantees:
+- ``now()`` is monotonic seconds, for durations and deadlines; ``wall()`` is UTC wall time, only
+  for timestamps written to the API (lease renewTime); never compare the two.
+- ``wait_condition(cond, timeout)`` and ``wait_event(event, timeout)`` behave like
+  ``Condition.wait`` / ``Event.wait`` but on the clock's timeline, so a ``FakeClock`` can drive
+  every timed wait in the package deterministically.
+- ``FakeClock`` never moves on its own: time advances only in ``advance``/``set``, which wake
+  every timed waiter so it can re-check its deadline.
+
+Caller duties:
+- Hold ``cond``'s lock when calling ``wait_condition`` (as for ``Condition.wait``) and re-check
+  the predicate in a loop: wake-ups may be early (another waiter's deadline) or spurious.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Protocol
+
+# FakeClock.wait_event polls the event at this real-time interval: Event.set() cannot notify the
+# clock, so without the poll a set event would only be noticed at the next advance().
+_FAKE_EVENT_POLL_SECONDS = 0.005
+
+
+class Clock(Protocol):
+    """Monotonic time, wall time and timed waits that a fake can drive."""
+
+    def now(self) -> float: ...
+
+    def wall(self) -> datetime: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+    def wait_condition(self, cond: threading.Condition, timeout: float | None) -> bool:
+        """Wait on ``cond`` (lock held) up to ``timeout`` clock seconds; False when timed out."""
+        ...
+
+    def wait_event(self, event: threading.Event, timeout: float | None) -> bool:
+        """Wait for ``event`` up to ``timeout`` clock seconds; return ``event.is_set()``."""
+        ...
+
+
+class RealClock:
+    """The process clock: ``time.monotonic`` and UTC wall time."""
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def wall(self) -> datetime:
+        return datetime.now(timezone.utc)
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)
+
+    def wait_condition(self, cond: threading.Condition, timeout: float | None) -> bool:
+        return cond.wait(timeout)
+
+    def wait_event(self, event: threading.Event, timeout: float | None) -> bool:
+        return event.wait(timeout)
+
+
+class FakeClock:
+    """A step-driven clock for tests: time moves only when the test says so."""
+
+    def __init__(self, start: float = 1000.0, *, wall_start: datetime | None = None) -> None:
+        if start < 0:
+            raise ValueError("FakeClock start must be >= 0: monotonic time is never negative")
+        self._lock = threading.Condition()
+        self._now = start
+        self._start = start
+        self._wall_start = wall_start or datetime(2026, 1, 1, tzinfo=timezone.utc)
+        self._cond_waits: list[threading.Condition] = []
+        self._deadlines: list[float] = []
+
+    # ----- Clock protocol -----
+    def now(self) -> float:
+        with self._lock:
+            return self._now
+
+    def wall(self) -> datetime:
+        with self._lock:
+            return self._wall_start + timedelta(seconds=self._now - self._start)
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            deadline = self._now + seconds
+            self._deadlines.append(deadline)
+            try:
+                while self._now < deadline:
+                    self._lock.wait()
+            finally:
+                self._deadlines.remove(deadline)
+
+    def wait_condition(self, cond: threading.Condition, timeout: float | None) -> bool:
+        with self._lock:
+            deadline = None if timeout is None else self._now + timeout
+            if deadline is not None and self._now >= deadline:
+                return False
+            self._cond_waits.append(cond)
+            if deadline is not None:
+                self._deadlines.append(deadline)
+        try:
+            # advance() notifies cond under cond's lock, which we hold until wait() releases it,
+            # so a wake-up between registration and wait() cannot be lost.
+            cond.wait()
+        finally:
+            with self._lock:
+                self._cond_waits.remove(cond)
+                if deadline is not None:
+                    self._deadlines.remove(deadline)
+        return deadline is None or self.now() < deadline
+
+    def wait_event(self, event: threading.Event, timeout: float | None) -> bool:
+        with self._lock:
+            deadline = None if timeout is None else self._now + timeout
+            if deadline is not None:
+                self._deadlines.append(deadline)
+        try:
+            while not event.is_set():
+                with self._lock:
+                    if deadline is not None and self._now >= deadline:
+                        return False
+                    self._lock.wait(_FAKE_EVENT_POLL_SECONDS)
+            return True
+        finally:
+            if deadline is not None:
+                with self._lock:
+                    self._deadlines.remove(deadline)
+
+    # ----- test driving -----
+    def advance(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("FakeClock cannot go backwards: time is monotonic")
+        with self._lock:
+            self._now += seconds
+            conds = list({id(c): c for c in self._cond_waits}.values())
+            self._lock.notify_all()
+        for cond in conds:
+            with cond:
+                cond.notify_all()
+
+    def waiters(self) -> int:
+        """Number of timed waits in progress (sleep, wait_condition with timeout, wait_event)."""
+        with self._lock:
+            return len(self._deadlines)
+
+    def next_deadline(self) -> float | None:
+        with self._lock:
+            return min(self._deadlines) if self._deadlines else None
+
+    def block_until_waiters(self, count: int, *, real_timeout: float = 5.0) -> None:
+        """Block (real time) until ``count`` timed waits are registered; AssertionError if not."""
+        end = time.monotonic() + real_timeout
+        while self.waiters() < count:
+            if time.monotonic() > end:
+                raise AssertionError(f"expected {count} clock waiters, have {self.waiters()}")
+            time.sleep(0.001)

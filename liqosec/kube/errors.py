@@ -1,0 +1,189 @@
+"""Typed API failures and the small predicates the runtime sorts them by.
+
+Guarantees:
+- Every failure talking to the API server surfaces as an ``ApiError`` subclass chosen by HTTP
+  status (and ``reason`` where one status has two meanings: 409 is ``AlreadyExists`` or
+  ``Conflict``); transport failures (refused, reset, timeout) are ``ConnectionFailure``
+  with status 0.
+- ``from_status``/``from_api_exception``/``from_transport_error`` never raise; unparsable
+  bodies keep their text in ``message``.
+- Predicates (``is_gone``, ``is_conflict``, ``is_not_found``, ``is_already_exists``,
+  ``is_retriable``) accept any exception, so callers can use them on what they caught.
+
+Caller duties:
+- Catch ``ApiError`` (or use a predicate), never match on message text.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, cast
+
+import urllib3.exceptions
+
+
+class ApiError(Exception):
+    """An API request failed with an HTTP ``status`` (0 for transport failures)."""
+
+    def __init__(
+        self, status: int, reason: str, message: str, *, retry_after: float | None = None
+    ) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.retry_after = retry_after
+
+
+class BadRequest(ApiError): ...
+
+
+class Unauthorized(ApiError): ...
+
+
+class Forbidden(ApiError): ...
+
+
+class NotFound(ApiError): ...
+
+
+class MethodNotAllowed(ApiError): ...
+
+
+class Conflict(ApiError): ...
+
+
+class AlreadyExists(ApiError): ...
+
+
+class Gone(ApiError):
+    """410: the requested resourceVersion (or continue token) has been compacted away."""
+
+
+class Invalid(ApiError): ...
+
+
+class TooManyRequests(ApiError): ...
+
+
+class InternalError(ApiError): ...
+
+
+class ServiceUnavailable(ApiError): ...
+
+
+class ServerTimeout(ApiError): ...
+
+
+class ConnectionFailure(ApiError):
+    """The request never got an HTTP answer (refused, reset, timed out, TLS failure)."""
+
+
+_BY_STATUS: dict[int, type[ApiError]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    405: MethodNotAllowed,
+    409: Conflict,
+    410: Gone,
+    422: Invalid,
+    429: TooManyRequests,
+    500: InternalError,
+    503: ServiceUnavailable,
+    504: ServerTimeout,
+}
+
+# Statuses worth retrying unchanged: throttling, server-side failures and transport failures.
+# 409/410 are retriable only after re-reading, so they are deliberately absent.
+_RETRIABLE_STATUSES = frozenset({0, 429, 500, 502, 503, 504})
+
+
+def _error_class(status: int, reason: str) -> type[ApiError]:
+    if status == 409 and reason == "AlreadyExists":
+        return AlreadyExists
+    if status in _BY_STATUS:
+        return _BY_STATUS[status]
+    if 500 <= status < 600:
+        return InternalError
+    return ApiError
+
+
+def from_status_object(status_obj: dict[str, Any], *, default_status: int = 500) -> ApiError:
+    """Build an error from a ``metav1.Status`` dict (an HTTP error body or a watch ERROR event)."""
+    code = status_obj.get("code")
+    status = code if isinstance(code, int) else default_status
+    reason = str(status_obj.get("reason") or "")
+    message = str(status_obj.get("message") or "")
+    details = status_obj.get("details")
+    retry_after: float | None = None
+    if isinstance(details, dict) and isinstance(details.get("retryAfterSeconds"), int):
+        retry_after = float(details["retryAfterSeconds"])
+    return _error_class(status, reason)(status, reason, message, retry_after=retry_after)
+
+
+def from_status(
+    status: int, body: bytes | str | None, *, headers: dict[str, str] | None = None
+) -> ApiError:
+    """Build an error from an HTTP status and its (normally ``metav1.Status``) body."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else (body or "")
+    parsed: Any = None
+    try:
+        parsed = json.loads(text) if text else None
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict) and parsed.get("kind") == "Status":
+        parsed.setdefault("code", status)
+        err = from_status_object(cast(dict[str, Any], parsed), default_status=status)
+        err.status = status
+    else:
+        err = _error_class(status, "")(status, "", text.strip()[:1000])
+    header = (headers or {}).get("Retry-After")
+    if err.retry_after is None and header is not None and header.strip().isdigit():
+        err.retry_after = float(header.strip())
+    return err
+
+
+def from_api_exception(exc: Exception) -> ApiError:
+    """Convert a ``kubernetes.client.exceptions.ApiException`` (duck-typed: untyped package)."""
+    status = getattr(exc, "status", None) or 0
+    body = getattr(exc, "body", None)
+    raw_headers = getattr(exc, "headers", None)
+    headers = {str(k): str(v) for k, v in dict(raw_headers).items()} if raw_headers else None
+    if status == 0:
+        return ConnectionFailure(0, "ConnectionFailure", str(getattr(exc, "reason", exc)))
+    return from_status(int(status), body, headers=headers)
+
+
+def from_transport_error(exc: Exception) -> ApiError:
+    """Convert a urllib3/OS-level failure into ``ConnectionFailure``."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, urllib3.exceptions.HTTPError | OSError):
+        return ConnectionFailure(0, type(exc).__name__, str(exc))
+    return ConnectionFailure(0, type(exc).__name__, repr(exc))
+
+
+def is_gone(exc: BaseException) -> bool:
+    return isinstance(exc, Gone)
+
+
+def is_conflict(exc: BaseException) -> bool:
+    return isinstance(exc, Conflict)
+
+
+def is_not_found(exc: BaseException) -> bool:
+    return isinstance(exc, NotFound)
+
+
+def is_already_exists(exc: BaseException) -> bool:
+    return isinstance(exc, AlreadyExists)
+
+
+def is_too_many_requests(exc: BaseException) -> bool:
+    return isinstance(exc, TooManyRequests)
+
+
+def is_retriable(exc: BaseException) -> bool:
+    """True when the same request may succeed if simply tried again later."""
+    return isinstance(exc, ApiError) and exc.status in _RETRIABLE_STATUSES
