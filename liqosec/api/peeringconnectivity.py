@@ -1,0 +1,94 @@
+"""The PeeringConnectivity API (security.liqo.io/v1) as frozen values.
+
+A PeeringConnectivity is an ordered list of allow/deny rules between groups
+of addresses of one peering. This module only describes the shape; parsing
+and validation live in `liqosec.api.validation`, meaning in `liqosec.compiler`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+GROUP = "security.liqo.io"
+VERSION = "v1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "PeeringConnectivity"
+PLURAL = "peeringconnectivities"
+
+
+class Group(str, enum.Enum):
+    """Well-known address groups of a peering (SEMANTICS.md section 2)."""
+
+    LOCAL_CLUSTER = "local-cluster"
+    REMOTE_CLUSTER = "remote-cluster"
+    OFFLOADED = "offloaded"
+    VC_LOCAL = "vc-local"
+    VC_REMOTE = "vc-remote"
+    PRIVATE_SUBNETS = "private-subnets"
+
+
+class Action(str, enum.Enum):
+    ALLOW = "allow"
+    DENY = "deny"
+
+
+class SecurityMode(str, enum.Enum):
+    """Liqo's security modes (seed 003), offered per peering at run time."""
+
+    FULL_POD_TO_POD = "FullPodToPod"
+    INTRA_CLUSTER_TRAFFIC_SEGREGATION = "IntraClusterTrafficSegregation"
+
+
+# Groups that make a packet part of a peering's traffic: a policy acts only on
+# packets with an end in the peer's address space (SEMANTICS.md section 3).
+PEER_GROUPS: frozenset[Group] = frozenset({Group.REMOTE_CLUSTER, Group.OFFLOADED, Group.VC_REMOTE})
+
+
+@dataclass(frozen=True)
+class Party:
+    """One end of a rule. Both fields None means "any address"."""
+
+    group: Group | None = None
+    namespace: str | None = None
+
+    @property
+    def is_any(self) -> bool:
+        return self.group is None and self.namespace is None
+
+    def describe(self) -> str:
+        if self.group is not None:
+            return self.group.value
+        if self.namespace is not None:
+            return f"namespace:{self.namespace}"
+        return "any"
+
+
+ANY = Party()
+
+
+@dataclass(frozen=True)
+class Rule:
+    source: Party = ANY
+    destination: Party = ANY
+    action: Action = Action.DENY  # an omitted action denies (seed 000's API)
+
+
+@dataclass(frozen=True)
+class PeeringConnectivitySpec:
+    rules: tuple[Rule, ...] = ()
+    default_action: Action = Action.ALLOW
+    security_mode: SecurityMode = SecurityMode.FULL_POD_TO_POD
+
+
+@dataclass(frozen=True)
+class PeeringConnectivity:
+    name: str
+    namespace: str
+    spec: PeeringConnectivitySpec
+    uid: str = ""
+    generation: int = 0
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"

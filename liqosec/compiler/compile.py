@@ -1,0 +1,147 @@
+"""Compile a peering's ordered clauses into one order-proof firewall chain.
+
+Liqo's agent keeps rules by name and appends new ones; it never reorders. So
+the chain must give the same verdict whatever order its rules end up in:
+every rule carries the same verdict and the chain policy is the other one.
+The compiler decides the verdict of every pair of atoms (see `partition`),
+then spells the pairs that differ from the policy as rectangles (see
+`cover`), trying both polarities and both groupings and keeping the smallest.
+
+Guarantees:
+- for every packet, the chain's verdict equals `policy.decide` (accept when
+  the packet is not this peering's traffic), in any order of its rules;
+- rule names are a hash of their content, so unchanged rules keep their name;
+- with conntrack (`Capabilities.ctstate`) established/related packets are
+  accepted first; the chain name changes with it so the agent creates the
+  chain afresh and that rule really comes first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from liqosec.api.peeringconnectivity import Action, Group
+from liqosec.compiler.cover import Match, Term, cover
+from liqosec.compiler.partition import Partition, partition
+from liqosec.compiler.policy import Clause
+from liqosec.firewall.addresses import AddressSet
+from liqosec.firewall.capabilities import Capabilities
+from liqosec.groups.resolve import ResolvedGroups
+
+ACCEPT, DROP = "accept", "drop"
+CHAIN_STATELESS = "peering-filter"
+CHAIN_STATEFUL = "peering-filter-ct"
+CHAIN_PRIORITY = 0  # filter priority: every chain on the forward hook must accept anyway
+CTSTATE_RULE_NAME = "accept-established-related"
+_SCOPE = (Group.REMOTE_CLUSTER.value, Group.OFFLOADED.value, Group.VC_REMOTE.value)
+
+
+@dataclass(frozen=True)
+class FilterRule:
+    name: str
+    action: str
+    matches: Term
+    ctstate: tuple[str, ...] = ()
+
+    def to_api(self) -> dict[str, object]:
+        match: list[dict[str, object]] = [m.to_api() for m in self.matches]
+        if self.ctstate:
+            match.insert(0, {"op": "eq", "ctstate": {"value": list(self.ctstate)}})
+        return {"name": self.name, "action": self.action, "counter": True, "match": match}
+
+
+@dataclass(frozen=True)
+class CompiledChain:
+    name: str
+    policy: str
+    rules: tuple[FilterRule, ...]
+    atoms: int
+    one_way: bool  # some allowed flow has its reverse denied: replies need conntrack
+
+    @property
+    def match_count(self) -> int:
+        return sum(len(r.matches) for r in self.rules)
+
+
+def rule_name(action: str, matches: Term) -> str:
+    """Stable and content-derived: the agent replaces a rule only when this changes."""
+    canon = json.dumps([action, [[m.position, m.op, m.value] for m in sorted(matches)]], separators=(",", ":"))
+    return f"{action}-{hashlib.sha256(canon.encode()).hexdigest()[:16]}"
+
+
+def _match_order(m: Match) -> tuple[bool, str, str]:
+    return (m.position != "src", m.op, m.value)
+
+
+def _verdicts(part: Partition, clauses: Sequence[Clause], default: Action) -> dict[tuple[int, int], str]:
+    scope = 0
+    for term in _SCOPE:
+        scope |= part.bit(term)
+    masks = [(None if c.src is None else part.bit(c.src), None if c.dst is None else part.bit(c.dst), c.action) for c in clauses]
+    out: dict[tuple[int, int], str] = {}
+    for a in part.atoms:
+        for b in part.atoms:
+            verdict = ACCEPT
+            if (a | b) & scope:
+                action = default
+                for src, dst, act in masks:
+                    if (src is None or a & src) and (dst is None or b & dst):
+                        action = act
+                        break
+                verdict = ACCEPT if action is Action.ALLOW else DROP
+            out[(a, b)] = verdict
+    return out
+
+
+def _rectangles(part: Partition, region: set[tuple[int, int]], by_source: bool) -> list[tuple[AddressSet, AddressSet]]:
+    rows: dict[int, set[int]] = defaultdict(set)
+    for a, b in region:
+        key, other = (a, b) if by_source else (b, a)
+        rows[key].add(other)
+    grouped: dict[frozenset[int], list[int]] = defaultdict(list)
+    for key, others in rows.items():
+        grouped[frozenset(others)].append(key)
+    out = []
+    for others, keys in sorted(grouped.items(), key=lambda kv: min(kv[1])):
+        first, second = part.union(sorted(keys)), part.union(sorted(others))
+        out.append((first, second) if by_source else (second, first))
+    return out
+
+
+def _candidates(part: Partition, verdicts: dict[tuple[int, int], str]) -> list[tuple[str, list[Term]]]:
+    out = []
+    for policy in (ACCEPT, DROP):
+        region = {pair for pair, v in verdicts.items() if v != policy}
+        for by_source in (True, False):
+            out.append((policy, cover(_rectangles(part, region, by_source))))
+    return out
+
+
+def compile_chain(
+    clauses: Sequence[Clause], default: Action, groups: ResolvedGroups, capabilities: Capabilities
+) -> CompiledChain:
+    terms = sorted({*_SCOPE, *(t for c in clauses for t in (c.src, c.dst) if t is not None)})
+    part = partition(terms, [groups.get(t) for t in terms])
+    verdicts = _verdicts(part, clauses, default)
+    policy, terms_list = min(
+        _candidates(part, verdicts),
+        # Fewest rules, then fewest matches; on a tie prefer the accept policy
+        # so a half-applied chain fails open for traffic it does not govern.
+        key=lambda c: (len(c[1]), sum(map(len, c[1])), c[0] != ACCEPT),
+    )
+    action = DROP if policy == ACCEPT else ACCEPT
+    rules: dict[str, FilterRule] = {}
+    if capabilities.ctstate:
+        rules[CTSTATE_RULE_NAME] = FilterRule(CTSTATE_RULE_NAME, ACCEPT, (), ("established", "related"))
+    for term in terms_list:
+        name = rule_name(action, term)
+        rules.setdefault(name, FilterRule(name, action, tuple(sorted(term, key=_match_order))))
+    chain = CHAIN_STATEFUL if capabilities.ctstate else CHAIN_STATELESS
+    one_way = any(v == ACCEPT and verdicts[(b, a)] == DROP for (a, b), v in verdicts.items())
+    return CompiledChain(
+        name=chain, policy=policy, rules=tuple(rules.values()), atoms=len(part.atoms), one_way=one_way
+    )

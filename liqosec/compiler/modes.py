@@ -1,0 +1,51 @@
+"""Liqo's security modes (seed 003) as per-peering presets of clauses.
+
+Each preset is evaluated after the explicit rules. Both halves of
+IntraClusterTrafficSegregation always apply: each names groups that are empty
+on the other side of the peering, so a cluster that is both consumer and
+provider of the same peer simply gets both (SEMANTICS.md section 6).
+"""
+
+from __future__ import annotations
+
+from liqosec.api.peeringconnectivity import Action, Group, SecurityMode
+from liqosec.groups.resolve import OFFLOADED_SERVICE_BACKENDS, OUTSIDE_POD_CIDRS, REFLECTED_SERVICE_BACKENDS
+
+Preset = tuple[tuple[str | None, str | None, Action], ...]
+
+_LOCAL = Group.LOCAL_CLUSTER.value
+_REMOTE = Group.REMOTE_CLUSTER.value
+_OFFLOADED = Group.OFFLOADED.value
+_VC_REMOTE = Group.VC_REMOTE.value
+
+_SEGREGATION: Preset = (
+    # The peer is our provider: we reach what we offloaded (P1 to P4) and the
+    # peer reaches the local backends of services we offloaded (P5 to S2).
+    (None, _VC_REMOTE, Action.ALLOW),
+    (_REMOTE, OFFLOADED_SERVICE_BACKENDS, Action.ALLOW),
+    # The peer is our consumer: its offloaded pods talk to it, to our pods and
+    # to the Internet, and our pods reach the services it reflected here.
+    (_REMOTE, _OFFLOADED, Action.ALLOW),
+    (_OFFLOADED, _REMOTE, Action.ALLOW),
+    (_OFFLOADED, _LOCAL, Action.ALLOW),
+    (_LOCAL, _OFFLOADED, Action.ALLOW),
+    (_OFFLOADED, OUTSIDE_POD_CIDRS, Action.ALLOW),
+    (OUTSIDE_POD_CIDRS, _OFFLOADED, Action.ALLOW),
+    (_LOCAL, REFLECTED_SERVICE_BACKENDS, Action.ALLOW),
+    # Everything else across the peering is cut.
+    (None, None, Action.DENY),
+)
+
+PRESETS: dict[SecurityMode, Preset] = {
+    SecurityMode.FULL_POD_TO_POD: (),
+    SecurityMode.INTRA_CLUSTER_TRAFFIC_SEGREGATION: _SEGREGATION,
+}
+
+
+def mode_clauses(mode: SecurityMode) -> Preset:
+    return PRESETS[mode]
+
+
+def has_one_way_allows(mode: SecurityMode) -> bool:
+    """True when the preset allows a direction but not its reverse (needs conntrack)."""
+    return mode is SecurityMode.INTRA_CLUSTER_TRAFFIC_SEGREGATION

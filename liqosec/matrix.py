@@ -1,0 +1,106 @@
+"""`liqosec matrix`: who can open a connection to whom, before a policy is applied.
+
+The verdicts come from evaluating the compiled FirewallConfigurations the way
+nftables runs them on a node (`liqosec.firewall.evaluate`), not from the
+policy, so the matrix shows what the firewall will really do; the dataplane
+tests hold it against real packets. Endpoints are every pod of the input
+with an IPv4 address, a sample address of each pod CIDR no pod uses, and an
+Internet address.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from liqosec.api.peeringconnectivity import Group
+from liqosec.compiler.firewallconfiguration import Outcome
+from liqosec.firewall.addresses import AddressSet, int_to_ip, ip_to_int
+from liqosec.firewall.capabilities import Capabilities
+from liqosec.firewall.evaluate import Packet, connects, node_accepts, tables_of
+from liqosec.groups.resolve import pod_addresses
+from liqosec.groups.view import meta
+from liqosec.render import outcomes
+
+# TEST-NET-2 (RFC 5737): never a pod, never routed; stands for the Internet.
+INTERNET = "198.51.100.10"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    ip: str
+    kind: str = "pod"  # "pod" | "sample"
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Matrix:
+    endpoints: tuple[Endpoint, ...]
+    firewalls: tuple[dict[str, Any], ...]
+    outcomes: tuple[Outcome, ...] = field(default=(), compare=False)
+
+    def _tables(self, peer: str | None) -> list[Mapping[str, Any]]:
+        chosen = [o.firewall for o in self.outcomes if peer is None or o.peer == peer]
+        return tables_of(chosen if self.outcomes else self.firewalls)
+
+    def packet(self, src: str, dst: str, *, peer: str | None = None) -> bool:
+        """A new packet from src to dst passes every table (or only `peer`'s)."""
+        return node_accepts(self._tables(peer), Packet.of(src, dst))
+
+    def connect(self, src: str, dst: str, *, peer: str | None = None) -> bool:
+        return connects(self._tables(peer), src, dst)
+
+    def grid(self, *, peer: str | None = None) -> list[list[bool]]:
+        tables = self._tables(peer)
+        return [[connects(tables, a.ip, b.ip) for b in self.endpoints] for a in self.endpoints]
+
+    @property
+    def peers(self) -> list[str]:
+        return [o.peer for o in self.outcomes]
+
+
+def _pod_endpoints(objects: Sequence[Mapping[str, Any]]) -> list[Endpoint]:
+    out = []
+    for obj in objects:
+        if obj.get("kind") != "Pod":
+            continue
+        v4, _ = pod_addresses(obj)
+        name = f"{meta(obj).get('namespace', '')}/{meta(obj).get('name', '')}"
+        out.extend(Endpoint(name if i == 0 else f"{name}#{i}", ip) for i, ip in enumerate(v4))
+    return out
+
+
+def _sample(space: AddressSet, used: AddressSet) -> str | None:
+    """The highest usable address of `space` no pod holds (away from pod IPs, which count up)."""
+    free = space.difference(used)
+    for start, end in reversed(free.intervals):
+        candidate = end - 1 if end - 1 >= start else end
+        return int_to_ip(candidate)
+    return None
+
+
+def _label(ep: Endpoint, outcomes_: Sequence[Outcome]) -> Endpoint:
+    groups = []
+    for o in outcomes_:
+        for g in Group:
+            if g is not Group.PRIVATE_SUBNETS and ip_to_int(ep.ip) in o.groups.get(g.value):
+                groups.append(f"{g.value}" if len(outcomes_) == 1 else f"{g.value}@{o.peer}")
+    return Endpoint(ep.name, ep.ip, ep.kind, tuple(groups))
+
+
+def build_matrix(objects: Sequence[Mapping[str, Any]], *, capabilities: Capabilities | None = None) -> Matrix:
+    results = outcomes(objects, capabilities=capabilities)
+    endpoints = _pod_endpoints(objects)
+    used = AddressSet.of(ep.ip for ep in endpoints)
+    samples: dict[str, str] = {}
+    for o in results:
+        for group in (Group.LOCAL_CLUSTER, Group.REMOTE_CLUSTER):
+            ip = _sample(o.groups.get(group.value), used)
+            if ip and ip not in samples.values():
+                samples[group.value if group is Group.LOCAL_CLUSTER else f"{group.value}/{o.peer}"] = ip
+    endpoints += [Endpoint(f"({name})", ip, "sample") for name, ip in samples.items()]
+    endpoints.append(Endpoint("(internet)", INTERNET, "sample"))
+    labelled = tuple(_label(ep, results) for ep in endpoints)
+    return Matrix(labelled, tuple(o.firewall for o in results), tuple(results))
