@@ -290,3 +290,13 @@ def _ip_expressions(ip: Mapping[str, Any], op: str) -> list[Expr]:
         lo, hi = (str(ipaddress.ip_address(p.strip())) for p in value.split("-", 1))
         return [load, ("range", op, lo, hi)]
     return [load, ("cmp", op, str(ipaddress.ip_address(value)))]
+
+
+# NFT_RULE_MAXEXPRS: the kernel refuses a longer rule with EINVAL (measured on 6.x:
+# 128 expressions load, 129 do not), and the agent then fails the whole FC.
+MAX_RULE_EXPRESSIONS = 128
+
+
+def expression_count(rule: Mapping[str, Any]) -> int:
+    """Kernel expressions the agent forges for a rule: matches, counter, verdict."""
+    return len(forge_expressions(rule)) + (1 if rule.get("counter", DEFAULT_COUNTER) else 0)

@@ -10,7 +10,7 @@ import pytest
 from dataplane_support import ESTABLISHED, chain, check_cells, describe, ip, rule
 
 from liqosec.dataplane import nft
-from liqosec.dataplane.netns import Topology
+from liqosec.dataplane.netns import CommandError, Topology
 from liqosec.firewall import agent
 from liqosec.firewall.evaluate import connects, tables_of
 
@@ -156,3 +156,33 @@ def test_deleted_fc_removes_its_table(topology: MakeTopology) -> None:
     nft.apply_incremental(topo, [])
     assert nft.live_tables(topo) == []
     assert topo.probe(A, B)
+
+
+def test_kernel_refuses_a_rule_past_128_expressions(topology: MakeTopology) -> None:
+    """The agent's count is the kernel's: 128 expressions load, 129 are refused."""
+    topo = topology([A, B])
+
+    def wide(k: int) -> dict[str, Any]:
+        r = rule(f"wide-{k}", *[ip("src", f"10.9.{i // 250}.{i % 250 + 1}", "neq") for i in range(k)])
+        return {**r, "counter": False}
+    at_limit, over = wide(63), wide(64)
+    assert agent.expression_count(at_limit) == 127 and agent.expression_count({**at_limit, "counter": True}) == 128
+    assert agent.expression_count(over) == agent.MAX_RULE_EXPRESSIONS + 1
+    topo.nft(nft.fc_script([chain([{**at_limit, "counter": True}])]))
+    topo.flush_ruleset()
+    with pytest.raises(CommandError, match="Invalid argument"):
+        topo.nft(nft.fc_script([chain([over])]))
+
+
+def test_order_dependent_rules_break_when_the_agent_appends(topology: MakeTopology) -> None:
+    """Control: a naive first-match chain goes wrong on a real node, so the harness can see it."""
+    topo = topology([A, B, D])
+    first = [rule("allow-a", ip("src", D), ip("dst", A), action="accept"), rule("deny-d", ip("src", D))]
+    later = [first[0], rule("allow-b", ip("src", D), ip("dst", B), action="accept"), first[1]]
+    nft.apply_incremental(topo, [chain(first)])
+    nft.apply_incremental(topo, [chain(later)])
+    # In FC order D -> B is allowed; the agent appended allow-b after deny-d.
+    assert connects(tables_of([chain(later)]), D, B) is True  # what the FC's author meant
+    assert nft.rule_names(topo.nft_json("table", "ip", "lqs_hand"), table="lqs_hand")["forward"] == [
+        "allow-a", "deny-d", "allow-b"]
+    assert not topo.probe(D, B)

@@ -158,3 +158,9 @@ def test_apply_does_not_mutate_its_inputs() -> None:
 def test_as_spec_round_trips_through_from_specs() -> None:
     state = agent.apply(agent.EMPTY, [_fc([_rule("a", "10.0.0.1"), _rule("b", "10.1.0.0/16")])])
     assert agent.from_specs([t.as_spec() for t in state]) == state
+
+
+def test_expression_count_matches_the_kernel_budget() -> None:
+    assert agent.expression_count(_rule("a", "10.0.0.1")) == 4  # payload, cmp, counter, verdict
+    assert agent.expression_count(_rule("a", "10.0.0.0/24")) == 5  # payload, bitwise, cmp, ...
+    assert agent.expression_count(_rule("a", "10.0.0.1-10.0.0.9")) == 4  # payload, range, ...
