@@ -1,0 +1,75 @@
+"""Scope: hundreds of scattered pods: the kernel takes every compiled rule and sampled cells still match."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dataplane_support import check_cells, describe
+
+from liqosec.dataplane import nft
+from liqosec.dataplane.netns import Topology
+from liqosec.firewall import agent
+from liqosec.firewall.capabilities import Capabilities
+from liqosec.matrix import Matrix, build_matrix
+from liqosec.render import load_objects, render
+
+pytestmark = pytest.mark.dataplane
+
+SCENARIO = Path(__file__).parent / "scenarios" / "default-deny.yaml"
+MakeTopology = Callable[[Sequence[str]], Topology]
+OFFLOADED = {"offloading.liqo.io/origin": "rome", "liqo.io/managed-by": "shadowpod"}
+SHADOW = {"liqo.io/shadowPod": "true"}
+SAMPLED_PODS = 24  # 24 pods + the matrix's sample addresses: about 800 probed cells
+
+
+def _pod(name: str, ns: str, ip: str, labels: dict[str, str], node: str | None = None) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns, "labels": labels},
+            "spec": {"nodeName": node} if node else {},
+            "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}}
+
+
+def _scattered(count: int, start: int) -> list[dict[str, Any]]:
+    """Every other address, so no two pods of a group aggregate into one range."""
+    pods = []
+    for i in range(start, start + count):
+        block, host = i // 100, 2 * (i % 100) + 1
+        pods += [_pod(f"job-{i}", "guest-rome", f"10.1.{20 + block}.{host}", OFFLOADED),
+                 _pod(f"svc-{i}", "shop", f"10.1.{40 + block}.{host}", {}),
+                 _pod(f"bk-{i}", "shop", f"10.71.{40 + block}.{host}", SHADOW, node="liqo-rome")]
+    return pods
+
+
+def _sample(matrix: Matrix, rng: random.Random) -> list[str]:
+    pods = [e.ip for e in matrix.endpoints if e.kind == "pod"]
+    return [e.ip for e in matrix.endpoints if e.kind != "pod"] + rng.sample(pods, SAMPLED_PODS)
+
+
+@pytest.mark.parametrize("mode", ["stateless", "stateful"])
+def test_many_scattered_pods_load_and_keep_verdicts(topology: MakeTopology, cell_report: Any, mode: str) -> None:
+    caps = Capabilities(ctstate=mode == "stateful")
+    objects = load_objects([str(SCENARIO)]) + _scattered(70, 0)
+    fcs = render(objects, capabilities=caps)
+    rules = [r for fc in fcs for c in fc["spec"]["table"]["chains"] for r in c["rules"]["filterRules"]]
+    widest = max(agent.expression_count(r) for r in rules)
+    assert widest <= agent.MAX_RULE_EXPRESSIONS
+    matrix = build_matrix(objects, capabilities=caps)
+    rng = random.Random(mode)
+    topo = topology(_sample(matrix, rng))
+    topo.nft(nft.fc_script(fcs))  # the kernel takes every rule, or this raises
+    cells = check_cells(topo, matrix.connect)
+    cell_report.append((f"scale 210 pods, {len(rules)} rules, widest {widest} exprs [{mode}]",
+                        len(cells.observed), cells.agreed))
+    names = {e.ip: e.name for e in matrix.endpoints}
+    assert not cells.disagreements, describe(cells, names)
+
+    grown = objects + _scattered(30, 70)
+    fcs = render(grown, capabilities=caps)
+    nft.apply_incremental(topo, fcs)
+    matrix = build_matrix(grown, capabilities=caps)
+    cells = check_cells(topo, matrix.connect)
+    cell_report.append((f"scale +90 pods, incremental [{mode}]", len(cells.observed), cells.agreed))
+    assert not cells.disagreements, describe(cells, names)
