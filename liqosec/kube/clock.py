@@ -150,8 +150,21 @@ class FakeClock:
             return len(self._deadlines)
 
     def next_deadline(self) -> float | None:
+        """The earliest deadline still in the future (waiters already due are ignored)."""
         with self._lock:
-            return min(self._deadlines) if self._deadlines else None
+            future = [d for d in self._deadlines if d > self._now]
+            return min(future) if future else None
+
+    def advance_to_next_deadline(self, *, real_timeout: float = 5.0) -> float:
+        """Wait (real time) for a future deadline, jump to it, and return the step taken."""
+        end = time.monotonic() + real_timeout
+        while (deadline := self.next_deadline()) is None:
+            if time.monotonic() > end:
+                raise AssertionError("no clock waiter with a future deadline")
+            time.sleep(0.001)
+        step = deadline - self.now()
+        self.advance(step)
+        return step
 
     def block_until_waiters(self, count: int, *, real_timeout: float = 5.0) -> None:
         """Block (real time) until ``count`` timed waits are registered; AssertionError if not."""
