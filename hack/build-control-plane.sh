@@ -72,7 +72,7 @@ go_env() {
 build_kube() {
   local tmp start
   tmp="$(mktemp -d "${BIN_DIR}/.build.XXXXXX")"
-  log "building kube-apiserver and kube-controller-manager ${KUBE_VERSION} (cold: tens of minutes on 2 cores)"
+  log "building kube-apiserver and kube-controller-manager ${KUBE_VERSION} (cold: about 8 min on 2 cores, 2 GiB RAM)"
   start=$SECONDS
   # One go build for both so the shared packages compile once.
   (cd "$MODULE_DIR" && go build -trimpath -ldflags='-s -w' -o "${tmp}/" \

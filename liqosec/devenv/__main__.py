@@ -1,0 +1,66 @@
+"""``python -m liqosec.devenv up [--crds DIR ...]``: a local control plane for demos and debugging.
+
+Prints the kubeconfig path on stdout (the only line on stdout, so ``KUBECONFIG=$(...)`` style
+scripting works with a fifo or a file), logs go to stderr, and the control plane runs until
+SIGINT or SIGTERM, then stops cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from liqosec.devenv.controlplane import ControlPlane, ControlPlaneError, find_binaries
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m liqosec.devenv")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start etcd, kube-apiserver and kube-controller-manager")
+    up.add_argument("--crds", type=Path, action="append", default=[],
+                    help="CRD YAML file or directory to install (repeatable)")
+    up.add_argument("--work-dir", type=Path, default=None,
+                    help="keep state and logs here instead of a temp dir removed on exit")
+    return parser
+
+
+def up(crds: list[Path], work_dir: Path | None) -> int:
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        cp = ControlPlane(find_binaries(REPO_ROOT), work_dir=work_dir)
+        with cp:
+            cp.install_crds(crds)
+            print(cp.kubeconfig_path, flush=True)
+            logging.getLogger(__name__).info(
+                "control plane up; Ctrl-C to stop: server=%s kubeconfig=%s",
+                cp.server, cp.kubeconfig_path)
+            while not stop.wait(1.0):
+                pass
+    except ControlPlaneError as err:
+        logging.getLogger(__name__).error("control plane failed: %s", err)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = _parser().parse_args(argv)
+    return up(args.crds, args.work_dir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
