@@ -39,6 +39,18 @@ DEFAULT_REQUEST_TIMEOUT: tuple[float, float] = (10.0, 30.0)
 WATCH_READ_SLACK_SECONDS = 30.0
 _WATCH_CHUNK_BYTES = 64 * 1024
 
+
+def transport_retries() -> urllib3.Retry:
+    """urllib3 retry policy for the API client: reconnect only, never re-send on a status.
+
+    urllib3's default re-sends 429/503 after sleeping Retry-After inside the call; that hides
+    throttling from the work queue and blocks a worker, so statuses always reach the caller.
+    """
+    return urllib3.Retry(
+        total=2, connect=2, read=0, redirect=0, status=0, other=0,
+        respect_retry_after_header=False, raise_on_status=False,
+    )
+
 PatchType = Literal["merge", "json", "strategic"]
 _PATCH_CONTENT_TYPES: dict[str, str] = {
     "merge": "application/merge-patch+json",
@@ -178,7 +190,9 @@ class _HttpWatchStream:
                         yield self._event(line)
             if buffer.strip():
                 yield self._event(buffer)
-        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+        except errors.ApiError:
+            raise
+        except Exception as exc:  # a close() from another thread surfaces as arbitrary errors
             if self._closed.is_set():
                 return
             raise errors.from_transport_error(exc) from exc
@@ -347,6 +361,7 @@ def load_api_client(kubeconfig: str | None = None, context: str | None = None) -
     from kubernetes import config as k8s_config
 
     configuration = k8s_client.Configuration()
+    configuration.retries = transport_retries()
     if kubeconfig is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
         load_incluster = cast(Callable[..., None], k8s_config.load_incluster_config)
         load_incluster(client_configuration=configuration)
