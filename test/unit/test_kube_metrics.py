@@ -1,0 +1,67 @@
+"""Scope: prometheus metrics wired to the queue, reflector and leader-election hooks, in a private
+registry."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from liqosec.kube.clock import FakeClock
+from liqosec.kube.metrics import KubeMetrics
+from liqosec.kube.queue import RateLimitingQueue
+
+
+def test_queue_metrics_use_controller_runtime_names() -> None:
+    registry = CollectorRegistry()
+    metrics = KubeMetrics(registry)
+    clock = FakeClock()
+    q: RateLimitingQueue[str] = RateLimitingQueue("peerings", clock=clock, metrics_provider=metrics)
+    q.add("a")
+    q.add("b")
+    clock.advance(2)
+    q.get()
+    clock.advance(1)
+    q.done("a")
+    q.add_rate_limited("a")
+    q.shutdown()
+
+    def sample(name: str) -> float | None:
+        return registry.get_sample_value(name, {"name": "peerings"})
+
+    assert sample("workqueue_adds_total") == 2
+    assert sample("workqueue_depth") == 1
+    assert sample("workqueue_retries_total") == 1
+    assert sample("workqueue_queue_duration_seconds_count") == 1
+    assert sample("workqueue_queue_duration_seconds_sum") == 2
+    assert sample("workqueue_work_duration_seconds_sum") == 1
+    deadline = time.monotonic() + 2
+    while sample("workqueue_unfinished_work_seconds") is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert sample("workqueue_longest_running_processor_seconds") is not None
+
+
+def test_reflector_and_leader_hooks() -> None:
+    registry = CollectorRegistry()
+    metrics = KubeMetrics(registry)
+    metrics.relist("pods")
+    metrics.watch_restart("pods")
+    metrics.watch_restart("pods")
+    metrics.leading("liqosec", True)
+    assert registry.get_sample_value("liqosec_informer_relists_total", {"resource": "pods"}) == 1
+    assert registry.get_sample_value("liqosec_watch_restarts_total", {"resource": "pods"}) == 2
+    assert registry.get_sample_value("leader_election_master_status", {"name": "liqosec"}) == 1
+    metrics.leading("liqosec", False)
+    assert registry.get_sample_value("leader_election_master_status", {"name": "liqosec"}) == 0
+
+
+def test_nothing_lands_in_the_global_registry() -> None:
+    KubeMetrics(CollectorRegistry())
+    assert REGISTRY.get_sample_value("workqueue_depth", {"name": "x"}) is None
+    assert "workqueue_depth" not in {m.name for m in REGISTRY.collect()}
+
+
+def test_registry_is_required() -> None:
+    with pytest.raises(ValueError):
+        KubeMetrics(None)  # type: ignore[arg-type]
