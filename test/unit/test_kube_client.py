@@ -34,7 +34,7 @@ class Reply:
     body: Any = field(default_factory=dict)
     lines: list[Any] | None = None  # streamed, one JSON document per chunk
     headers: dict[str, str] = field(default_factory=dict)
-    between_lines: Callable[[int], None] | None = None
+    between_lines: Callable[[int], object] | None = None
 
 
 class Server:
@@ -176,7 +176,7 @@ def test_watch_close_from_another_thread_ends_iteration(server: Server) -> None:
     release = threading.Event()
     server.replies.append(Reply(lines=[{"type": "ADDED", "object": {"metadata": {"name": "a"}}},
                                        {"type": "ADDED", "object": {"metadata": {"name": "b"}}}],
-                                between_lines=lambda i: release.wait(3) if i == 1 else None))
+                                between_lines=lambda i: None if i != 1 else bool(release.wait(3)) and None))
     stream = make_client(server.url).watch(PODS, resource_version="1", timeout_seconds=300)
     got = []
     for event in stream:

@@ -31,7 +31,12 @@ def test_cannot_go_backwards() -> None:
 def test_sleep_wakes_when_time_passes_deadline() -> None:
     clock = FakeClock()
     done = threading.Event()
-    t = threading.Thread(target=lambda: (clock.sleep(5), done.set()))
+
+    def sleeper() -> None:
+        clock.sleep(5)
+        done.set()
+
+    t = threading.Thread(target=sleeper)
     t.start()
     clock.block_until_waiters(1)
     clock.advance(4)

@@ -33,7 +33,8 @@ def test_items_come_out_in_insertion_order() -> None:
 
 def test_duplicates_coalesce_into_one_item() -> None:
     q: WorkQueue[str] = WorkQueue()
-    q.add("a"), q.add("b"), q.add("a")
+    for key in ("a", "b", "a"):
+        q.add(key)
     assert len(q) == 2
 
 
@@ -116,7 +117,12 @@ def test_shutdown_with_drain_waits_for_inflight() -> None:
     q.add("a")
     q.get()
     drained = threading.Event()
-    t = threading.Thread(target=lambda: (q.shutdown_with_drain(), drained.set()))
+
+    def drain() -> None:
+        q.shutdown_with_drain()
+        drained.set()
+
+    t = threading.Thread(target=drain)
     t.start()
     assert not drained.wait(0.05)
     q.done("a")
@@ -239,7 +245,8 @@ def test_metrics_record_depth_adds_latency_and_work_duration() -> None:
     clock = FakeClock()
     rec = _Recorder()
     q: RateLimitingQueue[str] = RateLimitingQueue("w", clock=clock, metrics_provider=rec)
-    q.add("a"), q.add("a"), q.add("b")
+    for key in ("a", "a", "b"):
+        q.add(key)
     clock.advance(3)  # also lets the unfinished-work loop tick
     q.get()
     clock.advance(2)

@@ -3,6 +3,7 @@ fake time."""
 
 from __future__ import annotations
 
+import builtins
 import random
 import threading
 import time
@@ -107,7 +108,7 @@ class ScriptedListWatch:
         with self.lock:
             return sum(1 for k, _ in self.calls if k == kind)
 
-    def of(self, kind: str) -> list[Any]:
+    def of(self, kind: str) -> "builtins.list[Any]":
         with self.lock:
             return [arg for k, arg in self.calls if k == kind]
 

@@ -113,7 +113,7 @@ def test_slim_pod_keeps_only_resolution_fields() -> None:
 
 
 def test_slim_drops_managed_fields_and_last_applied_without_touching_input() -> None:
-    obj = {"metadata": {"name": "x", "managedFields": [{}], "annotations": {
+    obj: dict[str, Any] = {"metadata": {"name": "x", "managedFields": [{}], "annotations": {
         "kubectl.kubernetes.io/last-applied-configuration": "{}", "keep": "1"}}, "spec": {"a": 1}}
     out = slim(obj)
     assert out["metadata"] == {"name": "x", "annotations": {"keep": "1"}}
