@@ -64,3 +64,70 @@ def rule(name: str, *matches: dict[str, Any], action: str = "drop") -> dict[str,
 
 
 ESTABLISHED = {"op": "eq", "ctstate": {"value": ["established", "related"]}}
+
+
+# ---- an independent reading of SEMANTICS.md sections 3 and 6, for end-to-end checks ----
+
+_SEGREGATION = [  # section 6, in the order written there; evaluated after the explicit rules
+    (None, "vc-remote", "allow"), ("remote-cluster", "@offloaded-service-backends", "allow"),
+    ("remote-cluster", "offloaded", "allow"), ("offloaded", "remote-cluster", "allow"),
+    ("offloaded", "local-cluster", "allow"), ("local-cluster", "offloaded", "allow"),
+    ("offloaded", "@outside", "allow"), ("@outside", "offloaded", "allow"),
+    ("local-cluster", "@reflected-service-backends", "allow"), (None, None, "deny"),
+]
+
+
+def _term(party: dict[str, str] | None) -> str | None:
+    if not party:
+        return None
+    return party["group"] if "group" in party else f"namespace:{party['namespace']}"
+
+
+def policy_connects(objects: Sequence[dict[str, Any]], *, stateful: bool) -> Callable[[str, str], bool]:
+    """What the policies mean for a TCP connection, read from the YAML, not from the compiler.
+
+    Group membership comes from the core's resolver (tested elsewhere); rule order,
+    scope, defaults, modes, the both-tables rule and conntrack are re-derived here.
+    """
+    from liqosec.firewall.addresses import ip_to_int
+    from liqosec.firewall.capabilities import Capabilities
+    from liqosec.render import outcomes
+
+    found = outcomes(objects, capabilities=Capabilities(ctstate=stateful))
+    specs = {(o.peering.namespace, o.peering.name): o for o in found}
+    policies = []
+    for obj in objects:
+        if obj.get("kind") != "PeeringConnectivity":
+            continue
+        md, spec = obj["metadata"], obj.get("spec") or {}
+        o = specs[(md["namespace"], md["name"])]
+        clauses = [(_term(r.get("source")), _term(r.get("destination")), r.get("action") or "deny")
+                   for r in spec.get("rules") or ()]
+        if spec.get("securityMode") == "IntraClusterTrafficSegregation":
+            clauses += _SEGREGATION
+        policies.append((o.groups, clauses, spec.get("defaultAction") or "allow"))
+
+    def member(groups: Any, term: str | None, addr: int) -> bool:
+        if term is None:
+            return True
+        if term == "@outside":
+            return addr not in groups.get("local-cluster") and addr not in groups.get("remote-cluster")
+        return addr in groups.get(term)
+
+    def accepts(src: int, dst: int, *, reply: bool) -> bool:
+        for groups, clauses, default in policies:
+            space = [groups.get(g) for g in ("remote-cluster", "offloaded", "vc-remote")]
+            if not any(src in s or dst in s for s in space):
+                continue  # not this peering's traffic: its chain lets it pass
+            if reply and stateful:
+                continue  # established: accepted before any rule
+            verdict = next((a for s, d, a in clauses if member(groups, s, src) and member(groups, d, dst)), default)
+            if verdict == "deny":
+                return False
+        return True
+
+    def connects(src: str, dst: str) -> bool:
+        a, b = ip_to_int(src), ip_to_int(dst)
+        return accepts(a, b, reply=False) and accepts(b, a, reply=True)
+
+    return connects

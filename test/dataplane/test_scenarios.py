@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dataplane_support import check_cells, describe
+from dataplane_support import check_cells, describe, policy_connects
 
 from liqosec.dataplane import nft
 from liqosec.dataplane.netns import Topology
@@ -99,6 +99,9 @@ def _probe_scenario(topology: MakeTopology, path: Path, mode: str, report: list[
     cells = check_cells(topo, matrix.connect)
     report.append((f"{path.name} [{mode}]", len(cells.observed), cells.agreed))
     assert not cells.disagreements, "packets and matrix disagree:\n" + describe(cells, names)
+    meaning = policy_connects(load_objects([str(path)]), stateful=MODES[mode].ctstate)
+    off = [f"{names[s]} -> {names[d]}: packets {v}" for (s, d), v in sorted(cells.observed.items()) if meaning(s, d) != v]
+    assert not off, "packets differ from an independent reading of SEMANTICS.md:\n" + "\n".join(off)
     by_name = {e.name: e.ip for e in matrix.endpoints}
     wrong = []
     for src, dst, stateless, stateful in READER.get(path.name, []):
