@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -168,6 +169,14 @@ class _HttpWatchStream:
 
     def close(self) -> None:
         self._closed.set()
+        # Closing the response alone does not wake a thread blocked in recv() on its socket;
+        # shutting the socket down does, so stop() is prompt even on an idle watch.
+        sock = getattr(getattr(self._response, "connection", None), "sock", None)
+        try:
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed by the peer
         try:
             self._response.close()
         except Exception:  # closing a half-read socket from another thread may itself fail
@@ -213,6 +222,16 @@ class _HttpWatchStream:
         return cast(JsonDict, event)
 
 
+def _read_all(resp: Any) -> bytes:
+    """Read a whole (non-streamed) body and hand the connection back to the pool."""
+    try:
+        return bytes(resp.read())
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise errors.from_transport_error(exc) from exc
+    finally:
+        resp.response.release_conn()
+
+
 class RestKubeClient:
     """``KubeClient`` over ``kubernetes.client.ApiClient`` (param_serialize + call_api)."""
 
@@ -255,18 +274,14 @@ class RestKubeClient:
             raise errors.from_transport_error(exc) from exc
         if resp.status >= 400:
             try:
-                data = resp.read()
-            except (urllib3.exceptions.HTTPError, OSError):
+                data = _read_all(resp)
+            except errors.ApiError:
                 data = b""
             raise errors.from_status(resp.status, data, headers=dict(resp.headers or {}))
         return resp
 
     def _json(self, method: str, path: str, **kwargs: Any) -> JsonDict:
-        resp = self._send(method, path, **kwargs)
-        try:
-            data = resp.read()
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise errors.from_transport_error(exc) from exc
+        data = _read_all(self._send(method, path, **kwargs))
         try:
             parsed = json.loads(data) if data else {}
         except ValueError as exc:

@@ -269,3 +269,62 @@ def test_resource_ref_validates_and_builds_paths() -> None:
         ResourceRef("g", "", "x", True, "X")
     with pytest.raises(ValueError):
         RestKubeClient(None)
+
+
+def test_load_api_client_reads_kubeconfig_and_disables_status_retries(tmp_path: Any) -> None:
+    from liqosec.kube.client import load_api_client
+
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: k, cluster: {server: 'http://127.0.0.1:6443'}}]\n"
+        "users: [{name: u, user: {token: abc}}]\n"
+        "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
+    )
+    api = load_api_client(str(kubeconfig))
+    assert api.configuration.host == "http://127.0.0.1:6443"
+    assert api.configuration.retries.status == 0
+
+
+def test_reflector_follows_a_real_http_watch_and_stops_promptly(server: Server) -> None:
+    from liqosec.kube.reflector import ClientListWatch, Reflector
+    from liqosec.kube.store import Store
+
+    streaming = threading.Event()
+    hang = threading.Event()
+
+    def between(i: int) -> None:
+        if i == 1:
+            streaming.set()
+            hang.wait(5)  # an idle watch: the server holds the connection open
+
+    pod = {"metadata": {"name": "a", "namespace": "ns", "resourceVersion": "5"}}
+    server.replies.append(Reply(200, {"items": [pod], "metadata": {"resourceVersion": "10"}}))
+    server.replies.append(Reply(lines=[
+        {"type": "MODIFIED", "object": {**pod, "metadata": {**pod["metadata"],
+                                                            "resourceVersion": "11"}}},
+        {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "12"}}},
+    ], between_lines=between))
+    store = Store()
+    reflector = Reflector(ClientListWatch(make_client(server.url), PODS, "ns"), store,
+                          resource="pods")
+    stop = threading.Event()
+    thread = threading.Thread(target=reflector.run, args=(stop,))
+    thread.start()
+    try:
+        assert streaming.wait(3)
+        deadline = threading.Event()
+        for _ in range(300):
+            if reflector.last_resource_version == "11":
+                break
+            deadline.wait(0.01)
+        assert store.get("ns/a") is not None
+        assert store.get("ns/a")["metadata"]["resourceVersion"] == "11"  # type: ignore[index]
+        assert reflector.has_synced()
+    finally:
+        stop.set()
+        thread.join(3)
+        hang.set()
+    assert not thread.is_alive(), "stop must close the open HTTP watch"
+    assert [s.query.get("watch") for s in server.seen] == [None, ["true"]]
+    assert server.seen[1].query["resourceVersion"] == ["10"]
