@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from liqosec.api.peeringconnectivity import Action, Group
-from liqosec.compiler.cover import Match, Term, cover
+from liqosec.compiler.cover import Match, Plan, Term, plan
 from liqosec.compiler.partition import Partition, partition
 from liqosec.compiler.policy import Clause
 from liqosec.firewall.addresses import AddressSet
@@ -112,12 +112,13 @@ def _rectangles(part: Partition, region: set[tuple[int, int]], by_source: bool) 
     return out
 
 
-def _candidates(part: Partition, verdicts: dict[tuple[int, int], str]) -> list[tuple[str, list[Term]]]:
+def _candidates(part: Partition, verdicts: dict[tuple[int, int], str]) -> list[tuple[str, Plan]]:
     out = []
+    memo: dict[object, object] = {}
     for policy in (ACCEPT, DROP):
         region = {pair for pair, v in verdicts.items() if v != policy}
         for by_source in (True, False):
-            out.append((policy, cover(_rectangles(part, region, by_source))))
+            out.append((policy, plan(_rectangles(part, region, by_source), memo)))
     return out
 
 
@@ -127,17 +128,17 @@ def compile_chain(
     terms = sorted({*_SCOPE, *(t for c in clauses for t in (c.src, c.dst) if t is not None)})
     part = partition(terms, [groups.get(t) for t in terms])
     verdicts = _verdicts(part, clauses, default)
-    policy, terms_list = min(
+    policy, best = min(
         _candidates(part, verdicts),
         # Fewest rules, then fewest matches; on a tie prefer the accept policy
         # so a half-applied chain fails open for traffic it does not govern.
-        key=lambda c: (len(c[1]), sum(map(len, c[1])), c[0] != ACCEPT),
+        key=lambda c: (c[1].rules, c[1].matches, c[0] != ACCEPT),
     )
     action = DROP if policy == ACCEPT else ACCEPT
     rules: dict[str, FilterRule] = {}
     if capabilities.ctstate:
         rules[CTSTATE_RULE_NAME] = FilterRule(CTSTATE_RULE_NAME, ACCEPT, (), ("established", "related"))
-    for term in terms_list:
+    for term in best.terms():
         name = rule_name(action, term)
         rules.setdefault(name, FilterRule(name, action, tuple(sorted(term, key=_match_order))))
     chain = CHAIN_STATEFUL if capabilities.ctstate else CHAIN_STATELESS

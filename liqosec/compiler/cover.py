@@ -16,6 +16,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from liqosec.firewall.addresses import MAX_IP, AddressSet, format_interval
 
@@ -25,7 +26,7 @@ from liqosec.firewall.addresses import MAX_IP, AddressSet, format_interval
 MAX_MATCHES_PER_RULE = 40
 
 # Budgets one side may take of a rule's matches; the rest goes to the other.
-_SPLITS = (0, 1, 2, 4, 8, 12, 16, 20, 24, 28, 32, 36, 38, 39, 40)
+_SPLITS = (0, 1, 2, 4, 8, 20, 32, 36, 38, 39, 40)
 
 
 @dataclass(frozen=True, order=True)
@@ -41,63 +42,126 @@ class Match:
 Term = tuple[Match, ...]
 
 
-def _boundary(start: int, end: int, target: int) -> bool:
-    return zlib.crc32(f"{start}-{end}".encode()) % target == 0
+@dataclass(frozen=True)
+class Spelling:
+    """One side, not yet formatted: costed first, formatted only if it wins.
+
+    kind "any" is no match; "holes" is one term of `neq` over `intervals`
+    (the complement); "chunks" cuts `intervals` after each index in `ends`.
+    """
+
+    kind: str
+    intervals: tuple[tuple[int, int], ...] = ()
+    ends: tuple[int, ...] = ()
+
+    @property
+    def terms(self) -> int:
+        return len(self.ends) if self.kind == "chunks" else (1 if self.kind != "none" else 0)
+
+    @property
+    def matches(self) -> int:
+        return 0 if self.kind in ("any", "none") else len(self.intervals)
 
 
-def _chunks(intervals: tuple[tuple[int, int], ...], cap: int) -> list[tuple[tuple[int, int], ...]]:
+NONE = Spelling("none")
+
+
+def _boundaries(intervals: tuple[tuple[int, int], ...]) -> list[int]:
+    return [zlib.crc32(f"{start}-{end}".encode()) for start, end in intervals]
+
+
+def _chunk_ends(hashes: list[int], cap: int) -> tuple[int, ...]:
+    """Cut after content-defined boundaries, and wherever a chunk would pass `cap`."""
     target = max(1, cap // 2)
-    out: list[tuple[tuple[int, int], ...]] = []
-    current: list[tuple[int, int]] = []
-    for iv in intervals:
-        current.append(iv)
-        if len(current) >= cap or _boundary(iv[0], iv[1], target):
-            out.append(tuple(current))
-            current = []
-    if current:
-        out.append(tuple(current))
-    return out
+    natural = [i for i, digest in enumerate(hashes) if digest % target == 0]
+    ends: list[int] = []
+    last = -1
+    for end in [*natural, len(hashes) - 1]:
+        while end - last > cap:
+            last += cap
+            ends.append(last)
+        if end > last:
+            ends.append(end)
+            last = end
+    return tuple(ends)
 
 
-def _chunk_term(chunk: tuple[tuple[int, int], ...], position: str) -> Term:
-    span = Match(position, "eq", format_interval(chunk[0][0], chunk[-1][1]))
-    gaps = [Match(position, "neq", format_interval(a[1] + 1, b[0] - 1)) for a, b in zip(chunk, chunk[1:])]
-    return (span, *gaps)
-
-
-def side_terms(addresses: AddressSet, position: str, budget: int) -> list[Term] | None:
+def _spell(addresses: AddressSet, holes: tuple[tuple[int, int], ...], hashes: list[int], budget: int) -> Spelling | None:
     """Terms whose union is `addresses`, each of at most `budget` matches; None if impossible."""
     if not addresses:
-        return []
+        return NONE
     if addresses.intervals == ((0, MAX_IP),):
-        return [()]
-    holes = addresses.complement().intervals
+        return Spelling("any")
     if budget <= 0:
         return None
-    options: list[list[Term]] = [[_chunk_term(c, position) for c in _chunks(addresses.intervals, budget)]]
-    if len(holes) <= budget:
-        options.append([tuple(Match(position, "neq", format_interval(*h)) for h in holes)])
-    return min(options, key=lambda terms: (len(terms), sum(len(t) for t in terms)))
+    chunks = Spelling("chunks", addresses.intervals, _chunk_ends(hashes, budget))
+    if len(holes) <= budget and (chunks.terms > 1 or len(holes) < len(addresses.intervals)):
+        return Spelling("holes", holes)
+    return chunks
 
 
-def rectangle(src: AddressSet, dst: AddressSet) -> list[Term]:
+def _format(spelling: Spelling, position: str) -> list[Term]:
+    if spelling.kind == "none":
+        return []
+    if spelling.kind == "any":
+        return [()]
+    if spelling.kind == "holes":
+        return [tuple(Match(position, "neq", format_interval(*h)) for h in spelling.intervals)]
+    terms: list[Term] = []
+    begin = 0
+    for end in spelling.ends:
+        ivs = spelling.intervals[begin : end + 1]
+        begin = end + 1
+        span = Match(position, "eq", format_interval(ivs[0][0], ivs[-1][1]))
+        gaps = (Match(position, "neq", format_interval(x[1] + 1, y[0] - 1)) for x, y in zip(ivs, ivs[1:]))
+        terms.append((span, *gaps))
+    return terms
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A chosen spelling of some rectangles: costed first, formatted only if it wins."""
+
+    pieces: tuple[tuple[Spelling, Spelling], ...]
+    rules: int
+    matches: int
+
+    def terms(self) -> list[Term]:
+        out: list[Term] = []
+        for s, d in self.pieces:
+            dst_terms = _format(d, "dst")
+            out.extend(a + b for a in _format(s, "src") for b in dst_terms)
+        return out
+
+
+def _rectangle(src: AddressSet, dst: AddressSet) -> tuple[int, int, Spelling, Spelling]:
     """The fewest rules (then matches) spelling src x dst within the match budget."""
-    best: list[Term] | None = None
+    src_hashes, dst_hashes = _boundaries(src.intervals), _boundaries(dst.intervals)
+    src_holes, dst_holes = src.complement().intervals, dst.complement().intervals
+    best: tuple[int, int, Spelling, Spelling] | None = None
     for src_budget in _SPLITS:
-        src_terms = side_terms(src, "src", src_budget)
-        dst_terms = side_terms(dst, "dst", MAX_MATCHES_PER_RULE - src_budget)
-        if src_terms is None or dst_terms is None:
+        s = _spell(src, src_holes, src_hashes, src_budget)
+        d = _spell(dst, dst_holes, dst_hashes, MAX_MATCHES_PER_RULE - src_budget)
+        if s is None or d is None:
             continue
-        rules = [s + d for s in src_terms for d in dst_terms]
-        if best is None or (len(rules), sum(map(len, rules))) < (len(best), sum(map(len, best))):
-            best = rules
+        cost = (s.terms * d.terms, s.matches * d.terms + d.matches * s.terms)
+        if best is None or cost < best[:2]:
+            best = (*cost, s, d)
     if best is None:  # pragma: no cover - a 20/20 split always fits
         raise AssertionError("no split fits the match budget")
     return best
 
 
-def cover(rectangles: Iterable[tuple[AddressSet, AddressSet]]) -> list[Term]:
-    rules: list[Term] = []
+def plan(rectangles: Iterable[tuple[AddressSet, AddressSet]], memo: dict[Any, Any] | None = None) -> Plan:
+    """Spell rectangles; `memo` shares work across candidate plans of one compile."""
+    memo = {} if memo is None else memo
+    pieces, rules, matches = [], 0, 0
     for src, dst in rectangles:
-        rules.extend(rectangle(src, dst))
-    return rules
+        key = (src.intervals, dst.intervals)
+        if key not in memo:
+            memo[key] = _rectangle(src, dst)
+        n_rules, n_matches, s, d = memo[key]
+        pieces.append((s, d))
+        rules += n_rules
+        matches += n_matches
+    return Plan(tuple(pieces), rules, matches)

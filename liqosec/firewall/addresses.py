@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -22,7 +23,7 @@ def ip_to_int(text: str) -> int:
 
 
 def int_to_ip(value: int) -> str:
-    return str(ipaddress.IPv4Address(value))
+    return socket.inet_ntoa(value.to_bytes(4, "big"))
 
 
 def parse_value(text: str) -> tuple[int, int]:

@@ -1,0 +1,198 @@
+"""Group resolution: every group of SEMANTICS.md section 2 from the places Liqo keeps its facts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from liqosec.firewall.addresses import AddressSet
+from liqosec.groups.resolve import (
+    OFFLOADED_SERVICE_BACKENDS,
+    OUTSIDE_POD_CIDRS,
+    REFLECTED_SERVICE_BACKENDS,
+    ResolvedGroups,
+    peer_of_namespace,
+    pod_addresses,
+    resolve_groups,
+)
+from liqosec.groups.view import Snapshot
+
+TENANT = "liqo-tenant-rome"
+
+
+def obj(kind: str, name: str, namespace: str = "", labels: dict[str, str] | None = None, **rest: Any) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "labels": labels or {}}
+    if namespace:
+        meta["namespace"] = namespace
+    return {"kind": kind, "metadata": meta, **rest}
+
+
+def pod(name: str, ip: str | None, namespace: str = "app", labels: dict[str, str] | None = None, **spec: Any) -> dict[str, Any]:
+    status: dict[str, Any] = {"phase": spec.pop("phase", "Running")}
+    if ip:
+        status["podIP"] = ip
+        status["podIPs"] = [{"ip": ip}]
+    return obj("Pod", name, namespace, labels, spec=spec, status=status)
+
+
+def groups(*objects: dict[str, Any], peer: str = "rome", namespaces: tuple[str, ...] = ()) -> ResolvedGroups:
+    return resolve_groups(Snapshot(objects), peer, f"liqo-tenant-{peer}", namespaces=namespaces)
+
+
+def values(g: ResolvedGroups, term: str) -> list[str]:
+    return g.get(term).values()
+
+
+LOCAL_NET = obj("Network", "pod-cidr", "liqo", {"ipam.liqo.io/network-type": "pod-cidr"}, spec={"cidr": "10.1.0.0/16"})
+
+
+def test_tenant_namespace_label_wins_over_name() -> None:
+    ns = obj("Namespace", "liqo-tenant-old-name", labels={"liqo.io/remote-cluster-id": "rome"})
+    assert peer_of_namespace(Snapshot([ns]), "liqo-tenant-old-name") == "rome"
+
+
+def test_tenant_namespace_falls_back_to_name_suffix() -> None:
+    assert peer_of_namespace(Snapshot([]), "liqo-tenant-milan") == "milan"
+    assert peer_of_namespace(Snapshot([obj("Namespace", "liqo-tenant-milan")]), "liqo-tenant-milan") == "milan"
+
+
+def test_other_namespaces_belong_to_no_peering() -> None:
+    assert peer_of_namespace(Snapshot([]), "default") is None
+    assert peer_of_namespace(Snapshot([]), "liqo-tenant-") is None
+
+
+def test_local_pod_cidr_from_network_outside_tenant_namespaces() -> None:
+    stray = obj("Network", "x", TENANT, {"ipam.liqo.io/network-type": "pod-cidr"}, spec={"cidr": "10.9.0.0/16"})
+    assert values(groups(LOCAL_NET, stray), "local-cluster") == ["10.1.0.0/16"]
+
+
+def test_remote_pod_cidr_is_the_remapped_status_never_the_spec() -> None:
+    conf = obj(
+        "Configuration",
+        "rome",
+        TENANT,
+        spec={"remote": {"cidr": {"pod": ["10.1.0.0/16"]}}},
+        status={"remote": {"cidr": {"pod": ["10.71.0.0/16"]}}},
+    )
+    assert values(groups(conf), "remote-cluster") == ["10.71.0.0/16"]
+
+
+def test_remote_pod_cidr_falls_back_to_tenant_networks_status() -> None:
+    conf = obj("Configuration", "rome", TENANT, spec={"remote": {"cidr": {"pod": ["10.1.0.0/16"]}}}, status={})
+    net = obj(
+        "Network", "rome-pod-10-1-0-0-16", TENANT, {"configuration.liqo.io/cidr-type": "pod"},
+        spec={"cidr": "10.1.0.0/16"}, status={"cidr": "10.72.0.0/16"},
+    )
+    elsewhere = obj("Network", "milan-pod", "liqo-tenant-milan", {"configuration.liqo.io/cidr-type": "pod"}, status={"cidr": "10.99.0.0/16"})
+    assert values(groups(conf, net, elsewhere), "remote-cluster") == ["10.72.0.0/16"]
+
+
+def test_offloaded_are_pods_labelled_with_this_origin_only() -> None:
+    mine = pod("a", "10.1.5.10", "shop-rome", {"offloading.liqo.io/origin": "rome"})
+    theirs = pod("b", "10.1.5.20", "shop-milan", {"offloading.liqo.io/origin": "milan"})
+    assert values(groups(mine, theirs), "offloaded") == ["10.1.5.10"]
+
+
+def test_pods_without_ip_hostnetwork_or_finished_contribute_nothing() -> None:
+    origin = {"offloading.liqo.io/origin": "rome"}
+    g = groups(
+        pod("noip", None, labels=origin),
+        pod("host", "10.1.0.5", labels=origin, hostNetwork=True),
+        pod("done", "10.1.0.6", labels=origin, phase="Succeeded"),
+        pod("failed", "10.1.0.7", labels=origin, phase="Failed"),
+        pod("pending", "10.1.0.8", labels=origin, phase="Pending"),
+    )
+    assert values(g, "offloaded") == ["10.1.0.8"]
+
+
+def test_ipv6_addresses_are_set_aside_and_counted() -> None:
+    p = pod("dual", "10.1.0.9", labels={"offloading.liqo.io/origin": "rome"})
+    p["status"]["podIPs"].append({"ip": "fd00::9"})
+    g = groups(p)
+    assert values(g, "offloaded") == ["10.1.0.9"]
+    assert g.ipv6_skipped == 1
+    assert pod_addresses({"status": {"podIP": "10.0.0.1"}}) == (["10.0.0.1"], 0)
+
+
+VNODE = obj("Node", "liqo-rome", labels={"liqo.io/type": "virtual-node", "liqo.io/remote-cluster-id": "rome"})
+OTHER_VNODE = obj("Node", "liqo-milan", labels={"liqo.io/type": "virtual-node", "liqo.io/remote-cluster-id": "milan"})
+SHADOW = {"liqo.io/shadowPod": "true"}
+
+
+def test_vc_remote_are_shadow_pods_on_this_peers_virtual_nodes() -> None:
+    g = groups(
+        VNODE, OTHER_VNODE,
+        pod("s1", "10.71.0.5", "shop", SHADOW, nodeName="liqo-rome"),
+        pod("s2", "10.80.0.5", "shop", SHADOW, nodeName="liqo-milan"),
+        pod("local", "10.1.0.5", "shop", nodeName="worker"),
+    )
+    assert values(g, "vc-remote") == ["10.71.0.5"]
+
+
+def test_virtual_node_named_after_the_peer_is_the_fallback() -> None:
+    g = groups(pod("s1", "10.71.0.5", "shop", SHADOW, nodeName="rome"))
+    assert values(g, "vc-remote") == ["10.71.0.5"]
+
+
+def offloading(namespace: str, *peers: str, name: str = "offloading") -> dict[str, Any]:
+    return obj(
+        "NamespaceOffloading", name, namespace,
+        status={"remoteNamespacesConditions": {p: [{"type": "Ready", "status": "True"}] for p in peers}},
+    )
+
+
+def test_vc_local_are_local_pods_of_namespaces_offloaded_to_the_peer() -> None:
+    g = groups(
+        VNODE, OTHER_VNODE, offloading("shop", "rome"), offloading("blog", "milan"),
+        offloading("wiki", "rome", name="not-the-liqo-one"),
+        pod("front", "10.1.1.1", "shop", nodeName="worker"),
+        pod("mine-shadow", "10.71.0.5", "shop", SHADOW, nodeName="liqo-rome"),
+        pod("other-shadow", "10.80.0.5", "shop", SHADOW, nodeName="liqo-milan"),
+        pod("blogpod", "10.1.2.2", "blog", nodeName="worker"),
+        pod("wikipod", "10.1.3.3", "wiki", nodeName="worker"),
+    )
+    assert values(g, "vc-local") == ["10.1.1.1"]
+    assert values(g, "vc-remote") == ["10.71.0.5"]
+
+
+def test_namespace_party_includes_shadow_pods() -> None:
+    g = groups(
+        VNODE,
+        pod("front", "10.1.1.1", "shop"),
+        pod("shadow", "10.71.0.5", "shop", SHADOW, nodeName="liqo-rome"),
+        pod("elsewhere", "10.1.9.9", "blog"),
+        namespaces=("shop",),
+    )
+    assert values(g, "namespace:shop") == ["10.1.1.1", "10.71.0.5"]
+
+
+def test_private_subnets_are_rfc1918() -> None:
+    assert values(groups(), "private-subnets") == ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
+
+
+def test_offloaded_service_backends_come_from_services_in_offloaded_namespaces() -> None:
+    svc = obj("Service", "api", "shop")
+    slice_ = obj("EndpointSlice", "api-x", "shop", {"kubernetes.io/service-name": "api"}, endpoints=[{"addresses": ["10.1.1.1"]}])
+    orphan = obj("EndpointSlice", "gone-x", "shop", {"kubernetes.io/service-name": "gone"}, endpoints=[{"addresses": ["10.1.1.2"]}])
+    not_offloaded = obj("EndpointSlice", "b-x", "blog", {"kubernetes.io/service-name": "b"}, endpoints=[{"addresses": ["10.1.2.2"]}])
+    g = groups(offloading("shop", "rome"), svc, slice_, orphan, not_offloaded, obj("Service", "b", "blog"))
+    assert values(g, OFFLOADED_SERVICE_BACKENDS) == ["10.1.1.1"]
+
+
+def test_reflected_service_backends_are_slices_labelled_with_the_origin() -> None:
+    mine = obj("EndpointSlice", "r", "shop-rome", {"offloading.liqo.io/origin": "rome"}, endpoints=[{"addresses": ["10.71.1.1"]}])
+    theirs = obj("EndpointSlice", "m", "shop-milan", {"offloading.liqo.io/origin": "milan"}, endpoints=[{"addresses": ["10.80.1.1"]}])
+    assert values(groups(mine, theirs), REFLECTED_SERVICE_BACKENDS) == ["10.71.1.1"]
+
+
+def test_outside_pod_cidrs_is_everything_but_local_and_remote() -> None:
+    conf = obj("Configuration", "rome", TENANT, status={"remote": {"cidr": {"pod": ["10.71.0.0/16"]}}})
+    g = groups(LOCAL_NET, conf)
+    outside = g.get(OUTSIDE_POD_CIDRS)
+    assert "8.8.8.8" in outside and "10.2.0.1" in outside
+    assert "10.1.0.1" not in outside and "10.71.3.3" not in outside
+
+
+def test_peer_space_is_remote_offloaded_and_vc_remote() -> None:
+    conf = obj("Configuration", "rome", TENANT, status={"remote": {"cidr": {"pod": ["10.71.0.0/16"]}}})
+    g = groups(LOCAL_NET, conf, pod("o", "10.1.5.5", labels={"offloading.liqo.io/origin": "rome"}))
+    assert g.peer_space == AddressSet.of(["10.71.0.0/16", "10.1.5.5"])
