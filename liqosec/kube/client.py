@@ -82,7 +82,7 @@ class ResourceRef:
         return f"{self.group}/{self.version}" if self.group else self.version
 
     def path(
-        self, namespace: str | None = None, name: str | None = None, subresource: str | None = None
+        self, namespace: str | None = None, name: str | None = None, *, subresource: str | None = None
     ) -> str:
         base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
         if self.namespaced and namespace:
@@ -222,6 +222,13 @@ class _HttpWatchStream:
         return cast(JsonDict, event)
 
 
+def _named_metadata(obj: JsonDict) -> JsonDict:
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict) or not meta.get("name"):
+        raise ValueError("update needs metadata.name")
+    return meta
+
+
 def _read_all(resp: Any) -> bytes:
     """Read a whole (non-streamed) body and hand the connection back to the pool."""
     try:
@@ -337,12 +344,12 @@ class RestKubeClient:
         return self._json("POST", ref.path(ns), body=obj)
 
     def update(self, ref: ResourceRef, obj: JsonDict) -> JsonDict:
-        meta = obj.get("metadata", {})
+        meta = _named_metadata(obj)
         return self._json("PUT", ref.path(meta.get("namespace"), meta["name"]), body=obj)
 
     def update_status(self, ref: ResourceRef, obj: JsonDict) -> JsonDict:
-        meta = obj.get("metadata", {})
-        return self._json("PUT", ref.path(meta.get("namespace"), meta["name"], "status"), body=obj)
+        meta = _named_metadata(obj)
+        return self._json("PUT", ref.path(meta.get("namespace"), meta["name"], subresource="status"), body=obj)
 
     def patch(
         self,

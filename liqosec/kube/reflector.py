@@ -210,6 +210,8 @@ class Reflector:
                 if need_list:
                     self._list_and_replace(stop)
                     need_list = False
+                    if stop.is_set():
+                        break
                 self._watch_once(stop)
                 if stop.is_set():
                     break
