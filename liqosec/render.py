@@ -55,16 +55,23 @@ def _flatten(doc: Any) -> Iterator[dict[str, Any]]:
             yield dict(doc)
 
 
+def _identity(obj: Mapping[str, Any]) -> tuple[str, str, str, str]:
+    group = str(obj.get("apiVersion", "")).rpartition("/")[0]
+    return (group, str(obj.get("kind")), str(meta(obj).get("namespace") or ""), str(meta(obj).get("name") or ""))
+
+
 def load_objects(paths: Sequence[str]) -> list[dict[str, Any]]:
-    objects: list[dict[str, Any]] = []
+    """Objects from every file; a later object with the same identity replaces an earlier one, as `kubectl apply` would."""
+    objects: dict[tuple[str, str, str, str], dict[str, Any]] = {}
     for file in _files(paths):
         try:
             with file.open(encoding="utf-8") as fh:
                 for doc in yaml.safe_load_all(fh):
-                    objects.extend(_flatten(doc))
+                    for obj in _flatten(doc):
+                        objects[_identity(obj)] = obj
         except yaml.YAMLError as err:
             raise RenderError([f"{file}: not valid YAML: {err}"]) from err
-    return objects
+    return list(objects.values())
 
 
 def capabilities_of(objects: Iterable[Mapping[str, Any]]) -> Capabilities:
