@@ -251,7 +251,8 @@ class Reflector:
         rv = ""
         while True:
             page = self._lw.list(limit=self._page_size, continue_token=token)
-            items.extend(page.get("items") or [])
+            # Slim each page as it arrives: holding a 10k-pod LIST in full would cost ~100 MB.
+            items.extend(self._store.transform(o) for o in page.get("items") or [])
             meta: dict[str, Any] = page.get("metadata") or {}
             rv = str(meta.get("resourceVersion") or rv)
             token = meta.get("continue") or None
@@ -260,7 +261,7 @@ class Reflector:
             if stop.is_set():
                 return
         with self._dispatch:
-            delta = self._store.replace(items, rv)
+            delta = self._store.replace(items, rv, transformed=True)
             self._last_rv = rv
             for obj in delta.added:
                 self._notify("on_add", obj)

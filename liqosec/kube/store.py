@@ -226,13 +226,20 @@ class Store:
                 self._unindex(key, old)
             return old
 
-    def replace(self, objs: Iterable[JsonDict], rv: str) -> Delta:
-        """Swap the whole content for ``objs`` (a full LIST at ``rv``); return the difference."""
+    def transform(self, obj: JsonDict) -> JsonDict:
+        """The copy this store would keep of ``obj`` (lets a lister slim pages as they arrive)."""
+        return self._transform(obj)
+
+    def replace(self, objs: Iterable[JsonDict], rv: str, *, transformed: bool = False) -> Delta:
+        """Swap the whole content for ``objs`` (a full LIST at ``rv``); return the difference.
+
+        ``transformed=True`` says ``objs`` already went through ``transform``.
+        """
         delta = Delta()
         with self._lock:
             fresh: dict[str, JsonDict] = {}
             for obj in objs:
-                stored = self._transform(obj)
+                stored = obj if transformed else self._transform(obj)
                 fresh[object_key(stored)] = stored
             for key, old in list(self._items.items()):
                 if key not in fresh:

@@ -401,3 +401,30 @@ def test_backoff_doubles_with_bounded_jitter() -> None:
 def test_constructor_rejects_bad_configuration(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         Reflector(ScriptedListWatch(FakeClock()), Store(), **kwargs)
+
+
+def test_list_pages_are_transformed_once_as_they_arrive() -> None:
+    calls: list[str] = []
+
+    def slim_name_only(o: JsonDict) -> JsonDict:
+        calls.append(o["metadata"]["name"])
+        meta = o["metadata"]
+        return {"metadata": {k: meta[k] for k in ("name", "namespace", "resourceVersion")}}
+
+    clock = FakeClock()
+    lw = ScriptedListWatch(clock)
+    big = obj("a", "5")
+    big["spec"] = {"containers": ["x"] * 100}
+    lw.lists.extend([page([big], "10", "t"), page([obj("b", "6")], "10")])
+    store = Store(transform=slim_name_only)
+    handler = Recorder()
+    stop = threading.Event()
+    reflector = Reflector(lw, store, resource="pods", clock=clock, handler=handler)
+    thread = threading.Thread(target=reflector.run, args=(stop,))
+    thread.start()
+    wait_until(lambda: lw.count("watch") == 1)
+    stop.set()
+    thread.join(3)
+    assert calls == ["a", "b"]
+    assert store.get("ns/a") == {"metadata": {"name": "a", "namespace": "ns",
+                                              "resourceVersion": "5"}}
