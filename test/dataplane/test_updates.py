@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dataplane_support import check_cells, describe
+from dataplane_support import check_cells, describe, policy_connects
 
 from liqosec.dataplane import nft
 from liqosec.dataplane.netns import Topology
@@ -81,6 +81,9 @@ def test_pods_added_after_a_deny_keep_verdicts_when_rules_are_appended(
         cell_report.append((f"update {scenario} step {n} [{mode}]{reordered}", len(cells.observed), cells.agreed))
         names = {e.ip: e.name for e in final.endpoints}
         assert not cells.disagreements, f"step {n}: packets and matrix disagree:\n" + describe(cells, names)
+        meaning = policy_connects(objs, stateful=caps.ctstate)
+        off = [f"{names[s]} -> {names[d]}: packets {v}" for (s, d), v in cells.observed.items() if meaning(s, d) != v]
+        assert not off, f"step {n}: packets differ from the policy's meaning:\n" + "\n".join(off)
 
 
 def _shuffled(fc: dict[str, Any], rng: random.Random) -> dict[str, Any]:
@@ -115,3 +118,38 @@ def test_any_rule_order_gives_the_same_verdicts(topology: MakeTopology, cell_rep
     cell_report.append((f"shuffled {path.name} [{mode}]", len(cells.observed), cells.agreed))
     names = {e.ip: e.name for e in matrix.endpoints}
     assert not cells.disagreements, "shuffled rules changed verdicts:\n" + describe(cells, names)
+
+
+def test_firewall_turning_stateful_puts_conntrack_first_on_a_live_node(topology: MakeTopology,
+                                                                       cell_report: Any) -> None:
+    """SEMANTICS 5: the agent appends, so the ctstate rule only comes first in a fresh chain."""
+    path = ROOT / "examples" / "mode-segregation-consumer.yaml"
+    objects = load_objects([str(path)])
+    matrix = build_matrix(objects, capabilities=MODES["stateful"])
+    ip = {e.name: e.ip for e in matrix.endpoints}
+    topo = topology(list(ip.values()))
+    state: agent.NodeState = agent.EMPTY
+    for mode in ("stateless", "stateful", "stateless", "stateful"):
+        fcs = render(objects, capabilities=MODES[mode])
+        state = agent.apply(state, fcs)
+        nft.apply_incremental(topo, fcs)
+        live = _node_order(topo, fcs)
+        assert live == {k: agent.rule_order(state, *k) for k in live}
+        if mode == "stateful":
+            assert all(names[0] == "accept-established-related" for names in live.values()), live
+        cells = check_cells(topo, build_matrix(objects, capabilities=MODES[mode]).connect)
+        cell_report.append((f"switch to {mode}: {path.name}", len(cells.observed), cells.agreed))
+        assert not cells.disagreements, describe(cells, {v: k for k, v in ip.items()})
+        assert topo.probe(ip["default/admin"], ip["shop/backend"]) is (mode == "stateful")  # P1 -> P4
+
+
+def test_deleting_a_policy_removes_its_table_and_restores_traffic(topology: MakeTopology) -> None:
+    objects = load_objects([str(HERE / "scenarios" / "two-peerings.yaml")])
+    matrix = build_matrix(objects, capabilities=MODES["stateless"])
+    topo = topology([e.ip for e in matrix.endpoints])
+    fcs = render(objects, capabilities=MODES["stateless"])
+    nft.apply_incremental(topo, fcs)
+    assert not all(topo.probe_pairs(topo.all_pairs()).values())
+    nft.apply_incremental(topo, [])
+    assert nft.live_tables(topo) == []
+    assert all(topo.probe_pairs(topo.all_pairs()).values())
