@@ -6,6 +6,7 @@ Guarantees:
 - Exactly-once view for the handler: every object it saw added gets ``on_delete`` when it
   disappears, including objects deleted while disconnected (a relist diffs against the store);
   ``on_update`` is emitted only when the resourceVersion changed (except resync, below).
+  Handlers receive the stored (transformed) copies; ``on_delete`` gets the last stored copy.
   Handler calls are serialised (one at a time, under the reflector's dispatch lock).
 - WATCH resumes from the last seen resourceVersion: after a server-side timeout or a transient
   error it does not relist. BOOKMARK events advance the resourceVersion and emit nothing.
@@ -18,7 +19,7 @@ Guarantees:
 
 Caller duties:
 - Handlers must not block for long and must not mutate the objects they receive.
-- Run one reflector per store; nothing else writes to that store.
+- Run one reflector per store, and call ``run`` once; nothing else writes to that store.
 """
 
 from __future__ import annotations
@@ -228,6 +229,8 @@ class Reflector:
                 if gone_streak > 1:  # a relist that changed nothing: do not spin
                     self._clock.wait_event(stop, self._backoff.next())
             except Exception as exc:  # top of the reflector loop: every failure is retried
+                if stop.is_set():
+                    break  # the stream was closed under us on purpose
                 self._back_off(stop, exc, listing=need_list)
         helper.join(timeout=1.0)
 
