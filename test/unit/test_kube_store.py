@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from liqosec.kube.store import (
     NAMESPACE_INDEX,
@@ -159,3 +161,22 @@ def test_slim_pods_cost_under_2kib_each_in_cache() -> None:
     per_pod = measure_bytes_per_object(realistic_pods(2000), transform=slim_pod,
                                        indexers=indexers)
     assert 0 < per_pod < 2048
+
+
+@given(st.lists(st.dictionaries(st.sampled_from("abcdef"), st.integers(1, 3)), min_size=1,
+                max_size=6))
+def test_replaying_replace_deltas_reproduces_every_list(states: list[dict[str, int]]) -> None:
+    store = Store()
+    view: dict[str, str] = {}  # what a handler fed only by deltas believes
+    for rv, state in enumerate(states):
+        delta = store.replace([pod(n, rv=str(v)) for n, v in state.items()], str(rv))
+        for o in delta.added:
+            assert object_key(o) not in view, "add for an object already seen"
+            view[object_key(o)] = o["metadata"]["resourceVersion"]
+        for old, new in delta.updated:
+            assert view[object_key(old)] == old["metadata"]["resourceVersion"]
+            assert old["metadata"]["resourceVersion"] != new["metadata"]["resourceVersion"]
+            view[object_key(new)] = new["metadata"]["resourceVersion"]
+        for o in delta.deleted:
+            assert view.pop(object_key(o)) == o["metadata"]["resourceVersion"]
+        assert view == {f"default/{n}": str(v) for n, v in state.items()}
