@@ -328,3 +328,21 @@ def test_reflector_follows_a_real_http_watch_and_stops_promptly(server: Server) 
     assert not thread.is_alive(), "stop must close the open HTTP watch"
     assert [s.query.get("watch") for s in server.seen] == [None, ["true"]]
     assert server.seen[1].query["resourceVersion"] == ["10"]
+
+
+def test_load_api_client_prefers_in_cluster_config_inside_a_pod(monkeypatch: Any) -> None:
+    from kubernetes import config as k8s_config
+
+    from liqosec.kube.client import load_api_client
+
+    seen: list[str] = []
+
+    def fake_incluster(client_configuration: Any) -> None:
+        seen.append("in-cluster")
+        client_configuration.host = "https://10.96.0.1:443"
+
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setattr(k8s_config, "load_incluster_config", fake_incluster)
+    api = load_api_client()
+    assert seen == ["in-cluster"]
+    assert api.configuration.host == "https://10.96.0.1:443"
