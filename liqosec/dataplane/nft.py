@@ -24,6 +24,7 @@ this module does no I/O.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -39,6 +40,19 @@ def family_keyword(family: str) -> str:
         return FAMILIES[family]
     except KeyError:
         raise ValueError(f"unknown table family {family!r}") from None
+
+
+# nft's scanner identifier; nft 1.0.6 cannot quote table or chain names, so anything
+# else (or a keyword such as `fwd`) cannot be written as text, though netlink takes it.
+_IDENT = re.compile(r"[A-Za-z_.][A-Za-z0-9/\\_.-]*")
+
+
+def ident(name: object) -> str:
+    """A table or chain name as nft text, refused early when nft could not parse it."""
+    text = str(name)
+    if not _IDENT.fullmatch(text):
+        raise ValueError(f"{text!r} cannot be written as an nft table or chain name")
+    return text
 
 
 def _quote(text: str) -> str:
@@ -123,9 +137,9 @@ def _filter_rules(chain: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 
 def table_script(table: Mapping[str, Any]) -> str:
     """A whole table, rules in the order given (a fresh node holds them in FC order)."""
-    lines = [f"table {family_keyword(str(table['family']))} {table['name']} {{"]
+    lines = [f"table {family_keyword(str(table['family']))} {ident(table['name'])} {{"]
     for chain in table.get("chains") or ():
-        lines.append(f"  chain {chain['name']} {{")
+        lines.append(f"  chain {ident(chain['name'])} {{")
         lines.append(f"    {chain_header(chain)}")
         lines.extend(f"    {rule_text(r)}" for r in _filter_rules(chain))
         lines.append("  }")
@@ -206,7 +220,7 @@ def canonical_script(table: Mapping[str, Any]) -> str:
     fam = family_keyword(str(table["family"]))
     lines = [f"table {fam} {SCRATCH_TABLE} {{"]
     for chain in table.get("chains") or ():
-        lines.append(f"  chain {chain['name']} {{")
+        lines.append(f"  chain {ident(chain['name'])} {{")
         lines.extend(f"    {rule_text(r)}" for r in _filter_rules(chain))
         lines.append("  }")
     lines.append("}")
@@ -233,8 +247,8 @@ def _chain_outdated(live: LiveChain, spec: Mapping[str, Any]) -> bool:
 def plan_incremental(table: Mapping[str, Any], live: Sequence[LiveChain],
                      canonical: Mapping[tuple[str, str], tuple[Any, ...]]) -> tuple[str, str]:
     """The agent's two phases for one table as two nft scripts: (clean, add)."""
-    fam, name = family_keyword(str(table["family"])), str(table["name"])
-    specs = {str(c["name"]): c for c in table.get("chains") or ()}
+    fam, name = family_keyword(str(table["family"])), ident(table["name"])
+    specs = {ident(c["name"]): c for c in table.get("chains") or ()}
     clean: list[str] = []
     present: dict[str, set[str]] = {}
     for chain in live:

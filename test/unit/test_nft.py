@@ -143,3 +143,9 @@ def test_generated_script_passes_nft_check_mode() -> None:
                           timeout=20, check=False)
     assert proc.returncode == 0, proc.stderr
     json.dumps(script)  # plain text, no surprises
+
+
+def test_names_nft_cannot_parse_are_refused_early() -> None:
+    assert nft.ident("liqosec-rome") == "liqosec-rome"
+    with pytest.raises(ValueError, match="cannot be written"):
+        nft.table_script({"name": "has space", "family": "IPV4", "chains": []})
