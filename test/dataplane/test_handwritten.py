@@ -10,7 +10,7 @@ import pytest
 from dataplane_support import ESTABLISHED, chain, check_cells, describe, ip, rule
 
 from liqosec.dataplane import nft
-from liqosec.dataplane.netns import CommandError, Topology
+from liqosec.dataplane.netns import PORT, CommandError, Topology
 from liqosec.firewall import agent
 from liqosec.firewall.evaluate import connects, tables_of
 
@@ -186,3 +186,24 @@ def test_order_dependent_rules_break_when_the_agent_appends(topology: MakeTopolo
     assert nft.rule_names(topo.nft_json("table", "ip", "lqs_hand"), table="lqs_hand")["forward"] == [
         "allow-a", "deny-d", "allow-b"]
     assert not topo.probe(D, B)
+
+
+def test_proto_port_and_dev_matches_on_the_wire(topology: MakeTopology) -> None:
+    """The probe is TCP to PORT; the node-side veth of the n-th endpoint is `v<n>`."""
+    topo = topology([A, B, C])
+    tcp = {"op": "eq", "proto": {"value": "tcp"}}
+    udp = {"op": "eq", "proto": {"value": "udp"}}
+    to_port = {"op": "eq", "port": {"position": "dst", "value": str(PORT)}}
+    # The agent ignores op on a port range: "neq 8000-9000" still matches 8080.
+    not_range = {"op": "neq", "port": {"position": "dst", "value": f"{PORT - 80}-{PORT + 920}"}}
+    out_c = {"op": "eq", "dev": {"position": "out", "value": "v2"}}
+    topo.nft(nft.fc_script([chain([
+        rule("udp-to-b", udp, ip("dst", B)),
+        rule("tcp-port-from-a-to-b", ip("src", A), ip("dst", B), tcp, to_port),
+        rule("range-quirk", ip("src", B), ip("dst", A), tcp, not_range),
+        rule("out-to-c", ip("src", A), out_c),
+    ])]))
+    seen = topo.probe_pairs(topo.all_pairs())
+    # B -> A dies only by the range quirk (A's reply has an ephemeral dport); C -> A dies
+    # because A's reply leaves through v2.
+    assert seen == {(A, B): False, (B, A): False, (A, C): False, (C, A): False, (B, C): True, (C, B): True}
