@@ -75,7 +75,13 @@ build_kube() {
   log "building kube-apiserver and kube-controller-manager ${KUBE_VERSION} (cold: about 8 min on 2 cores, 2 GiB RAM)"
   start=$SECONDS
   # One go build for both so the shared packages compile once.
-  (cd "$MODULE_DIR" && go build -trimpath -ldflags='-s -w' -o "${tmp}/" \
+  # Stamp the version the way Kubernetes' own build does, or /version says v0.0.0-master and
+  # clients that gate features on the server version misjudge it.
+  local minor="${KUBE_VERSION#v1.}"; minor="${minor%%.*}"
+  local pkg=k8s.io/component-base/version
+  local ldflags="-s -w -X ${pkg}.gitVersion=${KUBE_VERSION} -X ${pkg}.gitMajor=1"
+  ldflags+=" -X ${pkg}.gitMinor=${minor} -X ${pkg}.gitTreeState=clean"
+  (cd "$MODULE_DIR" && go build -trimpath -ldflags="$ldflags" -o "${tmp}/" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager) \
     || { rm -rf "$tmp"; die "go build of the kube binaries failed"; }
   mv -f "${tmp}/kube-apiserver" "$APISERVER"

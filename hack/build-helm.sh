@@ -40,7 +40,8 @@ mkdir -p "$work"
 cd "$work"
 go mod init liqosec.dev/helm-build >/dev/null 2>&1
 log "resolving helm.sh/helm/v3 ${HELM_VERSION}"
-go get -tool "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}" || die "cannot resolve helm ${HELM_VERSION}"
+go get -tool "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}" >resolve.log 2>&1 \
+  || { tail -20 resolve.log >&2; die "cannot resolve helm ${HELM_VERSION} (see ${work}/resolve.log)"; }
 log "building helm ${HELM_VERSION}"
 start=$SECONDS
 go build -trimpath \

@@ -45,8 +45,8 @@ def up(crds: list[Path], work_dir: Path | None) -> int:
             cp.install_crds(crds)
             print(cp.kubeconfig_path, flush=True)
             logging.getLogger(__name__).info(
-                "control plane up; Ctrl-C to stop: server=%s kubeconfig=%s",
-                cp.server, cp.kubeconfig_path)
+                "control plane up; Ctrl-C to stop",
+                extra={"server": cp.server, "kubeconfig": str(cp.kubeconfig_path)})
             while not stop.wait(1.0):
                 pass
     except ControlPlaneError as err:
@@ -55,9 +55,22 @@ def up(crds: list[Path], work_dir: Path | None) -> int:
     return 0
 
 
+_RECORD_FIELDS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+class _KeyValueFormatter(logging.Formatter):
+    """Show the ``extra=`` keys the library logs with, so the data is not lost on a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        pairs = " ".join(f"{k}={v}" for k, v in vars(record).items() if k not in _RECORD_FIELDS)
+        return f"{line} {pairs}" if pairs else line
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_KeyValueFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     args = _parser().parse_args(argv)
     return up(args.crds, args.work_dir)
 

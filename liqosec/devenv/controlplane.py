@@ -110,9 +110,8 @@ def _paths_from_build_script(repo_root: Path) -> dict[str, str | None]:
     proc = subprocess.run(["bash", str(script), "--print-paths"], capture_output=True, text=True,
                           timeout=60, check=False)
     if proc.returncode != 0:
-        raise ControlPlaneUnavailable(
-            f"control-plane binaries not built ({proc.stderr.strip()}): run hack/build-control-plane.sh"
-        )
+        raise ControlPlaneUnavailable("control-plane binaries not built in the cache "
+                                      f"({proc.stdout.strip()}): run hack/build-control-plane.sh")
     pairs = (line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
     found: dict[str, str | None] = {k: v for k, v in pairs}
     return found
