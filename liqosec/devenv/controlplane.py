@@ -128,6 +128,7 @@ def _free_port() -> int:
 
 def _die_with_parent() -> None:
     # PR_SET_PDEATHSIG: if the test runner is killed, etcd and the apiserver must not linger.
+    # The signal is tied to the thread that spawned the child: start from a long-lived thread.
     try:
         import ctypes
 
@@ -327,6 +328,11 @@ class ControlPlane:
                     if resp.status == 200:
                         return
                     last_error = f"HTTP {resp.status}"
+            except urllib.error.HTTPError as err:
+                # /readyz names its failing checks in the body: the most useful line on a timeout.
+                failed = [ln for ln in err.read().decode(errors="replace").splitlines()
+                          if "failed" in ln]
+                last_error = f"HTTP {err.code}: {'; '.join(failed) or err.reason}"
             except (urllib.error.URLError, OSError) as err:
                 last_error = str(err)
             time.sleep(POLL_INTERVAL_S)
