@@ -374,6 +374,9 @@ class RestKubeClient:
         return self.create(EVENTS, event, namespace=event.get("metadata", {}).get("namespace"))
 
 
+CONNECTION_POOL_SIZE = 32
+
+
 def load_api_client(kubeconfig: str | None = None, context: str | None = None) -> Any:
     """An ``ApiClient``: in-cluster inside a pod (no kubeconfig given), else from kubeconfig.
 
@@ -384,6 +387,9 @@ def load_api_client(kubeconfig: str | None = None, context: str | None = None) -
 
     configuration = k8s_client.Configuration()
     configuration.retries = transport_retries()
+    # One long-lived connection per watch (a dozen informers) plus the workers' writes:
+    # urllib3's default pool of 10 would churn connections.
+    configuration.connection_pool_maxsize = CONNECTION_POOL_SIZE
     if kubeconfig is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
         load_incluster = cast(Callable[..., None], k8s_config.load_incluster_config)
         load_incluster(client_configuration=configuration)

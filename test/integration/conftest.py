@@ -50,3 +50,27 @@ def kube_api(control_plane: ControlPlane) -> Iterator[Any]:
     """A ``kubernetes.client.ApiClient`` for the admin user; closed after the test."""
     with control_plane.api_client() as api:
         yield api
+
+
+@pytest.fixture()
+def kube(control_plane: ControlPlane) -> Iterator[Any]:
+    """liqosec's own REST client, talking to the test control plane as admin."""
+    from liqosec.kube.client import RestKubeClient
+
+    with control_plane.api_client() as api:
+        yield RestKubeClient(api)
+
+
+@pytest.fixture(scope="session")
+def local_pod_cidr(control_plane: ControlPlane) -> None:
+    """The cluster's own pod CIDR Network (one per cluster), shared by every test."""
+    from liqosec.devenv.objects import apply
+    from liqosec.kube.client import RestKubeClient
+
+    network = {
+        "apiVersion": "ipam.liqo.io/v1alpha1", "kind": "Network",
+        "metadata": {"name": "pod-cidr", "namespace": "liqo", "labels": {"ipam.liqo.io/network-type": "pod-cidr"}},
+        "spec": {"cidr": "10.1.0.0/16"}, "status": {"cidr": "10.1.0.0/16"},
+    }
+    with control_plane.api_client() as api:
+        apply(RestKubeClient(api), [network])

@@ -1,0 +1,56 @@
+"""Kubernetes Events about PeeringConnectivities (core/v1), best effort.
+
+An Event that cannot be written is logged and dropped: events inform, they
+must never fail or retry a reconcile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+import structlog
+
+from liqosec.api.peeringconnectivity import API_VERSION
+from liqosec.kube import errors
+from liqosec.kube.client import KubeClient
+
+COMPONENT = "liqosec"
+
+
+class EventRecorder:
+    def __init__(self, client: KubeClient, *, instance: str) -> None:
+        self._client = client
+        self._instance = instance
+        self._log = structlog.get_logger(__name__)
+
+    def event(self, obj: Mapping[str, Any], *, kind: str, reason: str, message: str, warning: bool = False) -> None:
+        meta = obj.get("metadata") or {}
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta.get('name')}.", "namespace": meta.get("namespace")},
+            "involvedObject": {
+                "apiVersion": API_VERSION,
+                "kind": kind,
+                "name": meta.get("name"),
+                "namespace": meta.get("namespace"),
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": "Warning" if warning else "Normal",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": self._instance,
+        }
+        try:
+            self._client.create_event(event)
+        except errors.ApiError as err:
+            self._log.warning("event not recorded", reason=reason, error=str(err))

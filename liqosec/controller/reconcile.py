@@ -1,0 +1,234 @@
+"""Reconcile one PeeringConnectivity: make its FirewallConfiguration and status what the caches say.
+
+Level-triggered and idempotent: every call re-reads the caches, compiles, and
+writes only what differs. Outcomes, as in sample-controller:
+- done: firewall and status match (maybe after a write);
+- invalid spec: status says why (field path), an Event is emitted once, the
+  last good firewall stays; no retry (a spec change brings the key back);
+- not found: the PeeringConnectivity is gone; FirewallConfigurations it
+  left behind (when garbage collection cannot act) are deleted;
+- error: raised to the worker, which retries with backoff. Conflicts on a
+  write are retried here first, against a fresh read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+
+from liqosec.api.peeringconnectivity import API_VERSION, KIND
+from liqosec.api.validation import ValidationError, parse_peering_connectivity
+from liqosec.compiler.firewallconfiguration import (
+    FC_KIND,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    OWNER_LABEL,
+    Outcome,
+    build,
+    firewall_name,
+    governing,
+)
+from liqosec.controller.resources import FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES, StoreView
+from liqosec.controller.status import VALID, Condition, condition, desired_status, invalid_conditions, valid_conditions
+from liqosec.firewall.capabilities import Capabilities
+from liqosec.kube import errors
+from liqosec.kube.client import JsonDict, KubeClient
+
+# A conflict means our cached copy was stale; a fresh read almost always
+# fixes it at once. Past this, hand the key back to the rate-limited queue.
+CONFLICT_RETRIES = 3
+
+
+class Recorder(Protocol):
+    def event(self, obj: Mapping[str, Any], *, kind: str, reason: str, message: str, warning: bool = False) -> None: ...
+
+
+class WriteMetrics(Protocol):
+    def firewall_write(self, peering: str, operation: str) -> None: ...
+
+    def firewall_noop(self, peering: str) -> None: ...
+
+    def status_write(self, peering: str) -> None: ...
+
+    def compiled(self, peering: str, outcome: Outcome) -> None: ...
+
+
+@dataclass(frozen=True)
+class Invalid:
+    reason: str
+    message: str
+
+
+def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    return obj.get("metadata") or {}
+
+
+def firewall_differs(live: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
+    """Semantic difference: spec, our labels, our owner reference. Others' additions are kept."""
+    if live.get("spec") != desired.get("spec"):
+        return True
+    live_labels = _meta(live).get("labels") or {}
+    if any(live_labels.get(k) != v for k, v in (_meta(desired).get("labels") or {}).items()):
+        return True
+    live_uids = {o.get("uid") for o in _meta(live).get("ownerReferences") or ()}
+    return any(o.get("uid") not in live_uids for o in _meta(desired).get("ownerReferences") or ())
+
+
+def merged_firewall(live: Mapping[str, Any], desired: Mapping[str, Any]) -> JsonDict:
+    meta = dict(_meta(live))
+    meta["labels"] = {**(meta.get("labels") or {}), **(_meta(desired).get("labels") or {})}
+    owners = [o for o in meta.get("ownerReferences") or () if not o.get("controller")]
+    meta["ownerReferences"] = owners + list(_meta(desired).get("ownerReferences") or ())
+    return {**dict(live), "metadata": meta, "spec": desired["spec"]}
+
+
+class Reconciler:
+    def __init__(
+        self,
+        *,
+        client: KubeClient,
+        view: StoreView,
+        capabilities: Callable[[], Capabilities],
+        recorder: Recorder,
+        metrics: WriteMetrics,
+    ) -> None:
+        self._client = client
+        self._view = view
+        self._capabilities = capabilities
+        self._recorder = recorder
+        self._metrics = metrics
+
+    def reconcile(self, key: str) -> None:
+        namespace, _, name = key.partition("/")
+        log = structlog.get_logger(__name__).bind(peering=key)
+        obj = self._view.get(KIND, name, namespace)
+        if obj is None or _meta(obj).get("deletionTimestamp"):
+            self._remove_orphans(namespace, name, log)
+            return
+        caps = self._capabilities()
+        try:
+            outcome = self._compile(obj, caps)
+        except _InvalidSpec as bad:
+            self._reject(obj, bad.invalid, log)
+            return
+        self._apply_firewall(key, obj, outcome, log)
+        self._metrics.compiled(key, outcome)
+        self._write_status(key, obj, valid_conditions(outcome, stateful=caps.ctstate), outcome, log)
+
+    # ----- phases -----
+    def _compile(self, obj: Mapping[str, Any], caps: Capabilities) -> Outcome:
+        namespace, name = str(_meta(obj).get("namespace")), str(_meta(obj).get("name"))
+        winner = governing(self._view.list(KIND, namespace)).get(namespace)
+        if winner != name:
+            raise _InvalidSpec(
+                Invalid("Conflict", f"metadata.name: the peering of {namespace!r} is already governed by {winner!r}")
+            )
+        try:
+            return build(self._view, parse_peering_connectivity(obj), caps)
+        except ValidationError as err:
+            reason = "InvalidSpec"
+            if any(e.path == "metadata.namespace" for e in err.errors):
+                reason = "NotTenantNamespace"
+            elif any("bytes" in e.message for e in err.errors):
+                reason = "TooLarge"
+            raise _InvalidSpec(Invalid(reason, "; ".join(str(e) for e in err.errors))) from err
+
+    def _reject(self, obj: Mapping[str, Any], invalid: Invalid, log: Any) -> None:
+        key = f"{_meta(obj).get('namespace')}/{_meta(obj).get('name')}"
+        live = self._view.get(FC_KIND, firewall_name_of(obj), str(_meta(obj).get("namespace")))
+        conds = invalid_conditions(invalid.message, invalid.reason, firewall_kept=live is not None)
+        before = condition(obj.get("status") or {}, VALID)
+        if before is None or before.get("status") != "False" or before.get("message") != invalid.message:
+            log.warning("spec rejected, firewall left as it was", reason=invalid.reason, error=invalid.message)
+            self._recorder.event(obj, kind=KIND, reason=invalid.reason, message=invalid.message, warning=True)
+        self._write_status(key, obj, conds, None, log)
+
+    def _apply_firewall(self, key: str, obj: Mapping[str, Any], outcome: Outcome, log: Any) -> None:
+        desired = outcome.firewall
+        name, namespace = desired["metadata"]["name"], desired["metadata"]["namespace"]
+        live = self._view.get(FC_KIND, name, namespace)
+        for attempt in range(CONFLICT_RETRIES):
+            if live is None:
+                try:
+                    self._client.create(FIREWALL_CONFIGURATIONS, desired)
+                except errors.AlreadyExists:
+                    live = self._client.get(FIREWALL_CONFIGURATIONS, name, namespace=namespace)
+                    continue
+                self._wrote(key, obj, "create", outcome, log)
+                return
+            if not firewall_differs(live, desired):
+                self._metrics.firewall_noop(key)
+                return
+            try:
+                self._client.update(FIREWALL_CONFIGURATIONS, merged_firewall(live, desired))
+            except errors.Conflict:
+                log.info("firewall changed under us, reading it again", attempt=attempt)
+                live = self._client.get(FIREWALL_CONFIGURATIONS, name, namespace=namespace)
+                continue
+            except errors.NotFound:
+                live = None
+                continue
+            self._wrote(key, obj, "update", outcome, log)
+            return
+        raise errors.Conflict(409, "Conflict", f"FirewallConfiguration {namespace}/{name} kept changing")
+
+    def _wrote(self, key: str, obj: Mapping[str, Any], operation: str, outcome: Outcome, log: Any) -> None:
+        self._metrics.firewall_write(key, operation)
+        rules = len(outcome.chain.rules)
+        log.info("firewall written", operation=operation, rules=rules, bytes=outcome.size_bytes)
+        message = f"FirewallConfiguration {outcome.firewall['metadata']['name']} {operation}d: {rules} rules"
+        self._recorder.event(obj, kind=KIND, reason=f"Firewall{operation.capitalize()}d", message=message)
+
+    def _write_status(
+        self, key: str, obj: Mapping[str, Any], conds: list[Condition], outcome: Outcome | None, log: Any
+    ) -> None:
+        current: Mapping[str, Any] = obj
+        for attempt in range(CONFLICT_RETRIES):
+            status = current.get("status") or {}
+            desired = desired_status(status, conds, int(_meta(current).get("generation") or 0), outcome)
+            if desired == status:
+                return
+            body = {
+                "apiVersion": API_VERSION,
+                "kind": KIND,
+                "metadata": {k: _meta(current)[k] for k in ("name", "namespace", "resourceVersion") if k in _meta(current)},
+                "status": desired,
+            }
+            try:
+                self._client.update_status(PEERING_CONNECTIVITIES, body)
+            except errors.Conflict:
+                log.info("peering changed under us, reading it again", attempt=attempt)
+                current = self._client.get(PEERING_CONNECTIVITIES, key.partition("/")[2], namespace=key.partition("/")[0])
+                continue
+            except errors.NotFound:
+                return
+            self._metrics.status_write(key)
+            return
+        raise errors.Conflict(409, "Conflict", f"{KIND} {key} status kept changing")
+
+    def _remove_orphans(self, namespace: str, name: str, log: Any) -> None:
+        for fc in self._view.by_label(FC_KIND, OWNER_LABEL, name):
+            if _meta(fc).get("namespace") != namespace or (_meta(fc).get("labels") or {}).get(MANAGED_BY_LABEL) != MANAGED_BY:
+                continue
+            try:
+                self._client.delete(FIREWALL_CONFIGURATIONS, str(_meta(fc)["name"]), namespace=namespace)
+            except errors.NotFound:
+                continue
+            self._metrics.firewall_write(f"{namespace}/{name}", "delete")
+            log.info("orphaned firewall removed", resource=_meta(fc).get("name"))
+
+
+class _InvalidSpec(Exception):
+    def __init__(self, invalid: Invalid) -> None:
+        super().__init__(invalid.message)
+        self.invalid = invalid
+
+
+def firewall_name_of(obj: Mapping[str, Any]) -> str:
+    return f"liqosec-{_meta(obj).get('name')}"
+
+
+__all__ = ["Reconciler", "firewall_differs", "merged_firewall", "firewall_name"]

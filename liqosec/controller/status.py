@@ -1,0 +1,117 @@
+"""The status a PeeringConnectivity should carry, and whether it differs from what it has.
+
+Pure. Conditions follow metav1.Condition: `lastTransitionTime` moves only
+when a condition's status flips, so recomputing an unchanged status gives an
+equal object and the reconcile writes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from liqosec.compiler.firewallconfiguration import MAX_OBJECT_BYTES, Outcome
+
+VALID, READY, STATELESS, LARGE = "Valid", "Ready", "StatelessFiltering", "LargeFirewall"
+# Warn well before the bound, while there is room to act.
+LARGE_FRACTION = 0.75
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: bool
+    reason: str
+    message: str
+
+
+def valid_conditions(outcome: Outcome, *, stateful: bool) -> list[Condition]:
+    chain = outcome.chain
+    conds = [
+        Condition(VALID, True, "Valid", "the spec compiles"),
+        Condition(READY, True, "Applied", f"FirewallConfiguration {outcome.firewall['metadata']['name']} matches the spec"),
+    ]
+    if stateful:
+        conds.append(Condition(STATELESS, False, "ConntrackAvailable", "established and related packets are accepted first"))
+    else:
+        what = (
+            "this policy allows some flows one way only, and their replies are judged as new packets and dropped: "
+            "such connections do not open"
+            if chain.one_way
+            else "every allowed flow is also allowed back, so connections open"
+        )
+        conds.append(
+            Condition(
+                STATELESS,
+                True,
+                "NoConntrackMatch",
+                f"the installed FirewallConfiguration API has no ctstate match, so filtering is stateless; {what}",
+            )
+        )
+    if outcome.size_bytes > LARGE_FRACTION * MAX_OBJECT_BYTES:
+        conds.append(
+            Condition(LARGE, True, "NearSizeBound", f"{outcome.size_bytes} bytes of {MAX_OBJECT_BYTES} allowed")
+        )
+    return conds
+
+
+def invalid_conditions(message: str, reason: str, *, firewall_kept: bool) -> list[Condition]:
+    kept = "the last good FirewallConfiguration is kept" if firewall_kept else "no FirewallConfiguration is written"
+    return [
+        Condition(VALID, False, reason, message),
+        Condition(READY, False, reason, f"spec not applied; {kept}"),
+    ]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def render_conditions(
+    conds: Sequence[Condition], existing: Sequence[Mapping[str, Any]], generation: int, now: str | None = None
+) -> list[dict[str, Any]]:
+    previous = {c.get("type"): c for c in existing}
+    out = []
+    for c in conds:
+        status = "True" if c.status else "False"
+        old = previous.get(c.type)
+        when = old.get("lastTransitionTime") if old and old.get("status") == status else None
+        out.append(
+            {
+                "type": c.type,
+                "status": status,
+                "reason": c.reason,
+                "message": c.message,
+                "observedGeneration": generation,
+                "lastTransitionTime": when or now or _now(),
+            }
+        )
+    return out
+
+
+def desired_status(
+    current: Mapping[str, Any], conds: Sequence[Condition], generation: int, outcome: Outcome | None
+) -> dict[str, Any]:
+    """The whole status; compiler figures stay from the last good outcome when the spec is invalid."""
+    status: dict[str, Any] = {k: v for k, v in current.items() if k not in ("conditions", "observedGeneration")}
+    if outcome is not None:
+        status.update(
+            peer=outcome.peer,
+            firewallConfiguration=outcome.firewall["metadata"]["name"],
+            compiledRules=len(outcome.chain.rules),
+            objectBytes=outcome.size_bytes,
+            addresses=outcome.groups.counts(),
+            ipv6Skipped=outcome.groups.ipv6_skipped,
+        )
+    status["observedGeneration"] = generation
+    status["conditions"] = render_conditions(conds, current.get("conditions") or (), generation)
+    return status
+
+
+def condition(status: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
+    for c in status.get("conditions") or ():
+        if c.get("type") == type_:
+            return dict(c)
+    return None

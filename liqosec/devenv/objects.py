@@ -1,0 +1,100 @@
+"""Apply plain cluster objects (as `liqosec render` reads them) to a real API server.
+
+For demos and integration tests: objects carry a `status` (pod IPs, Liqo's
+remapped CIDRs) that only controllers write in a real cluster, so `apply`
+creates each object and then writes its status through the status
+subresource, the way Liqo and the kubelet would.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from liqosec.controller.resources import (
+    CONFIGURATIONS,
+    FIREWALL_CONFIGURATIONS,
+    FOREIGN_CLUSTERS,
+    NAMESPACE_OFFLOADINGS,
+    NETWORKS,
+    PEERING_CONNECTIVITIES,
+    SERVICES,
+)
+from liqosec.kube import errors
+from liqosec.kube.client import ENDPOINT_SLICES, NAMESPACES, NODES, PODS, KubeClient, ResourceRef
+
+REFS: dict[str, ResourceRef] = {
+    r.kind: r
+    for r in (
+        PODS, NODES, NAMESPACES, ENDPOINT_SLICES, SERVICES, CONFIGURATIONS, NETWORKS, NAMESPACE_OFFLOADINGS,
+        FOREIGN_CLUSTERS, PEERING_CONNECTIVITIES, FIREWALL_CONFIGURATIONS,
+    )
+}
+# Kinds whose status is a subresource: a create drops it, a status write sets it.
+WITH_STATUS_SUBRESOURCE = frozenset({"Pod", "Configuration", "Network", "NamespaceOffloading", "PeeringConnectivity"})
+# A new namespace's default ServiceAccount appears a moment after it: pods wait for it.
+SERVICE_ACCOUNT_WAIT_SECONDS = 30.0
+
+
+def _prepare(obj: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(dict(obj))
+    if out.get("kind") == "Pod":
+        spec = out.setdefault("spec", {})
+        spec.setdefault("containers", [{"name": "app", "image": "registry.invalid/app:1"}])
+        spec.setdefault("automountServiceAccountToken", False)
+    if out.get("kind") == "Service":
+        spec = out.setdefault("spec", {})
+        spec.setdefault("ports", [{"port": 80}])
+    return out
+
+
+def ensure_namespace(client: KubeClient, name: str) -> None:
+    try:
+        client.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    except errors.AlreadyExists:
+        pass
+
+
+def _create_or_update(client: KubeClient, ref: ResourceRef, obj: dict[str, Any]) -> dict[str, Any]:
+    meta = obj["metadata"]
+    deadline = time.monotonic() + SERVICE_ACCOUNT_WAIT_SECONDS
+    while True:
+        try:
+            return client.create(ref, obj)
+        except errors.AlreadyExists:
+            live = client.get(ref, meta["name"], namespace=meta.get("namespace"))
+            merged = {**live, **{k: v for k, v in obj.items() if k not in ("metadata", "status")}}
+            merged["metadata"] = {**live["metadata"], "labels": meta.get("labels", {})}
+            return client.update(ref, merged)
+        except errors.ApiError as err:
+            if "serviceaccount" in str(err).lower() and time.monotonic() < deadline:
+                time.sleep(0.2)
+                continue
+            raise
+
+
+def apply(client: KubeClient, objects: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Create or update each object, namespaces first, then write its status if it has one."""
+    objs = [_prepare(o) for o in objects if o.get("kind") in REFS]
+    objs.sort(key=lambda o: 0 if o["kind"] == "Namespace" else 1)
+    out = []
+    for obj in objs:
+        ref = REFS[obj["kind"]]
+        if obj["metadata"].get("namespace"):
+            ensure_namespace(client, obj["metadata"]["namespace"])
+        live = _create_or_update(client, ref, obj)
+        if obj.get("status") and obj["kind"] in WITH_STATUS_SUBRESOURCE:
+            live = set_status(client, ref, live, obj["status"])
+        out.append(live)
+    return out
+
+
+def set_status(client: KubeClient, ref: ResourceRef, live: Mapping[str, Any], status: Mapping[str, Any]) -> dict[str, Any]:
+    for _ in range(5):
+        try:
+            return client.update_status(ref, {**dict(live), "status": dict(status)})
+        except errors.Conflict:
+            live = client.get(ref, live["metadata"]["name"], namespace=live["metadata"].get("namespace"))
+    raise RuntimeError(f"status of {ref.kind} {live['metadata'].get('name')} kept conflicting")
