@@ -40,6 +40,7 @@ ARRIVALS: list[list[dict[str, Any]]] = [
     [_pod("db", "shop", "10.71.3.8", {"liqo.io/shadowPod": "true"}, node="liqo-rome"),
      _pod("job-9", "guest-rome", "10.1.9.9", OFFLOADED), _pod("ops", "monitoring", "10.1.2.21")],
 ]
+DEPARTURES = {("Pod", "job-0"), ("Pod", "frontend"), ("Pod", "db")}
 GROWING = ["ordering-deny-first.yaml", "ordering-allow-first.yaml", "default-deny.yaml", "namespace-party.yaml"]
 
 
@@ -59,7 +60,7 @@ def _fc_order(fcs: list[dict[str, Any]]) -> dict[tuple[str, str], list[str | Non
 
 @pytest.mark.parametrize("mode", sorted(MODES))
 @pytest.mark.parametrize("scenario", GROWING)
-def test_pods_added_after_a_deny_keep_verdicts_when_rules_are_appended(
+def test_pods_added_then_removed_keep_verdicts_when_rules_are_appended(
         topology: MakeTopology, cell_report: Any, scenario: str, mode: str) -> None:
     caps = MODES[mode]
     objects = load_objects([str(HERE / "scenarios" / scenario)])
@@ -67,6 +68,8 @@ def test_pods_added_after_a_deny_keep_verdicts_when_rules_are_appended(
     for batch in ARRIVALS:
         steps.append(steps[-1] + batch)
     final = build_matrix(steps[-1], capabilities=caps)
+    # Then pods leave; their addresses stay as endpoints, now belonging to no pod.
+    steps.append([o for o in steps[-1] if (o.get("kind"), o["metadata"].get("name")) not in DEPARTURES])
     topo = topology([e.ip for e in final.endpoints])
     state: agent.NodeState = agent.EMPTY
     for n, objs in enumerate(steps):
