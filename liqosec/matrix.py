@@ -62,7 +62,7 @@ class Matrix:
 
 
 def _pod_endpoints(objects: Sequence[Mapping[str, Any]]) -> list[Endpoint]:
-    out = []
+    out: list[Endpoint] = []
     for obj in objects:
         if obj.get("kind") != "Pod":
             continue

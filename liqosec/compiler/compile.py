@@ -106,8 +106,8 @@ def _rectangles(part: Partition, region: set[tuple[int, int]], by_source: bool) 
     for key, others in rows.items():
         grouped[frozenset(others)].append(key)
     out = []
-    for others, keys in sorted(grouped.items(), key=lambda kv: min(kv[1])):
-        first, second = part.union(sorted(keys)), part.union(sorted(others))
+    for targets, keys in sorted(grouped.items(), key=lambda kv: min(kv[1])):
+        first, second = part.union(sorted(keys)), part.union(sorted(targets))
         out.append((first, second) if by_source else (second, first))
     return out
 
