@@ -47,8 +47,9 @@ CONNECT_TIMEOUT = 0.5
 # Probes mostly wait (a drop waits out the timeout), so many threads cost little;
 # 64 keeps a 15-endpoint scenario (210 cells) under a few seconds.
 PROBE_WORKERS = 64
-# Hard bound on a listener's life, in case a test forgets to close.
-LISTENER_LIFETIME = 900.0
+# Hard bound on a listener's life, in case a caller forgets to close; long enough
+# for a soak of a thousand random policies on one topology.
+LISTENER_LIFETIME = 3600.0
 COMMAND_TIMEOUT = 20.0
 MAX_ENDPOINTS = 64
 NETNS_DIR = Path("/var/run/netns")

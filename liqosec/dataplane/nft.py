@@ -237,6 +237,17 @@ def canonical_rules(listing: Mapping[str, Any]) -> dict[tuple[str, str], tuple[A
     return out
 
 
+def _agent_equal(live: tuple[Any, ...], want: tuple[Any, ...]) -> bool:
+    """The agent's bag comparison, at the granularity of nft JSON statements.
+
+    Coarser than the agent's netlink expressions: a JSON match holds both the
+    load and the compare, so swapping the values of two matches on one field
+    reads as a change here while the agent keeps the stale rule. Rule names
+    derived from content (as liqosec's are) never meet that case.
+    """
+    return len(live) == len(want) and all(e in want for e in live)
+
+
 def _chain_outdated(live: LiveChain, spec: Mapping[str, Any]) -> bool:
     wanted = {"type": spec.get("type"), "hook": spec.get("hook"),
               "priority": spec.get("priority"), "policy": spec.get("policy")}
@@ -259,7 +270,7 @@ def plan_incremental(table: Mapping[str, Any], live: Sequence[LiveChain],
         kept = set()
         for rule in chain.rules:
             want = canonical.get((chain.name, rule.name)) if rule.name is not None else None
-            if want is None or want != rule.expr:
+            if want is None or not _agent_equal(rule.expr, want):
                 clean.append(f"delete rule {fam} {name} {chain.name} handle {rule.handle}")
             elif rule.name is not None:
                 kept.add(rule.name)

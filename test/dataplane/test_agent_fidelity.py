@@ -1,0 +1,85 @@
+"""Scope: random FC histories applied to a live node the agent's way leave rules exactly where the model says."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytest
+from dataplane_support import chain, ip, rule
+
+from liqosec.dataplane import nft
+from liqosec.dataplane.netns import Topology
+from liqosec.firewall import agent
+from liqosec.firewall.evaluate import connects
+
+pytestmark = pytest.mark.dataplane
+
+MakeTopology = Callable[[Sequence[str]], Topology]
+ADDRESSES = ["10.0.0.1", "10.0.0.2", "10.0.1.1", "10.0.1.2"]
+STEPS = 25
+POOL = 8  # rule names to draw from, so rules come back after leaving
+PROBE_EVERY = 4  # random chains drop a lot and drops cost a timeout; order is checked every step
+
+
+def _random_rule(rng: random.Random, name: str) -> dict[str, Any]:
+    matches = []
+    for position in ("src", "dst"):
+        pick = rng.random()
+        if pick < 0.4:
+            matches.append(ip(position, rng.choice(ADDRESSES), rng.choice(["eq", "neq"])))
+        elif pick < 0.6:
+            matches.append(ip(position, rng.choice(["10.0.0.0/24", "10.0.1.0/24"])))
+        elif pick < 0.75:
+            matches.append(ip(position, "10.0.0.2-10.0.1.1", rng.choice(["eq", "neq"])))
+    return rule(name, *matches, action=rng.choice(["accept", "drop"]))
+
+
+def _random_fcs(rng: random.Random, previous: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mostly small edits of the previous rule list, sometimes a policy change or a second table."""
+    rules = list(previous)
+    for _ in range(rng.randint(1, 3)):
+        op = rng.random()
+        if op < 0.35 or not rules:
+            name = f"r{rng.randrange(POOL)}"
+            rules = [r for r in rules if r["name"] != name]
+            rules.insert(rng.randint(0, len(rules)), _random_rule(rng, name))
+        elif op < 0.6:
+            rules.pop(rng.randrange(len(rules)))
+        elif op < 0.8:
+            i = rng.randrange(len(rules))
+            rules[i] = _random_rule(rng, rules[i]["name"])  # same name, new content
+        else:
+            rng.shuffle(rules)
+    fcs = [chain(rules, policy=rng.choice(["accept", "accept", "accept", "drop"]))]
+    if rng.random() < 0.3:
+        fcs.append(chain([rule("other", ip("src", "10.0.1.2"), ip("dst", "10.0.0.1"))], table="lqs_other"))
+    return fcs
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_live_rule_order_follows_the_agent_model(topology: MakeTopology, cell_report: Any, seed: int) -> None:
+    rng = random.Random(seed)
+    topo = topology(ADDRESSES)
+    state: agent.NodeState = agent.EMPTY
+    rules: list[dict[str, Any]] = []
+    cells = agreed = 0
+    for step in range(STEPS):
+        fcs = _random_fcs(rng, rules)
+        rules = fcs[0]["spec"]["table"]["chains"][0]["rules"]["filterRules"]
+        state = agent.apply(state, fcs)
+        nft.apply_incremental(topo, fcs)
+        assert sorted(nft.live_tables(topo)) == sorted(("ip", t.name) for t in state), f"step {step}"
+        for table in state:
+            live = nft.rule_names(topo.nft_json("table", "ip", table.name), table=table.name)
+            model = {c.name: agent.rule_order(state, table.name, c.name) for c in table.chains}
+            assert live == model, f"step {step}: table {table.name}"
+        if step % PROBE_EVERY and step != STEPS - 1:
+            continue
+        node_tables = [t.as_spec() for t in state]
+        seen = topo.probe_pairs(topo.all_pairs())
+        cells += len(seen)
+        agreed += sum(connects(node_tables, *p) == v for p, v in seen.items())
+    cell_report.append((f"random FC history seed {seed}, {STEPS} steps, probed every {PROBE_EVERY}", cells, agreed))
+    assert agreed == cells
