@@ -38,6 +38,13 @@ from liqosec.kube.store import Store
 
 # How often `run` looks at informer sync and the stop flag while starting.
 SYNC_POLL_SECONDS = 0.1
+# Pods and endpoints churn in bursts (a rollout, a scale-up). Their changes
+# reach the queue after this window, so a burst coalesces into a few writes of
+# a large FirewallConfiguration instead of one per pod; policy changes skip it.
+# Our own FirewallConfiguration writes echo back as events: batched too, so
+# the echo of one write does not cut the next window short.
+BATCH_SECONDS = 0.5
+BATCHED_KINDS = frozenset({"Pod", "EndpointSlice", "FirewallConfiguration"})
 
 
 class Exit(enum.Enum):
@@ -54,10 +61,13 @@ class Options:
     leader_election_namespace: str = "liqo"
     leader_election_id: str = "liqosec"
     lease_seconds: tuple[float, float, float] = field(default=(15.0, 10.0, 2.0))  # lease, renew, retry
+    batch_seconds: float = BATCH_SECONDS
 
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ValueError("workers must be at least 1")
+        if self.batch_seconds < 0:
+            raise ValueError("batch window must be >= 0 seconds")
         if self.resync_seconds < 0:
             raise ValueError("resync must be >= 0 seconds (0 disables it)")
         if not self.identity:
@@ -119,10 +129,15 @@ class Controller:
                 store,
                 resource=watched.ref.plural,
                 resync_period=self.options.resync_seconds if watched.kind == KIND else 0.0,
-                handler=_Enqueue(watched.kind, mapper, self.queue.add),
+                handler=_Enqueue(watched.kind, mapper, self._enqueuer(watched.kind)),
                 metrics=self._kube_metrics,
             )
         )
+
+    def _enqueuer(self, kind: str) -> Callable[[str], None]:
+        if kind in BATCHED_KINDS and self.options.batch_seconds > 0:
+            return lambda key: self.queue.add_after(key, self.options.batch_seconds)
+        return self.queue.add
 
     # ----- state -----
     def synced(self) -> bool:

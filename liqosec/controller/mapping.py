@@ -53,6 +53,14 @@ def pod_facts(pod: Obj | None) -> tuple[Any, ...] | None:
     )
 
 
+def status_only(old: Obj, new: Obj) -> bool:
+    """An update that changed nothing but status (a resync hands the same version twice: not this)."""
+    m_old, m_new = meta(old), meta(new)
+    if m_old.get("resourceVersion") == m_new.get("resourceVersion"):
+        return False
+    return all(m_old.get(k) == m_new.get(k) for k in ("generation", "labels", "deletionTimestamp", "uid"))
+
+
 class KeyMapper:
     """Reads the caches (never the API) to find the peerings an object belongs to."""
 
@@ -115,6 +123,8 @@ class KeyMapper:
         return set(handler(old, new, objs)) if handler else set()
 
     def _on_PeeringConnectivity(self, old: Obj | None, new: Obj | None, objs: list[Obj]) -> Keys:  # noqa: N802
+        if old is not None and new is not None and status_only(old, new):
+            return set()  # our own status write coming back
         # Peers of a tenant namespace share it: a create or delete can change who governs.
         return {k for o in objs for k in self.keys_in_namespace(_ns(o)) | {f"{_ns(o)}/{_name(o)}"}}
 

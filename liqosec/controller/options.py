@@ -24,6 +24,7 @@ def add_run_parser(sub: Any) -> None:
     p.add_argument("--context", default=None, help="kubeconfig context")
     p.add_argument("--workers", type=int, default=int(_env("LIQOSEC_WORKERS", "2")), help="concurrent reconciles")
     p.add_argument("--resync", type=float, default=600.0, help="seconds between full re-checks of every peering (0: never)")
+    p.add_argument("--batch-window", type=float, default=0.5, help="seconds pod and endpoint changes wait to coalesce")
     p.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True, help="elect a leader on a Lease")
     p.add_argument("--leader-election-namespace", default=_env("POD_NAMESPACE", "liqo"))
     p.add_argument("--leader-election-id", default="liqosec", help="name of the Lease")
@@ -47,6 +48,7 @@ def run_command(args: argparse.Namespace, out: Any = None) -> int:
         identity=args.identity,
         workers=args.workers,
         resync_seconds=args.resync,
+        batch_seconds=args.batch_window,
         leader_elect=args.leader_elect,
         leader_election_namespace=args.leader_election_namespace,
         leader_election_id=args.leader_election_id,

@@ -283,6 +283,7 @@ class ControlPlane:
         cfg.ssl_ca_cert = str(self.ca_file)
         cfg.api_key = {"authorization": self.token}
         cfg.api_key_prefix = {"authorization": "Bearer"}
+        cfg.connection_pool_maxsize = 32  # a controller holds a watch per informer
         return cfg
 
     def api_client(self) -> Any:
