@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +19,10 @@ pytestmark = pytest.mark.e2e
 
 EXAMPLE = ROOT / "examples" / "provider-isolate-offloaded.yaml"
 FC_CRD = "firewallconfigurations.networking.liqo.io"
-PC_CRD = "peeringconnectivities.security.liqo.io"
 MANAGED_BY = "app.kubernetes.io/managed-by=liqosec"
+# Not the short name `pc`: PriorityClass owns it and kubectl resolves built-ins first
+# (test/unit/test_manifests.py::test_crd_short_names_do_not_shadow_builtin_resources).
+PC = "peeringconnectivities.security.liqo.io"
 # Compiles, writes and reports status well within this on an idle kind cluster.
 RECONCILE_TIMEOUT_S = 120
 
@@ -63,7 +66,7 @@ def configure_peer(cluster: KindCluster, peer: str, remote_pod_cidr: str) -> Non
     }])
     status = {"status": {"remote": {"cidr": {"pod": [remote_pod_cidr], "external": ["10.250.0.0/16"]}}}}
     cluster.kubectl("-n", tenant, "patch", "configurations.networking.liqo.io", peer, "--subresource=status",
-                    "--type=merge", "-p", yaml.safe_dump(status, default_flow_style=True))
+                    "--type=merge", "-p", json.dumps(status))
 
 
 def wait_pods_ready(cluster: KindCluster, ns: str) -> None:
@@ -160,14 +163,14 @@ def printed_column(table: str, row_name: str, column: str) -> str:
     return row[starts[i]:end].strip()
 
 
-def test_kubectl_get_pc_shows_ready_true(cluster: KindCluster, rome: dict[str, str]) -> None:
+def test_kubectl_get_peeringconnectivities_shows_ready_true(cluster: KindCluster, rome: dict[str, str]) -> None:
     def ready() -> str | None:
-        out = cluster.kubectl("get", "pc", "-n", "liqo-tenant-rome")
+        out = cluster.kubectl("get", PC, "-n", "liqo-tenant-rome")
         return out if printed_column(out, "rome", "READY") == "True" else None
 
-    out = eventually(ready, timeout=RECONCILE_TIMEOUT_S, what="`kubectl get pc` to show READY True")
+    out = eventually(ready, timeout=RECONCILE_TIMEOUT_S, what="`kubectl get peeringconnectivities` to show READY True")
     assert printed_column(out, "rome", "MODE") == "FullPodToPod"
-    pc = cluster.get_json("pc", "-n", "liqo-tenant-rome", "rome")
+    pc = cluster.get_json(PC, "-n", "liqo-tenant-rome", "rome")
     assert pc["status"]["observedGeneration"] == pc["metadata"]["generation"]
 
 
@@ -215,7 +218,7 @@ def test_deleting_the_policy_removes_its_firewall(cluster: KindCluster, rome: di
                     "metadata": {"name": "turin", "namespace": "liqo-tenant-turin"},
                     "spec": {"rules": [{"source": {"group": "remote-cluster"}, "action": "deny"}]}}])
     eventually(lambda: live_firewall(cluster, "turin"), timeout=RECONCILE_TIMEOUT_S, what="FirewallConfiguration liqosec-turin")
-    cluster.kubectl("delete", "pc", "-n", "liqo-tenant-turin", "turin", "--wait=true", "--timeout=120s", timeout=140)
+    cluster.kubectl("delete", PC, "-n", "liqo-tenant-turin", "turin", "--wait=true", "--timeout=120s", timeout=140)
     eventually(lambda: True if live_firewall(cluster, "turin") is None else None, timeout=RECONCILE_TIMEOUT_S,
                what="FirewallConfiguration liqosec-turin to be deleted")
     managed = cluster.get_json("firewallconfigurations.networking.liqo.io", "-A", "-l", MANAGED_BY)["items"]

@@ -202,3 +202,56 @@ def test_included_crd_is_the_manifest_crd(helm: str) -> None:
     [crd] = [o for o in template(helm, include_crds=True) if o["kind"] == "CustomResourceDefinition"]
     manifest = yaml.safe_load((ROOT / "manifests" / "crds" / checks.CRD_FILE).read_text())
     assert crd == manifest
+
+
+RBAC_TEST_NAMESPACE = "liqosec-rbac-check"
+
+
+@pytest.fixture(scope="module")
+def installed_chart(helm: str, control_plane: Any) -> Any:
+    """The chart installed on the real API server (replicas 0: no kubelet here, and nothing should run)."""
+    kubeconfig = str(control_plane.kubeconfig_path)
+    install = [helm, "upgrade", "--install", "liqosec", str(CHART), "--namespace", RBAC_TEST_NAMESPACE, "--create-namespace",
+               "--kubeconfig", kubeconfig, "--set", "replicas=0"]
+    result = subprocess.run(install, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    yield control_plane
+    subprocess.run([helm, "uninstall", "liqosec", "--namespace", RBAC_TEST_NAMESPACE, "--kubeconfig", kubeconfig],
+                   capture_output=True, timeout=120)
+    subprocess.run(["kubectl", "--kubeconfig", kubeconfig, "delete", "namespace", RBAC_TEST_NAMESPACE, "--wait=false"],
+                   capture_output=True, timeout=60)
+
+
+def can_i(control_plane: Any, verb: str, group: str, resource: str, *, namespace: str | None) -> bool:
+    """The API server's own RBAC answer (SubjectAccessReview through `kubectl auth can-i`) for the chart's ServiceAccount."""
+    name, _, sub = resource.partition("/")
+    cmd = ["kubectl", "--kubeconfig", str(control_plane.kubeconfig_path), "auth", "can-i", verb,
+           f"{name}.{group}" if group else name, f"--as=system:serviceaccount:{RBAC_TEST_NAMESPACE}:liqosec"]
+    cmd += [f"--subresource={sub}"] if sub else []
+    cmd += ["-n", namespace] if namespace else ["-A"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    assert result.stdout.strip() in ("yes", "no"), result.stderr
+    return result.stdout.strip() == "yes"
+
+
+def test_api_server_authorizes_every_call_of_the_controller(installed_chart: Any) -> None:
+    denied = [
+        f"{verb} {resource}.{group or 'core'}"
+        for group, resource, verbs in checks.CLUSTER_PERMISSIONS
+        for verb in verbs
+        if not can_i(installed_chart, verb, group, resource, namespace=None)
+    ]
+    denied += [
+        f"{verb} {resource}.{group} in {RBAC_TEST_NAMESPACE}"
+        for group, resource, verbs in checks.LEASE_PERMISSIONS
+        for verb in verbs
+        if not can_i(installed_chart, verb, group, resource, namespace=RBAC_TEST_NAMESPACE)
+    ]
+    assert denied == []
+
+
+def test_api_server_refuses_what_the_controller_does_not_need(installed_chart: Any) -> None:
+    assert not can_i(installed_chart, "list", "", "secrets", namespace=None)
+    assert not can_i(installed_chart, "create", "", "pods/exec", namespace="default")
+    assert not can_i(installed_chart, "update", "coordination.k8s.io", "leases", namespace="default")
+    assert not can_i(installed_chart, "delete", "security.liqo.io", "peeringconnectivities", namespace=None)

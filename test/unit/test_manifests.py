@@ -311,3 +311,18 @@ def test_dockerignore_keeps_what_pip_install_needs() -> None:
     lines = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines() if ln.strip() and not ln.startswith("#")]
     assert "!pyproject.toml" in lines and "!liqosec/" in lines
     assert lines[0] == "*"  # everything else (tests, .git, caches) stays out of the context
+
+
+# Short names of built-in resources that kubectl resolves before any CRD's (kubectl api-resources, v1.33).
+BUILTIN_SHORT_NAMES = {
+    "cm", "cs", "csr", "ds", "deploy", "ep", "ev", "hpa", "ing", "limits", "netpol", "no", "ns", "pc", "pdb",
+    "po", "psp", "pv", "pvc", "quota", "rc", "rs", "sa", "sc", "sts", "svc", "crd", "crds",
+}
+
+
+@pytest.mark.xfail(strict=True, reason="manifests/crds gives PeeringConnectivity the short name `pc`, which "
+                   "PriorityClass owns: `kubectl get pc` lists PriorityClasses. Drop `pc` there (owner of manifests/crds), "
+                   "then remove this marker.")
+def test_crd_short_names_do_not_shadow_builtin_resources() -> None:
+    crd = yaml.safe_load((MANIFESTS / "crds" / CRD_FILE).read_text())
+    assert set(crd["spec"]["names"].get("shortNames") or ()) & BUILTIN_SHORT_NAMES == set()
