@@ -54,7 +54,7 @@ def format_matrix(matrix: Matrix) -> str:
         lines.append("all peerings together (as on a node)")
         lines.extend(_grid_lines(matrix, None, width))
         lines.append("")
-    lines.append("rows: source, columns: destination; Y = a TCP connection opens, - = it does not")
+    lines.append("rows: source, columns: destination; Y = a TCP connection opens, - = it does not, . = itself")
     return "\n".join(lines)
 
 
@@ -64,7 +64,7 @@ def _grid_lines(matrix: Matrix, peer: str | None, width: int) -> list[str]:
     header = f"  {'#':>3}  {'endpoint':<{width}}  {'ip':<15}  " + " ".join(f"{i + 1:>2}" for i in range(len(eps)))
     rows = [header]
     for i, (ep, row) in enumerate(zip(eps, grid)):
-        cells = " ".join(f"{'Y' if ok else '-':>2}" for ok in row)
+        cells = " ".join(f"{'.' if i == j else ('Y' if ok else '-'):>2}" for j, ok in enumerate(row))
         groups = f"  [{', '.join(ep.groups)}]" if ep.groups else ""
         rows.append(f"  {i + 1:>3}  {ep.name:<{width}}  {ep.ip:<15}  {cells}{groups}")
     return rows

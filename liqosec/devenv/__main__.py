@@ -28,6 +28,10 @@ def _parser() -> argparse.ArgumentParser:
                     help="CRD YAML file or directory to install (repeatable)")
     up.add_argument("--work-dir", type=Path, default=None,
                     help="keep state and logs here instead of a temp dir removed on exit")
+    demo = sub.add_parser("demo", help="run the controller on a local API server with demo peerings")
+    demo.add_argument("--once", action="store_true", help="exit after printing the converged state")
+    demo.add_argument("--metrics-bind-address", default="127.0.0.1:8080")
+    demo.add_argument("--health-probe-bind-address", default="127.0.0.1:8081")
     return parser
 
 
@@ -72,6 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     handler.setFormatter(_KeyValueFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     args = _parser().parse_args(argv)
+    if args.command == "demo":
+        from liqosec.controller.logging import configure
+        from liqosec.devenv.demo import demo
+
+        configure(level="warning", fmt="console")
+        return demo(out=sys.stdout, once=args.once, metrics_address=args.metrics_bind_address,
+                    probe_address=args.health_probe_bind_address)
     return up(args.crds, args.work_dir)
 
 

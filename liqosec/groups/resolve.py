@@ -111,7 +111,12 @@ class ResolvedGroups:
         return out
 
     def counts(self) -> dict[str, int]:
-        return {term: s.size() for term, s in sorted(self.sets.items()) if not term.startswith("@")}
+        # private-subnets is a constant; internal terms are not the user's groups.
+        return {
+            term: s.size()
+            for term, s in sorted(self.sets.items())
+            if not term.startswith("@") and term != Group.PRIVATE_SUBNETS.value
+        }
 
 
 def local_pod_cidr(view: ClusterView) -> AddressSet:
