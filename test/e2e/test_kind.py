@@ -86,6 +86,10 @@ def live_firewall(cluster: KindCluster, peer: str) -> dict[str, Any] | None:
         raise
 
 
+def rule_names(fc: dict[str, Any]) -> list[str]:
+    return sorted(r["name"] for c in fc["spec"]["table"]["chains"] for r in c["rules"]["filterRules"])
+
+
 def accepts(fc: dict[str, Any], src: str, dst: str) -> bool:
     return node_accepts([fc["spec"]["table"]], Packet.of(src, dst))
 
@@ -130,8 +134,7 @@ def test_firewall_configuration_has_the_peerings_table_and_the_rendered_rules(cl
     def settled() -> dict[str, Any] | None:
         live = live_firewall(cluster, "rome")
         [expected] = [o.firewall for o in outcomes(cluster_objects(cluster)) if o.peer == "rome"]
-        names = lambda f: sorted(r["name"] for c in f["spec"]["table"]["chains"] for r in c["rules"]["filterRules"])  # noqa: E731
-        return live if live and names(live) == names(expected) else None
+        return live if live and rule_names(live) == rule_names(expected) else None
 
     live = eventually(settled, timeout=RECONCILE_TIMEOUT_S, what="live rules to equal `liqosec render` of the live objects")
     [chain] = live["spec"]["table"]["chains"]

@@ -112,7 +112,8 @@ def probe_port(container: Mapping[str, Any], probe: str) -> int:
     return int(named)
 
 
-def controller_container(deployment: Mapping[str, Any]) -> Mapping[str, Any]:
+def controller_container(deployment: Mapping[str, Any]) -> dict[str, Any]:
+    container: dict[str, Any]
     [container] = deployment["spec"]["template"]["spec"]["containers"]
     return container
 
