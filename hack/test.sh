@@ -15,6 +15,8 @@ python3 -c 'import liqosec, hypothesis, pytest' || { log "pip install failed"; e
 log "installing system packages and building the control plane (cached after the first run)"
 hack/ci-setup.sh
 hack/build-helm.sh >/dev/null
+export LIQOSEC_REQUIRE_HELM=1  # built just above: the chart tests must run, not skip
+export LIQOSEC_REQUIRE_HELM=1  # built just above: the chart tests must run
 
 log "static checks"
 python3 -m mypy --no-error-summary liqosec

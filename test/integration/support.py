@@ -34,6 +34,16 @@ def wait_for(what: str, probe: Callable[[], T | None], *, timeout: float = 30.0,
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
+def offloaded_pod(name: str, ns: str, ip: str, peer: str) -> dict[str, Any]:
+    """A running pod offloaded here by `peer`, holding `ip`."""
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "labels": {"offloading.liqo.io/origin": peer}},
+        "spec": {"nodeName": "worker-1"},
+        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
+    }
+
+
 def unique_peer(prefix: str = "p") -> str:
     return f"{prefix}{uuid.uuid4().hex[:8]}"
 

@@ -10,20 +10,14 @@ from liqosec.controller.resources import FIREWALL_CONFIGURATIONS
 from liqosec.devenv.objects import apply, set_status
 from liqosec.firewall.evaluate import Packet, node_accepts
 from liqosec.kube.client import PODS, KubeClient
-from support import example, running_controller, unique_peer, wait_for
+from support import example, offloaded_pod, running_controller, unique_peer, wait_for
 
 PODS_IN_BURST = 100
 CHANGES = 500
 
 
 def offloaded(i: int, ns: str, peer: str) -> dict[str, Any]:
-    ip = f"10.1.{100 + i // 200}.{1 + i % 200}"
-    return {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": f"burst-{i}", "namespace": ns, "labels": {"offloading.liqo.io/origin": peer}},
-        "spec": {"nodeName": "worker-1"},
-        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
-    }
+    return offloaded_pod(f"burst-{i}", ns, f"10.1.{100 + i // 200}.{1 + i % 200}", peer)
 
 
 def test_500_pod_changes_lead_to_a_handful_of_writes(kube: KubeClient, local_pod_cidr: None) -> None:

@@ -9,7 +9,7 @@ from liqosec.devenv.objects import apply, set_status
 from liqosec.firewall.evaluate import Packet, node_accepts
 from liqosec.kube import errors
 from liqosec.kube.client import PODS, KubeClient
-from support import example, running_controller, unique_peer, wait_for
+from support import example, offloaded_pod, running_controller, unique_peer, wait_for
 
 ROME_POD = "10.71.9.9"
 
@@ -23,15 +23,6 @@ def firewall(kube: KubeClient, peer: str) -> dict[str, Any] | None:
 
 def accepts(fc: dict[str, Any], src: str, dst: str) -> bool:
     return node_accepts([fc["spec"]["table"]], Packet.of(src, dst))
-
-
-def pod(name: str, ns: str, ip: str, peer: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": ns, "labels": {"offloading.liqo.io/origin": peer}},
-        "spec": {"nodeName": "worker-1"},
-        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
-    }
 
 
 def condition(kube: KubeClient, peer: str, type_: str) -> dict[str, Any] | None:
@@ -62,7 +53,7 @@ def test_firewall_appears_and_follows_pods(kube: KubeClient, kube_api: Any, loca
         assert ready["observedGeneration"] == 1
 
         ns = f"shop-{peer}-{peer}"
-        apply(kube, [pod("cart-2", ns, "10.1.7.7", peer)])
+        apply(kube, [offloaded_pod("cart-2", ns, "10.1.7.7", peer)])
         wait_for("the new offloaded pod to be isolated", lambda: not accepts(firewall(kube, peer) or fc, "10.1.7.7", "10.1.1.10"))
 
         live = kube.get(PODS, "cart-2", namespace=ns)

@@ -9,19 +9,10 @@ from liqosec.devenv.objects import apply
 from liqosec.firewall.evaluate import Packet, node_accepts
 from liqosec.kube import errors
 from liqosec.kube.client import KubeClient, ResourceRef
-from support import example, running_controller, unique_peer, wait_for
+from support import example, offloaded_pod, running_controller, unique_peer, wait_for
 
 
 CONFIGMAPS = ResourceRef("", "v1", "configmaps", True, "ConfigMap")
-
-
-def offloaded(name: str, ns: str, ip: str, peer: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": ns, "labels": {"offloading.liqo.io/origin": peer}},
-        "spec": {"nodeName": "worker-1"},
-        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
-    }
 
 
 def isolated(kube: KubeClient, peer: str, ip: str) -> bool:
@@ -42,14 +33,14 @@ def test_converges_through_compaction_and_an_api_server_restart(
         wait_for("the firewall", lambda: isolated(kube, peer, "10.1.5.10"))
         relists = ctl.metric("liqosec_informer_relists_total", resource="pods")
         restarts = ctl.metric("liqosec_watch_restarts_total", resource="pods")
-        apply(kube, [offloaded("during-1", ns, "10.1.40.1", peer)])
+        apply(kube, [offloaded_pod("during-1", ns, "10.1.40.1", peer)])
         wait_for("the first new pod isolated", lambda: isolated(kube, peer, "10.1.40.1"))
         # Move etcd past the pod watch's last revision, then compact that history away:
         # the pod watch must resume from a revision that no longer exists.
         kube.create(CONFIGMAPS, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bump", "namespace": ns}})
         control_plane.compact_etcd()
         control_plane.restart_apiserver()  # kills every watch; they resume from a compacted revision
-        apply(kube, [offloaded("after-1", ns, "10.1.40.2", peer)])
+        apply(kube, [offloaded_pod("after-1", ns, "10.1.40.2", peer)])
         wait_for("the pod created after the restart isolated", lambda: isolated(kube, peer, "10.1.40.2"), timeout=90)
         assert ctl.metric("liqosec_watch_restarts_total", resource="pods") > restarts
         print("pods relists", relists, "->", ctl.metric("liqosec_informer_relists_total", resource="pods"))
