@@ -16,7 +16,6 @@ log "installing system packages and building the control plane (cached after the
 hack/ci-setup.sh
 hack/build-helm.sh >/dev/null
 export LIQOSEC_REQUIRE_HELM=1  # built just above: the chart tests must run, not skip
-export LIQOSEC_REQUIRE_HELM=1  # built just above: the chart tests must run
 
 log "static checks"
 python3 -m mypy --no-error-summary liqosec

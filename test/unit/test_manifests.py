@@ -321,9 +321,6 @@ BUILTIN_SHORT_NAMES = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="manifests/crds gives PeeringConnectivity the short name `pc`, which "
-                   "PriorityClass owns: `kubectl get pc` lists PriorityClasses. Drop `pc` there (owner of manifests/crds), "
-                   "then remove this marker.")
 def test_crd_short_names_do_not_shadow_builtin_resources() -> None:
     crd = yaml.safe_load((MANIFESTS / "crds" / CRD_FILE).read_text())
     assert set(crd["spec"]["names"].get("shortNames") or ()) & BUILTIN_SHORT_NAMES == set()
