@@ -47,8 +47,8 @@ class Outcome:
     size_bytes: int
 
 
-def firewall_name(pc: PeeringConnectivity) -> str:
-    return f"liqosec-{pc.name}"
+def firewall_name(peering_name: str) -> str:
+    return f"liqosec-{peering_name}"
 
 
 def table_name(peer: str) -> str:
@@ -79,7 +79,7 @@ def owner_reference(pc: PeeringConnectivity) -> dict[str, Any]:
 
 def firewall_object(pc: PeeringConnectivity, peer: str, chain: CompiledChain) -> dict[str, Any]:
     metadata: dict[str, Any] = {
-        "name": firewall_name(pc),
+        "name": firewall_name(pc.name),
         "namespace": pc.namespace,
         "labels": firewall_labels(pc, peer),
     }

@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry
@@ -30,6 +29,7 @@ from liqosec.controller.reconcile import Reconciler
 from liqosec.controller.resources import StoreView, Watched, watched_resources
 from liqosec.firewall.capabilities import FIREWALL_CRD_NAME, STATELESS, Capabilities, from_crd
 from liqosec.kube.client import JsonDict, KubeClient
+from liqosec.kube.errors import ApiError
 from liqosec.kube.leaderelection import LeaderCallbacks, LeaderElector
 from liqosec.kube.metrics import KubeMetrics
 from liqosec.kube.queue import RateLimitingQueue
@@ -236,9 +236,5 @@ class Controller:
 
 
 def _expected(err: Exception) -> bool:
-    from liqosec.kube.errors import ApiError
-
+    """API failures are routine (a restart, a conflict): no traceback in the logs for them."""
     return isinstance(err, ApiError)
-
-
-__all__ = ["Controller", "Exit", "Options", "Any"]

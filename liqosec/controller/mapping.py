@@ -14,6 +14,7 @@ from typing import Any
 
 from liqosec.api.peeringconnectivity import KIND
 from liqosec.compiler.firewallconfiguration import OWNER_LABEL
+from liqosec.firewall.capabilities import FIREWALL_CRD_NAME
 from liqosec.groups.resolve import (
     NODE_TYPE,
     OFFLOADING_NAME,
@@ -176,6 +177,4 @@ class KeyMapper:
         return self.keys_of_peers(peers)
 
     def _on_CustomResourceDefinition(self, old: Obj | None, new: Obj | None, objs: list[Obj]) -> Keys:  # noqa: N802
-        from liqosec.firewall.capabilities import FIREWALL_CRD_NAME
-
         return self.all_keys() if any(_name(o) == FIREWALL_CRD_NAME for o in objs) else set()

@@ -138,7 +138,7 @@ class Reconciler:
 
     def _reject(self, obj: Mapping[str, Any], invalid: Invalid, log: Any) -> None:
         key = f"{_meta(obj).get('namespace')}/{_meta(obj).get('name')}"
-        live = self._view.get(FC_KIND, firewall_name_of(obj), str(_meta(obj).get("namespace")))
+        live = self._view.get(FC_KIND, firewall_name(str(_meta(obj).get("name"))), str(_meta(obj).get("namespace")))
         conds = invalid_conditions(invalid.message, invalid.reason, firewall_kept=live is not None)
         before = condition(obj.get("status") or {}, VALID)
         if before is None or before.get("status") != "False" or before.get("message") != invalid.message:
@@ -227,8 +227,3 @@ class _InvalidSpec(Exception):
         self.invalid = invalid
 
 
-def firewall_name_of(obj: Mapping[str, Any]) -> str:
-    return f"liqosec-{_meta(obj).get('name')}"
-
-
-__all__ = ["Reconciler", "firewall_differs", "merged_firewall", "firewall_name"]

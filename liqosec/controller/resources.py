@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from liqosec.api.peeringconnectivity import GROUP, KIND, PLURAL, VERSION
 from liqosec.compiler.firewallconfiguration import MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL
@@ -133,10 +132,3 @@ class StoreView:
             return None
         return store.get(f"{namespace}/{name}" if namespace else name)
 
-
-def label_index_name(key: str) -> str:
-    return f"{LABEL_INDEX}{key}"
-
-
-def as_mapping(obj: Any) -> Mapping[str, Any]:
-    return obj if isinstance(obj, Mapping) else {}
