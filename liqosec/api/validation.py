@@ -35,6 +35,7 @@ MAX_RULES = 256
 class FieldError:
     path: str
     message: str
+    reason: str = "InvalidSpec"  # machine-readable, for status conditions and Events
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}"

@@ -117,6 +117,7 @@ def peer_of(view: ClusterView, pc: PeeringConnectivity) -> str:
                     "metadata.namespace",
                     f"{pc.namespace!r} is not a tenant namespace: expected a namespace labelled "
                     f"liqo.io/remote-cluster-id or named {TENANT_PREFIX}<cluster-id>",
+                    reason="NotTenantNamespace",
                 )
             ],
             obj=f"{KIND} {pc.key}",
@@ -138,6 +139,7 @@ def build(view: ClusterView, pc: PeeringConnectivity, capabilities: Capabilities
                     "spec.rules",
                     f"compiles to a FirewallConfiguration of {size} bytes ({len(chain.rules)} rules), over the "
                     f"{MAX_OBJECT_BYTES}-byte bound; narrow the rules or the groups they name",
+                    reason="TooLarge",
                 )
             ],
             obj=f"{KIND} {pc.key}",

@@ -129,11 +129,7 @@ class Reconciler:
         try:
             return build(self._view, parse_peering_connectivity(obj), caps)
         except ValidationError as err:
-            reason = "InvalidSpec"
-            if any(e.path == "metadata.namespace" for e in err.errors):
-                reason = "NotTenantNamespace"
-            elif any("bytes" in e.message for e in err.errors):
-                reason = "TooLarge"
+            reason = err.errors[0].reason if err.errors else "InvalidSpec"
             raise _InvalidSpec(Invalid(reason, "; ".join(str(e) for e in err.errors))) from err
 
     def _reject(self, obj: Mapping[str, Any], invalid: Invalid, log: Any) -> None:
