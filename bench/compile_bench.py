@@ -1,8 +1,9 @@
 """Compile cost and output size of one peering's FirewallConfiguration, and cache memory per pod.
 
-Why: SEMANTICS.md section 4 promises an object well under the API server's 1.5 MiB limit at
-10,000 pods per group and a chain kept small without nft sets. This measures both on the public
-core API (`liqosec.render.outcomes`), for three address layouts that bracket real clusters:
+Why: docs/semantics.md ("The FirewallConfiguration written") promises an object well under the
+API server's 1.5 MiB limit at 10,000 pods per group and a chain kept small without nft sets.
+This measures both on the public core API (`liqosec.render.outcomes`), for three address layouts
+that bracket real clusters:
 
 - ``scattered``: every group pod at a random address of the /16 (the worst case for aggregation);
 - ``per-node-50``: IPs handed out in order per node /24 (as the host-local IPAM does), half of

@@ -28,8 +28,8 @@ sys.path.insert(0, str(REPO / "test" / "integration"))
 
 from liqosec.controller.manager import Controller, Options  # noqa: E402
 from liqosec.controller.resources import FIREWALL_CONFIGURATIONS  # noqa: E402
-from liqosec.devenv.controlplane import ControlPlane, find_binaries  # noqa: E402
-from liqosec.devenv.objects import apply  # noqa: E402
+from harness.controlplane import ControlPlane, find_binaries  # noqa: E402
+from harness.objects import apply  # noqa: E402
 from liqosec.firewall.evaluate import Packet, node_accepts  # noqa: E402
 from liqosec.kube.client import RestKubeClient  # noqa: E402
 from support import example, offloaded_pod  # noqa: E402
@@ -45,7 +45,7 @@ def isolated(kube: RestKubeClient, ip: str) -> bool:
 
 def run(pods: int, rounds: int) -> dict[str, Any]:
     with ControlPlane(find_binaries(REPO)) as cp:
-        cp.install_crds([REPO.parent / "shared" / "liqo-crds", REPO / "manifests" / "crds"])
+        cp.install_crds([REPO / "hack" / "liqo-crds", REPO / "manifests" / "crds"])
         with cp.api_client() as api:
             kube = RestKubeClient(api)
             net = {"apiVersion": "ipam.liqo.io/v1alpha1", "kind": "Network",

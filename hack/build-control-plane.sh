@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build a real Kubernetes control plane (kube-apiserver, kube-controller-manager, etcd) from Go
-# modules, for the integration tests and the demo (`python -m liqosec.devenv up`).
+# modules, for the integration tests and the demo (`python -m harness up`).
 #
 # Why from source: this project's machines reach the Go module proxy but no release download
 # site, so the binaries are compiled from the wrapper module in hack/kube-build/ (go.mod pins

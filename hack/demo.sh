@@ -7,4 +7,4 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 python3 -m pip install -q --disable-pip-version-check -e . 2>&1 | grep -v "^WARNING: Running pip as the 'root' user" || true
 hack/ci-setup.sh
-exec python3 -m liqosec.devenv demo "$@"
+PYTHONPATH="test${PYTHONPATH:+:$PYTHONPATH}" exec python3 -m harness demo "$@"

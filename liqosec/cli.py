@@ -1,23 +1,57 @@
 """The `liqosec` command: render, matrix, run.
 
-Exit codes: 0 done, 1 invalid input (the message names the field), 2 usage.
+Exit codes: 0 done, 1 invalid input (the message names the file, the object
+and the field), 2 usage, 70 internal error (a bug: `render` and `matrix`
+print one line asking for a report, never a traceback, unless
+LIQOSEC_TRACEBACK is set), 130 interrupted, 141 stdout closed early.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 import yaml
 
 from liqosec.firewall.capabilities import Capabilities
 from liqosec.matrix import Matrix, build_matrix
-from liqosec.render import RenderError, capabilities_of, load_objects, render
+from liqosec.render import MAX_INPUT_BYTES_ENV, READ_KINDS, RenderError, capabilities_of, load, max_input_bytes, render
 
 EXIT_INVALID = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 70  # EX_SOFTWARE (sysexits.h)
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # as a shell reports a process killed by SIGPIPE
+# Set (to anything but "" or "0") to let an internal error escape with its traceback: for bug reports, and for
+# the tests, which fail if any input reaches the last-resort handler.
+TRACEBACK_ENV = "LIQOSEC_TRACEBACK"
+# Messages beyond this many per kind are counted, not printed: 20,000 bad pods are one problem repeated.
+MAX_MESSAGES = 20
+MAX_MESSAGE_CHARS = 2_000
+# PyYAML's C emitter writes the same YAML ~3x faster.
+_DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+INPUT_HELP = f"""\
+input:
+  YAML or JSON files, or directories (read recursively: *.yaml, *.yml, *.json),
+  multi-document, `kind: List` too. Only these kinds are read, all else is
+  ignored: {", ".join(sorted(READ_KINDS))}
+  (the FirewallConfiguration CRD only).
+  An object defined twice (same group, kind, namespace and name) is taken from
+  its later definition, as `kubectl apply` would, with a warning naming both
+  places. A file holding no object liqosec reads is a warning; an input
+  holding none at all is an error. Each file may be at most 64 MiB
+  ({MAX_INPUT_BYTES_ENV} sets another limit, in bytes).
+
+exit codes:
+  0 done; 1 invalid input (the message names the file, the object and the
+  field); 2 usage; 70 internal error (please report it; set
+  {TRACEBACK_ENV}=1 for the traceback)
+"""
 
 
 def _capabilities(args: argparse.Namespace, objects: Sequence[dict[str, Any]]) -> Capabilities:
@@ -27,15 +61,46 @@ def _capabilities(args: argparse.Namespace, objects: Sequence[dict[str, Any]]) -
     return Capabilities(ctstate=args.ctstate, sets=detected.sets)
 
 
+def _shorten(text: str) -> str:
+    if len(text) <= MAX_MESSAGE_CHARS:
+        return text
+    return f"{text[:MAX_MESSAGE_CHARS]}... ({len(text) - MAX_MESSAGE_CHARS:,} more characters)"
+
+
+def _capped(lines: Sequence[str]) -> list[str]:
+    shown = [_shorten(line) for line in lines[:MAX_MESSAGES]]
+    if len(lines) > MAX_MESSAGES:
+        shown.append(f"... and {len(lines) - MAX_MESSAGES:,} more")
+    return shown
+
+
+def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
+    loaded = load(args.filename, max_bytes=args.max_bytes)
+    for line in _capped(loaded.warnings):
+        print(f"liqosec {args.command}: warning: {line}", file=sys.stderr)
+    if not any(o.get("kind") == "PeeringConnectivity" for o in loaded.objects):
+        print(f"liqosec {args.command}: warning: the input holds no PeeringConnectivity: no firewall to compile", file=sys.stderr)
+    return list(loaded.objects)
+
+
 def _cmd_render(args: argparse.Namespace, out: TextIO) -> int:
-    objects = load_objects(args.filename)
+    objects = _load(args)
     firewalls = render(objects, capabilities=_capabilities(args, objects))
     if args.output == "json":
-        json.dump(firewalls, out, indent=2)
-        out.write("\n")
+        text = json.dumps(firewalls, indent=2) + "\n"
     else:
-        yaml.safe_dump_all(firewalls, out, sort_keys=False)
+        text = yaml.dump_all(firewalls, Dumper=_DUMPER, sort_keys=False)
+    _write(out, text)
     return 0
+
+
+def _write(out: TextIO, text: str) -> None:
+    """Whole, once: bad input never leaves half a document behind. A terminal that cannot show a name gets it escaped."""
+    try:
+        out.write(text)
+    except UnicodeEncodeError:
+        encoding = getattr(out, "encoding", None) or "ascii"
+        out.write(text.encode(encoding, "backslashreplace").decode(encoding))
 
 
 def format_matrix(matrix: Matrix) -> str:
@@ -87,13 +152,13 @@ def matrix_json(matrix: Matrix) -> dict[str, Any]:
 
 
 def _cmd_matrix(args: argparse.Namespace, out: TextIO) -> int:
-    objects = load_objects(args.filename)
+    objects = _load(args)
     matrix = build_matrix(objects, capabilities=_capabilities(args, objects))
     if args.output == "json":
-        json.dump(matrix_json(matrix), out, indent=2)
-        out.write("\n")
+        text = json.dumps(matrix_json(matrix), indent=2) + "\n"
     else:
-        out.write(format_matrix(matrix) + "\n")
+        text = format_matrix(matrix) + "\n"
+    _write(out, text)
     return 0
 
 
@@ -104,18 +169,25 @@ def _add_input(p: argparse.ArgumentParser) -> None:
     state.add_argument("--no-ctstate", dest="ctstate", action="store_false", help="assume a stateless firewall")
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(*, with_run: bool = True) -> argparse.ArgumentParser:
+    """The command line; `with_run=False` leaves out `run`, whose imports (the controller, structlog) cost ~0.1 s."""
     p = argparse.ArgumentParser(prog="liqosec", description="Per-peering network security for Liqo.")
     sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("render", help="print the FirewallConfigurations the input compiles to")
+    raw = argparse.RawDescriptionHelpFormatter
+    r = sub.add_parser(
+        "render", help="print the FirewallConfigurations the input compiles to", epilog=INPUT_HELP, formatter_class=raw
+    )
     _add_input(r)
     r.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
     r.set_defaults(func=_cmd_render)
-    m = sub.add_parser("matrix", help="print who can connect to whom under the compiled firewalls")
+    m = sub.add_parser(
+        "matrix", help="print who can connect to whom under the compiled firewalls", epilog=INPUT_HELP, formatter_class=raw
+    )
     _add_input(m)
     m.add_argument("-o", "--output", choices=("table", "json"), default="table")
     m.set_defaults(func=_cmd_matrix)
-    _add_run(sub)
+    if with_run:
+        _add_run(sub)
     return p
 
 
@@ -128,12 +200,51 @@ def _add_run(sub: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = parser(with_run=argv[:1] not in (["render"], ["matrix"]))
+    args = p.parse_args(argv)
+    if args.func not in (_cmd_render, _cmd_matrix):  # `run` reports its own failures, tracebacks included
+        try:
+            return int(args.func(args, out or sys.stdout))
+        except RenderError as err:
+            print(f"liqosec {args.command}: invalid input:\n{err}", file=sys.stderr)
+            return EXIT_INVALID
     try:
-        return int(args.func(args, out or sys.stdout))
+        args.max_bytes = max_input_bytes()
+    except ValueError as err:
+        p.error(str(err))
+    return _guarded(args.command, lambda: int(args.func(args, out or sys.stdout)), out is None)
+
+
+def _guarded(command: str, run: Callable[[], int], to_stdout: bool) -> int:
+    """Run a pure command: invalid input is exit 1 with its message; anything else is a bug, said in one line."""
+    try:
+        return run()
     except RenderError as err:
-        print(f"liqosec {args.command}: invalid input:\n{err}", file=sys.stderr)
+        lines = _capped(err.errors)
+        print(f"liqosec {command}: invalid input:\n" + "\n".join(lines), file=sys.stderr)
         return EXIT_INVALID
+    except KeyboardInterrupt:
+        print(f"liqosec {command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `liqosec render ... | head`: the reader left; say nothing
+        if to_stdout:  # and keep Python's flush at exit from failing on the closed pipe
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except Exception as err:  # the last resort: never a traceback for a user, always one for a test
+        if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
+            raise
+        try:
+            detail = _shorten(f"{type(err).__name__}: {err}")
+        except Exception:  # an exception whose message fails to format
+            detail = type(err).__name__
+        print(
+            f"liqosec {command}: internal error: {detail}\n"
+            f"this is a bug in liqosec, please report it (set {TRACEBACK_ENV}=1 to see where it happened)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,11 +20,15 @@ from liqosec.firewall.addresses import AddressSet, int_to_ip, ip_to_int
 from liqosec.firewall.capabilities import Capabilities
 from liqosec.firewall.evaluate import Packet, connects, node_accepts, tables_of
 from liqosec.groups.resolve import pod_addresses
-from liqosec.groups.view import meta
-from liqosec.render import outcomes
+from liqosec.groups.view import ClusterStateError, name_of, namespace_of
+from liqosec.render import RenderError, outcomes
 
 # TEST-NET-2 (RFC 5737): never a pod, never routed; stands for the Internet.
 INTERNET = "198.51.100.10"
+# Each cell of the grid evaluates the node's tables (~0.2 ms): 200 endpoints are
+# 40,000 cells, seconds per grid; a 20,000-pod dump would take days. Past this
+# the input is refused with a message instead.
+MAX_ENDPOINTS = 200
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,7 @@ class Matrix:
     outcomes: tuple[Outcome, ...] = field(default=(), compare=False)
 
     def _tables(self, peer: str | None) -> list[Mapping[str, Any]]:
-        chosen = [o.firewall for o in self.outcomes if peer is None or o.peer == peer]
+        chosen = [fw for o in self.outcomes if peer is None or o.peer == peer for fw in o.firewalls]
         return tables_of(chosen if self.outcomes else self.firewalls)
 
     def packet(self, src: str, dst: str, *, peer: str | None = None) -> bool:
@@ -67,7 +71,7 @@ def _pod_endpoints(objects: Sequence[Mapping[str, Any]]) -> list[Endpoint]:
         if obj.get("kind") != "Pod":
             continue
         v4, _ = pod_addresses(obj)
-        name = f"{meta(obj).get('namespace', '')}/{meta(obj).get('name', '')}"
+        name = f"{namespace_of(obj)}/{name_of(obj)}"
         out.extend(Endpoint(name if i == 0 else f"{name}#{i}", ip) for i, ip in enumerate(v4))
     return out
 
@@ -92,7 +96,10 @@ def _label(ep: Endpoint, outcomes_: Sequence[Outcome]) -> Endpoint:
 
 def build_matrix(objects: Sequence[Mapping[str, Any]], *, capabilities: Capabilities | None = None) -> Matrix:
     results = outcomes(objects, capabilities=capabilities)
-    endpoints = _pod_endpoints(objects)
+    try:
+        endpoints = _pod_endpoints(objects)
+    except ClusterStateError as err:
+        raise RenderError([str(err)], problems=[err]) from err
     used = AddressSet.of(ep.ip for ep in endpoints)
     samples: dict[str, str] = {}
     for o in results:
@@ -102,5 +109,12 @@ def build_matrix(objects: Sequence[Mapping[str, Any]], *, capabilities: Capabili
                 samples[group.value if group is Group.LOCAL_CLUSTER else f"{group.value}/{o.peer}"] = ip
     endpoints += [Endpoint(f"({name})", ip, "sample") for name, ip in samples.items()]
     endpoints.append(Endpoint("(internet)", INTERNET, "sample"))
+    if len(endpoints) > MAX_ENDPOINTS:
+        raise RenderError(
+            [
+                f"the matrix would have {len(endpoints):,} endpoints (pods with an IPv4 address and samples); "
+                f"it shows at most {MAX_ENDPOINTS}: give it fewer pods (e.g. a namespace's), or use `liqosec render`"
+            ]
+        )
     labelled = tuple(_label(ep, results) for ep in endpoints)
-    return Matrix(labelled, tuple(o.firewall for o in results), tuple(results))
+    return Matrix(labelled, tuple(fw for o in results for fw in o.firewalls), tuple(results))

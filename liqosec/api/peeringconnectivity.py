@@ -18,7 +18,7 @@ PLURAL = "peeringconnectivities"
 
 
 class Group(str, enum.Enum):
-    """Well-known address groups of a peering (SEMANTICS.md section 2)."""
+    """Well-known address groups of a peering (docs/semantics.md, "Groups")."""
 
     LOCAL_CLUSTER = "local-cluster"
     REMOTE_CLUSTER = "remote-cluster"
@@ -41,7 +41,7 @@ class SecurityMode(str, enum.Enum):
 
 
 # Groups that make a packet part of a peering's traffic: a policy acts only on
-# packets with an end in the peer's address space (SEMANTICS.md section 3).
+# packets with an end in the peer's address space (docs/semantics.md, "Evaluation").
 PEER_GROUPS: frozenset[Group] = frozenset({Group.REMOTE_CLUSTER, Group.OFFLOADED, Group.VC_REMOTE})
 
 

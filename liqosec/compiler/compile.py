@@ -13,7 +13,10 @@ Guarantees:
 - rule names are a hash of their content, so unchanged rules keep their name;
 - with conntrack (`Capabilities.ctstate`) established/related packets are
   accepted first; the chain name changes with it so the agent creates the
-  chain afresh and that rule really comes first.
+  chain afresh and that rule really comes first;
+- an accept-rules chain (policy drop) stays within `max_expressions`: it
+  cannot be split over several FirewallConfigurations, a drop-rules chain can
+  (see `firewallconfiguration.shard`).
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ CHAIN_STATELESS = "peering-filter"
 CHAIN_STATEFUL = "peering-filter-ct"
 CHAIN_PRIORITY = 0  # filter priority: every chain on the forward hook must accept anyway
 CTSTATE_RULE_NAME = "accept-established-related"
+# Kernel expressions Liqo's agent forges (pkg/firewall/utils): a CIDR match is payload,
+# bitwise and cmp; an address or a range is payload and cmp (or range); a ct state match
+# is ct and bitwise and cmp; every rule adds a counter and a verdict.
+CIDR_EXPRESSIONS, VALUE_EXPRESSIONS, CTSTATE_EXPRESSIONS, RULE_OVERHEAD = 3, 2, 3, 2
 _SCOPE = (Group.REMOTE_CLUSTER.value, Group.OFFLOADED.value, Group.VC_REMOTE.value)
 
 
@@ -46,6 +53,12 @@ class FilterRule:
     action: str
     matches: Term
     ctstate: tuple[str, ...] = ()
+
+    @property
+    def expressions(self) -> int:
+        """What the kernel holds for this rule once Liqo's agent forged it."""
+        return RULE_OVERHEAD + sum(match_expressions(m) for m in self.matches) + (
+            CTSTATE_EXPRESSIONS if self.ctstate else 0)
 
     def to_api(self) -> dict[str, object]:
         match: list[dict[str, object]] = [m.to_api() for m in self.matches]
@@ -65,6 +78,14 @@ class CompiledChain:
     @property
     def match_count(self) -> int:
         return sum(len(r.matches) for r in self.rules)
+
+    @property
+    def expressions(self) -> int:
+        return sum(r.expressions for r in self.rules)
+
+
+def match_expressions(m: Match) -> int:
+    return CIDR_EXPRESSIONS if "/" in m.value else VALUE_EXPRESSIONS
 
 
 def rule_name(action: str, matches: Term) -> str:
@@ -122,14 +143,27 @@ def _candidates(part: Partition, verdicts: dict[tuple[int, int], str]) -> list[t
     return out
 
 
+def _fits(policy: str, candidate: Plan, max_expressions: int | None) -> bool:
+    """A drop policy holds accept rules, which must all sit in one chain: keep it within the budget."""
+    if policy == ACCEPT or max_expressions is None:
+        return True
+    bound = candidate.rules * (RULE_OVERHEAD + CTSTATE_EXPRESSIONS) + candidate.matches * CIDR_EXPRESSIONS
+    if bound <= max_expressions:
+        return True
+    exact = sum(RULE_OVERHEAD + sum(match_expressions(m) for m in term) for term in candidate.terms())
+    return exact + CTSTATE_EXPRESSIONS + RULE_OVERHEAD <= max_expressions
+
+
 def compile_chain(
-    clauses: Sequence[Clause], default: Action, groups: ResolvedGroups, capabilities: Capabilities
+    clauses: Sequence[Clause], default: Action, groups: ResolvedGroups, capabilities: Capabilities,
+    *, max_expressions: int | None = None,
 ) -> CompiledChain:
     terms = sorted({*_SCOPE, *(t for c in clauses for t in (c.src, c.dst) if t is not None)})
     part = partition(terms, [groups.get(t) for t in terms])
     verdicts = _verdicts(part, clauses, default)
+    candidates = _candidates(part, verdicts)
     policy, best = min(
-        _candidates(part, verdicts),
+        [c for c in candidates if _fits(c[0], c[1], max_expressions)],
         # Fewest rules, then fewest matches; on a tie prefer the accept policy
         # so a half-applied chain fails open for traffic it does not govern.
         key=lambda c: (c[1].rules, c[1].matches, c[0] != ACCEPT),

@@ -3,7 +3,7 @@
 Each preset is evaluated after the explicit rules. Both halves of
 IntraClusterTrafficSegregation always apply: each names groups that are empty
 on the other side of the peering, so a cluster that is both consumer and
-provider of the same peer simply gets both (SEMANTICS.md section 6).
+provider of the same peer simply gets both (docs/semantics.md, "Security modes").
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A clause names its ends by term (a group value, `namespace:<ns>` or an
 internal term of a security mode; None is any address). `decide` is the
-reference semantics of SEMANTICS.md section 3: the compiler must produce a
+reference semantics of docs/semantics.md ("Evaluation"): the compiler must produce a
 firewall that agrees with it on every packet, and the tests check that.
 """
 

@@ -3,7 +3,7 @@
 Level-triggered: a key only says "look again"; the reconcile re-reads
 everything from the caches. The mapping is precise so a pod churning in one
 peering does not wake the others: each kind names the peers the facts of
-SEMANTICS.md section 1 tie it to, and an update that leaves every fact
+docs/semantics.md ("Where Liqo keeps each fact") tie it to, and an update that leaves every fact
 resolution reads unchanged (a pod's annotations, a heartbeat) maps to nothing.
 """
 

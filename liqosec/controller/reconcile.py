@@ -32,8 +32,18 @@ from liqosec.compiler.firewallconfiguration import (
     governing,
 )
 from liqosec.controller.resources import FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES, StoreView
-from liqosec.controller.status import VALID, Condition, condition, desired_status, invalid_conditions, valid_conditions
+from liqosec.controller.status import (
+    VALID,
+    Condition,
+    Rollout,
+    condition,
+    desired_status,
+    invalid_conditions,
+    rollout,
+    valid_conditions,
+)
 from liqosec.firewall.capabilities import Capabilities
+from liqosec.groups.resolve import NODE_TYPE, VIRTUAL_NODE
 from liqosec.kube import errors
 from liqosec.kube.client import JsonDict, KubeClient
 
@@ -77,6 +87,11 @@ def firewall_differs(live: Mapping[str, Any], desired: Mapping[str, Any]) -> boo
     return any(o.get("uid") not in live_uids for o in _meta(desired).get("ownerReferences") or ())
 
 
+def _rule_names(fc: Mapping[str, Any]) -> set[str]:
+    chains = ((fc.get("spec") or {}).get("table") or {}).get("chains") or ()
+    return {str(r.get("name")) for c in chains for r in (c.get("rules") or {}).get("filterRules") or ()}
+
+
 def merged_firewall(live: Mapping[str, Any], desired: Mapping[str, Any]) -> JsonDict:
     meta = dict(_meta(live))
     meta["labels"] = {**(meta.get("labels") or {}), **(_meta(desired).get("labels") or {})}
@@ -114,9 +129,18 @@ class Reconciler:
         except _InvalidSpec as bad:
             self._reject(obj, bad.invalid, log)
             return
-        self._apply_firewall(key, obj, outcome, log)
+        self._apply_firewalls(key, obj, outcome, log)
         self._metrics.compiled(key, outcome)
-        self._write_status(key, obj, valid_conditions(outcome, stateful=caps.ctstate), outcome, log)
+        progress = self._rollout(namespace, outcome)
+        conds = valid_conditions(outcome, stateful=caps.ctstate, progress=progress)
+        self._write_status(key, obj, conds, outcome, log, progress)
+
+    def _rollout(self, namespace: str, outcome: Outcome) -> Rollout:
+        """Liqo's agents' reports, from the cache: a report arriving brings this key back."""
+        live = {fw["metadata"]["name"]: self._view.get(FC_KIND, fw["metadata"]["name"], namespace)
+                for fw in outcome.firewalls}
+        nodes = sum(1 for n in self._view.list("Node") if (_meta(n).get("labels") or {}).get(NODE_TYPE) != VIRTUAL_NODE)
+        return rollout(outcome.firewalls, live, nodes)
 
     # ----- phases -----
     def _compile(self, obj: Mapping[str, Any], caps: Capabilities) -> Outcome:
@@ -142,18 +166,34 @@ class Reconciler:
             self._recorder.event(obj, kind=KIND, reason=invalid.reason, message=invalid.message, warning=True)
         self._write_status(key, obj, conds, None, log)
 
-    def _apply_firewall(self, key: str, obj: Mapping[str, Any], outcome: Outcome, log: Any) -> None:
-        desired = outcome.firewall
+    def _apply_firewalls(self, key: str, obj: Mapping[str, Any], outcome: Outcome, log: Any) -> None:
+        """Write every shard that differs, those gaining rules first; then delete shards no longer wanted.
+
+        A rule moving between shards is thus briefly in both (harmless: all shards drop), never in none.
+        """
+        namespace, name = key.partition("/")[0], key.partition("/")[2]
+
+        def gained(desired: Mapping[str, Any]) -> int:
+            live = self._view.get(FC_KIND, desired["metadata"]["name"], namespace)
+            return len(_rule_names(desired) - (_rule_names(live) if live else set()))
+
+        for desired in sorted(outcome.firewalls, key=gained, reverse=True):
+            self._apply_firewall(key, obj, outcome, desired, log)
+        self._remove_orphans(namespace, name, log, keep={fw["metadata"]["name"] for fw in outcome.firewalls})
+
+    def _apply_firewall(
+        self, key: str, obj: Mapping[str, Any], outcome: Outcome, desired: Mapping[str, Any], log: Any
+    ) -> None:
         name, namespace = desired["metadata"]["name"], desired["metadata"]["namespace"]
         live = self._view.get(FC_KIND, name, namespace)
         for attempt in range(CONFLICT_RETRIES):
             if live is None:
                 try:
-                    self._client.create(FIREWALL_CONFIGURATIONS, desired)
+                    self._client.create(FIREWALL_CONFIGURATIONS, dict(desired))
                 except errors.AlreadyExists:
                     live = self._client.get(FIREWALL_CONFIGURATIONS, name, namespace=namespace)
                     continue
-                self._wrote(key, obj, "create", outcome, log)
+                self._wrote(key, obj, "create", outcome, desired, log)
                 return
             if not firewall_differs(live, desired):
                 self._metrics.firewall_noop(key)
@@ -167,24 +207,29 @@ class Reconciler:
             except errors.NotFound:
                 live = None
                 continue
-            self._wrote(key, obj, "update", outcome, log)
+            self._wrote(key, obj, "update", outcome, desired, log)
             return
         raise errors.Conflict(409, "Conflict", f"FirewallConfiguration {namespace}/{name} kept changing")
 
-    def _wrote(self, key: str, obj: Mapping[str, Any], operation: str, outcome: Outcome, log: Any) -> None:
+    def _wrote(
+        self, key: str, obj: Mapping[str, Any], operation: str, outcome: Outcome, desired: Mapping[str, Any], log: Any
+    ) -> None:
         self._metrics.firewall_write(key, operation)
-        rules = len(outcome.chain.rules)
-        log.info("firewall written", operation=operation, rules=rules, bytes=outcome.size_bytes)
-        message = f"FirewallConfiguration {outcome.firewall['metadata']['name']} {operation}d: {rules} rules"
+        rules = len(_rule_names(desired))
+        name = desired["metadata"]["name"]
+        log.info("firewall written", operation=operation, resource=name, rules=rules, shards=len(outcome.firewalls),
+                 bytes=outcome.size_bytes)
+        message = f"FirewallConfiguration {name} {operation}d: {rules} rules"
         self._recorder.event(obj, kind=KIND, reason=f"Firewall{operation.capitalize()}d", message=message)
 
     def _write_status(
-        self, key: str, obj: Mapping[str, Any], conds: list[Condition], outcome: Outcome | None, log: Any
+        self, key: str, obj: Mapping[str, Any], conds: list[Condition], outcome: Outcome | None, log: Any,
+        progress: Rollout | None = None,
     ) -> None:
         current: Mapping[str, Any] = obj
         for attempt in range(CONFLICT_RETRIES):
             status = current.get("status") or {}
-            desired = desired_status(status, conds, int(_meta(current).get("generation") or 0), outcome)
+            desired = desired_status(status, conds, int(_meta(current).get("generation") or 0), outcome, progress)
             if desired == status:
                 return
             body = {
@@ -205,9 +250,11 @@ class Reconciler:
             return
         raise errors.Conflict(409, "Conflict", f"{KIND} {key} status kept changing")
 
-    def _remove_orphans(self, namespace: str, name: str, log: Any) -> None:
-        for fc in self._view.by_label(FC_KIND, OWNER_LABEL, name):
+    def _remove_orphans(self, namespace: str, name: str, log: Any, keep: frozenset[str] | set[str] = frozenset()) -> None:
+        for fc in list(self._view.by_label(FC_KIND, OWNER_LABEL, name)):
             if _meta(fc).get("namespace") != namespace or (_meta(fc).get("labels") or {}).get(MANAGED_BY_LABEL) != MANAGED_BY:
+                continue
+            if _meta(fc).get("name") in keep:
                 continue
             try:
                 self._client.delete(FIREWALL_CONFIGURATIONS, str(_meta(fc)["name"]), namespace=namespace)

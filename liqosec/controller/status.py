@@ -17,6 +17,61 @@ from liqosec.compiler.firewallconfiguration import MAX_OBJECT_BYTES, Outcome
 VALID, READY, STATELESS, LARGE = "Valid", "Ready", "StatelessFiltering", "LargeFirewall"
 # Warn well before the bound, while there is room to act.
 LARGE_FRACTION = 0.75
+# The per-host condition Liqo's agent writes on a FirewallConfiguration.
+AGENT_APPLIED = "Applied"
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """How far Liqo's agents have got with a peering's FirewallConfigurations.
+
+    Liqo's agent writes one condition per host (its pod) and only when it flips:
+    it says whether the agent's last pass succeeded, not which generation it
+    applied. Its very first pass leaves a condition with no type, which counts
+    as nothing yet (docs/semantics.md, "Liqo's agent").
+    """
+
+    nodes: int  # nodes expected to run the agent (physical nodes; 0: unknown)
+    applied: int  # hosts reporting Applied=True on every shard
+    failed: tuple[str, ...] = ()  # hosts reporting Applied=False on some shard
+    pending: tuple[str, ...] = ()  # shards whose live spec is not the compiled one yet
+
+    @property
+    def summary(self) -> str:
+        return f"{min(self.applied, self.nodes)}/{self.nodes}" if self.nodes else f"{self.applied}/?"
+
+
+def rollout(desired: Sequence[Mapping[str, Any]], live: Mapping[str, Mapping[str, Any] | None], nodes: int) -> Rollout:
+    """Read the agents' conditions off the live shards (by name)."""
+    pending, failed, hosts = [], set(), None
+    for fc in desired:
+        name = fc["metadata"]["name"]
+        got = live.get(name)
+        if got is None or got.get("spec") != fc.get("spec"):
+            pending.append(name)
+            continue
+        conds = [c for c in (got.get("status") or {}).get("conditions") or () if c.get("type") == AGENT_APPLIED]
+        failed |= {str(c.get("host")) for c in conds if c.get("status") == "False"}
+        ok = {str(c.get("host")) for c in conds if c.get("status") == "True"}
+        hosts = ok if hosts is None else hosts & ok
+    return Rollout(nodes=nodes, applied=len(hosts or ()), failed=tuple(sorted(failed)), pending=tuple(pending))
+
+
+def ready_condition(outcome: Outcome, progress: Rollout | None) -> Condition:
+    names = [fw["metadata"]["name"] for fw in outcome.firewalls]
+    what = f"FirewallConfiguration {names[0]}" + (f" (+{len(names) - 1} shards)" if len(names) > 1 else "")
+    if progress is None:
+        return Condition(READY, True, "Applied", f"{what} matches the spec")
+    if progress.pending:
+        return Condition(READY, False, "Writing", f"{what}: {', '.join(progress.pending)} not written yet")
+    if progress.failed:
+        return Condition(READY, False, "ApplyFailed", f"{what}: Liqo's agent reports Applied=False on "
+                         f"{', '.join(progress.failed)}; see that agent's log and the FirewallConfiguration's events")
+    if not progress.nodes:
+        return Condition(READY, True, "Applied", f"{what} matches the spec; no node to wait for")
+    if progress.applied < progress.nodes:
+        return Condition(READY, False, "Applying", f"{what} applied on {progress.summary} nodes")
+    return Condition(READY, True, "Applied", f"{what} applied on {progress.summary} nodes")
 
 
 @dataclass(frozen=True)
@@ -27,12 +82,9 @@ class Condition:
     message: str
 
 
-def valid_conditions(outcome: Outcome, *, stateful: bool) -> list[Condition]:
+def valid_conditions(outcome: Outcome, *, stateful: bool, progress: Rollout | None = None) -> list[Condition]:
     chain = outcome.chain
-    conds = [
-        Condition(VALID, True, "Valid", "the spec compiles"),
-        Condition(READY, True, "Applied", f"FirewallConfiguration {outcome.firewall['metadata']['name']} matches the spec"),
-    ]
+    conds = [Condition(VALID, True, "Valid", "the spec compiles"), ready_condition(outcome, progress)]
     if stateful:
         conds.append(Condition(STATELESS, False, "ConntrackAvailable", "established and related packets are accepted first"))
     else:
@@ -92,7 +144,8 @@ def render_conditions(
 
 
 def desired_status(
-    current: Mapping[str, Any], conds: Sequence[Condition], generation: int, outcome: Outcome | None
+    current: Mapping[str, Any], conds: Sequence[Condition], generation: int, outcome: Outcome | None,
+    progress: Rollout | None = None,
 ) -> dict[str, Any]:
     """The whole status; compiler figures stay from the last good outcome when the spec is invalid."""
     status: dict[str, Any] = {k: v for k, v in current.items() if k not in ("conditions", "observedGeneration")}
@@ -100,11 +153,14 @@ def desired_status(
         status.update(
             peer=outcome.peer,
             firewallConfiguration=outcome.firewall["metadata"]["name"],
+            firewallShards=len(outcome.firewalls),
             compiledRules=len(outcome.chain.rules),
             objectBytes=outcome.size_bytes,
             addresses=outcome.groups.counts(),
             ipv6Skipped=outcome.groups.ipv6_skipped,
         )
+    if progress is not None:
+        status["appliedNodes"] = progress.summary
     status["observedGeneration"] = generation
     status["conditions"] = render_conditions(conds, current.get("conditions") or (), generation)
     return status

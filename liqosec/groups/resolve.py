@@ -1,20 +1,40 @@
 """Resolve the address groups of one peering from a view of the cluster.
 
 Pure: the same view gives the same groups. Where each fact lives in Liqo is
-SEMANTICS.md section 1; each lookup below names its label and fallback.
+docs/semantics.md ("Where Liqo keeps each fact"); each lookup below names its label and fallback.
 Pods contribute their IPv4 addresses only while they hold them: no IP,
 `hostNetwork`, or a finished phase contributes nothing. IPv6 addresses are
 set aside and counted, not dropped silently.
+
+Every field is read through an accessor that checks it (`pod_addresses`,
+`network_cidr`, ...): a malformed object raises `ClusterStateError` naming it
+and the field, never a Python error from deep inside. `check_object` runs
+the same accessors on one object up front, so `liqosec render` can reject a
+bad file whole, with the file's name, before resolving anything.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from typing import Any
 
 from liqosec.api.peeringconnectivity import Group
-from liqosec.firewall.addresses import EMPTY, AddressSet, ip_to_int
-from liqosec.groups.view import ClusterView, Obj, labels, meta
+from liqosec.firewall.addresses import EMPTY, AddressSet
+from liqosec.groups.view import (
+    ClusterStateError,
+    ClusterView,
+    Obj,
+    ObjectRef,
+    labels,
+    mapping_at,
+    name_of,
+    namespace_of,
+    shown,
+    wrong_type,
+)
 
 TENANT_PREFIX = "liqo-tenant-"
 REMOTE_CLUSTER_ID = "liqo.io/remote-cluster-id"
@@ -45,7 +65,7 @@ def peer_of_namespace(view: ClusterView, namespace: str) -> str | None:
     if ns is not None:
         label = labels(ns).get(REMOTE_CLUSTER_ID)
         if label:
-            return str(label)
+            return label
     if namespace.startswith(TENANT_PREFIX) and len(namespace) > len(TENANT_PREFIX):
         return namespace[len(TENANT_PREFIX) :]
     return None
@@ -55,16 +75,171 @@ def is_tenant_namespace(view: ClusterView, namespace: str) -> bool:
     return peer_of_namespace(view, namespace) is not None
 
 
+_NOT_AN_ADDRESS = -1
+
+
+@lru_cache(maxsize=1 << 16)
+def _parse_address(text: str) -> int | None:
+    """IPv4 as an int, IPv6 as None, anything else -1. Cached: a pod's IP is read several times."""
+    try:
+        return int(IPv4Address(text))
+    except ValueError:
+        pass
+    try:
+        IPv6Address(text)
+    except ValueError:
+        return _NOT_AN_ADDRESS
+    return None
+
+
+def _address(obj: Obj, path: str, value: object) -> int | None:
+    """An IPv4 address as an int; None for an IPv6 one (set aside by the caller)."""
+    if not isinstance(value, str):
+        raise wrong_type(obj, path, "an IP address as text", value)
+    parsed = _parse_address(value)
+    if parsed == _NOT_AN_ADDRESS:
+        raise ClusterStateError(
+            ObjectRef.of(obj), path, f"{shown(value)} is not an IPv4 or IPv6 address", reason="InvalidAddress"
+        )
+    return parsed
+
+
+def _cidr(obj: Obj, path: str, value: object) -> tuple[int, int] | None:
+    """A CIDR as an inclusive interval; None for an IPv6 one. Host bits are an error, as for the agent."""
+    if not isinstance(value, str):
+        raise wrong_type(obj, path, "a CIDR as text", value)
+    for network in (IPv4Network, IPv6Network):
+        try:
+            net = network(value, strict=True)
+        except ValueError:
+            try:
+                loose = network(value, strict=False)
+            except ValueError:
+                continue
+            raise ClusterStateError(
+                ObjectRef.of(obj), path, f"{shown(value)} has host bits set; the network is {loose}", reason="HostBitsSet"
+            ) from None
+        return (int(net.network_address), int(net.broadcast_address)) if isinstance(net, IPv4Network) else None
+    raise ClusterStateError(ObjectRef.of(obj), path, f"{shown(value)} is not an IPv4 or IPv6 CIDR", reason="InvalidCIDR")
+
+
+def _text(obj: Obj, path: str, value: object) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise wrong_type(obj, path, "text", value)
+
+
+def node_name(pod: Obj) -> str | None:
+    return _text(pod, "spec.nodeName", mapping_at(pod, "spec").get("nodeName"))
+
+
+def _pod_ips(pod: Obj) -> tuple[list[int], int]:
+    """IPv4 addresses (as ints) a pod holds now, and how many IPv6 ones were set aside."""
+    spec, status = mapping_at(pod, "spec"), mapping_at(pod, "status")
+    host_network = spec.get("hostNetwork")
+    if host_network is not None and not isinstance(host_network, bool):
+        raise wrong_type(pod, "spec.hostNetwork", "true or false", host_network)
+    phase = _text(pod, "status.phase", status.get("phase"))
+    raw = status.get("podIPs")
+    if raw is not None and not isinstance(raw, list):
+        raise wrong_type(pod, "status.podIPs", "a list of {ip: ...}", raw)
+    parsed: list[int | None] = []
+    for i, entry in enumerate(raw or ()):
+        if not isinstance(entry, Mapping):
+            raise wrong_type(pod, f"status.podIPs[{i}]", "an object {ip: ...}", entry)
+        if entry.get("ip") not in (None, ""):
+            parsed.append(_address(pod, f"status.podIPs[{i}].ip", entry["ip"]))
+    single = status.get("podIP")
+    if single not in (None, ""):  # checked even when podIPs wins: the API server keeps them equal
+        address = _address(pod, "status.podIP", single)
+        parsed = parsed or [address]
+    if host_network or phase in FINISHED_PHASES:
+        return [], 0
+    v4 = [ip for ip in parsed if ip is not None]
+    return v4, len(parsed) - len(v4)
+
+
 def pod_addresses(pod: Obj) -> tuple[list[str], int]:
     """IPv4 addresses a pod holds now, and how many IPv6 ones were set aside."""
-    spec, status = pod.get("spec") or {}, pod.get("status") or {}
-    if spec.get("hostNetwork") or status.get("phase") in FINISHED_PHASES:
-        return [], 0
-    ips = [str(p.get("ip")) for p in status.get("podIPs") or () if p.get("ip")]
-    if not ips and status.get("podIP"):
-        ips = [str(status["podIP"])]
-    v4 = [ip for ip in ips if ":" not in ip]
-    return v4, len(ips) - len(v4)
+    v4, v6 = _pod_ips(pod)
+    return [str(IPv4Address(ip)) for ip in v4], v6
+
+
+def network_cidr(network: Obj, section: str) -> tuple[int, int] | None:
+    """A Network's `spec.cidr` or `status.cidr` (`section`); None when absent or IPv6."""
+    value = mapping_at(network, section).get("cidr")
+    return None if value is None or value == "" else _cidr(network, f"{section}.cidr", value)
+
+
+def configuration_pod_cidrs(conf: Obj) -> list[tuple[int, int] | None]:
+    """`status.remote.cidr.pod` of a Configuration: the peer's pod CIDRs as remapped here (None: IPv6)."""
+    raw = mapping_at(conf, "status", "remote", "cidr").get("pod")
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise wrong_type(conf, "status.remote.cidr.pod", "a list of CIDRs", raw)
+    return [_cidr(conf, f"status.remote.cidr.pod[{i}]", c) for i, c in enumerate(raw)]
+
+
+def slice_addresses(endpoint_slice: Obj) -> list[int | None]:
+    """Endpoint addresses of an EndpointSlice (None: IPv6); an FQDN slice holds names, not addresses."""
+    address_type = _text(endpoint_slice, "addressType", endpoint_slice.get("addressType"))
+    raw = endpoint_slice.get("endpoints")
+    if raw is None or address_type == "FQDN":
+        return []
+    if not isinstance(raw, list):
+        raise wrong_type(endpoint_slice, "endpoints", "a list of endpoints", raw)
+    out: list[int | None] = []
+    for i, ep in enumerate(raw):
+        if not isinstance(ep, Mapping):
+            raise wrong_type(endpoint_slice, f"endpoints[{i}]", "an object {addresses: [...]}", ep)
+        addresses = ep.get("addresses")
+        if addresses is None:
+            continue
+        if not isinstance(addresses, list):
+            raise wrong_type(endpoint_slice, f"endpoints[{i}].addresses", "a list of IP addresses", addresses)
+        out.extend(_address(endpoint_slice, f"endpoints[{i}].addresses[{j}]", a) for j, a in enumerate(addresses))
+    return out
+
+
+def offloading_peers(nso: Obj) -> Mapping[str, Any]:
+    """`status.remoteNamespacesConditions` of a NamespaceOffloading: keyed by the peers it offloads to."""
+    value = mapping_at(nso, "status").get("remoteNamespacesConditions")
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise wrong_type(nso, "status.remoteNamespacesConditions", "an object keyed by cluster id", value)
+    return value
+
+
+_CHECKS: Mapping[str, Callable[[Obj], object]] = {
+    "Pod": lambda o: (_pod_ips(o), node_name(o)),
+    "Network": lambda o: (network_cidr(o, "spec"), network_cidr(o, "status")),
+    "Configuration": configuration_pod_cidrs,
+    "EndpointSlice": slice_addresses,
+    "NamespaceOffloading": offloading_peers,
+    "Namespace": labels,
+    "Node": labels,
+    "Service": labels,
+}
+# The kinds resolution reads; objects of other kinds never reach it.
+READ_KINDS: frozenset[str] = frozenset(_CHECKS)
+
+
+def check_object(obj: Obj) -> None:
+    """Read every field resolution reads from `obj`; raises `ClusterStateError` for the first malformed one.
+
+    Up front instead of during resolution: an error then does not depend on
+    which peering happens to read the object, and the caller knows its file.
+    """
+    if not name_of(obj):
+        raise ClusterStateError(ObjectRef.of(obj), "metadata.name", "is required", reason="Missing")
+    namespace_of(obj)
+    labels(obj)
+    kind = obj.get("kind")
+    check = _CHECKS.get(kind) if isinstance(kind, str) else None
+    if check is not None:
+        check(obj)
 
 
 @dataclass
@@ -76,19 +251,19 @@ class _Collector:
     def pods(self, pods: Iterable[Obj]) -> AddressSet:
         values: list[tuple[int, int]] = []
         for pod in pods:
-            v4, v6 = pod_addresses(pod)
+            v4, v6 = _pod_ips(pod)
             self.ipv6_skipped += v6
-            values.extend((ip_to_int(ip), ip_to_int(ip)) for ip in v4)
+            values.extend((ip, ip) for ip in v4)
         return AddressSet.from_intervals(values)
 
-    def addresses(self, addrs: Iterable[str]) -> AddressSet:
-        values = []
+    def addresses(self, addrs: Iterable[int | None]) -> AddressSet:
+        values: list[tuple[int, int]] = []
         for addr in addrs:
-            if ":" in addr:
+            if addr is None:
                 self.ipv6_skipped += 1
             else:
-                values.append(addr)
-        return AddressSet.of(values)
+                values.append((addr, addr))
+        return AddressSet.from_intervals(values)
 
 
 @dataclass(frozen=True)
@@ -104,7 +279,7 @@ class ResolvedGroups:
 
     @property
     def peer_space(self) -> AddressSet:
-        """Addresses whose traffic this peering's policy governs (SEMANTICS.md section 3)."""
+        """Addresses whose traffic this peering's policy governs (docs/semantics.md, "Evaluation")."""
         out = EMPTY
         for group in (Group.REMOTE_CLUSTER, Group.OFFLOADED, Group.VC_REMOTE):
             out = out.union(self.get(group.value))
@@ -119,62 +294,59 @@ class ResolvedGroups:
         }
 
 
+def _v4(intervals: Iterable[tuple[int, int] | None]) -> AddressSet:
+    return AddressSet.from_intervals(i for i in intervals if i is not None)
+
+
 def local_pod_cidr(view: ClusterView) -> AddressSet:
-    cidrs = [
-        str((n.get("spec") or {}).get("cidr"))
+    return _v4(
+        network_cidr(n, "spec")
         for n in view.by_label("Network", NETWORK_TYPE, "pod-cidr")
-        if (n.get("spec") or {}).get("cidr") and not is_tenant_namespace(view, str(meta(n).get("namespace") or ""))
-    ]
-    return AddressSet.of(c for c in cidrs if ":" not in c)
+        if not is_tenant_namespace(view, namespace_of(n))
+    )
 
 
 def remote_pod_cidr(view: ClusterView, tenant_namespace: str) -> AddressSet:
     """The peer's pod CIDRs as remapped here; never `.spec`, which is the peer's own view."""
-    cidrs: list[str] = []
+    cidrs: list[tuple[int, int] | None] = []
     for conf in view.list("Configuration", tenant_namespace):
-        cidrs.extend(str(c) for c in ((((conf.get("status") or {}).get("remote") or {}).get("cidr") or {}).get("pod") or []))
+        cidrs.extend(configuration_pod_cidrs(conf))
     if not cidrs:
         for net in view.by_label("Network", CIDR_TYPE, "pod"):
-            status_cidr = (net.get("status") or {}).get("cidr")
-            if meta(net).get("namespace") == tenant_namespace and status_cidr:
-                cidrs.append(str(status_cidr))
-    return AddressSet.of(c for c in cidrs if ":" not in c)
+            if namespace_of(net) == tenant_namespace:
+                cidrs.append(network_cidr(net, "status"))
+    return _v4(cidrs)
 
 
 def virtual_nodes(view: ClusterView, peer: str) -> frozenset[str]:
-    names = {
-        str(meta(n).get("name"))
-        for n in view.by_label("Node", REMOTE_CLUSTER_ID, peer)
-        if labels(n).get(NODE_TYPE) == VIRTUAL_NODE
-    }
+    names = {name_of(n) for n in view.by_label("Node", REMOTE_CLUSTER_ID, peer) if labels(n).get(NODE_TYPE) == VIRTUAL_NODE}
     names.add(peer)  # Liqo's older virtual nodes are named after the peer
     return frozenset(names)
 
 
 def all_virtual_nodes(view: ClusterView) -> frozenset[str]:
-    return frozenset(str(meta(n).get("name")) for n in view.by_label("Node", NODE_TYPE, VIRTUAL_NODE))
+    return frozenset(name_of(n) for n in view.by_label("Node", NODE_TYPE, VIRTUAL_NODE))
 
 
 def offloaded_namespaces(view: ClusterView, peer: str) -> list[str]:
     """Namespaces whose NamespaceOffloading reports a remote namespace on `peer`."""
     out = []
     for nso in view.list("NamespaceOffloading"):
-        if meta(nso).get("name") != OFFLOADING_NAME:
+        if name_of(nso) != OFFLOADING_NAME:
             continue
-        conditions = (nso.get("status") or {}).get("remoteNamespacesConditions") or {}
-        if peer in conditions:
-            out.append(str(meta(nso).get("namespace")))
+        if peer in offloading_peers(nso):
+            out.append(namespace_of(nso))
     return sorted(out)
 
 
-def _slice_addresses(slices: Iterable[Obj]) -> list[str]:
-    return [str(a) for s in slices for ep in s.get("endpoints") or () for a in ep.get("addresses") or ()]
+def _slice_addresses(slices: Iterable[Obj]) -> list[int | None]:
+    return [a for s in slices for a in slice_addresses(s)]
 
 
-def _offloaded_service_backends(view: ClusterView, namespaces: Iterable[str]) -> list[str]:
-    out: list[str] = []
+def _offloaded_service_backends(view: ClusterView, namespaces: Iterable[str]) -> list[int | None]:
+    out: list[int | None] = []
     for ns in namespaces:
-        services = {str(meta(s).get("name")) for s in view.list("Service", ns)}
+        services = {name_of(s) for s in view.list("Service", ns)}
         slices = [s for s in view.list("EndpointSlice", ns) if labels(s).get(SERVICE_NAME) in services]
         out.extend(_slice_addresses(slices))
     return out
@@ -187,15 +359,13 @@ def resolve_groups(view: ClusterView, peer: str, tenant_namespace: str, *, names
     remote = remote_pod_cidr(view, tenant_namespace)
     mine = virtual_nodes(view, peer)
     any_virtual = all_virtual_nodes(view) | mine
-    shadows = [
-        p for p in view.by_label("Pod", SHADOW_POD, "true") if (p.get("spec") or {}).get("nodeName") in mine
-    ]
+    shadows = [p for p in view.by_label("Pod", SHADOW_POD, "true") if node_name(p) in mine]
     offloaded_ns = offloaded_namespaces(view, peer)
     vc_local_pods = [
         p
         for ns in offloaded_ns
         for p in view.list("Pod", ns)
-        if labels(p).get(SHADOW_POD) != "true" and (p.get("spec") or {}).get("nodeName") not in any_virtual
+        if labels(p).get(SHADOW_POD) != "true" and node_name(p) not in any_virtual
     ]
     sets: dict[str, AddressSet] = {
         Group.LOCAL_CLUSTER.value: local,

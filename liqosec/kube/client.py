@@ -155,7 +155,9 @@ class KubeClient(Protocol):
         patch_type: PatchType = "merge",
     ) -> JsonDict: ...
 
-    def delete(self, ref: ResourceRef, name: str, *, namespace: str | None = None) -> JsonDict: ...
+    def delete(
+        self, ref: ResourceRef, name: str, *, namespace: str | None = None, grace_seconds: int | None = None
+    ) -> JsonDict: ...
 
     def create_event(self, event: JsonDict) -> JsonDict: ...
 
@@ -367,8 +369,11 @@ class RestKubeClient:
             content_type=_PATCH_CONTENT_TYPES[patch_type],
         )
 
-    def delete(self, ref: ResourceRef, name: str, *, namespace: str | None = None) -> JsonDict:
-        return self._json("DELETE", ref.path(namespace, name))
+    def delete(
+        self, ref: ResourceRef, name: str, *, namespace: str | None = None, grace_seconds: int | None = None
+    ) -> JsonDict:
+        query = [("gracePeriodSeconds", str(grace_seconds))] if grace_seconds is not None else None
+        return self._json("DELETE", ref.path(namespace, name), query=query)
 
     def create_event(self, event: JsonDict) -> JsonDict:
         return self.create(EVENTS, event, namespace=event.get("metadata", {}).get("namespace"))

@@ -1,16 +1,31 @@
-"""Scope: fixtures for real-packet tests: root, nft and ip netns, namespaces always cleaned up."""
+"""Scope: fixtures for real-packet tests: a real API server, `liqosec run`, Liqo's agent per node namespace.
+
+Every packet is decided by Liqo's own firewall code (hack/liqo-agent). The suite
+skips only where the machine cannot run it at all (not root, no nft or ip); a
+missing build fails, naming the command that makes it, and under CI a missing
+tool fails too.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from world import World
 
-from liqosec.dataplane.netns import Topology, sweep
+from harness.agents import AgentMissing, Agents, find_agent, node_object
+from harness.netns import Cluster, sweep
+from harness.controlplane import ControlPlane, ControlPlaneUnavailable, find_binaries
+from harness.objects import apply
+from liqosec.kube.client import RestKubeClient
 
 PREFIX = f"lqs-{os.getpid()}-"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+NODES = 2
 
 
 def _missing() -> list[str]:
@@ -28,15 +43,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.dataplane)
 
 
-@pytest.fixture(autouse=True)
-def dataplane_ready() -> None:
-    """Skip without root/nft/ip; under CI they must be there, so fail instead."""
+def _require_machine() -> None:
     why = _missing()
     if why:
         message = "dataplane tests need root, nft and ip netns: " + ", ".join(why)
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
+
+
+@pytest.fixture(autouse=True)
+def dataplane_ready() -> None:
+    """Skip without root/nft/ip; under CI they must be there, so fail instead."""
+    _require_machine()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -47,22 +66,44 @@ def sweep_namespaces() -> Iterator[None]:
         sweep(PREFIX)
 
 
+@pytest.fixture(scope="session")
+def world() -> Iterator[World]:
+    """The whole chain, built once per session: API server, liqosec, one Liqo agent per node."""
+    _require_machine()
+    try:
+        binaries = find_binaries(REPO_ROOT)
+        agent = find_agent()
+    except (ControlPlaneUnavailable, AgentMissing) as err:
+        pytest.fail(f"{err} (hack/test.sh builds everything)")
+    logs = Path(tempfile.mkdtemp(prefix="liqosec-dataplane-"))
+    with ControlPlane(binaries) as cp:
+        cp.install_crds([REPO_ROOT / "hack" / "liqo-crds", REPO_ROOT / "manifests" / "crds"])
+        with cp.api_client() as api, Cluster(NODES, prefix=f"{PREFIX}w-") as cluster:
+            kube = RestKubeClient(api)
+            apply(kube, [node_object(i) for i in range(NODES)])
+            agents = Agents(cluster, cp.kubeconfig_path, logs, agent=agent)
+            try:
+                agents.start_agents()
+                agents.start_controller("--batch-window=0.05")
+                world = World(cp, kube, cluster, agents)
+                _WORLDS.append(world)
+                yield world
+            finally:
+                agents.stop()
+    print(f"\ndataplane logs: {logs}")
+
+
 @pytest.fixture
-def topology() -> Iterator[Callable[[Sequence[str]], Topology]]:
-    """Build topologies for a test; every one is closed when the test ends."""
-    made: list[Topology] = []
-
-    def make(addresses: Sequence[str]) -> Topology:
-        topo = Topology(addresses, prefix=f"{PREFIX}{len(made)}-{os.urandom(2).hex()}-")
-        made.append(topo)
-        return topo
-
-    yield make
-    for topo in made:
-        topo.close()
+def fresh(world: World) -> Iterator[World]:
+    """The world, emptied again when the test ends."""
+    try:
+        yield world
+    finally:
+        world.reset()
 
 
 _REPORT: list[tuple[str, int, int]] = []  # (what, cells probed, cells agreeing)
+_WORLDS: list[World] = []
 
 
 @pytest.fixture(scope="session")
@@ -74,8 +115,16 @@ def cell_report() -> list[tuple[str, int, int]]:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not _REPORT:
         return
-    terminalreporter.section("dataplane cells (real TCP probes vs expectation)")
+    terminalreporter.section("dataplane cells (real TCP probes through Liqo's agent vs expectation)")
     for what, cells, agreed in _REPORT:
-        terminalreporter.write_line(f"{what:<60} {agreed:>4}/{cells:<4} agree")
+        terminalreporter.write_line(f"{what:<72} {agreed:>4}/{cells:<4} agree")
     total, ok = sum(r[1] for r in _REPORT), sum(r[2] for r in _REPORT)
-    terminalreporter.write_line(f"{'TOTAL':<60} {ok:>4}/{total:<4} agree")
+    terminalreporter.write_line(f"{'TOTAL':<72} {ok:>4}/{total:<4} agree")
+    for world in _WORLDS:
+        waits = sorted(world.apply_seconds)
+        if waits:
+            terminalreporter.write_line(
+                f"objects written to all {len(world.cluster.nodes)} nodes enforcing: {len(waits)} times, median "
+                f"{waits[len(waits) // 2]:.2f} s, max {waits[-1]:.2f} s")
+        terminalreporter.write_line(f"tables left on a node after their FirewallConfiguration was deleted: "
+                                    f"{len(world.stale_tables)} {world.stale_tables[:5]}")

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from liqosec.dataplane.netns import Topology
+from harness.netns import Cluster
 
 # A cell that disagrees is probed again with a long timeout before it counts, so
 # a slow host cannot turn an accept into a "drop"; a real drop still times out.
@@ -28,7 +28,7 @@ class Cells:
         return len(self.observed) - len(self.disagreements)
 
 
-def check_cells(topo: Topology, expect: Callable[[str, str], bool],
+def check_cells(topo: Cluster, expect: Callable[[str, str], bool],
                 pairs: Sequence[tuple[str, str]] | None = None) -> Cells:
     """Probe every ordered pair (or the given ones) and compare with expect(src, dst)."""
     todo = list(pairs) if pairs is not None else topo.all_pairs()
@@ -45,11 +45,18 @@ def describe(cells: Cells, names: dict[str, str]) -> str:
                      for (s, d), (o, e) in sorted(cells.disagreements.items()))
 
 
+# Hand-written firewalls go straight to Liqo's agents, which serve every FirewallConfiguration
+# with these labels on every node; liqosec leaves them alone (no managed-by label).
+HAND_NAMESPACE = "liqo-tenant-hand"
+HAND_LABELS = {"networking.liqo.io/firewall-category": "fabric",
+               "networking.liqo.io/firewall-subcategory": "all-nodes", "test.liqosec.io/hand": "true"}
+
+
 def chain(rules: list[dict[str, Any]], *, table: str = "lqs_hand", policy: str = "accept",
           name: str = "forward") -> dict[str, Any]:
-    """A FirewallConfiguration with one forward filter chain, as the lead's compiler shapes them."""
+    """A hand-written FirewallConfiguration with one forward filter chain, as the compiler shapes them."""
     return {"apiVersion": "networking.liqo.io/v1beta1", "kind": "FirewallConfiguration",
-            "metadata": {"name": table, "namespace": "liqo-tenant-hand"},
+            "metadata": {"name": table.replace("_", "-"), "namespace": HAND_NAMESPACE, "labels": HAND_LABELS},
             "spec": {"table": {"name": table, "family": "IPV4", "chains": [
                 {"name": name, "hook": "forward", "type": "filter", "priority": 0, "policy": policy,
                  "rules": {"filterRules": rules}}]}}}
@@ -66,9 +73,9 @@ def rule(name: str, *matches: dict[str, Any], action: str = "drop") -> dict[str,
 ESTABLISHED = {"op": "eq", "ctstate": {"value": ["established", "related"]}}
 
 
-# ---- an independent reading of SEMANTICS.md sections 3 and 6, for end-to-end checks ----
+# ---- an independent reading of docs/semantics.md ("Evaluation", "Security modes"), for end-to-end checks ----
 
-_SEGREGATION = [  # section 6, in the order written there; evaluated after the explicit rules
+_SEGREGATION = [  # "Security modes", in the order written there; evaluated after the explicit rules
     (None, "vc-remote", "allow"), ("remote-cluster", "@offloaded-service-backends", "allow"),
     ("remote-cluster", "offloaded", "allow"), ("offloaded", "remote-cluster", "allow"),
     ("offloaded", "local-cluster", "allow"), ("local-cluster", "offloaded", "allow"),

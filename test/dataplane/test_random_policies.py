@@ -1,4 +1,4 @@
-"""Scope: seeded random PeeringConnectivity policies on one node: every cell by real packets against the matrix."""
+"""Scope: seeded random PeeringConnectivity policies through liqosec and Liqo's agent: every cell against the matrix."""
 
 from __future__ import annotations
 
@@ -11,17 +11,15 @@ from typing import Any
 import pytest
 import yaml
 from dataplane_support import check_cells, describe, policy_connects
+from world import World
 
-from liqosec.dataplane import nft
-from liqosec.dataplane.netns import Topology
-from liqosec.firewall.capabilities import Capabilities
 from liqosec.matrix import build_matrix
-from liqosec.render import load_objects, render
+from liqosec.render import load_objects
 
 pytestmark = pytest.mark.dataplane
 
 CLUSTER = Path(__file__).parent / "scenarios" / "two-peerings.yaml"
-# Per mode; each is ~130 cells, about 1 s of probing. LQS_RANDOM_POLICIES=100 for a long soak.
+# Each is ~130 cells, about 1 s of probing plus the apply. LQS_RANDOM_POLICIES=100 for a long soak.
 POLICIES = int(os.environ.get("LQS_RANDOM_POLICIES", "12"))
 GROUPS = ["local-cluster", "remote-cluster", "offloaded", "vc-local", "vc-remote", "private-subnets"]
 NAMESPACES = ["default", "monitoring", "shop", "guest-rome", "guest-paris"]
@@ -68,33 +66,30 @@ def _policies(seed: int) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def node() -> Iterator[Topology]:
-    matrix = build_matrix(_cluster() + _policies(0), capabilities=Capabilities())
-    topo = Topology([e.ip for e in matrix.endpoints])
+def node(world: World) -> Iterator[World]:
+    """The cluster's objects and endpoints stay; each test swaps the two policies."""
+    world.converge(_cluster() + _policies(0))
+    world.place(build_matrix(_cluster() + _policies(0)))
     try:
-        yield topo
+        yield world
     finally:
-        topo.close()
+        world.reset()
 
 
-@pytest.mark.parametrize("mode", ["stateless", "stateful"])
 @pytest.mark.parametrize("seed", range(1, POLICIES + 1))
-def test_random_policy_cells_match_the_matrix(node: Topology, cell_report: Any, seed: int, mode: str) -> None:
-    caps = Capabilities(ctstate=mode == "stateful")
+def test_random_policy_cells_match_the_matrix(node: World, cell_report: Any, seed: int) -> None:
     objects = _cluster() + _policies(seed)
-    fcs = render(objects, capabilities=caps)
-    matrix = build_matrix(objects, capabilities=caps)
-    assert {e.ip for e in matrix.endpoints} <= set(node.endpoints)
-    node.flush_ruleset()
-    node.nft(nft.fc_script(fcs))
-    cells = check_cells(node, matrix.connect)
-    cell_report.append((f"random policy seed {seed} [{mode}]", len(cells.observed), cells.agreed))
+    matrix = build_matrix(objects)
+    assert {e.ip for e in matrix.endpoints} <= set(node.cluster.endpoints)
+    node.converge(objects)
+    cells = check_cells(node.cluster, matrix.connect)
+    cell_report.append((f"random policy seed {seed}", len(cells.observed), cells.agreed))
     names = {e.ip: e.name for e in matrix.endpoints}
     policy = yaml.safe_dump([p["spec"] for p in _policies(seed)], sort_keys=False)
     assert not cells.disagreements, f"policy:\n{policy}\n" + describe(cells, names)
-    meaning = policy_connects(objects, stateful=caps.ctstate)
+    meaning = policy_connects(objects, stateful=False)
     off = {p: seen for p, seen in cells.observed.items() if meaning(*p) != seen}
-    cell_report.append((f"random policy seed {seed} [{mode}] vs SEMANTICS reading", len(cells.observed),
+    cell_report.append((f"random policy seed {seed} vs docs/semantics.md reading", len(cells.observed),
                         len(cells.observed) - len(off)))
     assert not off, f"policy:\n{policy}\npackets differ from the policy's meaning: " + ", ".join(
         f"{names[s]} -> {names[d]}: packets {v}" for (s, d), v in sorted(off.items()))

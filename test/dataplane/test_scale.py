@@ -1,26 +1,22 @@
-"""Scope: hundreds of scattered pods: the kernel takes every compiled rule and sampled cells still match."""
+"""Scope: hundreds of scattered pods through the real chain: Liqo's agent loads every compiled rule, sampled cells match."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from dataplane_support import check_cells, describe
+from world import World
 
-from liqosec.dataplane import nft
-from liqosec.dataplane.netns import Topology
-from liqosec.firewall import agent
-from liqosec.firewall.capabilities import Capabilities
+from harness import agent_model as agent
 from liqosec.matrix import Matrix, build_matrix
-from liqosec.render import load_objects, render
+from liqosec.render import load_objects
 
 pytestmark = pytest.mark.dataplane
 
 SCENARIO = Path(__file__).parent / "scenarios" / "default-deny.yaml"
-MakeTopology = Callable[[Sequence[str]], Topology]
 OFFLOADED = {"offloading.liqo.io/origin": "rome", "liqo.io/managed-by": "shadowpod"}
 SHADOW = {"liqo.io/shadowPod": "true"}
 SAMPLED_PODS = 24  # 24 pods + the matrix's sample addresses: about 800 probed cells
@@ -48,28 +44,23 @@ def _sample(matrix: Matrix, rng: random.Random) -> list[str]:
     return [e.ip for e in matrix.endpoints if e.kind != "pod"] + rng.sample(pods, SAMPLED_PODS)
 
 
-@pytest.mark.parametrize("mode", ["stateless", "stateful"])
-def test_many_scattered_pods_load_and_keep_verdicts(topology: MakeTopology, cell_report: Any, mode: str) -> None:
-    caps = Capabilities(ctstate=mode == "stateful")
+def test_many_scattered_pods_load_and_keep_verdicts(fresh: World, cell_report: Any) -> None:
     objects = load_objects([str(SCENARIO)]) + _scattered(70, 0)
-    fcs = render(objects, capabilities=caps)
+    fcs = fresh.converge(objects, timeout=120)
     rules = [r for fc in fcs for c in fc["spec"]["table"]["chains"] for r in c["rules"]["filterRules"]]
     widest = max(agent.expression_count(r) for r in rules)
     assert widest <= agent.MAX_RULE_EXPRESSIONS
-    matrix = build_matrix(objects, capabilities=caps)
-    rng = random.Random(mode)
-    topo = topology(_sample(matrix, rng))
-    topo.nft(nft.fc_script(fcs))  # the kernel takes every rule, or this raises
-    cells = check_cells(topo, matrix.connect)
-    cell_report.append((f"scale 210 pods, {len(rules)} rules, widest {widest} exprs [{mode}]",
-                        len(cells.observed), cells.agreed))
+    matrix = build_matrix(objects)
+    sample = _sample(matrix, random.Random(0))
     names = {e.ip: e.name for e in matrix.endpoints}
+    fresh.cluster.attach({ip: i % len(fresh.cluster.nodes) for i, ip in enumerate(sample)}, names)
+    cells = check_cells(fresh.cluster, matrix.connect)
+    cell_report.append((f"scale 210 pods, {len(rules)} rules, widest {widest} exprs", len(cells.observed),
+                        cells.agreed))
     assert not cells.disagreements, describe(cells, names)
 
     grown = objects + _scattered(30, 70)
-    fcs = render(grown, capabilities=caps)
-    nft.apply_incremental(topo, fcs)
-    matrix = build_matrix(grown, capabilities=caps)
-    cells = check_cells(topo, matrix.connect)
-    cell_report.append((f"scale +90 pods, incremental [{mode}]", len(cells.observed), cells.agreed))
+    fresh.converge(grown, timeout=120)
+    cells = check_cells(fresh.cluster, build_matrix(grown).connect)
+    cell_report.append(("scale +90 pods, the agent patching the live chains", len(cells.observed), cells.agreed))
     assert not cells.disagreements, describe(cells, names)

@@ -1,7 +1,7 @@
 """End-to-end on kind: skipped as a whole, with the reason, where Docker or kind is missing.
 
 The session builds the image, creates the kind cluster ``liqosec-e2e``, installs Liqo's CRDs
-(../shared/liqo-crds) and liqosec, and deletes the cluster at the end (``LIQOSEC_E2E_KEEP=1`` keeps it
+(hack/liqo-crds, Liqo's at the pinned version) and liqosec, and deletes the cluster at the end (``LIQOSEC_E2E_KEEP=1`` keeps it
 for debugging). Tests here only read and write cluster objects through ``KindCluster``.
 """
 
@@ -24,7 +24,7 @@ _REASON = missing_prerequisite()
 
 
 def liqo_crds_dir() -> Path:
-    return Path(os.environ.get("LIQOSEC_LIQO_CRDS", ROOT.parent / "shared" / "liqo-crds"))
+    return Path(os.environ.get("LIQOSEC_LIQO_CRDS", ROOT / "hack" / "liqo-crds"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
-from liqosec.devenv.controlplane import ControlPlane, ControlPlaneUnavailable, find_binaries
+from harness.controlplane import ControlPlane, ControlPlaneUnavailable, find_binaries
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 
 
 def liqo_crds_dir() -> Path:
-    return Path(os.environ.get("LIQOSEC_LIQO_CRDS", REPO_ROOT.parent / "shared" / "liqo-crds"))
+    return Path(os.environ.get("LIQOSEC_LIQO_CRDS", REPO_ROOT / "hack" / "liqo-crds"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -64,7 +64,7 @@ def kube(control_plane: ControlPlane) -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def local_pod_cidr(control_plane: ControlPlane) -> None:
     """The cluster's own pod CIDR Network (one per cluster), shared by every test."""
-    from liqosec.devenv.objects import apply
+    from harness.objects import apply
     from liqosec.kube.client import RestKubeClient
 
     network = {

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from liqosec.controller.resources import FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES
-from liqosec.devenv.objects import apply, ensure_namespace
+from harness.objects import apply, ensure_namespace
 from liqosec.kube import errors
 from liqosec.kube.client import EVENTS, NAMESPACES, KubeClient
 from support import example, running_controller, unique_peer, wait_for

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from liqosec.controller.resources import FIREWALL_CONFIGURATIONS
-from liqosec.devenv.objects import apply, set_status
+from harness.objects import apply, set_status
 from liqosec.firewall.evaluate import Packet, node_accepts
 from liqosec.kube.client import PODS, KubeClient
 from support import example, offloaded_pod, running_controller, unique_peer, wait_for

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from liqosec.controller.resources import CRDS, FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES
-from liqosec.devenv.objects import apply
+from harness.objects import apply
 from liqosec.firewall.capabilities import FIREWALL_CRD_NAME
 from liqosec.kube import errors
 from liqosec.kube.client import KubeClient

@@ -14,7 +14,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from liqosec.devenv.controlplane import ControlPlane
+from harness.controlplane import ControlPlane
 
 GC_TIMEOUT_S = 30.0  # the garbage collector acts within seconds; 30 s absorbs a loaded CI box
 WATCH_TIMEOUT_S = 5

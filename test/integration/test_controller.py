@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from liqosec.controller.resources import FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES
-from liqosec.devenv.objects import apply, set_status
+from harness.objects import apply, set_status
 from liqosec.firewall.evaluate import Packet, node_accepts
 from liqosec.kube import errors
 from liqosec.kube.client import PODS, KubeClient

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from liqosec.devenv.demo import demo
+from harness.demo import demo
 from test_leader_election import free_port
 
 

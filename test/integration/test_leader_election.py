@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from liqosec.controller.resources import FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES
-from liqosec.devenv.objects import apply, ensure_namespace
+from harness.objects import apply, ensure_namespace
 from liqosec.kube import errors
 from liqosec.kube.client import LEASES, KubeClient
 from support import example, unique_peer, wait_for

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from liqosec.controller.resources import FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES
-from liqosec.devenv.objects import apply
+from harness.objects import apply
 from liqosec.kube.client import KubeClient
 from support import example, running_controller, unique_peer, wait_for
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from liqosec.controller.resources import FIREWALL_CONFIGURATIONS
-from liqosec.devenv.objects import apply
+from harness.objects import apply
 from liqosec.firewall.evaluate import Packet, node_accepts
 from liqosec.kube import errors
 from liqosec.kube.client import KubeClient, ResourceRef

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-LIQO_CRDS = Path(__file__).resolve().parents[3] / "shared" / "liqo-crds"
+LIQO_CRDS = Path(__file__).resolve().parents[2] / "hack" / "liqo-crds"
 
 
 def crd_schema(file: str, version: str) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from liqosec.firewall import agent
+from harness import agent_model as agent
 
 
 def _rule(name: str, src: str, action: str = "drop", *, op: str = "eq") -> dict[str, Any]:

@@ -18,7 +18,7 @@ from liqosec.api.peeringconnectivity import Action, PeeringConnectivity, Peering
 from liqosec.compiler.compile import compile_chain
 from liqosec.compiler.firewallconfiguration import firewall_object
 from liqosec.compiler.policy import Clause, decide
-from liqosec.firewall import agent
+from harness import agent_model as agent
 from liqosec.firewall.addresses import AddressSet
 from liqosec.firewall.capabilities import Capabilities
 from liqosec.firewall.evaluate import Packet, node_accepts

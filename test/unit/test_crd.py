@@ -45,4 +45,4 @@ def test_every_example_policy_fits_the_schema() -> None:
 def test_status_is_a_subresource_with_printer_columns() -> None:
     version = CRD["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}}
-    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Ready", "Mode", "Rules", "Age"]
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Ready", "Mode", "Rules", "Applied", "Age"]

@@ -1,4 +1,4 @@
-"""Group resolution: every group of SEMANTICS.md section 2 from the places Liqo keeps its facts."""
+"""Group resolution: every group of docs/semantics.md ("Groups") from the places Liqo keeps its facts."""
 
 from __future__ import annotations
 

@@ -41,7 +41,7 @@ from typing import IO, Any
 
 import yaml
 
-from liqosec.devenv import pki
+from harness import pki
 
 log = logging.getLogger(__name__)
 
@@ -297,7 +297,7 @@ class ControlPlane:
         Missing or empty directories are skipped: the project's own CRD dir may not exist yet.
         Returns the CRD names installed.
         """
-        from liqosec.devenv import crds
+        from harness import crds
 
         with self.api_client() as api:
             return crds.install(api, _yaml_files(paths), timeout=timeout)

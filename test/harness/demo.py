@@ -1,4 +1,4 @@
-"""`python -m liqosec.devenv demo`: the controller on a local API server with demo peerings.
+"""`python -m harness demo`: the controller on a local API server with demo peerings.
 
 Starts etcd, kube-apiserver and kube-controller-manager on loopback, installs
 Liqo's CRDs and ours, applies `demo.yaml` (one cluster, two peerings), runs
@@ -20,8 +20,8 @@ from prometheus_client import CollectorRegistry
 from liqosec.controller import health
 from liqosec.controller.manager import Controller, Options
 from liqosec.controller.resources import FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES
-from liqosec.devenv.controlplane import ControlPlane, find_binaries
-from liqosec.devenv.objects import apply, ensure_namespace
+from harness.controlplane import ControlPlane, find_binaries
+from harness.objects import apply, ensure_namespace
 from liqosec.firewall.evaluate import connects, tables_of
 from liqosec.kube import errors
 from liqosec.kube.client import KubeClient, RestKubeClient
@@ -34,7 +34,7 @@ CONVERGE_SECONDS = 60.0
 
 
 def _liqo_crds() -> Path:
-    return Path(os.environ.get("LIQOSEC_LIQO_CRDS", REPO_ROOT.parent / "shared" / "liqo-crds"))
+    return Path(os.environ.get("LIQOSEC_LIQO_CRDS", REPO_ROOT / "hack" / "liqo-crds"))
 
 
 def _ready(kube: KubeClient, objects: Sequence[dict[str, Any]]) -> list[dict[str, Any]] | None:

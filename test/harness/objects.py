@@ -65,7 +65,9 @@ def _create_or_update(client: KubeClient, ref: ResourceRef, obj: dict[str, Any])
             return client.create(ref, obj)
         except errors.AlreadyExists:
             live = client.get(ref, meta["name"], namespace=meta.get("namespace"))
-            merged = {**live, **{k: v for k, v in obj.items() if k not in ("metadata", "status")}}
+            # A pod's spec is immutable once created (no kubelet here changes it either): keep the live one.
+            keep = ("metadata", "status", "spec") if obj.get("kind") == "Pod" else ("metadata", "status")
+            merged = {**live, **{k: v for k, v in obj.items() if k not in keep}}
             merged["metadata"] = {**live["metadata"], "labels": meta.get("labels", {})}
             return client.update(ref, merged)
         except errors.ApiError as err:
@@ -98,3 +100,17 @@ def set_status(client: KubeClient, ref: ResourceRef, live: Mapping[str, Any], st
         except errors.Conflict:
             live = client.get(ref, live["metadata"]["name"], namespace=live["metadata"].get("namespace"))
     raise RuntimeError(f"status of {ref.kind} {live['metadata'].get('name')} kept conflicting")
+
+
+def remove(client: KubeClient, objects: Iterable[Mapping[str, Any]]) -> None:
+    """Delete each object (namespaces excepted: they outlive a scenario), pods at once, gone ones ignored.
+
+    Pods are deleted with no grace period: no kubelet runs here to confirm a graceful stop.
+    """
+    for obj in reversed([o for o in objects if o.get("kind") in REFS and o.get("kind") != "Namespace"]):
+        meta = obj.get("metadata") or {}
+        try:
+            client.delete(REFS[obj["kind"]], meta["name"], namespace=meta.get("namespace"),
+                          grace_seconds=0 if obj["kind"] == "Pod" else None)
+        except errors.NotFound:
+            pass

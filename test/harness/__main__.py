@@ -1,4 +1,4 @@
-"""``python -m liqosec.devenv up [--crds DIR ...]``: a local control plane for demos and debugging.
+"""``python -m harness up [--crds DIR ...]``: a local control plane for demos and debugging.
 
 Prints the kubeconfig path on stdout (the only line on stdout, so ``KUBECONFIG=$(...)`` style
 scripting works with a fifo or a file), logs go to stderr, and the control plane runs until
@@ -15,13 +15,13 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from liqosec.devenv.controlplane import ControlPlane, ControlPlaneError, find_binaries
+from harness.controlplane import ControlPlane, ControlPlaneError, find_binaries
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m liqosec.devenv")
+    parser = argparse.ArgumentParser(prog="python -m harness")
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start etcd, kube-apiserver and kube-controller-manager")
     up.add_argument("--crds", type=Path, action="append", default=[],
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "demo":
         from liqosec.controller.logging import configure
-        from liqosec.devenv.demo import demo
+        from harness.demo import demo
 
         configure(level="warning", fmt="console")
         return demo(out=sys.stdout, once=args.once, metrics_address=args.metrics_bind_address,
