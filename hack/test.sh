@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command: install everything from scratch (pip, apt, Go-built binaries; each step is a
 # no-op when already done), then run every suite: unit, integration (real kube-apiserver and
-# etcd), dataplane (real nftables in network namespaces; needs root) and e2e (kind; skips
-# without a Docker engine). Static checks (mypy --strict, import-linter) run first.
+# etcd), dataplane (Liqo's own agent applying liqosec's firewalls as nftables in network
+# namespaces; needs root) and e2e (kind; skips without a Docker engine). Static checks
+# (mypy --strict, import-linter) run first.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -15,6 +16,8 @@ python3 -c 'import liqosec, hypothesis, pytest' || { log "pip install failed"; e
 log "installing system packages and building the control plane (cached after the first run)"
 hack/ci-setup.sh
 hack/build-helm.sh >/dev/null
+hack/liqo.sh agent >/dev/null   # Liqo's own firewall agent, from its Go module (the dataplane suite)
+hack/liqo.sh check-crds         # hack/liqo-crds is Liqo's, at the version pinned in hack/liqo-agent/go.mod
 export LIQOSEC_REQUIRE_HELM=1  # built just above: the chart tests must run, not skip
 
 log "static checks"

@@ -33,9 +33,9 @@ def _scattered(count: int, start: int) -> list[dict[str, Any]]:
     pods = []
     for i in range(start, start + count):
         block, host = i // 100, 2 * (i % 100) + 1
-        pods += [_pod(f"job-{i}", "guest-rome", f"10.1.{20 + block}.{host}", OFFLOADED),
-                 _pod(f"svc-{i}", "shop", f"10.1.{40 + block}.{host}", {}),
-                 _pod(f"bk-{i}", "shop", f"10.71.{40 + block}.{host}", SHADOW, node="liqo-rome")]
+        pods += [_pod(f"scattered-job-{i}", "guest-rome", f"10.1.{20 + block}.{host}", OFFLOADED),
+                 _pod(f"scattered-svc-{i}", "shop", f"10.1.{40 + block}.{host}", {}),
+                 _pod(f"scattered-bk-{i}", "shop", f"10.71.{40 + block}.{host}", SHADOW, node="liqo-rome")]
     return pods
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from typing import Any
 
@@ -102,14 +103,16 @@ def test_traffic_outside_the_peering_is_untouched_even_by_deny_all() -> None:
     assert not accepts("10.1.5.10", "8.8.8.8")
 
 
-def test_chain_stays_small_for_ten_thousand_scattered_pods() -> None:
-    chain = compile_chain(ISOLATE, Action.ALLOW, groups(scattered(10_000)), Capabilities())
+def test_ten_thousand_scattered_pods_fit_liqos_agent_shard_by_shard() -> None:
+    """Every FirewallConfiguration stays under etcd's bound and within one agent batch."""
+    chain = compile_chain(ISOLATE, Action.ALLOW, groups(scattered(10_000)), Capabilities(),
+                          max_expressions=fcmod.MAX_EXPRESSIONS_PER_FIREWALL)
     pc = PeeringConnectivity("rome", "liqo-tenant-rome", PeeringConnectivitySpec(), uid="u")
-    import json
-
-    size = len(json.dumps(fcmod.firewall_object(pc, "rome", chain), separators=(",", ":")))
-    assert size < fcmod.MAX_OBJECT_BYTES
-    assert len(chain.rules) < 1500
+    shards = fcmod.shard(chain)
+    objs = [fcmod.firewall_object(pc, "rome", chain, rules, i) for i, rules in enumerate(shards)]
+    assert max(len(json.dumps(o, separators=(",", ":"))) for o in objs) < fcmod.MAX_OBJECT_BYTES
+    assert max(sum(r.expressions for r in rules) for rules in shards) <= fcmod.MAX_EXPRESSIONS_PER_FIREWALL
+    assert sum(len(rules) for rules in shards) == len(chain.rules) < 3000
 
 
 def tenant_objects(n_pods: int) -> list[dict[str, Any]]:

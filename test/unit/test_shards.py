@@ -90,15 +90,15 @@ def test_a_pod_added_moves_no_rule_between_shards() -> None:
 def test_an_accept_rules_chain_is_never_split() -> None:
     """Accept rules with a drop policy would drop in every shard that lacks the accept."""
     few = [Clause("remote-cluster", "offloaded", Action.ALLOW, "r0")]
-    chain = compile_chain(few, Action.DENY, groups(scattered(400)), Capabilities())
+    chain = compile_chain(few, Action.DENY, groups(scattered(200)), Capabilities())
     assert chain.policy == DROP and chain.expressions > 300
     assert fcmod.shard(chain, 300) == [chain.rules]
 
 
 def test_the_budget_turns_an_oversized_accept_chain_into_drop_rules() -> None:
     few = [Clause("remote-cluster", "offloaded", Action.ALLOW, "r0")]
-    unbounded = compile_chain(few, Action.DENY, groups(scattered(400)), Capabilities())
-    bounded = compile_chain(few, Action.DENY, groups(scattered(400)), Capabilities(), max_expressions=300)
+    unbounded = compile_chain(few, Action.DENY, groups(scattered(200)), Capabilities())
+    bounded = compile_chain(few, Action.DENY, groups(scattered(200)), Capabilities(), max_expressions=300)
     if unbounded.policy == DROP and unbounded.expressions > 300:
         assert bounded.policy == ACCEPT
     else:
