@@ -1,6 +1,6 @@
 """Kubernetes runtime mechanisms, after client-go (one mechanism a module).
 
-- ``clock``: the time seam (``RealClock``, step-driven ``FakeClock``).
+- ``clock``: the time seam (``RealClock``; the tests drive a step-driven fake).
 - ``errors``: typed API failures and predicates (``is_gone``, ``is_conflict``, ...).
 - ``client``: raw-REST ``KubeClient`` (JSON dicts, streamed watches), ``load_api_client``.
 - ``store``: indexed thread-safe cache, slim transforms.

@@ -4,10 +4,8 @@ Guarantees:
 - ``now()`` is monotonic seconds, for durations and deadlines; ``wall()`` is UTC wall time, only
   for timestamps written to the API (lease renewTime); never compare the two.
 - ``wait_condition(cond, timeout)`` and ``wait_event(event, timeout)`` behave like
-  ``Condition.wait`` / ``Event.wait`` but on the clock's timeline, so a ``FakeClock`` can drive
-  every timed wait in the package deterministically.
-- ``FakeClock`` never moves on its own: time advances only in ``advance``/``set``, which wake
-  every timed waiter so it can re-check its deadline.
+  ``Condition.wait`` / ``Event.wait`` but on the clock's timeline, so a fake clock (the tests'
+  ``harness.fakeclock.FakeClock``) can drive every timed wait in the package deterministically.
 
 Caller duties:
 - Hold ``cond``'s lock when calling ``wait_condition`` (as for ``Condition.wait``) and re-check
@@ -20,11 +18,6 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
-
-# FakeClock.wait_event polls the event at this real-time interval: Event.set() cannot notify the
-# clock, so without the poll a set event would only be noticed at the next advance().
-_FAKE_EVENT_POLL_SECONDS = 0.005
-
 
 class Clock(Protocol):
     """Monotonic time, wall time and timed waits that a fake can drive."""
@@ -62,114 +55,3 @@ class RealClock:
 
     def wait_event(self, event: threading.Event, timeout: float | None) -> bool:
         return event.wait(timeout)
-
-
-class FakeClock:
-    """A step-driven clock for tests: time moves only when the test says so."""
-
-    def __init__(self, start: float = 1000.0, *, wall_start: datetime | None = None) -> None:
-        if start < 0:
-            raise ValueError("FakeClock start must be >= 0: monotonic time is never negative")
-        self._lock = threading.Condition()
-        self._now = start
-        self._start = start
-        self._wall_start = wall_start or datetime(2026, 1, 1, tzinfo=timezone.utc)
-        self._cond_waits: list[threading.Condition] = []
-        self._deadlines: list[float] = []
-
-    # ----- Clock protocol -----
-    def now(self) -> float:
-        with self._lock:
-            return self._now
-
-    def wall(self) -> datetime:
-        with self._lock:
-            return self._wall_start + timedelta(seconds=self._now - self._start)
-
-    def sleep(self, seconds: float) -> None:
-        with self._lock:
-            deadline = self._now + seconds
-            self._deadlines.append(deadline)
-            try:
-                while self._now < deadline:
-                    self._lock.wait()
-            finally:
-                self._deadlines.remove(deadline)
-
-    def wait_condition(self, cond: threading.Condition, timeout: float | None) -> bool:
-        with self._lock:
-            deadline = None if timeout is None else self._now + timeout
-            if deadline is not None and self._now >= deadline:
-                return False
-            self._cond_waits.append(cond)
-            if deadline is not None:
-                self._deadlines.append(deadline)
-        try:
-            # advance() notifies cond under cond's lock, which we hold until wait() releases it,
-            # so a wake-up between registration and wait() cannot be lost.
-            cond.wait()
-        finally:
-            with self._lock:
-                self._cond_waits.remove(cond)
-                if deadline is not None:
-                    self._deadlines.remove(deadline)
-        return deadline is None or self.now() < deadline
-
-    def wait_event(self, event: threading.Event, timeout: float | None) -> bool:
-        with self._lock:
-            deadline = None if timeout is None else self._now + timeout
-            if deadline is not None:
-                self._deadlines.append(deadline)
-        try:
-            while not event.is_set():
-                with self._lock:
-                    if deadline is not None and self._now >= deadline:
-                        return False
-                    self._lock.wait(_FAKE_EVENT_POLL_SECONDS)
-            return True
-        finally:
-            if deadline is not None:
-                with self._lock:
-                    self._deadlines.remove(deadline)
-
-    # ----- test driving -----
-    def advance(self, seconds: float) -> None:
-        if seconds < 0:
-            raise ValueError("FakeClock cannot go backwards: time is monotonic")
-        with self._lock:
-            self._now += seconds
-            conds = list({id(c): c for c in self._cond_waits}.values())
-            self._lock.notify_all()
-        for cond in conds:
-            with cond:
-                cond.notify_all()
-
-    def waiters(self) -> int:
-        """Number of timed waits in progress (sleep, wait_condition with timeout, wait_event)."""
-        with self._lock:
-            return len(self._deadlines)
-
-    def next_deadline(self) -> float | None:
-        """The earliest deadline still in the future (waiters already due are ignored)."""
-        with self._lock:
-            future = [d for d in self._deadlines if d > self._now]
-            return min(future) if future else None
-
-    def advance_to_next_deadline(self, *, real_timeout: float = 5.0) -> float:
-        """Wait (real time) for a future deadline, jump to it, and return the step taken."""
-        end = time.monotonic() + real_timeout
-        while (deadline := self.next_deadline()) is None:
-            if time.monotonic() > end:
-                raise AssertionError("no clock waiter with a future deadline")
-            time.sleep(0.001)
-        step = deadline - self.now()
-        self.advance(step)
-        return step
-
-    def block_until_waiters(self, count: int, *, real_timeout: float = 5.0) -> None:
-        """Block (real time) until ``count`` timed waits are registered; AssertionError if not."""
-        end = time.monotonic() + real_timeout
-        while self.waiters() < count:
-            if time.monotonic() > end:
-                raise AssertionError(f"expected {count} clock waiters, have {self.waiters()}")
-            time.sleep(0.001)

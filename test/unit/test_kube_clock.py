@@ -6,7 +6,8 @@ import threading
 
 import pytest
 
-from liqosec.kube.clock import FakeClock, RealClock
+from harness.fakeclock import FakeClock
+from liqosec.kube.clock import RealClock
 
 
 def test_fake_time_moves_only_when_advanced() -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from liqosec.kube import errors
 from liqosec.kube.client import LEASES, ResourceRef
-from liqosec.kube.clock import FakeClock
+from harness.fakeclock import FakeClock
 from liqosec.kube.leaderelection import (
     LEASE_DURATION_SECONDS,
     RENEW_DEADLINE_SECONDS,

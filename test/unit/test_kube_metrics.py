@@ -8,7 +8,7 @@ import time
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from liqosec.kube.clock import FakeClock
+from harness.fakeclock import FakeClock
 from liqosec.kube.metrics import KubeMetrics
 from liqosec.kube.queue import RateLimitingQueue
 

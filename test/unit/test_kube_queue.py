@@ -12,7 +12,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from liqosec.kube.clock import FakeClock
+from harness.fakeclock import FakeClock
 from liqosec.kube.queue import DelayingQueue, RateLimitingQueue, WorkQueue
 from liqosec.kube.ratelimit import ItemExponentialFailureRateLimiter
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from liqosec.kube.clock import FakeClock
+from harness.fakeclock import FakeClock
 from liqosec.kube.ratelimit import (
     BucketRateLimiter,
     ItemExponentialFailureRateLimiter,

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from liqosec.kube import errors
-from liqosec.kube.clock import FakeClock
+from harness.fakeclock import FakeClock
 from liqosec.kube.reflector import (
     BACKOFF_CAP_SECONDS,
     BACKOFF_INITIAL_SECONDS,
