@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
@@ -22,7 +23,6 @@ from liqosec.matrix import Matrix, build_matrix
 from liqosec.render import MAX_INPUT_BYTES_ENV, READ_KINDS, RenderError, capabilities_of, load, max_input_bytes, render
 
 EXIT_INVALID = 1
-EXIT_USAGE = 2
 EXIT_INTERNAL = 70  # EX_SOFTWARE (sysexits.h)
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141  # as a shell reports a process killed by SIGPIPE
@@ -35,12 +35,16 @@ MAX_MESSAGE_CHARS = 2_000
 # PyYAML's C emitter writes the same YAML ~3x faster.
 _DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
+_KINDS = textwrap.fill(
+    ", ".join(sorted(READ_KINDS)) + " (the FirewallConfiguration CRD only).", width=78, initial_indent="  ",
+    subsequent_indent="  ",
+)
 INPUT_HELP = f"""\
 input:
   YAML or JSON files, or directories (read recursively: *.yaml, *.yml, *.json),
   multi-document, `kind: List` too. Only these kinds are read, all else is
-  ignored: {", ".join(sorted(READ_KINDS))}
-  (the FirewallConfiguration CRD only).
+  ignored:
+{_KINDS}
   An object defined twice (same group, kind, namespace and name) is taken from
   its later definition, as `kubectl apply` would, with a warning naming both
   places. A file holding no object liqosec reads is a warning; an input
@@ -79,7 +83,10 @@ def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
     for line in _capped(loaded.warnings):
         print(f"liqosec {args.command}: warning: {line}", file=sys.stderr)
     if not any(o.get("kind") == "PeeringConnectivity" for o in loaded.objects):
-        print(f"liqosec {args.command}: warning: the input holds no PeeringConnectivity: no firewall to compile", file=sys.stderr)
+        print(
+            f"liqosec {args.command}: warning: the input holds no PeeringConnectivity: no firewall to compile",
+            file=sys.stderr,
+        )
     return list(loaded.objects)
 
 
@@ -95,7 +102,7 @@ def _cmd_render(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _write(out: TextIO, text: str) -> None:
-    """Whole, once: bad input never leaves half a document behind. A terminal that cannot show a name gets it escaped."""
+    """Whole, once: bad input never leaves half a document behind. Names a terminal cannot show are escaped."""
     try:
         out.write(text)
     except UnicodeEncodeError:
@@ -181,7 +188,10 @@ def parser(*, with_run: bool = True) -> argparse.ArgumentParser:
     r.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
     r.set_defaults(func=_cmd_render)
     m = sub.add_parser(
-        "matrix", help="print who can connect to whom under the compiled firewalls", epilog=INPUT_HELP, formatter_class=raw
+        "matrix",
+        help="print who can connect to whom under the compiled firewalls",
+        epilog=INPUT_HELP,
+        formatter_class=raw,
     )
     _add_input(m)
     m.add_argument("-o", "--output", choices=("table", "json"), default="table")
@@ -240,8 +250,8 @@ def _guarded(command: str, run: Callable[[], int], to_stdout: bool) -> int:
         except Exception:  # an exception whose message fails to format
             detail = type(err).__name__
         print(
-            f"liqosec {command}: internal error: {detail}\n"
-            f"this is a bug in liqosec, please report it (set {TRACEBACK_ENV}=1 to see where it happened)",
+            f"liqosec {command}: internal error: {detail}; please report a bug "
+            f"(set {TRACEBACK_ENV}=1 to see where it happened)",
             file=sys.stderr,
         )
         return EXIT_INTERNAL

@@ -94,7 +94,11 @@ def _label(ep: Endpoint, outcomes_: Sequence[Outcome]) -> Endpoint:
     return Endpoint(ep.name, ep.ip, ep.kind, tuple(groups))
 
 
-def build_matrix(objects: Sequence[Mapping[str, Any]], *, capabilities: Capabilities | None = None) -> Matrix:
+def build_matrix(
+    objects: Sequence[Mapping[str, Any]], *, capabilities: Capabilities | None = None,
+    max_endpoints: int | None = MAX_ENDPOINTS,
+) -> Matrix:
+    """Endpoints and verdicts; `max_endpoints` bounds the grid a person is shown (None: no bound)."""
     results = outcomes(objects, capabilities=capabilities)
     try:
         endpoints = _pod_endpoints(objects)
@@ -109,11 +113,11 @@ def build_matrix(objects: Sequence[Mapping[str, Any]], *, capabilities: Capabili
                 samples[group.value if group is Group.LOCAL_CLUSTER else f"{group.value}/{o.peer}"] = ip
     endpoints += [Endpoint(f"({name})", ip, "sample") for name, ip in samples.items()]
     endpoints.append(Endpoint("(internet)", INTERNET, "sample"))
-    if len(endpoints) > MAX_ENDPOINTS:
+    if max_endpoints is not None and len(endpoints) > max_endpoints:
         raise RenderError(
             [
                 f"the matrix would have {len(endpoints):,} endpoints (pods with an IPv4 address and samples); "
-                f"it shows at most {MAX_ENDPOINTS}: give it fewer pods (e.g. a namespace's), or use `liqosec render`"
+                f"it shows at most {max_endpoints}: give it fewer pods (e.g. a namespace's), or use `liqosec render`"
             ]
         )
     labelled = tuple(_label(ep, results) for ep in endpoints)

@@ -166,7 +166,8 @@ class _BoundedLoader(SafeConstructor, Resolver, Composer, _PARSER):  # type: ign
             if anchor not in self.anchors:
                 raise ComposerError(None, None, f"found undefined alias {shown(anchor)}", event.start_mark)
             if anchor in self._open:
-                raise ComposerError(None, None, f"alias {shown(anchor)} refers to a collection that contains it", event.start_mark)
+                problem = f"alias {shown(anchor)} refers to a collection that contains it"
+                raise ComposerError(None, None, problem, event.start_mark)
             node: Node = self.anchors[anchor]
             self._budget -= self._expanded(node)
             if self._budget < 0:
@@ -232,7 +233,8 @@ def _checked(construct: Callable[[Any, Node], Any], what: str) -> Callable[[Any,
 
     def wrapper(loader: Any, node: Node) -> Any:
         if what == "integer" and len(str(node.value)) > MAX_INT_CHARS:
-            raise ConstructorError(None, None, f"integer literal longer than {MAX_INT_CHARS} characters", node.start_mark)
+            problem = f"integer literal longer than {MAX_INT_CHARS} characters"
+            raise ConstructorError(None, None, problem, node.start_mark)
         try:
             return construct(loader, node)
         except (ValueError, OverflowError) as err:
@@ -300,7 +302,8 @@ def _decode(data: bytes) -> str:
     except UnicodeDecodeError as err:
         hint = "; it looks like a binary file" if b"\0" in data[:8192] and codec == "utf-8" else ""
         name = codec.removesuffix("-sig").upper()
-        raise _InputError(f"is not {name} text: byte 0x{data[err.start]:02x} at offset {err.start} cannot be decoded{hint}") from None
+        where = f"byte 0x{data[err.start]:02x} at offset {err.start}"
+        raise _InputError(f"is not {name} text: {where} cannot be decoded{hint}") from None
 
 
 def _read_text(file: Path, limit: int) -> str:
@@ -310,7 +313,9 @@ def _read_text(file: Path, limit: int) -> str:
     except OSError as err:
         raise _InputError(f"cannot be read: {err.strerror or err}") from None
     if len(data) > limit:
-        raise _InputError(f"is larger than {limit:,} bytes, the most liqosec reads from one file (set {MAX_INPUT_BYTES_ENV})")
+        raise _InputError(
+            f"is larger than {limit:,} bytes, the most liqosec reads from one file (set {MAX_INPUT_BYTES_ENV})"
+        )
     return _decode(data)
 
 
@@ -533,7 +538,8 @@ def check_firewall_crd(obj: Mapping[str, Any]) -> None:
         schema = version.get("schema")
         if schema is not None and not isinstance(schema, Mapping):
             raise wrong_type(obj, f"spec.versions[{i}].schema", "an object", schema)
-        stack: list[tuple[str, Any]] = [(f"spec.versions[{i}].schema.openAPIV3Schema", (schema or {}).get("openAPIV3Schema"))]
+        root = f"spec.versions[{i}].schema.openAPIV3Schema"
+        stack: list[tuple[str, Any]] = [(root, (schema or {}).get("openAPIV3Schema"))]
         while stack:
             path, node = stack.pop()
             if node is None:
@@ -579,12 +585,14 @@ def _summary(kinds: Counter[str]) -> str:
 
 
 def _duplicates(seen: Mapping[tuple[str, str], list[str]]) -> list[str]:
-    """One warning per pair of files: redefinitions are usually whole files given twice (or a directory and a file in it)."""
+    """One warning per pair of files: redefinitions usually come a whole file at a time."""
     out = []
     for (first, later), refs in seen.items():
         examples = "; ".join(refs[:3]) + ("; ..." if len(refs) > 3 else "")
         if first == later:
-            out.append(f"{later}: defines {len(refs)} object(s) more than once, the last definition is used: {examples}")
+            out.append(
+                f"{later}: defines {len(refs)} object(s) more than once, the last definition is used: {examples}"
+            )
         else:
             out.append(
                 f"{later}: redefines {len(refs)} object(s) of {first}, the later definitions are used: {examples}"
@@ -640,7 +648,9 @@ def load(paths: Sequence[str], *, max_bytes: int | None = None) -> Loaded:
             errors.append(f"{file}: {err}")
             continue
         if not found:
-            what = f"only kinds it ignores: {_summary(others)}" if others else "no Kubernetes object (a mapping with a kind)"
+            what = "no Kubernetes object (a mapping with a kind)"
+            if others:
+                what = f"only kinds it ignores: {_summary(others)}"
             notes.append(f"{file}: holds no object liqosec reads; {what}")
     if errors:
         raise RenderError(errors, problems=problems)

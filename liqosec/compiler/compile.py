@@ -161,13 +161,11 @@ def compile_chain(
     terms = sorted({*_SCOPE, *(t for c in clauses for t in (c.src, c.dst) if t is not None)})
     part = partition(terms, [groups.get(t) for t in terms])
     verdicts = _verdicts(part, clauses, default)
-    candidates = _candidates(part, verdicts)
-    policy, best = min(
-        [c for c in candidates if _fits(c[0], c[1], max_expressions)],
-        # Fewest rules, then fewest matches; on a tie prefer the accept policy
-        # so a half-applied chain fails open for traffic it does not govern.
-        key=lambda c: (c[1].rules, c[1].matches, c[0] != ACCEPT),
-    )
+    # Fewest rules, then fewest matches; on a tie prefer the accept policy so a
+    # half-applied chain fails open for traffic it does not govern. Only a
+    # candidate that would win is costed exactly (formatting its terms is slow).
+    ranked = sorted(_candidates(part, verdicts), key=lambda c: (c[1].rules, c[1].matches, c[0] != ACCEPT))
+    policy, best = next(c for c in ranked if _fits(c[0], c[1], max_expressions))
     action = DROP if policy == ACCEPT else ACCEPT
     rules: dict[str, FilterRule] = {}
     if capabilities.ctstate:

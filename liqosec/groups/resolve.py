@@ -116,11 +116,11 @@ def _cidr(obj: Obj, path: str, value: object) -> tuple[int, int] | None:
                 loose = network(value, strict=False)
             except ValueError:
                 continue
-            raise ClusterStateError(
-                ObjectRef.of(obj), path, f"{shown(value)} has host bits set; the network is {loose}", reason="HostBitsSet"
-            ) from None
+            problem = f"{shown(value)} has host bits set; the network is {loose}"
+            raise ClusterStateError(ObjectRef.of(obj), path, problem, reason="HostBitsSet") from None
         return (int(net.network_address), int(net.broadcast_address)) if isinstance(net, IPv4Network) else None
-    raise ClusterStateError(ObjectRef.of(obj), path, f"{shown(value)} is not an IPv4 or IPv6 CIDR", reason="InvalidCIDR")
+    problem = f"{shown(value)} is not an IPv4 or IPv6 CIDR"
+    raise ClusterStateError(ObjectRef.of(obj), path, problem, reason="InvalidCIDR")
 
 
 def _text(obj: Obj, path: str, value: object) -> str | None:
@@ -319,7 +319,8 @@ def remote_pod_cidr(view: ClusterView, tenant_namespace: str) -> AddressSet:
 
 
 def virtual_nodes(view: ClusterView, peer: str) -> frozenset[str]:
-    names = {name_of(n) for n in view.by_label("Node", REMOTE_CLUSTER_ID, peer) if labels(n).get(NODE_TYPE) == VIRTUAL_NODE}
+    nodes = view.by_label("Node", REMOTE_CLUSTER_ID, peer)
+    names = {name_of(n) for n in nodes if labels(n).get(NODE_TYPE) == VIRTUAL_NODE}
     names.add(peer)  # Liqo's older virtual nodes are named after the peer
     return frozenset(names)
 

@@ -108,7 +108,9 @@ class ClusterStateError(ValueError):
     status condition. `message` never contains unbounded input (see `shown`).
     """
 
-    def __init__(self, ref: ObjectRef, path: str, message: str, *, reason: str = "MalformedObject", source: str = "") -> None:
+    def __init__(
+        self, ref: ObjectRef, path: str, message: str, *, reason: str = "MalformedObject", source: str = ""
+    ) -> None:
         self.ref = ref
         self.path = path
         self.message = message
@@ -143,8 +145,12 @@ def wrong_type(obj: Obj, path: str, expected: str, value: object) -> ClusterStat
 
 def mapping_at(obj: Obj, *keys: str) -> Mapping[str, Any]:
     """The object at `keys` (`"status", "remote"`); missing or null is empty, anything else is an error."""
-    if len(keys) == 1 and type(found := obj.get(keys[0])) is dict:  # the common case, first
-        return found
+    if len(keys) == 1:  # the common cases, first
+        found = obj.get(keys[0])
+        if type(found) is dict:
+            return found
+        if found is None:
+            return {}
     node: Mapping[str, Any] = obj
     for depth, key in enumerate(keys):
         value = node.get(key)

@@ -50,7 +50,7 @@ def test_many_scattered_pods_load_and_keep_verdicts(fresh: World, cell_report: A
     rules = [r for fc in fcs for c in fc["spec"]["table"]["chains"] for r in c["rules"]["filterRules"]]
     widest = max(agent.expression_count(r) for r in rules)
     assert widest <= agent.MAX_RULE_EXPRESSIONS
-    matrix = build_matrix(objects)
+    matrix = build_matrix(objects, max_endpoints=None)
     sample = _sample(matrix, random.Random(0))
     names = {e.ip: e.name for e in matrix.endpoints}
     fresh.cluster.attach({ip: i % len(fresh.cluster.nodes) for i, ip in enumerate(sample)}, names)
@@ -61,6 +61,6 @@ def test_many_scattered_pods_load_and_keep_verdicts(fresh: World, cell_report: A
 
     grown = objects + _scattered(30, 70)
     fresh.converge(grown, timeout=120)
-    cells = check_cells(fresh.cluster, build_matrix(grown).connect)
+    cells = check_cells(fresh.cluster, build_matrix(grown, max_endpoints=None).connect)
     cell_report.append(("scale +90 pods, the agent patching the live chains", len(cells.observed), cells.agreed))
     assert not cells.disagreements, describe(cells, names)
