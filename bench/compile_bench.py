@@ -39,7 +39,8 @@ except ImportError:  # run from a checkout without `pip install -e .`
 import yaml
 
 from liqosec.compiler.firewallconfiguration import MAX_OBJECT_BYTES
-from liqosec.kube.store import NAMESPACE_INDEX, NODE_NAME_INDEX, ORIGIN_LABEL, index_by_label, index_by_namespace
+from liqosec.api.liqo import ORIGIN as ORIGIN_LABEL
+from liqosec.kube.store import NAMESPACE_INDEX, NODE_NAME_INDEX, index_by_label, index_by_namespace
 from liqosec.kube.store import index_by_node_name, measure_bytes_per_object, slim_pod
 from liqosec.render import outcomes
 

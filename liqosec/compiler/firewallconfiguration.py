@@ -23,12 +23,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from liqosec.api.liqo import REMOTE_CLUSTER_ID, TENANT_PREFIX
 from liqosec.api.peeringconnectivity import API_VERSION, KIND, PeeringConnectivity
 from liqosec.api.validation import FieldError, ValidationError
 from liqosec.compiler.compile import CHAIN_PRIORITY, DROP, CompiledChain, FilterRule, compile_chain
 from liqosec.compiler.policy import clauses_of, namespaces_of
 from liqosec.firewall.capabilities import Capabilities
-from liqosec.groups.resolve import TENANT_PREFIX, ResolvedGroups, peer_of_namespace, resolve_groups
+from liqosec.groups.resolve import ResolvedGroups, peer_of_namespace, resolve_groups
 from liqosec.groups.view import ClusterView, meta
 
 FC_API_VERSION = "networking.liqo.io/v1beta1"
@@ -38,7 +39,7 @@ SUBCATEGORY_LABEL = "networking.liqo.io/firewall-subcategory"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "liqosec"
 OWNER_LABEL = "security.liqo.io/peering-connectivity"
-PEER_LABEL = "liqo.io/remote-cluster-id"
+PEER_LABEL = REMOTE_CLUSTER_ID
 
 # etcd refuses values over 1.5 MiB (1,572,864 bytes). Keep ~270 kB of it for
 # metadata, managedFields and status (filterRules is an atomic list, so

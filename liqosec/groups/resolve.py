@@ -21,6 +21,18 @@ from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 
+from liqosec.api.liqo import (
+    CIDR_TYPE,
+    NETWORK_TYPE,
+    NODE_TYPE,
+    OFFLOADING_NAME,
+    ORIGIN,
+    REMOTE_CLUSTER_ID,
+    SERVICE_NAME,
+    SHADOW_POD,
+    TENANT_PREFIX,
+    VIRTUAL_NODE,
+)
 from liqosec.api.peeringconnectivity import Group
 from liqosec.firewall.addresses import EMPTY, AddressSet
 from liqosec.groups.view import (
@@ -36,16 +48,6 @@ from liqosec.groups.view import (
     wrong_type,
 )
 
-TENANT_PREFIX = "liqo-tenant-"
-REMOTE_CLUSTER_ID = "liqo.io/remote-cluster-id"
-ORIGIN = "offloading.liqo.io/origin"
-SHADOW_POD = "liqo.io/shadowPod"
-NODE_TYPE = "liqo.io/type"
-VIRTUAL_NODE = "virtual-node"
-NETWORK_TYPE = "ipam.liqo.io/network-type"
-CIDR_TYPE = "configuration.liqo.io/cidr-type"
-SERVICE_NAME = "kubernetes.io/service-name"
-OFFLOADING_NAME = "offloading"
 FINISHED_PHASES = frozenset({"Succeeded", "Failed"})
 PRIVATE_SUBNETS = AddressSet.of(["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"])
 

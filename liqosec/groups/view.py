@@ -21,17 +21,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-Obj = Mapping[str, Any]
+from liqosec.api.liqo import INDEXED_LABELS
 
-# Label keys resolution looks objects up by; an indexed view must index these.
-INDEXED_LABELS: tuple[str, ...] = (
-    "offloading.liqo.io/origin",
-    "liqo.io/shadowPod",
-    "liqo.io/type",
-    "liqo.io/remote-cluster-id",
-    "ipam.liqo.io/network-type",
-    "configuration.liqo.io/cidr-type",
-)
+Obj = Mapping[str, Any]
 
 # A DNS subdomain, the longest name the API server accepts; longer text is shortened in messages.
 MAX_NAME_CHARS = 253

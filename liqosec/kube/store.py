@@ -35,7 +35,6 @@ Transform = Callable[[JsonDict], JsonDict]
 
 NAMESPACE_INDEX = "namespace"
 NODE_NAME_INDEX = "spec.nodeName"
-ORIGIN_LABEL = "offloading.liqo.io/origin"
 _LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 

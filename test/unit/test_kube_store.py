@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from liqosec.api.liqo import ORIGIN as ORIGIN_LABEL
 from liqosec.kube.store import (
     NAMESPACE_INDEX,
     NODE_NAME_INDEX,
-    ORIGIN_LABEL,
     Store,
     index_by_label,
     index_by_namespace,

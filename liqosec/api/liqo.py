@@ -1,0 +1,20 @@
+"""Where Liqo keeps the facts liqosec reads: label keys and values, written once for every layer.
+
+See docs/semantics.md, "Where Liqo keeps each fact".
+"""
+
+from __future__ import annotations
+
+TENANT_PREFIX = "liqo-tenant-"  # a peering's tenant namespace: liqo-tenant-<cluster id>
+REMOTE_CLUSTER_ID = "liqo.io/remote-cluster-id"  # on tenant namespaces, virtual nodes, our firewalls
+ORIGIN = "offloading.liqo.io/origin"  # on pods and reflected EndpointSlices: the consumer they came from
+SHADOW_POD = "liqo.io/shadowPod"  # "true" on the local stand-in of a pod offloaded to a provider
+NODE_TYPE = "liqo.io/type"
+VIRTUAL_NODE = "virtual-node"  # NODE_TYPE's value on a peer's virtual node
+NETWORK_TYPE = "ipam.liqo.io/network-type"  # "pod-cidr" on the local pod CIDR Network
+CIDR_TYPE = "configuration.liqo.io/cidr-type"  # "pod" on a peer's remapped pod CIDR Networks
+SERVICE_NAME = "kubernetes.io/service-name"  # Kubernetes' own, on EndpointSlices
+OFFLOADING_NAME = "offloading"  # the name of every NamespaceOffloading
+
+# Label keys resolution looks objects up by; an indexed view must index these.
+INDEXED_LABELS: tuple[str, ...] = (ORIGIN, SHADOW_POD, NODE_TYPE, REMOTE_CLUSTER_ID, NETWORK_TYPE, CIDR_TYPE)
