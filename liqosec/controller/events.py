@@ -7,7 +7,7 @@ must never fail or retry a reconcile.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -25,15 +25,19 @@ class EventRecorder:
         self._instance = instance
         self._log = structlog.get_logger(__name__)
 
-    def event(self, obj: Mapping[str, Any], *, kind: str, reason: str, message: str, warning: bool = False) -> None:
+    def event(
+        self, obj: Mapping[str, Any], *, kind: str, reason: str, message: str, warning: bool = False,
+        api_version: str = API_VERSION,
+    ) -> None:
+        """About `obj` of `kind` (a PeeringConnectivity unless `api_version` says otherwise)."""
         meta = obj.get("metadata") or {}
-        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         event = {
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {"generateName": f"{meta.get('name')}.", "namespace": meta.get("namespace")},
             "involvedObject": {
-                "apiVersion": API_VERSION,
+                "apiVersion": api_version,
                 "kind": kind,
                 "name": meta.get("name"),
                 "namespace": meta.get("namespace"),

@@ -1,7 +1,8 @@
 """HTTP endpoints: /metrics for Prometheus, /healthz and /readyz for the kubelet.
 
 Ready means every informer has synced: before that a reconcile would compile
-from partial caches and could write a narrower firewall than the truth.
+from partial caches and could write a narrower firewall than the truth. A
+failing `/readyz` says why in its body (`not_ready`), e.g. which CRD is missing.
 """
 
 from __future__ import annotations
@@ -31,11 +32,16 @@ def serve(
     registry: CollectorRegistry | None = None,
     healthy: Callable[[], bool] | None = None,
     ready: Callable[[], bool] | None = None,
+    not_ready: Callable[[], str] | None = None,
 ) -> ThreadingHTTPServer:
-    """Start a server in a daemon thread; call `shutdown()` on it to stop."""
+    """Start a server in a daemon thread; call `shutdown()` on it to stop.
+
+    Raises `OSError` when the address cannot be bound (in use, not ours) and
+    `ValueError` when it is not host:port.
+    """
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             if self.path == "/metrics" and registry is not None:
                 self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
             elif self.path == "/healthz" and healthy is not None:
@@ -43,7 +49,8 @@ def serve(
                 self._reply(200 if ok else 500, b"ok" if ok else b"unhealthy", "text/plain")
             elif self.path == "/readyz" and ready is not None:
                 ok = ready()
-                self._reply(200 if ok else 503, b"ok" if ok else b"informers not synced", "text/plain")
+                why = (not_ready() if not_ready is not None and not ok else "") or "informers not synced"
+                self._reply(200 if ok else 503, b"ok" if ok else why.encode(), "text/plain")
             else:
                 self._reply(404, b"not found", "text/plain")
 
@@ -54,7 +61,7 @@ def serve(
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             return  # probes every few seconds would drown the logs
 
     server = _Server(parse_address(address), Handler)

@@ -26,3 +26,6 @@ def configure(*, level: str = "info", fmt: str = "auto") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+    # urllib3 warns on stderr, unformatted, before each transport retry; the client turns every
+    # failure into a typed error its caller logs (or, at start-up, reports in one line).
+    logging.getLogger("urllib3").setLevel(logging.ERROR)

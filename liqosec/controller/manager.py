@@ -1,6 +1,13 @@
 """Wire the controller: informers -> stores -> key mapping -> queue -> workers -> API.
 
 Guarantees:
+- Nothing is listed before the CRDs of the watched custom kinds are installed
+  (`Watched.crd`): until then the controller runs, is not ready (`/readyz`
+  says which CRDs it waits for), logs one error naming them and what to
+  install, and emits a Warning Event on its own Pod when it knows it (POD_NAME,
+  POD_NAMESPACE). It does not exit: a crash loop would not install a CRD, and
+  the CRD landing later (Helm installs CRDs first, but `kubectl apply -k` may
+  not) starts it without a restart.
 - Workers start only once every informer has synced (a reconcile on partial
   caches could write a narrower firewall than the truth) and, with leader
   election, only while this instance leads: only the leader writes.
@@ -23,10 +30,10 @@ from prometheus_client import CollectorRegistry
 
 from liqosec.api.peeringconnectivity import KIND
 from liqosec.controller.events import EventRecorder
-from liqosec.controller.mapping import KeyMapper
+from liqosec.controller.mapping import KeyMapper, Mapper
 from liqosec.controller.metrics import CONTROLLER, ControllerMetrics
 from liqosec.controller.reconcile import Reconciler
-from liqosec.controller.resources import StoreView, Watched, watched_resources
+from liqosec.controller.resources import CRDS, StoreView, Watched, watched_resources
 from liqosec.firewall.capabilities import FIREWALL_CRD_NAME, STATELESS, Capabilities, from_crd
 from liqosec.kube.client import JsonDict, KubeClient
 from liqosec.kube.errors import ApiError
@@ -62,6 +69,7 @@ class Options:
     leader_election_id: str = "liqosec"
     lease_seconds: tuple[float, float, float] = field(default=(15.0, 10.0, 2.0))  # lease, renew, retry
     batch_seconds: float = BATCH_SECONDS
+    pod: tuple[str, str] | None = None  # (namespace, name) of this instance's Pod: Events about the controller go there
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -75,13 +83,20 @@ class Options:
 
 
 class _Enqueue:
-    """Reflector handler: map each change to peering keys and queue them."""
+    """Reflector handler: map each change to peering keys (the kind's declared mapper) and queue them."""
 
-    def __init__(self, kind: str, mapper: KeyMapper, add: Callable[[str], None]) -> None:
-        self._kind, self._mapper, self._add = kind, mapper, add
+    def __init__(self, kind: str, mapper: Mapper, keys: KeyMapper, add: Callable[[str], None]) -> None:
+        self._kind, self._mapper, self._keys, self._add = kind, mapper, keys, add
 
     def _queue(self, old: JsonDict | None, new: JsonDict | None) -> None:
-        for key in self._mapper.keys_for(self._kind, old, new):
+        try:
+            found = self._keys.keys(self._mapper, old, new)
+        except Exception as err:  # a mapper that cannot read an object cannot say whom it affects
+            # Wake every peering: those that read the object then report it on their status.
+            structlog.get_logger(__name__).warning("change not mapped, re-checking every peering", kind=self._kind,
+                                                   error=f"{type(err).__name__}: {err}")
+            found = self._keys.all_keys()
+        for key in found:
             self._add(key)
 
     def on_add(self, obj: JsonDict) -> None:
@@ -104,35 +119,39 @@ class Controller:
         self.queue: RateLimitingQueue[str] = RateLimitingQueue(CONTROLLER, metrics_provider=self._kube_metrics)
         self.stores: dict[str, Store] = {}
         self.reflectors: list[Reflector] = []
+        self._reflector_of: dict[str, Reflector] = {}
+        self.watched = watched_resources()
         self.view = StoreView(self.stores)
-        mapper = KeyMapper(self.view)
-        for watched in watched_resources():
-            self._add_informer(watched, mapper)
+        keys = KeyMapper(self.view)
+        for watched in self.watched:
+            self._add_informer(watched, keys)
+        self._recorder = EventRecorder(client, instance=options.identity)
         self.reconciler = Reconciler(
             client=client,
             view=self.view,
             capabilities=self.capabilities,
-            recorder=EventRecorder(client, instance=options.identity),
+            recorder=self._recorder,
             metrics=self.metrics,
         )
         self._caps_cache: tuple[str, Capabilities] = ("", STATELESS)
+        self._missing_crds: tuple[str, ...] = ()
         self._log = structlog.get_logger(__name__).bind(controller=CONTROLLER)
         self._leading = threading.Event()
         self._elector: LeaderElector | None = None
 
-    def _add_informer(self, watched: Watched, mapper: KeyMapper) -> None:
+    def _add_informer(self, watched: Watched, keys: KeyMapper) -> None:
         store = watched.new_store()
         self.stores[watched.kind] = store
-        self.reflectors.append(
-            Reflector(
-                ClientListWatch(self._client, watched.ref, label_selector=watched.label_selector),
-                store,
-                resource=watched.ref.plural,
-                resync_period=self.options.resync_seconds if watched.kind == KIND else 0.0,
-                handler=_Enqueue(watched.kind, mapper, self._enqueuer(watched.kind)),
-                metrics=self._kube_metrics,
-            )
+        reflector = Reflector(
+            ClientListWatch(self._client, watched.ref, label_selector=watched.label_selector),
+            store,
+            resource=watched.ref.plural,
+            resync_period=self.options.resync_seconds if watched.kind == KIND else 0.0,
+            handler=_Enqueue(watched.kind, watched.mapper, keys, self._enqueuer(watched.kind)),
+            metrics=self._kube_metrics,
         )
+        self.reflectors.append(reflector)
+        self._reflector_of[watched.kind] = reflector
 
     def _enqueuer(self, kind: str) -> Callable[[str], None]:
         if kind in BATCHED_KINDS and self.options.batch_seconds > 0:
@@ -142,6 +161,18 @@ class Controller:
     # ----- state -----
     def synced(self) -> bool:
         return all(r.has_synced() for r in self.reflectors)
+
+    def not_ready_reason(self) -> str:
+        """Why `/readyz` fails, for a human; empty once every informer has synced."""
+        if self._missing_crds:
+            return f"waiting for CustomResourceDefinitions: {', '.join(self._missing_crds)}"
+        pending = [w.kind for w in self.watched if not self._reflector_of[w.kind].has_synced()]
+        return f"informers not synced: {', '.join(pending)}" if pending else ""
+
+    def missing_crds(self) -> tuple[str, ...]:
+        """The CRDs of watched kinds the API server does not have (read from the CRD informer's cache)."""
+        crds = self.stores[CRDS.kind]
+        return tuple(w.crd for w in self.watched if w.crd and crds.get(w.crd) is None)
 
     def leading(self) -> bool:
         return self._leading.is_set()
@@ -158,8 +189,13 @@ class Controller:
 
     # ----- run -----
     def run(self, stop: threading.Event) -> Exit:
+        crd_reflector = self._reflector_of[CRDS.kind]
+        _start(crd_reflector, stop)
+        if not self._wait_for_crds(crd_reflector, stop):
+            return Exit.STOPPED
         for reflector in self.reflectors:
-            threading.Thread(target=reflector.run, args=(stop,), name=f"reflector-{id(reflector)}", daemon=True).start()
+            if reflector is not crd_reflector:
+                _start(reflector, stop)
         while not self.synced():
             if stop.wait(SYNC_POLL_SECONDS):
                 return Exit.STOPPED
@@ -186,6 +222,32 @@ class Controller:
         self._elector.run(stop)
         self.queue.shutdown()
         return Exit.STOPPED if stop.is_set() else Exit.LOST
+
+    def _wait_for_crds(self, crd_reflector: Reflector, stop: threading.Event) -> bool:
+        """Block until every watched custom kind's CRD is installed; False when stopped first."""
+        while not crd_reflector.has_synced():
+            if stop.wait(SYNC_POLL_SECONDS):
+                return False
+        reported: tuple[str, ...] = ()
+        while missing := self.missing_crds():
+            self._missing_crds = missing
+            if missing != reported:
+                self._report_missing(missing)
+                reported = missing
+            if stop.wait(SYNC_POLL_SECONDS):
+                return False
+        if reported:
+            self._log.info("CustomResourceDefinitions installed, starting", crds=list(reported))
+        self._missing_crds = ()
+        return True
+
+    def _report_missing(self, missing: tuple[str, ...]) -> None:
+        message = missing_crds_message(missing)
+        self._log.error(message, missing=list(missing))
+        if self.options.pod is not None:
+            namespace, name = self.options.pod
+            self._recorder.event({"metadata": {"namespace": namespace, "name": name}}, kind="Pod", api_version="v1",
+                                 reason="CustomResourceDefinitionMissing", message=message, warning=True)
 
     def _lead(self, leading_stop: threading.Event) -> None:
         """Work while leading: start the workers, queue every peering, stop with leadership."""
@@ -233,6 +295,22 @@ class Controller:
             self.metrics.active_workers.labels(CONTROLLER).dec()
             self.metrics.reconcile_time.labels(CONTROLLER).observe(time.monotonic() - started)
             self.queue.done(key)
+
+
+def _start(reflector: Reflector, stop: threading.Event) -> None:
+    threading.Thread(target=reflector.run, args=(stop,), name=f"reflector-{id(reflector)}", daemon=True).start()
+
+
+def missing_crds_message(missing: tuple[str, ...]) -> str:
+    """One line naming what to install: liqosec's own CRD, or Liqo's."""
+    ours = [c for c in missing if c.endswith(".security.liqo.io")]
+    liqos = [c for c in missing if c not in ours]
+    todo = []
+    if ours:
+        todo.append(f"install liqosec's CRD ({', '.join(ours)}: kubectl apply -f manifests/crds/, or the Helm chart)")
+    if liqos:
+        todo.append(f"install Liqo, whose CRDs liqosec reads ({', '.join(liqos)})")
+    return "CustomResourceDefinitions missing, not ready until they are installed: " + "; ".join(todo)
 
 
 def _expected(err: Exception) -> bool:

@@ -2,31 +2,28 @@
 
 Level-triggered: a key only says "look again"; the reconcile re-reads
 everything from the caches. The mapping is precise so a pod churning in one
-peering does not wake the others: each kind names the peers the facts of
+peering does not wake the others: each kind's mapper names the peers the facts of
 docs/semantics.md ("Where Liqo keeps each fact") tie it to, and an update that leaves every fact
 resolution reads unchanged (a pod's annotations, a heartbeat) maps to nothing.
+
+Each kind's mapper is declared beside its transform and indexes in
+`resources.watched_resources()`; this module holds the mappers and what they share.
+Mappers read tolerantly: a malformed object is the reconcile's to report, and the
+informer handler wakes every peering when a mapper fails anyway.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from liqosec.api.liqo import NODE_TYPE, OFFLOADING_NAME, ORIGIN, REMOTE_CLUSTER_ID, SHADOW_POD, VIRTUAL_NODE
 from liqosec.api.peeringconnectivity import KIND
 from liqosec.compiler.firewallconfiguration import OWNER_LABEL
 from liqosec.firewall.capabilities import FIREWALL_CRD_NAME
-from liqosec.groups.resolve import (
-    NODE_TYPE,
-    OFFLOADING_NAME,
-    ORIGIN,
-    REMOTE_CLUSTER_ID,
-    SHADOW_POD,
-    VIRTUAL_NODE,
-    is_tenant_namespace,
-    peer_of_namespace,
-)
-from liqosec.groups.view import Obj, labels, meta
-from liqosec.controller.resources import StoreView
+from liqosec.groups.resolve import is_tenant_namespace, peer_of_namespace
+from liqosec.groups.view import ClusterView, Obj, labels, meta
 
 Keys = set[str]
 
@@ -39,12 +36,34 @@ def _name(obj: Obj) -> str:
     return str(meta(obj).get("name") or "")
 
 
+def _section(obj: Obj, key: str) -> Mapping[str, Any]:
+    value = obj.get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
+@dataclass(frozen=True)
+class Change:
+    """One informer notification: `old` is None on add, `new` is None on delete; both on update and resync."""
+
+    old: Obj | None
+    new: Obj | None
+
+    @property
+    def objs(self) -> list[Obj]:
+        return [o for o in (self.old, self.new) if o is not None]
+
+    @property
+    def both(self) -> tuple[Obj, Obj] | None:
+        """(old, new) of an update, None for an add or a delete."""
+        return (self.old, self.new) if self.old is not None and self.new is not None else None
+
+
 def pod_facts(pod: Obj | None) -> tuple[Any, ...] | None:
     """Everything about a pod that resolution reads; equal facts need no reconcile."""
     if pod is None:
         return None
-    spec, status = pod.get("spec") or {}, pod.get("status") or {}
-    ips = tuple(p.get("ip") for p in status.get("podIPs") or ())
+    spec, status = _section(pod, "spec"), _section(pod, "status")
+    ips = tuple(p.get("ip") for p in status.get("podIPs") or () if isinstance(p, Mapping))
     return (
         tuple(sorted(labels(pod).items())),
         spec.get("nodeName"),
@@ -65,8 +84,13 @@ def status_only(old: Obj, new: Obj) -> bool:
 class KeyMapper:
     """Reads the caches (never the API) to find the peerings an object belongs to."""
 
-    def __init__(self, view: StoreView) -> None:
+    def __init__(self, view: ClusterView) -> None:
         self._view = view
+
+    def keys(self, mapper: Mapper, old: Obj | None, new: Obj | None) -> Keys:
+        """The keys `mapper` (a kind's, from `watched_resources`) gives for one notification."""
+        change = Change(old, new)
+        return set(mapper(self, change)) if change.objs else set()
 
     # ----- peers to keys -----
     def all_keys(self) -> Keys:
@@ -88,18 +112,25 @@ class KeyMapper:
     def keys_naming_namespace(self, namespace: str) -> Keys:
         out: Keys = set()
         for pc in self._view.list(KIND):
-            for rule in (pc.get("spec") or {}).get("rules") or ():
+            rules = _section(pc, "spec").get("rules")
+            for rule in rules if isinstance(rules, list) else ():
+                if not isinstance(rule, Mapping):
+                    continue
                 ends = (rule.get("source") or {}, rule.get("destination") or {})
                 if any(isinstance(e, Mapping) and e.get("namespace") == namespace for e in ends):
                     out.add(f"{_ns(pc)}/{_name(pc)}")
         return out
 
     # ----- facts to peers -----
+    def is_tenant(self, namespace: str) -> bool:
+        return is_tenant_namespace(self._view, namespace)
+
     def peers_offloading_namespace(self, namespace: str) -> set[str]:
         nso = self._view.get("NamespaceOffloading", OFFLOADING_NAME, namespace)
         if nso is None:
             return set()
-        return set(((nso.get("status") or {}).get("remoteNamespacesConditions") or {}).keys())
+        peers = _section(nso, "status").get("remoteNamespacesConditions")
+        return {str(p) for p in peers} if isinstance(peers, Mapping) else set()
 
     def peers_of_node(self, node_name: str) -> set[str]:
         node = self._view.get("Node", node_name)
@@ -108,73 +139,87 @@ class KeyMapper:
             peers.add(str(labels(node)[REMOTE_CLUSTER_ID]))
         return peers
 
-    def _pod_peers(self, pod: Obj) -> set[str]:
+    def pod_peers(self, pod: Obj) -> set[str]:
         peers = {str(labels(pod).get(ORIGIN) or "")}
-        node = (pod.get("spec") or {}).get("nodeName")
+        node = _section(pod, "spec").get("nodeName")
         if labels(pod).get(SHADOW_POD) == "true" and node:
             peers |= self.peers_of_node(str(node))
         return peers | self.peers_offloading_namespace(_ns(pod))
 
-    # ----- the mapping -----
-    def keys_for(self, kind: str, old: Obj | None, new: Obj | None) -> Keys:
-        objs = [o for o in (old, new) if o is not None]
-        if not objs:
-            return set()
-        handler = getattr(self, f"_on_{kind}", None)
-        return set(handler(old, new, objs)) if handler else set()
 
-    def _on_PeeringConnectivity(self, old: Obj | None, new: Obj | None, objs: list[Obj]) -> Keys:  # noqa: N802
-        if old is not None and new is not None and status_only(old, new):
-            return set()  # our own status write coming back
-        # Peers of a tenant namespace share it: a create or delete can change who governs.
-        return {k for o in objs for k in self.keys_in_namespace(_ns(o)) | {f"{_ns(o)}/{_name(o)}"}}
+Mapper = Callable[[KeyMapper, Change], Keys]
 
-    def _on_FirewallConfiguration(self, old: Obj | None, new: Obj | None, objs: list[Obj]) -> Keys:  # noqa: N802
-        return {f"{_ns(o)}/{labels(o)[OWNER_LABEL]}" for o in objs if labels(o).get(OWNER_LABEL)}
 
-    def _on_Pod(self, old: Obj | None, new: Obj | None, objs: list[Obj]) -> Keys:  # noqa: N802
-        if pod_facts(old) == pod_facts(new):
-            return set()
-        peers = {p for o in objs for p in self._pod_peers(o)}
-        return self.keys_of_peers(peers) | {k for o in objs for k in self.keys_naming_namespace(_ns(o))}
+# ----- one mapper per watched kind (declared in resources.watched_resources) -----
+def peering_connectivity_keys(m: KeyMapper, c: Change) -> Keys:
+    if (pair := c.both) and status_only(*pair):
+        return set()  # our own status write coming back
+    # Peers of a tenant namespace share it: a create or delete can change who governs.
+    return {k for o in c.objs for k in m.keys_in_namespace(_ns(o)) | {f"{_ns(o)}/{_name(o)}"}}
 
-    def _on_Node(self, old: Obj | None, new: Obj | None, objs: list[Obj]) -> Keys:  # noqa: N802
-        if old is not None and new is not None and labels(old) == labels(new):
-            return set()
-        virtual = [o for o in objs if labels(o).get(NODE_TYPE) == VIRTUAL_NODE]
-        peers = {p for o in virtual for p in (_name(o), str(labels(o).get(REMOTE_CLUSTER_ID) or ""))}
-        return self.keys_of_peers(peers)
 
-    def _on_Namespace(self, old: Obj | None, new: Obj | None, objs: list[Obj]) -> Keys:  # noqa: N802
-        if old is not None and new is not None and labels(old) == labels(new):
-            return set()
-        return {k for o in objs for k in self.keys_in_namespace(_name(o))}
+def firewall_configuration_keys(m: KeyMapper, c: Change) -> Keys:
+    """Status-only changes count: Liqo's agents report `Applied` there, which `Ready` reads."""
+    return {f"{_ns(o)}/{labels(o)[OWNER_LABEL]}" for o in c.objs if labels(o).get(OWNER_LABEL)}
 
-    def _on_Network(self, old: Obj | None, new: Obj | None, objs: list[Obj]) -> Keys:  # noqa: N802
-        out: Keys = set()
-        for o in objs:
-            out |= self.keys_in_namespace(_ns(o)) if is_tenant_namespace(self._view, _ns(o)) else self.all_keys()
-        return out
 
-    def _on_Configuration(self, old: Obj | None, new: Obj | None, objs: list[Obj]) -> Keys:  # noqa: N802
-        return {k for o in objs for k in self.keys_in_namespace(_ns(o))}
+def pod_keys(m: KeyMapper, c: Change) -> Keys:
+    if pod_facts(c.old) == pod_facts(c.new):
+        return set()
+    peers = {p for o in c.objs for p in m.pod_peers(o)}
+    return m.keys_of_peers(peers) | {k for o in c.objs for k in m.keys_naming_namespace(_ns(o))}
 
-    def _on_NamespaceOffloading(self, old: Obj | None, new: Obj | None, objs: list[Obj]) -> Keys:  # noqa: N802
-        peers = {p for o in objs for p in ((o.get("status") or {}).get("remoteNamespacesConditions") or {})}
-        return self.keys_of_peers(peers)
 
-    def _on_ForeignCluster(self, old: Obj | None, new: Obj | None, objs: list[Obj]) -> Keys:  # noqa: N802
-        return self.keys_of_peers({str((o.get("spec") or {}).get("clusterID") or "") for o in objs})
+def node_keys(m: KeyMapper, c: Change) -> Keys:
+    if (pair := c.both) and labels(pair[0]) == labels(pair[1]):
+        return set()
+    virtual = [o for o in c.objs if labels(o).get(NODE_TYPE) == VIRTUAL_NODE]
+    peers = {p for o in virtual for p in (_name(o), str(labels(o).get(REMOTE_CLUSTER_ID) or ""))}
+    return m.keys_of_peers(peers)
 
-    def _on_Service(self, old: Obj | None, new: Obj | None, objs: list[Obj]) -> Keys:  # noqa: N802
-        return self.keys_of_peers({p for o in objs for p in self.peers_offloading_namespace(_ns(o))})
 
-    def _on_EndpointSlice(self, old: Obj | None, new: Obj | None, objs: list[Obj]) -> Keys:  # noqa: N802
-        if old is not None and new is not None and old.get("endpoints") == new.get("endpoints") and labels(old) == labels(new):
-            return set()
-        peers = {str(labels(o).get(ORIGIN) or "") for o in objs}
-        peers |= {p for o in objs for p in self.peers_offloading_namespace(_ns(o))}
-        return self.keys_of_peers(peers)
+def namespace_keys(m: KeyMapper, c: Change) -> Keys:
+    if (pair := c.both) and labels(pair[0]) == labels(pair[1]):
+        return set()
+    return {k for o in c.objs for k in m.keys_in_namespace(_name(o))}
 
-    def _on_CustomResourceDefinition(self, old: Obj | None, new: Obj | None, objs: list[Obj]) -> Keys:  # noqa: N802
-        return self.all_keys() if any(_name(o) == FIREWALL_CRD_NAME for o in objs) else set()
+
+def network_keys(m: KeyMapper, c: Change) -> Keys:
+    """A tenant namespace's Network is its peer's remote CIDR; any other is the local pod CIDR, read by all."""
+    out: Keys = set()
+    for o in c.objs:
+        out |= m.keys_in_namespace(_ns(o)) if m.is_tenant(_ns(o)) else m.all_keys()
+    return out
+
+
+def configuration_keys(m: KeyMapper, c: Change) -> Keys:
+    return {k for o in c.objs for k in m.keys_in_namespace(_ns(o))}
+
+
+def namespace_offloading_keys(m: KeyMapper, c: Change) -> Keys:
+    peers: set[str] = set()
+    for o in c.objs:
+        found = _section(o, "status").get("remoteNamespacesConditions")
+        peers |= {str(p) for p in found} if isinstance(found, Mapping) else set()
+    return m.keys_of_peers(peers)
+
+
+def foreign_cluster_keys(m: KeyMapper, c: Change) -> Keys:
+    return m.keys_of_peers({str(_section(o, "spec").get("clusterID") or "") for o in c.objs})
+
+
+def service_keys(m: KeyMapper, c: Change) -> Keys:
+    return m.keys_of_peers({p for o in c.objs for p in m.peers_offloading_namespace(_ns(o))})
+
+
+def endpoint_slice_keys(m: KeyMapper, c: Change) -> Keys:
+    if (pair := c.both) and pair[0].get("endpoints") == pair[1].get("endpoints") and labels(pair[0]) == labels(pair[1]):
+        return set()
+    peers = {str(labels(o).get(ORIGIN) or "") for o in c.objs}
+    peers |= {p for o in c.objs for p in m.peers_offloading_namespace(_ns(o))}
+    return m.keys_of_peers(peers)
+
+
+def crd_keys(m: KeyMapper, c: Change) -> Keys:
+    """The FirewallConfiguration CRD decides what the compiler may emit: every peering compiles again."""
+    return m.all_keys() if any(_name(o) == FIREWALL_CRD_NAME for o in c.objs) else set()

@@ -44,14 +44,22 @@ class ControllerMetrics:
             ["peering", "operation"], registry=registry,
         )
         self.noops = Counter(
-            "liqosec_firewall_noop_writes_skipped_total", "Reconciles that found the FirewallConfiguration already right",
+            "liqosec_firewall_noop_writes_skipped_total",
+            "Reconciles that found the FirewallConfiguration already right",
             ["peering"], registry=registry,
         )
         self.status_writes = Counter(
             "liqosec_status_writes_total", "PeeringConnectivity status writes", ["peering"], registry=registry
         )
+        self.invalid_cluster_state = Counter(
+            "liqosec_invalid_cluster_state_total",
+            "Reconciles stopped by a cluster object the compiler cannot use (the last good firewall is kept)",
+            ["peering"], registry=registry,
+        )
         self.rules = Gauge("liqosec_firewall_rules", "Rules in the compiled chain", ["peering"], registry=registry)
-        self.bytes = Gauge("liqosec_firewall_bytes", "Size of the FirewallConfiguration", ["peering"], registry=registry)
+        self.bytes = Gauge(
+            "liqosec_firewall_bytes", "Size of the FirewallConfiguration", ["peering"], registry=registry
+        )
         self.addresses = Gauge(
             "liqosec_group_addresses", "Addresses resolved per group", ["peering", "group"], registry=registry
         )
@@ -69,6 +77,9 @@ class ControllerMetrics:
 
     def status_write(self, peering: str) -> None:
         self.status_writes.labels(peering).inc()
+
+    def cluster_state_invalid(self, peering: str) -> None:
+        self.invalid_cluster_state.labels(peering).inc()
 
     def compiled(self, peering: str, outcome: Outcome) -> None:
         self.rules.labels(peering).set(len(outcome.chain.rules))

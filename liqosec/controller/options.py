@@ -6,12 +6,20 @@ import argparse
 import os
 import signal
 import socket
+import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
+if TYPE_CHECKING:
+    from http.server import ThreadingHTTPServer
+
+    from liqosec.controller.manager import Controller, Options
+    from liqosec.kube.client import KubeClient, RestKubeClient
+
 EXIT_LOST_LEADERSHIP = 1
+EXIT_STARTUP = 1
 
 
 def _env(name: str, default: str) -> str:
@@ -20,51 +28,191 @@ def _env(name: str, default: str) -> str:
 
 def add_run_parser(sub: Any) -> None:
     p = sub.add_parser("run", help="run the controller against a cluster")
-    p.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"), help="kubeconfig path (default: in-cluster, then ~/.kube/config)")
+    p.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"),
+                   help="kubeconfig path (default: in-cluster, then ~/.kube/config)")
     p.add_argument("--context", default=None, help="kubeconfig context")
     p.add_argument("--workers", type=int, default=int(_env("LIQOSEC_WORKERS", "2")), help="concurrent reconciles")
-    p.add_argument("--resync", type=float, default=600.0, help="seconds between full re-checks of every peering (0: never)")
+    p.add_argument("--resync", type=float, default=600.0,
+                   help="seconds between full re-checks of every peering (0: never)")
     p.add_argument("--batch-window", type=float, default=0.5, help="seconds pod and endpoint changes wait to coalesce")
-    p.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True, help="elect a leader on a Lease")
+    p.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True,
+                   help="elect a leader on a Lease")
     p.add_argument("--leader-election-namespace", default=_env("POD_NAMESPACE", "liqo"))
     p.add_argument("--leader-election-id", default="liqosec", help="name of the Lease")
-    p.add_argument("--identity", default=_env("POD_NAME", socket.gethostname()), help="this instance's name in the Lease")
+    p.add_argument("--identity", default=_env("POD_NAME", socket.gethostname()),
+                   help="this instance's name in the Lease")
     p.add_argument("--metrics-bind-address", default=":8080", help="host:port for /metrics ('0' disables)")
-    p.add_argument("--health-probe-bind-address", default=":8081", help="host:port for /healthz and /readyz ('0' disables)")
-    p.add_argument("--log-level", default=_env("LIQOSEC_LOG_LEVEL", "info"), choices=("debug", "info", "warning", "error"))
+    p.add_argument("--health-probe-bind-address", default=":8081",
+                   help="host:port for /healthz and /readyz ('0' disables)")
+    p.add_argument("--log-level", default=_env("LIQOSEC_LOG_LEVEL", "info"),
+                   choices=("debug", "info", "warning", "error"))
     p.add_argument("--log-format", default=_env("LIQOSEC_LOG_FORMAT", "auto"), choices=("auto", "json", "console"))
     p.set_defaults(func=run_command)
 
 
 def run_command(args: argparse.Namespace, out: Any = None) -> int:
-    from liqosec.controller import health
+    """Run the controller until SIGTERM (exit 0) or a lost lease (exit 1).
+
+    Start-up failures a user must fix (a flag out of range, no usable
+    kubeconfig, a port taken, the API server unreachable or refusing us) print
+    one line to stderr saying what to do, with no traceback, and exit 1: in a
+    pod the restart backoff retries. Missing CRDs are not such a failure: the
+    controller stays up, not ready, saying on /readyz, in its log and in an
+    Event on its Pod which CRDs to install, and starts once they are (see
+    `manager`). Exiting would only crash-loop until someone installs them.
+    """
+    try:
+        return _run(args)
+    except StartupError as err:
+        print(f"liqosec run: {err}", file=sys.stderr)
+        return EXIT_STARTUP
+
+
+class StartupError(Exception):
+    """What keeps `liqosec run` from starting, worded as what to do about it."""
+
+
+def _one_line(text: object, limit: int = 300) -> str:
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def _run(args: argparse.Namespace) -> int:
     from liqosec.controller.logging import configure
-    from liqosec.controller.manager import Controller, Exit, Options
-    from liqosec.kube.client import RestKubeClient, load_api_client
+    from liqosec.controller.manager import Controller, Exit
 
     configure(level=args.log_level, fmt=args.log_format)
     log = structlog.get_logger("liqosec")
-    options = Options(
-        identity=args.identity,
-        workers=args.workers,
-        resync_seconds=args.resync,
-        batch_seconds=args.batch_window,
-        leader_elect=args.leader_elect,
-        leader_election_namespace=args.leader_election_namespace,
-        leader_election_id=args.leader_election_id,
-    )
-    controller = Controller(RestKubeClient(load_api_client(args.kubeconfig, args.context)), options)
-    servers = []
-    if args.metrics_bind_address != "0":
-        servers.append(health.serve(args.metrics_bind_address, registry=controller.registry))
-    if args.health_probe_bind_address != "0":
-        servers.append(health.serve(args.health_probe_bind_address, healthy=lambda: True, ready=controller.synced))
+    options = options_from_args(args)
+    client, server = _connect(args.kubeconfig, args.context)
+    controller = Controller(client, options)
+    servers = _listen(args, controller)
+    try:
+        _preflight(client, server)
+    except StartupError:
+        for running in servers:
+            running.shutdown()
+            running.server_close()
+        raise
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    log.info("starting", identity=options.identity, workers=options.workers, leader_elect=options.leader_elect)
+    log.info("starting", identity=options.identity, workers=options.workers, leader_elect=options.leader_elect,
+             server=server)
     result = controller.run(stop)
-    for server in servers:
-        server.shutdown()
+    for running in servers:
+        running.shutdown()
     log.info("stopped", reason=result.value)
     return EXIT_LOST_LEADERSHIP if result is Exit.LOST else 0
+
+
+def options_from_args(args: argparse.Namespace) -> Options:
+    """The controller's options from parsed flags; `StartupError` for a value out of range."""
+    from liqosec.controller.manager import Options
+
+    pod_namespace, pod_name = os.environ.get("POD_NAMESPACE"), os.environ.get("POD_NAME")
+    try:
+        return Options(
+            identity=args.identity,
+            workers=args.workers,
+            resync_seconds=args.resync,
+            batch_seconds=args.batch_window,
+            leader_elect=args.leader_elect,
+            leader_election_namespace=args.leader_election_namespace,
+            leader_election_id=args.leader_election_id,
+            pod=(pod_namespace, pod_name) if pod_namespace and pod_name else None,
+        )
+    except ValueError as err:
+        raise StartupError(f"{err}: see liqosec run --help") from None
+
+
+def _connect(kubeconfig: str | None, context: str | None) -> tuple[RestKubeClient, str]:
+    """A client from the kubeconfig (or the pod's ServiceAccount), and the server it talks to."""
+    from liqosec.kube.client import RestKubeClient, load_api_client
+
+    in_cluster = kubeconfig is None and context is None and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    if in_cluster:
+        where = "the in-cluster configuration (ServiceAccount token)"
+        fix = "check the pod's ServiceAccount token mount, or pass --kubeconfig"
+    else:
+        path = kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+        _check_readable(path)
+        where = f"kubeconfig {path}"
+        fix = "fix it or pass another with --kubeconfig" + ("" if context is None else " or --context")
+    try:
+        api = load_api_client(kubeconfig, context)
+    except Exception as err:  # the kubernetes loader raises many kinds; each is a bad config
+        raise StartupError(f"{where} is not usable ({_one_line(err)}): {fix}") from None
+    return RestKubeClient(api), str(getattr(api.configuration, "host", "") or "?")
+
+
+def _check_readable(path: str) -> None:
+    files = [p for p in path.split(os.pathsep) if p]
+    if not any(os.path.exists(p) for p in files):
+        raise StartupError(
+            f"kubeconfig {path} does not exist: pass --kubeconfig (or set KUBECONFIG) to a kubeconfig file, "
+            "or run in a pod with a ServiceAccount"
+        )
+    for p in files:
+        if os.path.isdir(p):
+            raise StartupError(f"kubeconfig {p} is a directory: pass --kubeconfig a kubeconfig file")
+        try:
+            with open(p, "rb"):
+                pass
+        except FileNotFoundError:
+            continue  # KUBECONFIG may list files that do not exist; kubectl skips them too
+        except OSError as err:
+            raise StartupError(f"cannot read kubeconfig {p} ({err.strerror}): fix its permissions or pass another "
+                               "with --kubeconfig") from None
+
+
+def _listen(args: argparse.Namespace, controller: Controller) -> list[ThreadingHTTPServer]:
+    from liqosec.controller import health
+
+    wanted: list[tuple[str, str, str, dict[str, Any]]] = []
+    if args.metrics_bind_address != "0":
+        wanted.append((args.metrics_bind_address, "metrics", "--metrics-bind-address",
+                       {"registry": controller.registry}))
+    if args.health_probe_bind_address != "0":
+        wanted.append((args.health_probe_bind_address, "health probes", "--health-probe-bind-address",
+                       {"healthy": lambda: True, "ready": controller.synced, "not_ready": controller.not_ready_reason}))
+    servers: list[ThreadingHTTPServer] = []
+    for address, what, flag, handlers in wanted:
+        try:
+            servers.append(health.serve(address, **handlers))
+        except (OSError, ValueError) as err:
+            for running in servers:
+                running.shutdown()
+                running.server_close()
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else _one_line(err)
+            raise StartupError(
+                f"cannot listen on {address} for {what} ({reason}): free the port or choose another with "
+                f"{flag} ('0' disables it)"
+            ) from None
+    return servers
+
+
+def _preflight(client: KubeClient, server: str) -> None:
+    """One cheap call the controller needs anyway (CRDs are read at start): is the API server there, and us allowed?"""
+    from liqosec.controller.resources import CRDS
+    from liqosec.kube import errors
+
+    try:
+        client.list(CRDS, limit=1, continue_token=None)
+    except errors.ConnectionFailure as err:
+        raise StartupError(
+            f"cannot reach the API server at {server} ({_one_line(err.message)}): check that it is up and that "
+            "--kubeconfig/--context point at it"
+        ) from None
+    except errors.Unauthorized:
+        raise StartupError(
+            f"the API server at {server} refused the credentials (401 Unauthorized): renew them in the kubeconfig, "
+            "or check the pod's ServiceAccount token"
+        ) from None
+    except errors.Forbidden:
+        raise StartupError(
+            f"the API server at {server} forbids listing CustomResourceDefinitions (403 Forbidden): bind liqosec's "
+            "ClusterRole (manifests/rbac.yaml, or the Helm chart) to this identity"
+        ) from None
+    except errors.ApiError as err:
+        raise StartupError(f"the API server at {server} failed ({_one_line(err)}): retry once it is healthy") from None

@@ -5,6 +5,13 @@ writes only what differs. Outcomes, as in sample-controller:
 - done: firewall and status match (maybe after a write);
 - invalid spec: status says why (field path), an Event is emitted once, the
   last good firewall stays; no retry (a spec change brings the key back);
+- invalid cluster state: an object the compiler reads is unusable (a CIDR with
+  host bits, a field of the wrong type), or resolution or compilation raised
+  anything at all. Only the peerings reading it are affected: their status
+  names the object and field (reason `InvalidClusterState`), an Event is
+  emitted once, `liqosec_invalid_cluster_state_total` counts it and the last
+  good firewalls stay. No retry: the object's fix brings the key back through
+  the informer mapping, so a broken object costs no hot loop;
 - not found: the PeeringConnectivity is gone; FirewallConfigurations it
   left behind (when garbage collection cannot act) are deleted;
 - error: raised to the worker, which retries with backoff. Conflicts on a
@@ -19,6 +26,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from liqosec.api.liqo import NODE_TYPE, VIRTUAL_NODE
 from liqosec.api.peeringconnectivity import API_VERSION, KIND
 from liqosec.api.validation import ValidationError, parse_peering_connectivity
 from liqosec.compiler.firewallconfiguration import (
@@ -43,13 +51,16 @@ from liqosec.controller.status import (
     valid_conditions,
 )
 from liqosec.firewall.capabilities import Capabilities
-from liqosec.groups.resolve import NODE_TYPE, VIRTUAL_NODE
+from liqosec.groups.view import ClusterStateError
 from liqosec.kube import errors
 from liqosec.kube.client import JsonDict, KubeClient
 
 # A conflict means our cached copy was stale; a fresh read almost always
 # fixes it at once. Past this, hand the key back to the rate-limited queue.
 CONFLICT_RETRIES = 3
+INVALID_CLUSTER_STATE = "InvalidClusterState"
+# An unexpected exception's text goes on a status condition and an Event: bounded.
+MAX_ERROR_CHARS = 512
 
 
 class Recorder(Protocol):
@@ -65,11 +76,26 @@ class WriteMetrics(Protocol):
 
     def compiled(self, peering: str, outcome: Outcome) -> None: ...
 
+    def cluster_state_invalid(self, peering: str) -> None: ...
+
 
 @dataclass(frozen=True)
 class Invalid:
     reason: str
     message: str
+    cause: str = "spec not applied"  # what the Ready condition says could not be done
+
+
+def cluster_state_problem(err: Exception) -> Invalid:
+    """What the status says about an object the compiler cannot use, or an unexpected failure compiling."""
+    if isinstance(err, ClusterStateError):
+        where = ": ".join(p for p in (str(err.ref), err.path) if p)
+        message = f"{where}: {err.message}"
+    else:
+        text = " ".join(str(err).split())
+        text = text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
+        message = f"compiling failed: {type(err).__name__}" + (f": {text}" if text else "")
+    return Invalid(INVALID_CLUSTER_STATE, message, cause="cluster state not usable")
 
 
 def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -115,20 +141,31 @@ class Reconciler:
         self._capabilities = capabilities
         self._recorder = recorder
         self._metrics = metrics
+        # The last warning emitted per key: the status in the cache may lag our own write,
+        # and one problem must make one Event, not one per pass.
+        self._warned: dict[str, str] = {}
 
     def reconcile(self, key: str) -> None:
         namespace, _, name = key.partition("/")
         log = structlog.get_logger(__name__).bind(peering=key)
         obj = self._view.get(KIND, name, namespace)
         if obj is None or _meta(obj).get("deletionTimestamp"):
+            self._warned.pop(key, None)
             self._remove_orphans(namespace, name, log)
             return
         caps = self._capabilities()
         try:
             outcome = self._compile(obj, caps)
         except _InvalidSpec as bad:
-            self._reject(obj, bad.invalid, log)
+            self._reject(key, obj, bad.invalid, log)
             return
+        except errors.ApiError:
+            raise  # not the cluster's state: the worker retries it
+        except Exception as err:  # any failure compiling is this peering's alone
+            self._metrics.cluster_state_invalid(key)
+            self._reject(key, obj, cluster_state_problem(err), log, err)
+            return
+        self._warned.pop(key, None)
         self._apply_firewalls(key, obj, outcome, log)
         self._metrics.compiled(key, outcome)
         progress = self._rollout(namespace, outcome)
@@ -156,14 +193,20 @@ class Reconciler:
             reason = err.errors[0].reason if err.errors else "InvalidSpec"
             raise _InvalidSpec(Invalid(reason, "; ".join(str(e) for e in err.errors))) from err
 
-    def _reject(self, obj: Mapping[str, Any], invalid: Invalid, log: Any) -> None:
-        key = f"{_meta(obj).get('namespace')}/{_meta(obj).get('name')}"
+    def _reject(
+        self, key: str, obj: Mapping[str, Any], invalid: Invalid, log: Any, err: Exception | None = None
+    ) -> None:
+        """Say why on the status, warn once per distinct message, and leave every firewall as it is."""
         live = self._view.get(FC_KIND, firewall_name(str(_meta(obj).get("name"))), str(_meta(obj).get("namespace")))
-        conds = invalid_conditions(invalid.message, invalid.reason, firewall_kept=live is not None)
+        conds = invalid_conditions(invalid.message, invalid.reason, firewall_kept=live is not None, cause=invalid.cause)
         before = condition(obj.get("status") or {}, VALID)
-        if before is None or before.get("status") != "False" or before.get("message") != invalid.message:
-            log.warning("spec rejected, firewall left as it was", reason=invalid.reason, error=invalid.message)
+        said = before is not None and before.get("status") == "False" and before.get("message") == invalid.message
+        if not said and self._warned.get(key) != invalid.message:
+            unexpected = err is not None and not isinstance(err, ClusterStateError)
+            log.warning("peering not compiled, firewall left as it was", reason=invalid.reason, error=invalid.message,
+                        exc_info=err if unexpected else None)
             self._recorder.event(obj, kind=KIND, reason=invalid.reason, message=invalid.message, warning=True)
+        self._warned[key] = invalid.message
         self._write_status(key, obj, conds, None, log)
 
     def _apply_firewalls(self, key: str, obj: Mapping[str, Any], outcome: Outcome, log: Any) -> None:
@@ -235,14 +278,15 @@ class Reconciler:
             body = {
                 "apiVersion": API_VERSION,
                 "kind": KIND,
-                "metadata": {k: _meta(current)[k] for k in ("name", "namespace", "resourceVersion") if k in _meta(current)},
+                "metadata": {k: v for k, v in _meta(current).items() if k in ("name", "namespace", "resourceVersion")},
                 "status": desired,
             }
             try:
                 self._client.update_status(PEERING_CONNECTIVITIES, body)
             except errors.Conflict:
                 log.info("peering changed under us, reading it again", attempt=attempt)
-                current = self._client.get(PEERING_CONNECTIVITIES, key.partition("/")[2], namespace=key.partition("/")[0])
+                namespace, _, name = key.partition("/")
+                current = self._client.get(PEERING_CONNECTIVITIES, name, namespace=namespace)
                 continue
             except errors.NotFound:
                 return
@@ -250,9 +294,12 @@ class Reconciler:
             return
         raise errors.Conflict(409, "Conflict", f"{KIND} {key} status kept changing")
 
-    def _remove_orphans(self, namespace: str, name: str, log: Any, keep: frozenset[str] | set[str] = frozenset()) -> None:
+    def _remove_orphans(
+        self, namespace: str, name: str, log: Any, keep: frozenset[str] | set[str] = frozenset()
+    ) -> None:
         for fc in list(self._view.by_label(FC_KIND, OWNER_LABEL, name)):
-            if _meta(fc).get("namespace") != namespace or (_meta(fc).get("labels") or {}).get(MANAGED_BY_LABEL) != MANAGED_BY:
+            ours = (_meta(fc).get("labels") or {}).get(MANAGED_BY_LABEL) == MANAGED_BY
+            if _meta(fc).get("namespace") != namespace or not ours:
                 continue
             if _meta(fc).get("name") in keep:
                 continue

@@ -1,28 +1,48 @@
-"""What the controller watches, how each kind is slimmed and indexed.
+"""What the controller watches: per kind, how it is slimmed, indexed and mapped to peerings.
 
-One `Watched` per kind: its REST collection, the transform that keeps only
-what resolution reads, and the indexes resolution and event mapping query.
+One `Watched` per kind, declared in `watched_resources()`: its REST collection,
+the transform that keeps only what resolution reads, the indexes resolution
+and event mapping query, the mapper from a change to the peerings it affects,
+and the CRD that must be installed for the kind to be listed at all. A table
+rather than names looked up at run time, so mypy checks every kind has each part.
 The `ClusterView` the compiler reads (`StoreView`) is answered from these
 stores, so the pure core never sees where its objects came from.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from liqosec.api.liqo import INDEXED_LABELS
 from liqosec.api.peeringconnectivity import GROUP, KIND, PLURAL, VERSION
 from liqosec.compiler.firewallconfiguration import MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL
+from liqosec.controller import mapping
+from liqosec.controller.mapping import Mapper
 from liqosec.firewall.capabilities import FIREWALL_CRD_NAME
-from liqosec.groups.view import INDEXED_LABELS, Obj
+from liqosec.groups.view import Obj
 from liqosec.kube.client import ENDPOINT_SLICES, NAMESPACES, NODES, PODS, ResourceRef
-from liqosec.kube.store import NAMESPACE_INDEX, Indexer, JsonDict, Store, index_by_label, index_by_namespace, slim, slim_pod
+from liqosec.kube.store import (
+    NAMESPACE_INDEX,
+    Indexer,
+    JsonDict,
+    Store,
+    Transform,
+    index_by_label,
+    index_by_namespace,
+    slim,
+    slim_pod,
+)
 
 PEERING_CONNECTIVITIES = ResourceRef(GROUP, VERSION, PLURAL, True, KIND)
-FIREWALL_CONFIGURATIONS = ResourceRef("networking.liqo.io", "v1beta1", "firewallconfigurations", True, "FirewallConfiguration")
+FIREWALL_CONFIGURATIONS = ResourceRef(
+    "networking.liqo.io", "v1beta1", "firewallconfigurations", True, "FirewallConfiguration"
+)
 CONFIGURATIONS = ResourceRef("networking.liqo.io", "v1beta1", "configurations", True, "Configuration")
 NETWORKS = ResourceRef("ipam.liqo.io", "v1alpha1", "networks", True, "Network")
-NAMESPACE_OFFLOADINGS = ResourceRef("offloading.liqo.io", "v1beta1", "namespaceoffloadings", True, "NamespaceOffloading")
+NAMESPACE_OFFLOADINGS = ResourceRef(
+    "offloading.liqo.io", "v1beta1", "namespaceoffloadings", True, "NamespaceOffloading"
+)
 FOREIGN_CLUSTERS = ResourceRef("core.liqo.io", "v1beta1", "foreignclusters", False, "ForeignCluster")
 SERVICES = ResourceRef("", "v1", "services", True, "Service")
 CRDS = ResourceRef("apiextensions.k8s.io", "v1", "customresourcedefinitions", False, "CustomResourceDefinition")
@@ -30,8 +50,22 @@ CRDS = ResourceRef("apiextensions.k8s.io", "v1", "customresourcedefinitions", Fa
 LABEL_INDEX = "label:"  # index name prefix: "label:<key>" -> label value
 
 
-def _label_indexers() -> dict[str, Indexer]:
-    return {f"{LABEL_INDEX}{key}": index_by_label(key) for key in INDEXED_LABELS}
+def label_index(key: str) -> str:
+    """The name of the index `StoreView.by_label` asks for on label `key`."""
+    return f"{LABEL_INDEX}{key}"
+
+
+def crd_name(ref: ResourceRef) -> str:
+    """A custom resource's CRD is named `<plural>.<group>`."""
+    return f"{ref.plural}.{ref.group}"
+
+
+class MissingIndex(LookupError):
+    """A label lookup on a kind not indexed by that label: a wiring bug, never a scan of a large cache."""
+
+
+def _label_indexers(keys: tuple[str, ...] = INDEXED_LABELS) -> dict[str, Indexer]:
+    return {label_index(key): index_by_label(key) for key in keys}
 
 
 def _slim_service(obj: JsonDict) -> JsonDict:
@@ -48,7 +82,8 @@ def _slim_crd(obj: JsonDict) -> JsonDict:
     """Only the FirewallConfiguration CRD's schema matters (capabilities); others shrink to a name."""
     if (obj.get("metadata") or {}).get("name") == FIREWALL_CRD_NAME:
         return slim(obj)
-    return {"metadata": {"name": (obj.get("metadata") or {}).get("name"), "resourceVersion": (obj.get("metadata") or {}).get("resourceVersion")}}
+    meta = obj.get("metadata") or {}
+    return {"metadata": {"name": meta.get("name"), "resourceVersion": meta.get("resourceVersion")}}
 
 
 def _slim_node(obj: JsonDict) -> JsonDict:
@@ -58,9 +93,11 @@ def _slim_node(obj: JsonDict) -> JsonDict:
 @dataclass(frozen=True)
 class Watched:
     ref: ResourceRef
-    transform: Callable[[JsonDict], JsonDict] = slim
+    mapper: Mapper  # which peerings a change of an object of this kind affects
+    transform: Transform = slim
     indexers: Mapping[str, Indexer] = field(default_factory=dict)
     label_selector: str | None = None
+    crd: str | None = None  # the CRD that must be installed before this kind can be listed (None: built in)
 
     @property
     def kind(self) -> str:
@@ -81,22 +118,26 @@ def watched_resources() -> list[Watched]:
     namespaced = {NAMESPACE_INDEX: index_by_namespace}
     labelled = {**namespaced, **_label_indexers()}
     return [
-        Watched(PEERING_CONNECTIVITIES, indexers=namespaced),
+        Watched(PEERING_CONNECTIVITIES, mapping.peering_connectivity_keys, indexers=namespaced,
+                crd=crd_name(PEERING_CONNECTIVITIES)),
         Watched(
             FIREWALL_CONFIGURATIONS,
-            indexers={**namespaced, OWNER_LABEL: index_by_label(OWNER_LABEL)},
+            mapping.firewall_configuration_keys,
+            indexers={**namespaced, **_label_indexers((OWNER_LABEL,))},
             label_selector=f"{MANAGED_BY_LABEL}={MANAGED_BY}",
+            crd=FIREWALL_CRD_NAME,
         ),
-        Watched(PODS, transform=slim_pod, indexers=labelled),
-        Watched(NODES, transform=_slim_node, indexers=_label_indexers()),
-        Watched(NAMESPACES, transform=_slim_node, indexers=_label_indexers()),
-        Watched(NETWORKS, indexers=labelled),
-        Watched(CONFIGURATIONS, indexers=namespaced),
-        Watched(NAMESPACE_OFFLOADINGS, indexers=namespaced),
-        Watched(FOREIGN_CLUSTERS),
-        Watched(SERVICES, transform=_slim_service, indexers=namespaced),
-        Watched(ENDPOINT_SLICES, transform=_slim_endpoint_slice, indexers=labelled),
-        Watched(CRDS, transform=_slim_crd),
+        Watched(PODS, mapping.pod_keys, transform=slim_pod, indexers=labelled),
+        Watched(NODES, mapping.node_keys, transform=_slim_node, indexers=_label_indexers()),
+        Watched(NAMESPACES, mapping.namespace_keys, transform=_slim_node, indexers=_label_indexers()),
+        Watched(NETWORKS, mapping.network_keys, indexers=labelled, crd=crd_name(NETWORKS)),
+        Watched(CONFIGURATIONS, mapping.configuration_keys, indexers=namespaced, crd=crd_name(CONFIGURATIONS)),
+        Watched(NAMESPACE_OFFLOADINGS, mapping.namespace_offloading_keys, indexers=namespaced,
+                crd=crd_name(NAMESPACE_OFFLOADINGS)),
+        Watched(FOREIGN_CLUSTERS, mapping.foreign_cluster_keys, crd=crd_name(FOREIGN_CLUSTERS)),
+        Watched(SERVICES, mapping.service_keys, transform=_slim_service, indexers=namespaced),
+        Watched(ENDPOINT_SLICES, mapping.endpoint_slice_keys, transform=_slim_endpoint_slice, indexers=labelled),
+        Watched(CRDS, mapping.crd_keys, transform=_slim_crd),
     ]
 
 
@@ -118,13 +159,17 @@ class StoreView:
         return store.by_index(NAMESPACE_INDEX, namespace)
 
     def by_label(self, kind: str, key: str, value: str) -> Iterable[Obj]:
+        """Raises `MissingIndex` when `kind` is not indexed by `key`: a silent scan would hide a wiring bug."""
         store = self._store(kind)
         if store is None:
             return ()
+        index = label_index(key)
         try:
-            return store.by_index(f"{LABEL_INDEX}{key}", value)
-        except KeyError:  # not indexed for this kind: scan (small collections only)
-            return [o for o in store.list() if ((o.get("metadata") or {}).get("labels") or {}).get(key) == value]
+            return store.by_index(index, value)
+        except KeyError:
+            raise MissingIndex(
+                f"{kind} is not indexed by label {key!r} (no index {index!r}): add it in watched_resources()"
+            ) from None
 
     def get(self, kind: str, name: str, namespace: str | None = None) -> Obj | None:
         store = self._store(kind)

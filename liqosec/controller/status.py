@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from liqosec.compiler.firewallconfiguration import MAX_OBJECT_BYTES, Outcome
@@ -86,7 +86,9 @@ def valid_conditions(outcome: Outcome, *, stateful: bool, progress: Rollout | No
     chain = outcome.chain
     conds = [Condition(VALID, True, "Valid", "the spec compiles"), ready_condition(outcome, progress)]
     if stateful:
-        conds.append(Condition(STATELESS, False, "ConntrackAvailable", "established and related packets are accepted first"))
+        conds.append(
+            Condition(STATELESS, False, "ConntrackAvailable", "established and related packets are accepted first")
+        )
     else:
         what = (
             "this policy allows some flows one way only, and their replies are judged as new packets and dropped: "
@@ -109,16 +111,19 @@ def valid_conditions(outcome: Outcome, *, stateful: bool, progress: Rollout | No
     return conds
 
 
-def invalid_conditions(message: str, reason: str, *, firewall_kept: bool) -> list[Condition]:
+def invalid_conditions(
+    message: str, reason: str, *, firewall_kept: bool, cause: str = "spec not applied"
+) -> list[Condition]:
+    """`Valid` and `Ready` False for `reason`; `cause` says what was not done (the spec, or the cluster's state)."""
     kept = "the last good FirewallConfiguration is kept" if firewall_kept else "no FirewallConfiguration is written"
     return [
         Condition(VALID, False, reason, message),
-        Condition(READY, False, reason, f"spec not applied; {kept}"),
+        Condition(READY, False, reason, f"{cause}; {kept}"),
     ]
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def render_conditions(

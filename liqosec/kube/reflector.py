@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -267,11 +268,11 @@ class Reflector:
             delta = self._store.replace(items, rv, transformed=True)
             self._last_rv = rv
             for obj in delta.added:
-                self._notify("on_add", obj)
+                self._notify_add(obj)
             for old, new in delta.updated:
-                self._notify("on_update", old, new)
+                self._notify_update(old, new)
             for obj in delta.deleted:
-                self._notify("on_delete", obj)
+                self._notify_delete(obj)
             self._synced.set()
         self._log.info("listed objects", rv=rv, count=len(items), added=len(delta.added),
                        updated=len(delta.updated), deleted=len(delta.deleted))
@@ -322,23 +323,33 @@ class Reflector:
             elif kind in ("ADDED", "MODIFIED"):
                 old, new = self._store.add(obj)
                 if old is None:
-                    self._notify("on_add", new)
+                    self._notify_add(new)
                 elif resource_version(old) != resource_version(new):
-                    self._notify("on_update", old, new)
+                    self._notify_update(old, new)
             elif kind == "DELETED":
                 gone = self._store.delete(obj)
                 if gone is not None:
-                    self._notify("on_delete", gone)
+                    self._notify_delete(gone)
             else:
                 raise errors.InternalError(500, "BadWatchEvent", f"unknown event type {kind!r}")
             if rv:
                 self._last_rv = rv
 
-    def _notify(self, method: str, *args: JsonDict) -> None:
+    # One typed method per handler call (no dispatch by name), each guarded the same way.
+    def _notify_add(self, obj: JsonDict) -> None:
+        self._guarded("on_add", lambda: self._handler.on_add(obj))
+
+    def _notify_update(self, old: JsonDict, new: JsonDict) -> None:
+        self._guarded("on_update", lambda: self._handler.on_update(old, new))
+
+    def _notify_delete(self, obj: JsonDict) -> None:
+        self._guarded("on_delete", lambda: self._handler.on_delete(obj))
+
+    def _guarded(self, handler: str, call: Callable[[], None]) -> None:
         try:
-            getattr(self._handler, method)(*args)
+            call()
         except Exception as exc:  # a failing handler must not stop the cache from following
-            self._log.exception("event handler failed", handler=method, error=str(exc))
+            self._log.exception("event handler failed", handler=handler, error=str(exc))
 
     # ----- resync and stop -----
     def _resync_until_stopped(self, stop: threading.Event) -> None:
@@ -355,4 +366,4 @@ class Reflector:
         """Replay every stored object to the handler as ``on_update(obj, obj)``."""
         with self._dispatch:
             for obj in self._store.list():
-                self._notify("on_update", obj, obj)
+                self._notify_update(obj, obj)

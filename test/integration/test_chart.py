@@ -126,15 +126,13 @@ def test_values_become_flags(helm: str) -> None:
 
 
 def test_rendered_args_are_accepted_by_the_real_run_command(helm: str) -> None:
-    try:
-        from liqosec.controller.options import add_run_parser  # noqa: F401
-    except ImportError:
-        pytest.skip("liqosec.controller.options is not written yet: `liqosec run` has no parser to check against")
-    from liqosec.cli import parser
-
-    for settings in ((), ("leaderElection.enabled=false", "replicas=1")):
-        args = [a.replace("$(POD_NAMESPACE)", NAMESPACE) for a in args_of(template(helm, *settings))]
-        assert parser().parse_args(args).command == "run"
+    for settings, elect in (((), True), (("leaderElection.enabled=false", "replicas=1"), False)):
+        objects = template(helm, *settings)
+        parsed, options = checks.run_options(args_of(objects), NAMESPACE)
+        assert options.leader_elect is elect
+        assert options.leader_election_namespace == NAMESPACE
+        container = checks.controller_container(checks.one(objects, "Deployment"))
+        assert checks.port_of(parsed.health_probe_bind_address) == checks.probe_port(container, "readinessProbe")
 
 
 def test_custom_ports_move_probes_and_metrics_with_the_flags(helm: str) -> None:

@@ -18,28 +18,41 @@ def test_queue_metrics_use_controller_runtime_names() -> None:
     metrics = KubeMetrics(registry)
     clock = FakeClock()
     q: RateLimitingQueue[str] = RateLimitingQueue("peerings", clock=clock, metrics_provider=metrics)
-    q.add("a")
-    q.add("b")
-    clock.advance(2)
-    q.get()
-    clock.advance(1)
-    q.done("a")
-    q.add_rate_limited("a")
-    q.shutdown()
 
     def sample(name: str) -> float | None:
         return registry.get_sample_value(name, {"name": "peerings"})
 
-    assert sample("workqueue_adds_total") == 2
+    def settles(unfinished: float, longest: float) -> None:
+        """The gauges are refreshed by the queue's metrics loop, on the fake clock: wait for it (real time)."""
+        names = ("workqueue_unfinished_work_seconds", "workqueue_longest_running_processor_seconds")
+        deadline = time.monotonic() + 5
+        while [sample(n) for n in names] != [unfinished, longest] and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert [sample(n) for n in names] == [unfinished, longest]
+
+    q.add("a")
+    q.add("b")
+    clock.advance(2)
+    q.get()  # "a" starts at t+2
+    clock.advance(1)
+    q.get()  # "b" starts at t+3
+    clock.advance(1.5)  # "a" has run 2.5 s, "b" 1.5 s
+    settles(unfinished=2.5 + 1.5, longest=2.5)
+    q.done("a")  # worked 2.5 s
+    q.done("b")  # worked 1.5 s
+    clock.advance(1)
+    settles(unfinished=0.0, longest=0.0)
+    q.add("c")
+    q.add_rate_limited("a")
+    q.shutdown()
+
+    assert sample("workqueue_adds_total") == 3
     assert sample("workqueue_depth") == 1
     assert sample("workqueue_retries_total") == 1
-    assert sample("workqueue_queue_duration_seconds_count") == 1
-    assert sample("workqueue_queue_duration_seconds_sum") == 2
-    assert sample("workqueue_work_duration_seconds_sum") == 1
-    deadline = time.monotonic() + 2
-    while sample("workqueue_unfinished_work_seconds") is None and time.monotonic() < deadline:
-        time.sleep(0.001)
-    assert sample("workqueue_longest_running_processor_seconds") is not None
+    assert sample("workqueue_queue_duration_seconds_count") == 2
+    assert sample("workqueue_queue_duration_seconds_sum") == 2 + 3
+    assert sample("workqueue_work_duration_seconds_count") == 2
+    assert sample("workqueue_work_duration_seconds_sum") == 2.5 + 1.5
 
 
 def test_reflector_and_leader_hooks() -> None:

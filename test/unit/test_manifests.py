@@ -258,17 +258,36 @@ def test_metrics_service_targets_the_metrics_port_of_the_controller_pods() -> No
     assert set(service["spec"]["selector"].items()) <= set(pod_labels(deployment).items())
 
 
-def test_deployment_args_are_accepted_by_the_real_run_command() -> None:
-    """The manifest's flags must exist in `liqosec run`, or the pod crash-loops on start."""
-    try:
-        from liqosec.controller.options import add_run_parser  # noqa: F401
-    except ImportError:
-        pytest.skip("liqosec.controller.options is not written yet: `liqosec run` has no parser to check against")
-    from liqosec.cli import parser
+def run_options(args: Iterable[str], pod_namespace: str = "liqo") -> tuple[Any, Any]:
+    """What `liqosec run` makes of a container's args (the kubelet expands `$(POD_NAMESPACE)`): flags and Options.
 
-    args = [a.replace("$(POD_NAMESPACE)", "liqo") for a in controller_container(one(manifest_objects(), "Deployment"))["args"]]
-    parsed = parser().parse_args(args)
-    assert parsed.command == "run"
+    Raises like the real command would: SystemExit for an unknown flag, StartupError for a value out of range.
+    """
+    from liqosec.cli import parser
+    from liqosec.controller.options import options_from_args, run_command
+
+    parsed = parser().parse_args([a.replace("$(POD_NAMESPACE)", pod_namespace) for a in args])
+    assert parsed.command == "run" and parsed.func is run_command
+    return parsed, options_from_args(parsed)
+
+
+def test_deployment_args_are_accepted_by_the_real_run_command() -> None:
+    """The manifest's flags must exist in `liqosec run` and make valid options, or the pod crash-loops on start."""
+    container = controller_container(one(manifest_objects(), "Deployment"))
+    parsed, options = run_options(container["args"])
+    assert options.leader_elect and options.leader_election_namespace == "liqo"
+    assert options.workers >= 1
+    assert port_of(parsed.health_probe_bind_address) == probe_port(container, "readinessProbe")
+    assert [port_of(parsed.metrics_bind_address)] == [p["containerPort"] for p in container["ports"] if p["name"] == "metrics"]
+
+
+def test_run_options_catch_a_value_the_command_would_refuse() -> None:
+    from liqosec.controller.options import StartupError
+
+    with pytest.raises(StartupError, match="workers must be at least 1"):
+        run_options(["run", "--workers=0"])
+    with pytest.raises(SystemExit):
+        run_options(["run", "--no-such-flag"])
 
 
 def test_chart_crd_is_a_copy_of_the_manifest_crd() -> None:

@@ -1,0 +1,172 @@
+"""The whole controller on the fake API server: CRDs first, informers, workers, no hot loop; the probes."""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from fake_kube import FakeKubeClient, cluster, configuration, key, ref_of
+from prometheus_client import CollectorRegistry
+
+from liqosec.controller import health
+from liqosec.controller.manager import Controller, Exit, Options, _Enqueue, missing_crds_message
+from liqosec.controller.mapping import Change, KeyMapper
+from liqosec.controller.metrics import CONTROLLER
+from liqosec.controller.resources import CRDS, FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES, watched_resources
+
+ALL_CRDS = tuple(w.crd for w in watched_resources() if w.crd)
+
+
+def wait_until(what: str, probe: Callable[[], Any], timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := probe():
+            return found
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def server_with(objects: list[dict[str, Any]], crds: tuple[str, ...] = ALL_CRDS) -> FakeKubeClient:
+    client = FakeKubeClient()
+    for name in crds:
+        client.seed(CRDS, {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                           "metadata": {"name": name}})
+    for obj in objects:
+        client.seed(ref_of(obj["kind"]), obj)
+    return client
+
+
+@contextmanager
+def running(client: FakeKubeClient, **options: Any) -> Iterator[Controller]:
+    opts = Options(identity="unit", leader_elect=False, batch_seconds=0.0, **options)
+    controller = Controller(client, opts, registry=CollectorRegistry())
+    stop = threading.Event()
+    result: list[Exit] = []
+    thread = threading.Thread(target=lambda: result.append(controller.run(stop)), daemon=True)
+    thread.start()
+    try:
+        yield controller
+    finally:
+        stop.set()
+        thread.join(10)
+        assert not thread.is_alive() and result == [Exit.STOPPED]
+
+
+def successes(c: Controller) -> float:
+    return float(c.registry.get_sample_value("controller_runtime_reconcile_total",
+                                             {"controller": CONTROLLER, "result": "success"}) or 0)
+
+
+def test_the_controller_writes_the_firewall_once_synced() -> None:
+    client = server_with(cluster("rome"))
+    with running(client) as c:
+        wait_until("the firewall", lambda: client.stored(FIREWALL_CONFIGURATIONS, "liqosec-rome", "liqo-tenant-rome"))
+        assert c.synced() and c.not_ready_reason() == ""
+        wait_until("Ready", lambda: "Applied" in str(client.stored(PEERING_CONNECTIVITIES, "rome", "liqo-tenant-rome")))
+    assert client.events and client.events[0]["reason"] == "FirewallCreated"
+
+
+def test_missing_crds_keep_it_unready_with_one_event_until_installed() -> None:
+    crds = tuple(c for c in ALL_CRDS if c != "peeringconnectivities.security.liqo.io")
+    client = server_with(cluster("rome"), crds=crds)
+    with running(client, pod=("liqo", "liqosec-0")) as c:
+        wait_until("the wait to be reported", lambda: client.events)
+        assert c.not_ready_reason() == "waiting for CustomResourceDefinitions: peeringconnectivities.security.liqo.io"
+        assert not c.synced()
+        time.sleep(0.5)  # several polls: still one Event, and nothing else listed
+        [event] = client.events
+        assert event["type"] == "Warning" and event["reason"] == "CustomResourceDefinitionMissing"
+        assert event["involvedObject"] == {**event["involvedObject"], "kind": "Pod", "apiVersion": "v1",
+                                           "name": "liqosec-0", "namespace": "liqo"}
+        assert "install liqosec's CRD (peeringconnectivities.security.liqo.io" in event["message"]
+        assert {a.resource for a in client.actions if a.verb == "list"} == {"customresourcedefinitions"}
+        client.seed(CRDS, {"kind": "CustomResourceDefinition",
+                           "metadata": {"name": "peeringconnectivities.security.liqo.io"}})
+        wait_until("the firewall", lambda: client.stored(FIREWALL_CONFIGURATIONS, "liqosec-rome", "liqo-tenant-rome"))
+        assert c.synced() and c.not_ready_reason() == ""
+
+
+def test_missing_liqo_crds_say_to_install_liqo_and_no_event_without_a_pod() -> None:
+    client = server_with([], crds=("peeringconnectivities.security.liqo.io",))
+    with running(client) as c:
+        wait_until("the wait", lambda: "waiting" in c.not_ready_reason())
+        assert "firewallconfigurations.networking.liqo.io" in c.not_ready_reason()
+    assert client.events == []
+    message = missing_crds_message(("firewallconfigurations.networking.liqo.io", "networks.ipam.liqo.io"))
+    assert message.endswith("install Liqo, whose CRDs liqosec reads (firewallconfigurations.networking.liqo.io, "
+                            "networks.ipam.liqo.io)")
+    assert "\n" not in message
+
+
+def test_invalid_cluster_state_is_not_retried_in_a_loop() -> None:
+    objs = [o for o in cluster("rome") if o["kind"] != "Configuration"]
+    client = server_with([*objs, configuration("rome", "10.70.0.1/16")])
+    with running(client) as c:
+        wait_until("InvalidClusterState", lambda: "InvalidClusterState" in str(
+            client.stored(PEERING_CONNECTIVITIES, "rome", "liqo-tenant-rome")))
+        done = successes(c)
+        time.sleep(1.0)  # a requeue would come back within the rate limiter's first delays (5 ms and up)
+        assert successes(c) == done
+        assert c.queue.num_requeues(key("rome")) == 0
+        assert c.registry.get_sample_value("liqosec_invalid_cluster_state_total", {"peering": key("rome")}) == done
+        # The fix comes back through the informer.
+        client.seed(ref_of("Configuration"), configuration("rome", "10.70.0.0/16"))
+        wait_until("the firewall", lambda: client.stored(FIREWALL_CONFIGURATIONS, "liqosec-rome", "liqo-tenant-rome"))
+    assert [e["reason"] for e in client.events if e["type"] == "Warning"] == ["InvalidClusterState"]
+
+
+def test_stopping_while_waiting_for_crds_returns_promptly() -> None:
+    client = server_with([], crds=())
+    started = time.monotonic()
+    with running(client) as c:
+        wait_until("the wait", lambda: "waiting" in c.not_ready_reason())
+    assert time.monotonic() - started < 5
+
+
+def test_a_mapper_that_fails_wakes_every_peering() -> None:
+    client = server_with(cluster("rome", "milan"))
+    controller = Controller(client, Options(identity="unit", leader_elect=False), registry=CollectorRegistry())
+    for w in controller.watched:
+        controller.stores[w.kind].replace([o for o in client.of(w.ref)], client.resource_version)
+    queued: list[str] = []
+
+    def broken(keys: KeyMapper, change: Change) -> set[str]:
+        raise TypeError("unreadable")
+
+    handler = _Enqueue("Pod", broken, KeyMapper(controller.view), queued.append)
+    handler.on_add({"metadata": {"name": "x"}})
+    assert sorted(queued) == [key("milan"), key("rome")]
+
+
+def test_probes_say_why_not_ready() -> None:
+    state = {"ready": False}
+    registry = CollectorRegistry()
+    server = health.serve("127.0.0.1:0", registry=registry, healthy=lambda: True, ready=lambda: state["ready"],
+                          not_ready=lambda: "waiting for CustomResourceDefinitions: x")
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(f"{base}/readyz", timeout=5)
+        assert info.value.code == 503 and info.value.read() == b"waiting for CustomResourceDefinitions: x"
+        state["ready"] = True
+        assert urllib.request.urlopen(f"{base}/readyz", timeout=5).read() == b"ok"
+        assert urllib.request.urlopen(f"{base}/healthz", timeout=5).read() == b"ok"
+        assert urllib.request.urlopen(f"{base}/metrics", timeout=5).status == 200
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(f"{base}/nothing", timeout=5)
+        assert info.value.code == 404
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_bind_address_without_a_port_is_refused() -> None:
+    with pytest.raises(ValueError, match="host:port"):
+        health.parse_address("localhost")
+    assert health.parse_address(":8080") == ("0.0.0.0", 8080)

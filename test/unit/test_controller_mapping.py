@@ -1,0 +1,274 @@
+"""The key mapping of every watched kind, and the declared per-kind table (transform, indexes, mapper, CRD).
+
+The view is the real one: stores built from `watched_resources()`, preloaded
+through their transforms, so a mapper reads what it reads in a cluster.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from fake_kube import ISOLATE, Fixture, cluster, key, namespace, node, peering, pod, virtual_node
+
+from liqosec.controller import mapping
+from liqosec.controller.mapping import Change, KeyMapper, pod_facts, status_only
+from liqosec.controller.resources import (
+    FIREWALL_CONFIGURATIONS,
+    MissingIndex,
+    StoreView,
+    crd_name,
+    label_index,
+    watched_resources,
+)
+from liqosec.firewall.capabilities import FIREWALL_CRD_NAME
+
+ROOT = Path(__file__).resolve().parents[2]
+Obj = dict[str, Any]
+
+ROME, MILAN, PARIS = key("rome"), key("milan"), "edge/paris"
+
+
+def nso(ns: str, *peers: str) -> Obj:
+    return {"apiVersion": "offloading.liqo.io/v1beta1", "kind": "NamespaceOffloading",
+            "metadata": {"name": "offloading", "namespace": ns},
+            "status": {"remoteNamespacesConditions": {p: [] for p in peers}}}
+
+
+def world() -> Fixture:
+    """rome and milan in liqo-tenant-<peer>; paris in `edge` (a tenant by its label); apps offloaded to milan."""
+    namespaced_rule = [{"source": {"namespace": "billing"}, "action": "deny"}]
+    return Fixture([
+        *cluster("rome", "milan"),
+        namespace("edge", **{"liqo.io/remote-cluster-id": "paris"}),
+        peering("paris", "edge", namespaced_rule),
+        namespace("apps"), nso("apps", "milan"),
+        virtual_node("liqo-milan", "milan"), node("worker-1"),
+    ])
+
+
+def keys(f: Fixture, kind: str, old: Obj | None, new: Obj | None) -> set[str]:
+    """What the informer of `kind` would queue: through the store's transform, as handlers receive objects."""
+    store = f.stores[kind]
+    mapper = {w.kind: w.mapper for w in watched_resources()}[kind]
+    return KeyMapper(f.view).keys(mapper, old and store.transform(old), new and store.transform(new))
+
+
+def changed(obj: Obj, rv: str = "999", **edits: Any) -> Obj:
+    out = copy.deepcopy(obj)
+    out.setdefault("metadata", {})["resourceVersion"] = rv
+    for path, value in edits.items():
+        node_: Any = out
+        *parents, last = path.split("__")
+        for p in parents:
+            node_ = node_.setdefault(p, {})
+        node_[last] = value
+    return out
+
+
+# ----- the declared table -----
+def test_every_watched_kind_declares_a_mapper_and_a_store() -> None:
+    table = watched_resources()
+    kinds = [w.kind for w in table]
+    assert len(kinds) == len(set(kinds))
+    assert set(kinds) == {
+        "PeeringConnectivity", "FirewallConfiguration", "Pod", "Node", "Namespace", "Network", "Configuration",
+        "NamespaceOffloading", "ForeignCluster", "Service", "EndpointSlice", "CustomResourceDefinition",
+    }
+    assert all(callable(w.mapper) for w in table)
+    assert {w.kind: w.mapper for w in table}["Pod"] is mapping.pod_keys
+
+
+def test_every_custom_kind_names_a_crd_that_ships() -> None:
+    shipped = set()
+    for path in [*(ROOT / "hack" / "liqo-crds").glob("*.yaml"), *(ROOT / "manifests" / "crds").glob("*.yaml")]:
+        shipped |= {d["metadata"]["name"] for d in yaml.safe_load_all(path.read_text()) if d}
+    builtin = ("", "discovery.k8s.io", "apiextensions.k8s.io")
+    custom = {w.kind: w.crd for w in watched_resources() if w.ref.group not in builtin}
+    assert all(custom.values()), f"a custom kind without its CRD: {custom}"
+    assert set(custom.values()) <= shipped
+    assert custom["FirewallConfiguration"] == FIREWALL_CRD_NAME == crd_name(FIREWALL_CONFIGURATIONS)
+    assert all(w.crd is None for w in watched_resources() if w.kind not in custom)
+
+
+def test_the_firewall_index_is_the_one_by_label_asks_for() -> None:
+    f = world()
+    f.reconcile(ROME)
+    f.sync()
+    [fc] = f.view.by_label("FirewallConfiguration", "security.liqo.io/peering-connectivity", "rome")
+    assert fc["metadata"]["name"] == "liqosec-rome"
+    assert label_index("security.liqo.io/peering-connectivity") in f.watched["FirewallConfiguration"].indexers
+
+
+def test_by_label_on_a_missing_index_raises_naming_kind_and_index() -> None:
+    view = StoreView({w.kind: w.new_store() for w in watched_resources()})
+    expected = r"ForeignCluster is not indexed by label 'liqo.io/type'.*label:liqo.io/type"
+    with pytest.raises(MissingIndex, match=expected):
+        view.by_label("ForeignCluster", "liqo.io/type", "x")
+    assert list(view.by_label("NotWatched", "a", "b")) == []
+
+
+def test_the_firewall_informer_selects_only_ours() -> None:
+    assert f"{'app.kubernetes.io/managed-by'}=liqosec" == {w.kind: w for w in watched_resources()}[
+        "FirewallConfiguration"].label_selector
+
+
+# ----- PeeringConnectivity -----
+def test_a_peering_wakes_itself_and_its_namespace_neighbours() -> None:
+    f = world()
+    second = peering("zz", "liqo-tenant-rome", ISOLATE)
+    assert keys(f, "PeeringConnectivity", None, second) == {ROME, "liqo-tenant-rome/zz"}
+    assert keys(f, "PeeringConnectivity", second, None) == {ROME, "liqo-tenant-rome/zz"}
+
+
+def test_our_own_status_write_coming_back_maps_to_nothing_but_a_resync_does() -> None:
+    f = world()
+    live = f.stores["PeeringConnectivity"].get("liqo-tenant-rome/rome")
+    assert live is not None
+    with_status = changed(live, status={"conditions": []})
+    assert status_only(live, with_status)
+    assert keys(f, "PeeringConnectivity", live, with_status) == set()
+    assert keys(f, "PeeringConnectivity", live, live) == {ROME}  # resync: same version twice
+    regenerated = changed(live, metadata__generation=2)
+    assert keys(f, "PeeringConnectivity", live, regenerated) == {ROME}
+
+
+# ----- FirewallConfiguration -----
+def test_a_firewall_change_wakes_its_owner_even_status_only() -> None:
+    f = world()
+    f.reconcile(ROME)
+    f.sync()
+    live = f.stores["FirewallConfiguration"].get("liqo-tenant-rome/liqosec-rome")
+    assert live is not None
+    applied = changed(live, status={"conditions": [{"host": "n1", "type": "Applied", "status": "True"}]})
+    assert keys(f, "FirewallConfiguration", live, applied) == {ROME}
+    assert keys(f, "FirewallConfiguration", live, None) == {ROME}
+    stray = {"kind": "FirewallConfiguration", "metadata": {"name": "x", "namespace": "liqo-tenant-rome"}}
+    assert keys(f, "FirewallConfiguration", None, stray) == set()
+
+
+# ----- Pod -----
+def test_an_offloaded_pod_wakes_its_origin_only() -> None:
+    f = world()
+    p = pod("cart", "shop-rome", "10.1.9.9", origin="rome")
+    assert keys(f, "Pod", None, p) == {ROME}
+    assert keys(f, "Pod", p, None) == {ROME}
+
+
+def test_a_pod_update_that_resolution_cannot_see_maps_to_nothing() -> None:
+    f = world()
+    p = pod("cart", "shop-rome", "10.1.9.9", origin="rome")
+    annotated = changed(p, metadata__annotations={"note": "x"})
+    assert pod_facts(f.stores["Pod"].transform(p)) == pod_facts(f.stores["Pod"].transform(annotated))
+    assert keys(f, "Pod", p, annotated) == set()
+    assert keys(f, "Pod", p, changed(p, status={"phase": "Running", "podIP": "10.1.9.8"})) == {ROME}
+    assert keys(f, "Pod", p, changed(p, status={"phase": "Succeeded", "podIP": "10.1.9.9"})) == {ROME}
+    assert keys(f, "Pod", p, changed(p, spec={"nodeName": "worker-1", "hostNetwork": True})) == {ROME}
+
+
+def test_a_relabelled_pod_wakes_both_its_old_and_new_peer() -> None:
+    f = world()
+    p = pod("cart", "shop-rome", "10.1.9.9", origin="rome")
+    moved = changed(p, metadata__labels={"offloading.liqo.io/origin": "milan"})
+    assert keys(f, "Pod", p, moved) == {ROME, MILAN}
+
+
+def test_a_shadow_pod_wakes_the_peer_of_its_virtual_node() -> None:
+    f = world()
+    shadow = pod("web", "default", "10.72.0.9", node="liqo-milan", **{"liqo.io/shadowPod": "true"})
+    assert keys(f, "Pod", None, shadow) == {MILAN}
+    older = pod("web", "default", "10.72.0.9", node="rome", **{"liqo.io/shadowPod": "true"})
+    assert keys(f, "Pod", None, older) == {ROME}  # older Liqo: the virtual node is named after the peer
+
+
+def test_a_pod_in_an_offloaded_or_named_namespace_wakes_those_peerings() -> None:
+    f = world()
+    assert keys(f, "Pod", None, pod("api", "apps", "10.1.3.3")) == {MILAN}
+    assert keys(f, "Pod", None, pod("bill", "billing", "10.1.4.4")) == {PARIS}
+    assert keys(f, "Pod", None, pod("lonely", "nowhere", "10.1.5.5")) == set()
+
+
+# ----- Node, Namespace -----
+def test_a_virtual_node_wakes_its_peer_and_a_physical_one_nobody() -> None:
+    f = world()
+    v = virtual_node("liqo-rome", "rome")
+    assert keys(f, "Node", None, v) == {ROME}
+    assert keys(f, "Node", v, changed(v)) == set()  # a heartbeat: labels unchanged
+    assert keys(f, "Node", None, node("worker-2")) == set()
+    named = node("milan", **{"liqo.io/type": "virtual-node"})
+    assert keys(f, "Node", named, None) == {MILAN}
+
+
+def test_a_tenant_namespace_relabelled_wakes_its_peerings() -> None:
+    f = world()
+    edge = namespace("edge", **{"liqo.io/remote-cluster-id": "paris"})
+    assert keys(f, "Namespace", edge, changed(edge, metadata__labels={})) == {PARIS}
+    assert keys(f, "Namespace", edge, changed(edge)) == set()
+    assert keys(f, "Namespace", None, namespace("liqo-tenant-rome")) == {ROME}
+
+
+# ----- Liqo's objects -----
+def test_a_tenant_network_wakes_its_namespace_and_a_local_one_everyone() -> None:
+    f = world()
+    tenant_net = {"kind": "Network", "metadata": {"name": "n", "namespace": "liqo-tenant-milan"},
+                  "status": {"cidr": "x"}}
+    assert keys(f, "Network", None, tenant_net) == {MILAN}
+    local = {"kind": "Network", "metadata": {"name": "pod-cidr", "namespace": "liqo"}, "spec": {"cidr": "10.1.0.5/16"}}
+    assert keys(f, "Network", local, changed(local)) == {ROME, MILAN, PARIS}
+
+
+def test_a_configuration_wakes_its_tenant_namespace() -> None:
+    f = world()
+    conf = {"kind": "Configuration", "metadata": {"name": "rome", "namespace": "liqo-tenant-rome"}}
+    assert keys(f, "Configuration", None, conf) == {ROME}
+    assert keys(f, "Configuration", conf, None) == {ROME}
+
+
+def test_a_namespace_offloading_wakes_the_peers_it_names_before_and_after() -> None:
+    f = world()
+    before, after = nso("apps", "milan"), nso("apps", "rome")
+    assert keys(f, "NamespaceOffloading", before, after) == {ROME, MILAN}
+    shaped_oddly = {"kind": "NamespaceOffloading", "metadata": {"name": "offloading", "namespace": "x"},
+                    "status": {"remoteNamespacesConditions": ["milan"]}}
+    assert keys(f, "NamespaceOffloading", None, shaped_oddly) == set()
+
+
+def test_a_foreign_cluster_wakes_its_peer() -> None:
+    f = world()
+    fc = {"kind": "ForeignCluster", "metadata": {"name": "paris"}, "spec": {"clusterID": "paris"}}
+    assert keys(f, "ForeignCluster", None, fc) == {PARIS}
+    assert keys(f, "ForeignCluster", None, {"kind": "ForeignCluster", "metadata": {"name": "x"}}) == set()
+
+
+def test_a_service_wakes_the_peers_its_namespace_is_offloaded_to() -> None:
+    f = world()
+    svc = {"kind": "Service", "metadata": {"name": "api", "namespace": "apps"}, "spec": {"ports": []}}
+    assert keys(f, "Service", None, svc) == {MILAN}
+    assert keys(f, "Service", None, {"kind": "Service", "metadata": {"name": "a", "namespace": "other"}}) == set()
+
+
+def test_an_endpoint_slice_wakes_its_origin_and_offloading_peers_when_endpoints_move() -> None:
+    f = world()
+    reflected = {"kind": "EndpointSlice", "metadata": {"name": "api", "namespace": "shop-rome", "labels": {
+        "offloading.liqo.io/origin": "rome"}}, "addressType": "IPv4", "endpoints": [{"addresses": ["10.71.1.1"]}]}
+    assert keys(f, "EndpointSlice", None, reflected) == {ROME}
+    assert keys(f, "EndpointSlice", reflected, changed(reflected, metadata__annotations={"a": "b"})) == set()
+    moved = changed(reflected, endpoints=[{"addresses": ["10.71.1.2"]}])
+    assert keys(f, "EndpointSlice", reflected, moved) == {ROME}
+    local = {"kind": "EndpointSlice", "metadata": {"name": "api", "namespace": "apps"}, "endpoints": []}
+    assert keys(f, "EndpointSlice", None, local) == {MILAN}
+
+
+def test_only_the_firewall_crd_wakes_every_peering() -> None:
+    f = world()
+    assert keys(f, "CustomResourceDefinition", None, {"metadata": {"name": FIREWALL_CRD_NAME}}) == {ROME, MILAN, PARIS}
+    assert keys(f, "CustomResourceDefinition", None, {"metadata": {"name": "widgets.example.com"}}) == set()
+
+
+def test_no_object_no_keys() -> None:
+    f = world()
+    assert KeyMapper(f.view).keys(mapping.pod_keys, None, None) == set()
+    assert Change(None, None).objs == [] and Change({"a": 1}, None).both is None

@@ -1,0 +1,484 @@
+"""Every outcome of one reconcile, against a fake API server that records each call (sample-controller's style).
+
+The stores are the real informer stores (`watched_resources()` transforms and
+indexes); `Fixture.sync()` plays the informers catching up, so a test decides
+whether the reconcile sees a fresh or a stale cache.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fake_kube import (
+    ISOLATE,
+    Action,
+    Fixture,
+    cluster,
+    configuration,
+    key,
+    namespace,
+    node,
+    peering,
+    pod,
+    remote_network,
+    virtual_node,
+)
+
+import liqosec.compiler.firewallconfiguration as fcm
+from liqosec.controller import reconcile as reconcile_module
+from liqosec.controller.reconcile import CONFLICT_RETRIES, INVALID_CLUSTER_STATE, MAX_ERROR_CHARS
+from liqosec.controller.resources import FIREWALL_CONFIGURATIONS as FCS
+from liqosec.controller.resources import PEERING_CONNECTIVITIES as PCS
+from liqosec.firewall.capabilities import Capabilities
+from liqosec.kube import errors
+
+ROME, MILAN = "liqo-tenant-rome", "liqo-tenant-milan"
+
+
+def verbs(actions: list[Action]) -> list[tuple[str, str, str]]:
+    return [(a.verb, a.resource, a.name) for a in actions]
+
+
+def status_of(f: Fixture, name: str, ns: str) -> dict[str, Any]:
+    obj = f.client.stored(PCS, name, ns)
+    assert obj is not None
+    return dict(obj.get("status") or {})
+
+
+def cond(f: Fixture, name: str, ns: str, type_: str) -> dict[str, Any]:
+    found = [c for c in status_of(f, name, ns).get("conditions") or () if c["type"] == type_]
+    assert len(found) == 1, f"no single {type_} condition on {ns}/{name}"
+    return dict(found[0])
+
+
+def warnings(f: Fixture) -> list[dict[str, Any]]:
+    return [e for e in f.client.events if e["type"] == "Warning"]
+
+
+def converge(f: Fixture, k: str, passes: int = 5) -> None:
+    """Reconcile and let the informers catch up until a pass writes nothing."""
+    for _ in range(passes):
+        wrote = [a for a in f.reconcile(k) if a.write]
+        f.sync()
+        if not wrote:
+            return
+    raise AssertionError(f"{k} did not converge in {passes} passes")
+
+
+def fc_rv(f: Fixture, name: str, ns: str) -> str:
+    live = f.client.stored(FCS, name, ns)
+    assert live is not None, f"{ns}/{name} does not exist"
+    return str(live["metadata"]["resourceVersion"])
+
+
+# ----- created, updated, no-op -----
+def test_the_first_pass_creates_the_firewall_then_says_so() -> None:
+    f = Fixture(cluster("rome"))
+    actions = f.reconcile(key("rome"))
+    assert verbs(actions) == [
+        ("create", "firewallconfigurations", "liqosec-rome"),
+        ("create_event", "events", ""),
+        ("update_status", "peeringconnectivities/status", "rome"),
+    ]
+    body = actions[0].body
+    assert body is not None
+    assert body["metadata"]["labels"]["security.liqo.io/peering-connectivity"] == "rome"
+    [owner] = body["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["controller"]) == ("PeeringConnectivity", "rome", True)
+    assert owner["uid"] == f.client.stored(PCS, "rome", ROME)["metadata"]["uid"]  # type: ignore[index]
+    assert body["spec"]["table"]["name"] == "liqosec-rome"
+    assert f.client.events[0]["reason"] == "FirewallCreated" and f.client.events[0]["type"] == "Normal"
+    # The cache has not seen the create yet: Ready waits for the write to come back.
+    assert cond(f, "rome", ROME, "Ready")["reason"] == "Writing"
+    assert cond(f, "rome", ROME, "Valid")["status"] == "True"
+    assert f.metric("liqosec_firewall_writes_total", peering=key("rome"), operation="create") == 1
+    assert f.metric("liqosec_status_writes_total", peering=key("rome")) == 1
+
+
+def test_a_converged_peering_makes_no_call_at_all() -> None:
+    f = Fixture(cluster("rome"))
+    converge(f, key("rome"))
+    assert cond(f, "rome", ROME, "Ready")["status"] == "True"
+    noops = f.metric("liqosec_firewall_noop_writes_skipped_total", peering=key("rome"))
+    assert f.reconcile(key("rome")) == []  # no write, no read, no Event: everything came from the cache
+    assert f.metric("liqosec_firewall_noop_writes_skipped_total", peering=key("rome")) == noops + 1
+
+
+def test_a_new_pod_updates_the_firewall_and_keeps_what_others_added() -> None:
+    f = Fixture(cluster("rome"))
+    converge(f, key("rome"))
+    live = f.client.stored(FCS, "liqosec-rome", ROME)
+    assert live is not None
+    live["metadata"]["labels"]["team"] = "net"
+    live["metadata"]["ownerReferences"].append({"apiVersion": "v1", "kind": "ConfigMap", "name": "x", "uid": "u-x"})
+    f.seed(live)
+    f.seed(pod("rome-1", "shop-rome", "10.1.30.30", origin="rome"))
+    before = fc_rv(f, "liqosec-rome", ROME)
+    actions = f.reconcile(key("rome"))
+    assert verbs(actions)[:2] == [("update", "firewallconfigurations", "liqosec-rome"), ("create_event", "events", "")]
+    body = actions[0].body
+    assert body is not None and body["metadata"]["resourceVersion"] == before
+    assert body["metadata"]["labels"]["team"] == "net"
+    assert {o["uid"] for o in body["metadata"]["ownerReferences"]} >= {"u-x"}
+    assert "10.1.30.30" in str(body["spec"])
+    assert f.client.events[-1]["reason"] == "FirewallUpdated"
+    assert f.metric("liqosec_firewall_writes_total", peering=key("rome"), operation="update") == 1
+
+
+def test_ready_counts_the_hosts_liqos_agents_report() -> None:
+    f = Fixture([*cluster("rome"), node("n1"), node("n2"), virtual_node("liqo-rome", "rome")])
+    converge(f, key("rome"))
+    ready = cond(f, "rome", ROME, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "Applying")
+    assert status_of(f, "rome", ROME)["appliedNodes"] == "0/2"  # the virtual node runs no agent
+
+    def report(**hosts: str) -> None:
+        live = f.client.stored(FCS, "liqosec-rome", ROME)
+        assert live is not None
+        live["status"] = {"conditions": [{"host": h, "type": "Applied", "status": s} for h, s in hosts.items()]}
+        f.seed(live)
+
+    report(n1="True")
+    converge(f, key("rome"))
+    assert status_of(f, "rome", ROME)["appliedNodes"] == "1/2"
+    report(n1="True", n2="True")
+    converge(f, key("rome"))
+    assert cond(f, "rome", ROME, "Ready")["status"] == "True"
+    assert status_of(f, "rome", ROME)["appliedNodes"] == "2/2"
+    report(n1="True", n2="False")
+    converge(f, key("rome"))
+    failed = cond(f, "rome", ROME, "Ready")
+    assert failed["reason"] == "ApplyFailed" and "n2" in failed["message"] and "n1" not in failed["message"]
+
+
+def test_conntrack_capability_changes_the_chain_and_the_condition() -> None:
+    f = Fixture(cluster("rome"), capabilities=Capabilities(ctstate=True))
+    converge(f, key("rome"))
+    live = f.client.stored(FCS, "liqosec-rome", ROME)
+    assert live is not None and live["spec"]["table"]["chains"][0]["name"] == "peering-filter-ct"
+    assert cond(f, "rome", ROME, "StatelessFiltering")["status"] == "False"
+    f.capabilities = Capabilities()
+    actions = f.reconcile(key("rome"))
+    assert ("update", "firewallconfigurations", "liqosec-rome") in verbs(actions)
+    f.sync()
+    assert cond(f, "rome", ROME, "StatelessFiltering")["reason"] == "NoConntrackMatch"
+
+
+# ----- conflicts -----
+def test_a_stale_cache_gets_409_once_and_the_retry_reads_fresh() -> None:
+    f = Fixture(cluster("rome"))
+    converge(f, key("rome"))
+    f.seed(pod("rome-1", "shop-rome", "10.1.30.30", origin="rome"))
+    live = f.client.stored(FCS, "liqosec-rome", ROME)
+    assert live is not None
+    live["metadata"]["labels"]["team"] = "net"
+    f.seed(live, sync=False)  # someone wrote the firewall; our cache has not seen it
+    fresh = fc_rv(f, "liqosec-rome", ROME)
+    actions = [a for a in f.reconcile(key("rome")) if a.resource == "firewallconfigurations"]
+    assert verbs(actions) == [
+        ("update", "firewallconfigurations", "liqosec-rome"),
+        ("get", "firewallconfigurations", "liqosec-rome"),
+        ("update", "firewallconfigurations", "liqosec-rome"),
+    ]
+    assert actions[0].body is not None and actions[0].body["metadata"]["resourceVersion"] != fresh
+    assert actions[2].body is not None and actions[2].body["metadata"]["resourceVersion"] == fresh
+    assert actions[2].body["metadata"]["labels"]["team"] == "net"  # the fresh read's addition is kept
+    assert f.metric("liqosec_firewall_writes_total", peering=key("rome"), operation="update") == 1
+
+
+def test_an_injected_status_conflict_is_retried_against_a_fresh_read() -> None:
+    f = Fixture(cluster("rome"))
+    f.client.fail_once("update_status", PCS, errors.Conflict(409, "Conflict", "modified"))
+    actions = [a for a in f.reconcile(key("rome")) if a.resource.startswith("peeringconnectivities")]
+    assert verbs(actions) == [
+        ("update_status", "peeringconnectivities/status", "rome"),
+        ("get", "peeringconnectivities", "rome"),
+        ("update_status", "peeringconnectivities/status", "rome"),
+    ]
+    assert cond(f, "rome", ROME, "Valid")["status"] == "True"
+
+
+def test_conflicts_past_the_budget_go_back_to_the_worker() -> None:
+    f = Fixture(cluster("rome"))
+    converge(f, key("rome"))
+    f.seed(pod("rome-1", "shop-rome", "10.1.30.30", origin="rome"))
+    for _ in range(CONFLICT_RETRIES):
+        f.client.fail_once("update", FCS, errors.Conflict(409, "Conflict", "modified"))
+    with pytest.raises(errors.Conflict, match="kept changing"):
+        f.reconcile(key("rome"))
+    fc_calls = [a.verb for a in f.client.actions[-2 * CONFLICT_RETRIES:]]
+    assert fc_calls == ["update", "get"] * CONFLICT_RETRIES
+    assert f.client.events[-1]["reason"] == "FirewallCreated"  # nothing claimed an update
+
+
+def test_a_create_racing_another_writer_becomes_an_update() -> None:
+    f = Fixture(cluster("rome"))
+    f.client.seed(FCS, {"apiVersion": "networking.liqo.io/v1beta1", "kind": "FirewallConfiguration",
+                        "metadata": {"name": "liqosec-rome", "namespace": ROME}, "spec": {"table": {}}})
+    actions = [a for a in f.reconcile(key("rome")) if a.resource == "firewallconfigurations"]
+    assert [a.verb for a in actions] == ["create", "get", "update"]
+    assert f.client.stored(FCS, "liqosec-rome", ROME)["spec"]["table"]["name"] == "liqosec-rome"  # type: ignore[index]
+
+
+def test_a_status_write_for_a_vanished_peering_is_dropped() -> None:
+    f = Fixture(cluster("rome"))
+    f.client.fail_once("update_status", PCS, errors.NotFound(404, "NotFound", "gone"))
+    f.reconcile(key("rome"))  # no exception: the deletion brings the key back
+    assert f.client.stored(FCS, "liqosec-rome", ROME) is not None
+
+
+# ----- invalid spec -----
+def test_an_invalid_spec_keeps_the_last_good_firewall_and_warns_once() -> None:
+    f = Fixture(cluster("rome"))
+    converge(f, key("rome"))
+    before = fc_rv(f, "liqosec-rome", ROME)
+    bad = f.client.stored(PCS, "rome", ROME)
+    assert bad is not None
+    bad["spec"]["rules"] = [{"source": {"group": "ofloaded"}}]
+    bad["metadata"]["generation"] = 2
+    f.seed(bad)
+    assert verbs(f.reconcile(key("rome"))) == [("create_event", "events", ""),
+                                                ("update_status", "peeringconnectivities/status", "rome")]
+    valid = cond(f, "rome", ROME, "Valid")
+    assert (valid["status"], valid["reason"]) == ("False", "InvalidSpec")
+    assert valid["message"].startswith("spec.rules[0].source.group: unknown group 'ofloaded'")
+    assert cond(f, "rome", ROME, "Ready")["message"] == "spec not applied; the last good FirewallConfiguration is kept"
+    assert status_of(f, "rome", ROME)["compiledRules"] >= 1  # the last good compile's figures stay
+    stale = f.reconcile(key("rome"))  # the cache has not seen our status write: it retries that, no second Event
+    assert verbs(stale) == [("update_status", "peeringconnectivities/status", "rome"),
+                            ("get", "peeringconnectivities", "rome")]
+    f.sync()
+    assert f.reconcile(key("rome")) == []
+    assert [e["reason"] for e in warnings(f)] == ["InvalidSpec"]
+    assert fc_rv(f, "liqosec-rome", ROME) == before
+
+
+def test_a_policy_outside_a_tenant_namespace_writes_no_firewall() -> None:
+    f = Fixture([*cluster("rome"), namespace("apps"), peering("stray", "apps", ISOLATE)])
+    actions = f.reconcile("apps/stray")
+    assert not [a for a in actions if a.resource == "firewallconfigurations"]
+    valid = cond(f, "stray", "apps", "Valid")
+    assert valid["reason"] == "NotTenantNamespace"
+    assert cond(f, "stray", "apps", "Ready")["message"] == "spec not applied; no FirewallConfiguration is written"
+
+
+def test_a_second_policy_for_one_peering_conflicts() -> None:
+    second = peering("zz-second", ROME, [])
+    second["metadata"]["creationTimestamp"] = "2026-06-01T00:00:00Z"
+    f = Fixture([*cluster("rome"), second])
+    f.reconcile(f"{ROME}/zz-second")
+    valid = cond(f, "zz-second", ROME, "Valid")
+    assert valid["reason"] == "Conflict" and "'rome'" in valid["message"]
+    assert f.client.stored(FCS, "liqosec-zz-second", ROME) is None
+
+
+# ----- invalid cluster state -----
+def _break_rome(f: Fixture, cidr: str = "10.70.0.1/16") -> None:
+    f.seed(configuration("rome", cidr))
+
+
+def test_host_bits_in_a_peers_network_affect_only_that_peering() -> None:
+    objs = [o for o in cluster("rome", "milan") if (o["kind"], o["metadata"]["name"]) != ("Configuration", "rome")]
+    f = Fixture([*objs, remote_network("rome", "10.70.0.5/16")])
+    converge(f, key("rome"))
+    converge(f, key("milan"))
+    valid = cond(f, "rome", ROME, "Valid")
+    assert (valid["status"], valid["reason"]) == ("False", INVALID_CLUSTER_STATE)
+    assert valid["message"].startswith("Network liqo-tenant-rome/rome-pod: status.cidr: '10.70.0.5/16' has host bits")
+    ready = cond(f, "rome", ROME, "Ready")
+    assert ready["message"] == "cluster state not usable; no FirewallConfiguration is written"
+    assert f.client.stored(FCS, "liqosec-rome", ROME) is None
+    assert cond(f, "milan", MILAN, "Ready")["status"] == "True"
+    assert [e["involvedObject"]["name"] for e in warnings(f)] == ["rome"]
+    assert f.metric("liqosec_invalid_cluster_state_total", peering=key("rome")) == 2  # two passes, one Event
+    assert f.metric("liqosec_invalid_cluster_state_total", peering=key("milan")) == 0
+
+
+def test_a_broken_object_keeps_the_last_good_firewall_until_fixed() -> None:
+    f = Fixture(cluster("rome"))
+    converge(f, key("rome"))
+    before = fc_rv(f, "liqosec-rome", ROME)
+    _break_rome(f)
+    assert verbs(f.reconcile(key("rome"))) == [("create_event", "events", ""),
+                                                ("update_status", "peeringconnectivities/status", "rome")]
+    valid = cond(f, "rome", ROME, "Valid")
+    assert valid["message"] == (
+        "Configuration liqo-tenant-rome/rome: status.remote.cidr.pod[0]: '10.70.0.1/16' has host bits set; "
+        "the network is 10.70.0.0/16"
+    )
+    kept = "cluster state not usable; the last good FirewallConfiguration is kept"
+    assert cond(f, "rome", ROME, "Ready")["message"] == kept
+    stale = f.reconcile(key("rome"))  # the cache lags our status write: still one Event
+    assert [a.verb for a in stale] == ["update_status", "get"]
+    f.sync()
+    assert f.reconcile(key("rome")) == []
+    assert len(warnings(f)) == 1 and warnings(f)[0]["reason"] == INVALID_CLUSTER_STATE
+    assert fc_rv(f, "liqosec-rome", ROME) == before
+    assert f.metric("liqosec_invalid_cluster_state_total", peering=key("rome")) == 3
+
+    _break_rome(f, "10.70.0.0/16")  # fixed
+    converge(f, key("rome"))
+    assert cond(f, "rome", ROME, "Valid")["status"] == "True"
+    assert fc_rv(f, "liqosec-rome", ROME) == before  # same addresses: the firewall never moved
+    _break_rome(f)  # the same problem again is news again
+    f.reconcile(key("rome"))
+    assert len(warnings(f)) == 2
+
+
+def test_a_fault_compiling_one_peering_leaves_the_others_converging(monkeypatch: pytest.MonkeyPatch) -> None:
+    f = Fixture(cluster("rome", "milan"))
+    converge(f, key("rome"))
+    converge(f, key("milan"))
+    real = reconcile_module.build
+
+    def faulty(view: Any, pc: Any, caps: Any) -> Any:
+        if pc.name == "rome":
+            raise RuntimeError("injected\nfault")
+        return real(view, pc, caps)
+
+    monkeypatch.setattr(reconcile_module, "build", faulty)
+    rome_rv = fc_rv(f, "liqosec-rome", ROME)
+    f.seed(pod("rome-1", "shop-rome", "10.1.40.40", origin="rome"),
+           pod("milan-1", "shop-milan", "10.1.41.41", origin="milan"))
+    converge(f, key("rome"))
+    converge(f, key("milan"))
+    assert cond(f, "rome", ROME, "Valid")["message"] == "compiling failed: RuntimeError: injected fault"
+    assert fc_rv(f, "liqosec-rome", ROME) == rome_rv
+    assert "10.1.41.41" in str(f.client.stored(FCS, "liqosec-milan", MILAN))
+    assert cond(f, "milan", MILAN, "Ready")["status"] == "True"
+    assert [e["involvedObject"]["name"] for e in warnings(f)] == ["rome"]
+
+    monkeypatch.setattr(reconcile_module, "build", real)
+    converge(f, key("rome"))
+    assert "10.1.40.40" in str(f.client.stored(FCS, "liqosec-rome", ROME))
+    assert cond(f, "rome", ROME, "Ready")["status"] == "True"
+
+
+def test_an_unexpected_error_is_named_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    def huge(*_: Any) -> Any:
+        raise KeyError("x" * 10_000)
+
+    monkeypatch.setattr(reconcile_module, "build", huge)
+    f = Fixture(cluster("rome"))
+    f.reconcile(key("rome"))
+    message = cond(f, "rome", ROME, "Valid")["message"]
+    assert message.startswith("compiling failed: KeyError: 'xxx")
+    assert len(message) <= len("compiling failed: KeyError: ") + MAX_ERROR_CHARS and message.endswith("...")
+
+
+def test_api_errors_while_compiling_go_back_to_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    def unavailable(*_: Any) -> Any:
+        raise errors.ServiceUnavailable(503, "ServiceUnavailable", "later")
+
+    monkeypatch.setattr(reconcile_module, "build", unavailable)
+    f = Fixture(cluster("rome"))
+    with pytest.raises(errors.ServiceUnavailable):
+        f.reconcile(key("rome"))
+    assert f.client.events == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "check"),
+    [
+        (pod("v6", "shop-rome", "fd00::5", origin="rome"), lambda s: s["ipv6Skipped"] == 1),
+        (pod("no-ip", "shop-rome", None, origin="rome"), lambda s: s["addresses"]["offloaded"] == 1),
+    ],
+    ids=["ipv6-only-pod", "pod-without-ip"],
+)
+def test_pods_without_an_ipv4_address_are_no_error(extra: dict[str, Any], check: Any) -> None:
+    f = Fixture([*cluster("rome"), extra])
+    converge(f, key("rome"))
+    assert cond(f, "rome", ROME, "Valid")["status"] == "True"
+    assert check(status_of(f, "rome", ROME))
+
+
+def test_a_configuration_without_status_falls_back_to_the_networks() -> None:
+    bare = configuration("rome")
+    del bare["status"]
+    objs = [o for o in cluster("rome") if o["kind"] != "Configuration"]
+    f = Fixture([*objs, bare, remote_network("rome", "10.70.0.0/16")])
+    converge(f, key("rome"))
+    assert cond(f, "rome", ROME, "Valid")["status"] == "True"
+    assert status_of(f, "rome", ROME)["addresses"]["remote-cluster"] == 65536
+
+
+# ----- gone: orphans -----
+def test_a_deleted_peering_leaves_no_firewall_of_its_own() -> None:
+    f = Fixture(cluster("rome"))
+    converge(f, key("rome"))
+    other = f.client.stored(FCS, "liqosec-rome", ROME)
+    assert other is not None
+    other["metadata"].update(name="liqosec-other", resourceVersion=None)
+    other["metadata"]["labels"]["security.liqo.io/peering-connectivity"] = "other"
+    f.seed(other)
+    f.client.remove(PCS, "rome", ROME)
+    f.sync()
+    assert verbs(f.reconcile(key("rome"))) == [("delete", "firewallconfigurations", "liqosec-rome")]
+    assert f.client.stored(FCS, "liqosec-other", ROME) is not None
+    assert f.metric("liqosec_firewall_writes_total", peering=key("rome"), operation="delete") == 1
+
+
+def test_a_peering_being_deleted_is_treated_as_gone() -> None:
+    f = Fixture(cluster("rome"))
+    converge(f, key("rome"))
+    dying = f.client.stored(PCS, "rome", ROME)
+    assert dying is not None
+    dying["metadata"]["deletionTimestamp"] = "2026-01-02T00:00:00Z"
+    f.seed(dying)
+    assert verbs(f.reconcile(key("rome"))) == [("delete", "firewallconfigurations", "liqosec-rome")]
+
+
+def test_a_missing_peering_without_firewalls_makes_no_call() -> None:
+    f = Fixture(cluster("rome"))
+    assert f.reconcile(f"{ROME}/nobody") == []
+
+
+def test_a_firewall_already_gone_is_no_error() -> None:
+    f = Fixture(cluster("rome"))
+    converge(f, key("rome"))
+    f.client.remove(PCS, "rome", ROME)
+    f.client.remove(FCS, "liqosec-rome", ROME)
+    f.sync()
+    f.client.seed(FCS, {"kind": "FirewallConfiguration", "metadata": {"name": "x", "namespace": "elsewhere"}})
+    f.stores["FirewallConfiguration"].add({"kind": "FirewallConfiguration", "metadata": {
+        "name": "liqosec-rome", "namespace": ROME, "resourceVersion": "1",
+        "labels": {"security.liqo.io/peering-connectivity": "rome", "app.kubernetes.io/managed-by": "liqosec"}}})
+    assert verbs(f.reconcile(key("rome"))) == [("delete", "firewallconfigurations", "liqosec-rome")]
+    assert f.metric("liqosec_firewall_writes_total", peering=key("rome"), operation="delete") == 0
+
+
+def _small_shards(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = fcm.shard
+    monkeypatch.setattr(fcm, "shard", lambda chain, max_expressions=60: real(chain, max_expressions))
+
+
+def _many_pods() -> list[dict[str, Any]]:
+    return [pod(f"rome-{i}", "shop-rome", f"10.1.{i}.10", origin="rome") for i in range(20, 200, 3)]
+
+
+def test_shards_gaining_rules_are_written_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    _small_shards(monkeypatch)
+    f = Fixture([*cluster("rome"), *_many_pods()])
+    creates = [a for a in f.reconcile(key("rome")) if a.verb == "create"]
+    assert len(creates) > 2
+    rules = [len(a.body["spec"]["table"]["chains"][0]["rules"]["filterRules"]) for a in creates if a.body]
+    assert rules == sorted(rules, reverse=True)
+    f.sync()
+    assert status_of(f, "rome", ROME)["firewallShards"] == len(creates)
+
+
+def test_a_shard_no_longer_wanted_is_deleted_after_the_others_are_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    with monkeypatch.context() as patch:
+        _small_shards(patch)
+        f = Fixture([*cluster("rome"), *_many_pods()])
+        converge(f, key("rome"))
+    shards = sorted(o["metadata"]["name"] for o in f.client.of(FCS))
+    assert len(shards) > 2 and "liqosec-rome-s1" in shards
+    actions = f.reconcile(key("rome"))  # the normal bound: one firewall holds it all
+    writes = [(a.verb, a.name) for a in actions if a.resource == "firewallconfigurations"]
+    assert writes[0] == ("update", "liqosec-rome")
+    assert sorted(writes[1:]) == [("delete", s) for s in shards if s != "liqosec-rome"]
+    f.sync()
+    assert [o["metadata"]["name"] for o in f.client.of(FCS)] == ["liqosec-rome"]
+    assert status_of(f, "rome", ROME)["firewallShards"] == 1
