@@ -29,6 +29,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from liqosec.api.peeringconnectivity import KIND
+from liqosec.controller import retire
 from liqosec.controller.events import EventRecorder
 from liqosec.controller.mapping import KeyMapper, Mapper
 from liqosec.controller.metrics import CONTROLLER, ControllerMetrics
@@ -70,6 +71,7 @@ class Options:
     lease_seconds: tuple[float, float, float] = field(default=(15.0, 10.0, 2.0))  # lease, renew, retry
     batch_seconds: float = BATCH_SECONDS
     pod: tuple[str, str] | None = None  # (namespace, name) of this instance's Pod: Events about the controller go there
+    retire_grace_seconds: float = retire.GRACE_SECONDS  # an emptied firewall's wait before its deletion
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -78,6 +80,8 @@ class Options:
             raise ValueError("batch window must be >= 0 seconds")
         if self.resync_seconds < 0:
             raise ValueError("resync must be >= 0 seconds (0 disables it)")
+        if self.retire_grace_seconds < 0:
+            raise ValueError("retire grace must be >= 0 seconds")
         if not self.identity:
             raise ValueError("identity is required: leader election tells instances apart by it")
 
@@ -132,6 +136,7 @@ class Controller:
             capabilities=self.capabilities,
             recorder=self._recorder,
             metrics=self.metrics,
+            retire_grace=options.retire_grace_seconds,
         )
         self._caps_cache: tuple[str, Capabilities] = ("", STATELESS)
         self._missing_crds: tuple[str, ...] = ()
@@ -281,7 +286,7 @@ class Controller:
         started = time.monotonic()
         self.metrics.active_workers.labels(CONTROLLER).inc()
         try:
-            self.reconciler.reconcile(key)
+            again = self.reconciler.reconcile(key)
         except Exception as err:  # the top of a worker: every failure is retried with backoff
             self.queue.add_rate_limited(key)
             self.metrics.reconcile_errors.labels(CONTROLLER).inc()
@@ -290,7 +295,11 @@ class Controller:
                             attempt=self.queue.num_requeues(key), exc_info=not _expected(err))
         else:
             self.queue.forget(key)
-            self.metrics.reconcile_total.labels(CONTROLLER, "success").inc()
+            if again is not None:  # a firewall being retired: look again once its grace is over
+                self.queue.add_after(key, again)
+                self.metrics.reconcile_total.labels(CONTROLLER, "requeue_after").inc()
+            else:
+                self.metrics.reconcile_total.labels(CONTROLLER, "success").inc()
         finally:
             self.metrics.active_workers.labels(CONTROLLER).dec()
             self.metrics.reconcile_time.labels(CONTROLLER).observe(time.monotonic() - started)

@@ -35,6 +35,9 @@ def add_run_parser(sub: Any) -> None:
     p.add_argument("--resync", type=float, default=600.0,
                    help="seconds between full re-checks of every peering (0: never)")
     p.add_argument("--batch-window", type=float, default=0.5, help="seconds pod and endpoint changes wait to coalesce")
+    p.add_argument("--retire-grace", type=float, default=10.0,
+                   help="seconds an emptied FirewallConfiguration stays before its deletion, so every node's Liqo "
+                        "agent applies the empty table first (Liqo's agents share one finalizer)")
     p.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True,
                    help="elect a leader on a Lease")
     p.add_argument("--leader-election-namespace", default=_env("POD_NAMESPACE", "liqo"))
@@ -117,6 +120,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
             workers=args.workers,
             resync_seconds=args.resync,
             batch_seconds=args.batch_window,
+            retire_grace_seconds=args.retire_grace,
             leader_elect=args.leader_elect,
             leader_election_namespace=args.leader_election_namespace,
             leader_election_id=args.leader_election_id,

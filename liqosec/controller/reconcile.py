@@ -21,10 +21,13 @@ writes only what differs. Outcomes, as in sample-controller:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
+
+from liqosec.controller import retire
 
 from liqosec.api.liqo import NODE_TYPE, VIRTUAL_NODE
 from liqosec.api.peeringconnectivity import API_VERSION, KIND
@@ -135,7 +138,11 @@ class Reconciler:
         capabilities: Callable[[], Capabilities],
         recorder: Recorder,
         metrics: WriteMetrics,
+        retire_grace: float = retire.GRACE_SECONDS,
+        now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     ) -> None:
+        self._retire_grace = retire_grace
+        self._now = now
         self._client = client
         self._view = view
         self._capabilities = capabilities
@@ -145,32 +152,50 @@ class Reconciler:
         # and one problem must make one Event, not one per pass.
         self._warned: dict[str, str] = {}
 
-    def reconcile(self, key: str) -> None:
+    def reconcile(self, key: str) -> float | None:
+        """Make the peering's firewalls and status right; return seconds after which to look again, if any."""
         namespace, _, name = key.partition("/")
         log = structlog.get_logger(__name__).bind(peering=key)
         obj = self._view.get(KIND, name, namespace)
         if obj is None or _meta(obj).get("deletionTimestamp"):
             self._warned.pop(key, None)
-            self._remove_orphans(namespace, name, log)
-            return
+            wait = self._remove_orphans(namespace, name, log)
+            if wait is None and obj is not None:
+                self._set_finalizer(obj, present=False)
+            return wait
+        self._set_finalizer(obj, present=True)
         caps = self._capabilities()
         try:
             outcome = self._compile(obj, caps)
         except _InvalidSpec as bad:
             self._reject(key, obj, bad.invalid, log)
-            return
+            return None
         except errors.ApiError:
             raise  # not the cluster's state: the worker retries it
         except Exception as err:  # any failure compiling is this peering's alone
             self._metrics.cluster_state_invalid(key)
             self._reject(key, obj, cluster_state_problem(err), log, err)
-            return
+            return None
         self._warned.pop(key, None)
-        self._apply_firewalls(key, obj, outcome, log)
+        wait = self._apply_firewalls(key, obj, outcome, log)
         self._metrics.compiled(key, outcome)
         progress = self._rollout(namespace, outcome)
         conds = valid_conditions(outcome, stateful=caps.ctstate, progress=progress)
         self._write_status(key, obj, conds, outcome, log, progress)
+        return wait
+
+    def _set_finalizer(self, obj: Mapping[str, Any], *, present: bool) -> None:
+        """Our finalizer holds a deleted peering until its firewalls are retired (see `retire`)."""
+        finalizers = list(_meta(obj).get("finalizers") or ())
+        if (retire.FINALIZER in finalizers) == present:
+            return
+        wanted = [*finalizers, retire.FINALIZER] if present else [f for f in finalizers if f != retire.FINALIZER]
+        patch = {"metadata": {"finalizers": wanted, "resourceVersion": _meta(obj).get("resourceVersion")}}
+        try:
+            self._client.patch(PEERING_CONNECTIVITIES, str(_meta(obj)["name"]), patch,
+                               namespace=str(_meta(obj).get("namespace")))
+        except errors.NotFound:
+            return
 
     def _rollout(self, namespace: str, outcome: Outcome) -> Rollout:
         """Liqo's agents' reports, from the cache: a report arriving brings this key back."""
@@ -209,7 +234,7 @@ class Reconciler:
         self._warned[key] = invalid.message
         self._write_status(key, obj, conds, None, log)
 
-    def _apply_firewalls(self, key: str, obj: Mapping[str, Any], outcome: Outcome, log: Any) -> None:
+    def _apply_firewalls(self, key: str, obj: Mapping[str, Any], outcome: Outcome, log: Any) -> float | None:
         """Write every shard that differs, those gaining rules first; then delete shards no longer wanted.
 
         A rule moving between shards is thus briefly in both (harmless: all shards drop), never in none.
@@ -222,7 +247,7 @@ class Reconciler:
 
         for desired in sorted(outcome.firewalls, key=gained, reverse=True):
             self._apply_firewall(key, obj, outcome, desired, log)
-        self._remove_orphans(namespace, name, log, keep={fw["metadata"]["name"] for fw in outcome.firewalls})
+        return self._remove_orphans(namespace, name, log, keep={fw["metadata"]["name"] for fw in outcome.firewalls})
 
     def _apply_firewall(
         self, key: str, obj: Mapping[str, Any], outcome: Outcome, desired: Mapping[str, Any], log: Any
@@ -296,19 +321,36 @@ class Reconciler:
 
     def _remove_orphans(
         self, namespace: str, name: str, log: Any, keep: frozenset[str] | set[str] = frozenset()
-    ) -> None:
+    ) -> float | None:
+        """Retire the peering's firewalls not in `keep`: empty each, then delete it after the grace.
+
+        Returns the seconds until the next one may be deleted, or None when none is left.
+        """
+        wait: float | None = None
         for fc in list(self._view.by_label(FC_KIND, OWNER_LABEL, name)):
             ours = (_meta(fc).get("labels") or {}).get(MANAGED_BY_LABEL) == MANAGED_BY
-            if _meta(fc).get("namespace") != namespace or not ours:
+            if _meta(fc).get("namespace") != namespace or not ours or _meta(fc).get("name") in keep:
                 continue
-            if _meta(fc).get("name") in keep:
-                continue
+            step = retire.next_step(fc, self._now(), self._retire_grace)
+            fc_name = str(_meta(fc)["name"])
             try:
-                self._client.delete(FIREWALL_CONFIGURATIONS, str(_meta(fc)["name"]), namespace=namespace)
+                if isinstance(step, retire.Neutralize):
+                    self._client.update(FIREWALL_CONFIGURATIONS, step.body)
+                    self._metrics.firewall_write(f"{namespace}/{name}", "retire")
+                    log.info("firewall emptied before its deletion", resource=fc_name, grace=self._retire_grace)
+                    step = retire.Wait(self._retire_grace)
+                elif isinstance(step, retire.Delete):
+                    self._client.delete(FIREWALL_CONFIGURATIONS, fc_name, namespace=namespace)
+                    self._metrics.firewall_write(f"{namespace}/{name}", "delete")
+                    log.info("retired firewall removed", resource=fc_name)
+                    continue
             except errors.NotFound:
                 continue
-            self._metrics.firewall_write(f"{namespace}/{name}", "delete")
-            log.info("orphaned firewall removed", resource=_meta(fc).get("name"))
+            except errors.Conflict:
+                step = retire.Wait(0.0)  # our cached copy was stale: look again at once
+            if isinstance(step, retire.Wait):
+                wait = step.seconds if wait is None else min(wait, step.seconds)
+        return wait
 
 
 class _InvalidSpec(Exception):

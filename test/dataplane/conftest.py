@@ -84,7 +84,7 @@ def world() -> Iterator[World]:
             agents = Agents(cluster, cp.kubeconfig_path, logs, agent=agent)
             try:
                 agents.start_agents()
-                agents.start_controller("--batch-window=0.05")
+                agents.start_controller("--batch-window=0.05", "--retire-grace=2")
                 world = World(cp, kube, cluster, agents)
                 _WORLDS.append(world)
                 yield world

@@ -18,6 +18,7 @@ import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -25,11 +26,14 @@ from prometheus_client import CollectorRegistry
 from liqosec.controller.events import EventRecorder
 from liqosec.controller.metrics import ControllerMetrics
 from liqosec.controller.reconcile import Reconciler
+from liqosec.controller.retire import FINALIZER
 from liqosec.controller.resources import StoreView, watched_resources
 from liqosec.firewall.capabilities import STATELESS, Capabilities
 from liqosec.kube import errors
 from liqosec.kube.client import EVENTS, JsonDict, JsonPatch, PatchType, ResourceRef
 from liqosec.kube.store import Store
+
+RETIRE_GRACE = 10.0
 
 WRITES = frozenset({"create", "update", "update_status", "patch", "delete"})
 
@@ -246,7 +250,25 @@ class FakeKubeClient:
 
     def patch(self, ref: ResourceRef, name: str, body: JsonDict | JsonPatch, *, namespace: str | None = None,
               patch_type: PatchType = "merge") -> JsonDict:
-        raise NotImplementedError("the controller does not patch")
+        """A merge patch of metadata only (the controller patches nothing else): finalizers, labels."""
+        if patch_type != "merge" or not isinstance(body, dict) or set(body) != {"metadata"}:
+            raise NotImplementedError("the controller merge-patches metadata only")
+        with self._lock:
+            self._record("patch", ref, namespace, name, body)
+            live = self._live(ref, name, namespace)
+            wanted = dict(body["metadata"])
+            version = wanted.pop("resourceVersion", None)
+            if version is not None and str(version) != _meta(live)["resourceVersion"]:
+                raise errors.Conflict(409, "Conflict", "the object has been modified; please apply your changes "
+                                                       "to the latest version and try again")
+            new = copy.deepcopy(live)
+            new["metadata"] = {**_meta(live), **copy.deepcopy(wanted)}
+            if _meta(new).get("deletionTimestamp") and not _meta(new).get("finalizers"):
+                del self.objects[(ref.plural, namespace or "", name)]
+                self._bump(ref.plural, "DELETED", new)
+                return copy.deepcopy(new)
+            self._store((ref.plural, namespace or "", name), new, "MODIFIED")
+            return copy.deepcopy(new)
 
     def delete(self, ref: ResourceRef, name: str, *, namespace: str | None = None,
                grace_seconds: int | None = None) -> JsonDict:
@@ -285,9 +307,11 @@ class Fixture:
         self.registry = CollectorRegistry()
         self.metrics = ControllerMetrics(self.registry, workers=1)
         self.view = StoreView(self.stores)
+        self.now = datetime(2026, 1, 2, tzinfo=timezone.utc)
         self.reconciler = Reconciler(
             client=self.client, view=self.view, capabilities=lambda: self.capabilities,
             recorder=EventRecorder(self.client, instance="unit"), metrics=self.metrics,
+            retire_grace=RETIRE_GRACE, now=lambda: self.now,
         )
 
     def sync(self) -> None:
@@ -304,10 +328,14 @@ class Fixture:
             self.sync()
 
     def reconcile(self, key: str) -> list[Action]:
-        """One pass; the actions it took, Events included."""
+        """One pass; the actions it took, Events included. `self.again`: the requeue it asked for."""
         mark = len(self.client.actions)
-        self.reconciler.reconcile(key)
+        self.again = self.reconciler.reconcile(key)
         return self.client.actions[mark:]
+
+    def after_grace(self) -> None:
+        """Time passes: emptied firewalls may now be deleted."""
+        self.now += timedelta(seconds=RETIRE_GRACE)
 
     def metric(self, name: str, **labels: str) -> float:
         return float(self.registry.get_sample_value(name, labels) or 0.0)
@@ -361,9 +389,13 @@ def virtual_node(name: str, peer: str) -> JsonDict:
     return node(name, **{"liqo.io/type": "virtual-node", "liqo.io/remote-cluster-id": peer})
 
 
-def peering(name: str, ns: str, rules: list[JsonDict], **spec: Any) -> JsonDict:
-    return {"apiVersion": "security.liqo.io/v1", "kind": "PeeringConnectivity",
-            "metadata": {"name": name, "namespace": ns}, "spec": {"rules": rules, **spec}}
+def peering(name: str, ns: str, rules: list[JsonDict], *, finalized: bool = True, **spec: Any) -> JsonDict:
+    """A policy; by default already carrying liqosec's finalizer, as after its first reconcile."""
+    meta: JsonDict = {"name": name, "namespace": ns}
+    if finalized:
+        meta["finalizers"] = [FINALIZER]
+    return {"apiVersion": "security.liqo.io/v1", "kind": "PeeringConnectivity", "metadata": meta,
+            "spec": {"rules": rules, **spec}}
 
 
 ISOLATE = [{"source": {"group": "offloaded"}, "destination": {"group": "remote-cluster"}, "action": "deny"}]

@@ -414,9 +414,20 @@ def test_a_deleted_peering_leaves_no_firewall_of_its_own() -> None:
     f.seed(other)
     f.client.remove(PCS, "rome", ROME)
     f.sync()
+    # Emptied first (Liqo's agents share one finalizer: a node may keep a deleted table), then deleted.
+    assert verbs(f.reconcile(key("rome"))) == [("update", "firewallconfigurations", "liqosec-rome")]
+    emptied = f.client.stored(FCS, "liqosec-rome", ROME)
+    assert emptied is not None and emptied["spec"]["table"]["chains"][0]["rules"] == {"filterRules": []}
+    assert emptied["spec"]["table"]["chains"][0]["policy"] == "accept"
+    assert f.again == pytest.approx(10.0)
+    f.sync()
+    assert verbs(f.reconcile(key("rome"))) == [] and 0 < (f.again or 0) <= 10.0  # within the grace: wait
+    f.after_grace()
     assert verbs(f.reconcile(key("rome"))) == [("delete", "firewallconfigurations", "liqosec-rome")]
+    assert f.again is None
     assert f.client.stored(FCS, "liqosec-other", ROME) is not None
     assert f.metric("liqosec_firewall_writes_total", peering=key("rome"), operation="delete") == 1
+    assert f.metric("liqosec_firewall_writes_total", peering=key("rome"), operation="retire") == 1
 
 
 def test_a_peering_being_deleted_is_treated_as_gone() -> None:
@@ -426,7 +437,22 @@ def test_a_peering_being_deleted_is_treated_as_gone() -> None:
     assert dying is not None
     dying["metadata"]["deletionTimestamp"] = "2026-01-02T00:00:00Z"
     f.seed(dying)
-    assert verbs(f.reconcile(key("rome"))) == [("delete", "firewallconfigurations", "liqosec-rome")]
+    assert verbs(f.reconcile(key("rome"))) == [("update", "firewallconfigurations", "liqosec-rome")]
+    f.sync()
+    f.after_grace()
+    # The firewall goes, then our finalizer: the API server then removes the policy.
+    assert verbs(f.reconcile(key("rome"))) == [("delete", "firewallconfigurations", "liqosec-rome"),
+                                               ("patch", "peeringconnectivities", "rome")]
+    assert f.client.stored(PCS, "rome", ROME) is None
+
+
+def test_a_new_policy_gets_the_finalizer_before_its_firewall() -> None:
+    f = Fixture([o if o["kind"] != "PeeringConnectivity" else peering("rome", ROME, ISOLATE, finalized=False)
+                 for o in cluster("rome")])
+    assert verbs(f.reconcile(key("rome")))[:2] == [("patch", "peeringconnectivities", "rome"),
+                                                   ("create", "firewallconfigurations", "liqosec-rome")]
+    live = f.client.stored(PCS, "rome", ROME)
+    assert live is not None and live["metadata"]["finalizers"] == ["security.liqo.io/firewall-cleanup"]
 
 
 def test_a_missing_peering_without_firewalls_makes_no_call() -> None:
@@ -444,8 +470,8 @@ def test_a_firewall_already_gone_is_no_error() -> None:
     f.stores["FirewallConfiguration"].add({"kind": "FirewallConfiguration", "metadata": {
         "name": "liqosec-rome", "namespace": ROME, "resourceVersion": "1",
         "labels": {"security.liqo.io/peering-connectivity": "rome", "app.kubernetes.io/managed-by": "liqosec"}}})
-    assert verbs(f.reconcile(key("rome"))) == [("delete", "firewallconfigurations", "liqosec-rome")]
-    assert f.metric("liqosec_firewall_writes_total", peering=key("rome"), operation="delete") == 0
+    assert verbs(f.reconcile(key("rome"))) == [("update", "firewallconfigurations", "liqosec-rome")]
+    assert f.metric("liqosec_firewall_writes_total", peering=key("rome"), operation="retire") == 0
 
 
 def _small_shards(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -478,7 +504,12 @@ def test_a_shard_no_longer_wanted_is_deleted_after_the_others_are_written(monkey
     actions = f.reconcile(key("rome"))  # the normal bound: one firewall holds it all
     writes = [(a.verb, a.name) for a in actions if a.resource == "firewallconfigurations"]
     assert writes[0] == ("update", "liqosec-rome")
-    assert sorted(writes[1:]) == [("delete", s) for s in shards if s != "liqosec-rome"]
+    # The others are emptied first, and deleted once the agents had the grace to apply that.
+    assert sorted(writes[1:]) == [("update", s) for s in shards if s != "liqosec-rome"]
+    f.sync()
+    f.after_grace()
+    writes = [(a.verb, a.name) for a in f.reconcile(key("rome")) if a.resource == "firewallconfigurations"]
+    assert sorted(writes) == [("delete", s) for s in shards if s != "liqosec-rome"]
     f.sync()
     assert [o["metadata"]["name"] for o in f.client.of(FCS)] == ["liqosec-rome"]
     assert status_of(f, "rome", ROME)["firewallShards"] == 1

@@ -28,7 +28,7 @@ CLUSTER_PERMISSIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("offloading.liqo.io", "namespaceoffloadings", ("get", "list", "watch")),
     ("core.liqo.io", "foreignclusters", ("get", "list", "watch")),
     ("apiextensions.k8s.io", "customresourcedefinitions", ("get", "list", "watch")),
-    ("security.liqo.io", "peeringconnectivities", ("get", "list", "watch")),
+    ("security.liqo.io", "peeringconnectivities", ("get", "list", "watch", "patch")),
     ("security.liqo.io", "peeringconnectivities/status", ("update", "patch")),
     ("security.liqo.io", "peeringconnectivities/finalizers", ("update",)),
     ("networking.liqo.io", "firewallconfigurations", ("get", "list", "watch", "create", "update", "patch", "delete")),
