@@ -38,10 +38,17 @@ except ImportError:  # run from a checkout without `pip install -e .`
 
 import yaml
 
-from liqosec.compiler.firewallconfiguration import MAX_OBJECT_BYTES
 from liqosec.api.liqo import ORIGIN as ORIGIN_LABEL
-from liqosec.kube.store import NAMESPACE_INDEX, NODE_NAME_INDEX, index_by_label, index_by_namespace
-from liqosec.kube.store import index_by_node_name, measure_bytes_per_object, slim_pod
+from liqosec.compiler.firewallconfiguration import MAX_OBJECT_BYTES
+from liqosec.kube.store import (
+    NAMESPACE_INDEX,
+    NODE_NAME_INDEX,
+    index_by_label,
+    index_by_namespace,
+    index_by_node_name,
+    measure_bytes_per_object,
+    slim_pod,
+)
 from liqosec.render import outcomes
 
 PEER = "rome"
@@ -72,7 +79,9 @@ def per_node(fraction: float) -> Callable[[int, random.Random], tuple[list[str],
         # Node k owns 10.1.k.0/24 and hands out .2, .3, ... in order (.1 is its gateway).
         addresses = [ip(BASE + (i // PODS_PER_NODE) * 256 + 2 + i % PODS_PER_NODE) for i in range(total)]
         chosen = set(rng.sample(range(total), n))
-        return [a for i, a in enumerate(addresses) if i in chosen], [a for i, a in enumerate(addresses) if i not in chosen]
+        return [a for i, a in enumerate(addresses) if i in chosen], [
+            a for i, a in enumerate(addresses) if i not in chosen
+        ]
 
     return layout
 
@@ -105,14 +114,26 @@ def cluster_objects(layout: str, n: int) -> tuple[list[dict[str, Any]], int]:
     """The objects a provider cluster holds for one peering, and how many pods they include."""
     group, others = LAYOUT_FUNCS[layout](n, random.Random(SEED))
     objects: list[dict[str, Any]] = [
-        {"apiVersion": "v1", "kind": "Namespace",
-         "metadata": {"name": TENANT, "labels": {"liqo.io/remote-cluster-id": PEER, "liqo.io/tenant-namespace": "true"}}},
-        {"apiVersion": "ipam.liqo.io/v1alpha1", "kind": "Network",
-         "metadata": {"name": "pod-cidr", "namespace": "liqo", "labels": {"ipam.liqo.io/network-type": "pod-cidr"}},
-         "spec": {"cidr": LOCAL_POD_CIDR}},
-        {"apiVersion": "networking.liqo.io/v1beta1", "kind": "Configuration",
-         "metadata": {"name": PEER, "namespace": TENANT},
-         "status": {"remote": {"cidr": {"pod": [REMOTE_POD_CIDR]}}}},
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": TENANT,
+                "labels": {"liqo.io/remote-cluster-id": PEER, "liqo.io/tenant-namespace": "true"},
+            },
+        },
+        {
+            "apiVersion": "ipam.liqo.io/v1alpha1",
+            "kind": "Network",
+            "metadata": {"name": "pod-cidr", "namespace": "liqo", "labels": {"ipam.liqo.io/network-type": "pod-cidr"}},
+            "spec": {"cidr": LOCAL_POD_CIDR},
+        },
+        {
+            "apiVersion": "networking.liqo.io/v1beta1",
+            "kind": "Configuration",
+            "metadata": {"name": PEER, "namespace": TENANT},
+            "status": {"remote": {"cidr": {"pod": [REMOTE_POD_CIDR]}}},
+        },
         example_peering(),
     ]
     objects += [pod(f"off-{i}", f"shop-{PEER}", a, offloaded=True) for i, a in enumerate(group)]
@@ -126,13 +147,15 @@ def chain_stats(firewall: Mapping[str, Any]) -> list[dict[str, Any]]:
     for chain in firewall["spec"]["table"]["chains"]:
         rules = (chain.get("rules") or {}).get("filterRules") or []
         matches = [len(r.get("match") or []) for r in rules]
-        out.append({
-            "name": chain["name"],
-            "policy": chain.get("policy"),
-            "rules": len(rules),
-            "matches": sum(matches),
-            "max_matches_per_rule": max(matches, default=0),
-        })
+        out.append(
+            {
+                "name": chain["name"],
+                "policy": chain.get("policy"),
+                "rules": len(rules),
+                "matches": sum(matches),
+                "max_matches_per_rule": max(matches, default=0),
+            }
+        )
     return out
 
 
@@ -172,45 +195,117 @@ def api_pod(i: int) -> dict[str, Any]:
     address = ip(BASE + (i // PODS_PER_NODE) * 256 + 2 + i % PODS_PER_NODE)
     node = f"node-{i // PODS_PER_NODE}"
     stamp = "2026-11-23T09:00:00Z"
-    cond = [{"type": t, "status": "True", "lastProbeTime": None, "lastTransitionTime": stamp}
-            for t in ("PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled")]
+    cond = [
+        {"type": t, "status": "True", "lastProbeTime": None, "lastTransitionTime": stamp}
+        for t in ("PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled")
+    ]
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
-            "name": name, "namespace": f"shop-{PEER}", "uid": f"5f0c1d2e-0000-4000-8000-{i:012d}",
-            "resourceVersion": str(100_000 + i), "creationTimestamp": stamp, "generateName": f"{app}-7d9c8b6f5-",
-            "labels": {"app": app, "pod-template-hash": "7d9c8b6f5", ORIGIN_LABEL: PEER, "liqo.io/managed-by": "shadowpod"},
-            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": f"{app}-7d9c8b6f5",
-                                 "uid": f"aa00-{i % 20}", "controller": True, "blockOwnerDeletion": True}],
+            "name": name,
+            "namespace": f"shop-{PEER}",
+            "uid": f"5f0c1d2e-0000-4000-8000-{i:012d}",
+            "resourceVersion": str(100_000 + i),
+            "creationTimestamp": stamp,
+            "generateName": f"{app}-7d9c8b6f5-",
+            "labels": {
+                "app": app,
+                "pod-template-hash": "7d9c8b6f5",
+                ORIGIN_LABEL: PEER,
+                "liqo.io/managed-by": "shadowpod",
+            },
+            "ownerReferences": [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "ReplicaSet",
+                    "name": f"{app}-7d9c8b6f5",
+                    "uid": f"aa00-{i % 20}",
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
             "managedFields": [
-                {"manager": "kube-controller-manager", "operation": "Update", "apiVersion": "v1", "time": stamp,
-                 "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {"f:generateName": {}, "f:labels": {".": {}, "f:app": {}}}}},
-                {"manager": "kubelet", "operation": "Update", "apiVersion": "v1", "time": stamp, "subresource": "status",
-                 "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {"f:conditions": {}, "f:podIP": {}, "f:podIPs": {}}}},
+                {
+                    "manager": "kube-controller-manager",
+                    "operation": "Update",
+                    "apiVersion": "v1",
+                    "time": stamp,
+                    "fieldsType": "FieldsV1",
+                    "fieldsV1": {"f:metadata": {"f:generateName": {}, "f:labels": {".": {}, "f:app": {}}}},
+                },
+                {
+                    "manager": "kubelet",
+                    "operation": "Update",
+                    "apiVersion": "v1",
+                    "time": stamp,
+                    "subresource": "status",
+                    "fieldsType": "FieldsV1",
+                    "fieldsV1": {"f:status": {"f:conditions": {}, "f:podIP": {}, "f:podIPs": {}}},
+                },
             ],
         },
         "spec": {
-            "nodeName": node, "serviceAccountName": "default", "restartPolicy": "Always", "dnsPolicy": "ClusterFirst",
-            "containers": [{"name": "main", "image": f"registry.example/{app}:1.2.3", "imagePullPolicy": "IfNotPresent",
-                            "ports": [{"containerPort": 8080, "protocol": "TCP"}],
-                            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
-                            "volumeMounts": [{"name": "kube-api-access", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": True}]}],
-            "tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}],
+            "nodeName": node,
+            "serviceAccountName": "default",
+            "restartPolicy": "Always",
+            "dnsPolicy": "ClusterFirst",
+            "containers": [
+                {
+                    "name": "main",
+                    "image": f"registry.example/{app}:1.2.3",
+                    "imagePullPolicy": "IfNotPresent",
+                    "ports": [{"containerPort": 8080, "protocol": "TCP"}],
+                    "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
+                    "volumeMounts": [
+                        {
+                            "name": "kube-api-access",
+                            "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+                            "readOnly": True,
+                        }
+                    ],
+                }
+            ],
+            "tolerations": [
+                {
+                    "key": "node.kubernetes.io/not-ready",
+                    "operator": "Exists",
+                    "effect": "NoExecute",
+                    "tolerationSeconds": 300,
+                }
+            ],
         },
         "status": {
-            "phase": "Running", "hostIP": f"172.18.0.{i // PODS_PER_NODE % 250 + 2}", "podIP": address, "podIPs": [{"ip": address}],
-            "startTime": stamp, "qosClass": "Burstable", "conditions": cond,
-            "containerStatuses": [{"name": "main", "ready": True, "restartCount": 0, "started": True,
-                                   "image": f"registry.example/{app}:1.2.3", "imageID": f"registry.example/{app}@sha256:{i:064x}",
-                                   "containerID": f"containerd://{i:064x}", "state": {"running": {"startedAt": stamp}}}],
+            "phase": "Running",
+            "hostIP": f"172.18.0.{i // PODS_PER_NODE % 250 + 2}",
+            "podIP": address,
+            "podIPs": [{"ip": address}],
+            "startTime": stamp,
+            "qosClass": "Burstable",
+            "conditions": cond,
+            "containerStatuses": [
+                {
+                    "name": "main",
+                    "ready": True,
+                    "restartCount": 0,
+                    "started": True,
+                    "image": f"registry.example/{app}:1.2.3",
+                    "imageID": f"registry.example/{app}@sha256:{i:064x}",
+                    "containerID": f"containerd://{i:064x}",
+                    "state": {"running": {"startedAt": stamp}},
+                }
+            ],
         },
     }
 
 
 def measure_store(pods: int) -> dict[str, Any]:
     """Bytes held per cached pod: as returned by the API server, and slimmed (`slim_pod`) as the controller keeps it."""
-    indexers = {NAMESPACE_INDEX: index_by_namespace, NODE_NAME_INDEX: index_by_node_name, ORIGIN_LABEL: index_by_label(ORIGIN_LABEL)}
+    indexers = {
+        NAMESPACE_INDEX: index_by_namespace,
+        NODE_NAME_INDEX: index_by_node_name,
+        ORIGIN_LABEL: index_by_label(ORIGIN_LABEL),
+    }
 
     def stream() -> Iterator[dict[str, Any]]:
         return (api_pod(i) for i in range(pods))
@@ -219,7 +314,12 @@ def measure_store(pods: int) -> dict[str, Any]:
     raw = measure_bytes_per_object(stream(), indexers=indexers)
     gc.collect()
     slim = measure_bytes_per_object(stream(), transform=slim_pod, indexers=indexers)
-    return {"pods": pods, "indexes": sorted(indexers), "bytes_per_pod_full": round(raw), "bytes_per_pod_slim": round(slim)}
+    return {
+        "pods": pods,
+        "indexes": sorted(indexers),
+        "bytes_per_pod_full": round(raw),
+        "bytes_per_pod_slim": round(slim),
+    }
 
 
 def run(sizes: Sequence[int], layouts: Sequence[str], repeat: int, store_pods: int) -> dict[str, Any]:
@@ -233,7 +333,10 @@ def run(sizes: Sequence[int], layouts: Sequence[str], repeat: int, store_pods: i
 
 
 def table(result: Mapping[str, Any]) -> str:
-    head = f"{'layout':<12} {'group':>6} {'pods':>6} {'compile s':>10} {'peak MiB':>9} {'FC bytes':>10} {'rules':>6} {'matches':>8} {'max/rule':>8}"
+    head = (
+        f"{'layout':<12} {'group':>6} {'pods':>6} {'compile s':>10} {'peak MiB':>9} {'FC bytes':>10} "
+        f"{'rules':>6} {'matches':>8} {'max/rule':>8}"
+    )
     lines = [f"python {result['python']} on {result['machine']}, best of {result['repeat']}", head, "-" * len(head)]
     for r in result["compile"]:
         for c in r["chains"]:
@@ -261,7 +364,9 @@ def positive_ints(text: str) -> list[int]:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--sizes", type=positive_ints, default=list(DEFAULT_SIZES), help="pods in the group, e.g. 100,1000")
-    p.add_argument("--layouts", type=lambda s: s.split(","), default=list(LAYOUTS), help=f"subset of {','.join(LAYOUTS)}")
+    p.add_argument(
+        "--layouts", type=lambda s: s.split(","), default=list(LAYOUTS), help=f"subset of {','.join(LAYOUTS)}"
+    )
     p.add_argument("--repeat", type=int, default=3, help="timed runs per case; the best is reported")
     p.add_argument("--store-pods", type=int, default=10_000, help="pods cached for the memory measurement")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")

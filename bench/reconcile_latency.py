@@ -26,13 +26,14 @@ from prometheus_client import CollectorRegistry
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "test" / "integration"))
 
-from liqosec.controller.manager import Controller, Options  # noqa: E402
-from liqosec.controller.resources import FIREWALL_CONFIGURATIONS  # noqa: E402
-from harness.controlplane import ControlPlane, find_binaries  # noqa: E402
-from harness.objects import apply  # noqa: E402
-from liqosec.firewall.evaluate import Packet, node_accepts  # noqa: E402
-from liqosec.kube.client import RestKubeClient  # noqa: E402
-from support import example, offloaded_pod  # noqa: E402
+from support import example, offloaded_pod
+
+from harness.controlplane import ControlPlane, find_binaries
+from harness.objects import apply
+from liqosec.controller.manager import Controller, Options
+from liqosec.controller.resources import FIREWALL_CONFIGURATIONS
+from liqosec.firewall.evaluate import Packet, node_accepts
+from liqosec.kube.client import RestKubeClient
 
 PEER = "rome"
 LOCAL_POD = "10.1.1.10"
@@ -48,30 +49,57 @@ def run(pods: int, rounds: int) -> dict[str, Any]:
         cp.install_crds([REPO / "hack" / "liqo-crds", REPO / "manifests" / "crds"])
         with cp.api_client() as api:
             kube = RestKubeClient(api)
-            net = {"apiVersion": "ipam.liqo.io/v1alpha1", "kind": "Network",
-                   "metadata": {"name": "pod-cidr", "namespace": "liqo", "labels": {"ipam.liqo.io/network-type": "pod-cidr"}},
-                   "spec": {"cidr": "10.1.0.0/16"}}
+            net = {
+                "apiVersion": "ipam.liqo.io/v1alpha1",
+                "kind": "Network",
+                "metadata": {
+                    "name": "pod-cidr",
+                    "namespace": "liqo",
+                    "labels": {"ipam.liqo.io/network-type": "pod-cidr"},
+                },
+                "spec": {"cidr": "10.1.0.0/16"},
+            }
             ns = f"shop-{PEER}-{PEER}"
             apply(kube, [net, *example("provider-isolate-offloaded.yaml", peer=PEER, old_peer=PEER)])
-            apply(kube, [offloaded_pod(f"bulk-{i}", ns, f"10.1.{20 + i // 250}.{1 + i % 250}", PEER) for i in range(pods)])
+            apply(
+                kube, [offloaded_pod(f"bulk-{i}", ns, f"10.1.{20 + i // 250}.{1 + i % 250}", PEER) for i in range(pods)]
+            )
             registry = CollectorRegistry()
             controller = Controller(kube, Options(identity="bench", leader_elect=False), registry=registry)
             stop = threading.Event()
             threading.Thread(target=controller.run, args=(stop,), daemon=True).start()
             deadline = time.monotonic() + 120
-            while time.monotonic() < deadline and not _safe(lambda: isolated(kube, f"10.1.{20 + (pods - 1) // 250}.{1 + (pods - 1) % 250}")):
+            while time.monotonic() < deadline and not _safe(
+                lambda: isolated(kube, f"10.1.{20 + (pods - 1) // 250}.{1 + (pods - 1) % 250}")
+            ):
                 time.sleep(0.05)
             latencies = []
             for r in range(rounds):
                 ip = f"10.1.200.{1 + r}"
                 started = time.monotonic()
                 apply(kube, [offloaded_pod(f"probe-{r}", ns, ip, PEER)])
-                while not _safe(lambda: isolated(kube, ip)):
+                while not _safe(lambda ip=ip: isolated(kube, ip)):
                     time.sleep(0.01)
                 latencies.append(time.monotonic() - started)
-            count = registry.get_sample_value("controller_runtime_reconcile_time_seconds_count", {"controller": "peeringconnectivity"}) or 0
-            total = registry.get_sample_value("controller_runtime_reconcile_time_seconds_sum", {"controller": "peeringconnectivity"}) or 0
-            writes = sum(s.value for m in registry.collect() if m.name == "liqosec_firewall_writes" for s in m.samples if s.name.endswith("_total"))
+            count = (
+                registry.get_sample_value(
+                    "controller_runtime_reconcile_time_seconds_count", {"controller": "peeringconnectivity"}
+                )
+                or 0
+            )
+            total = (
+                registry.get_sample_value(
+                    "controller_runtime_reconcile_time_seconds_sum", {"controller": "peeringconnectivity"}
+                )
+                or 0
+            )
+            writes = sum(
+                s.value
+                for m in registry.collect()
+                if m.name == "liqosec_firewall_writes"
+                for s in m.samples
+                if s.name.endswith("_total")
+            )
             stop.set()
     latencies.sort()
     return {

@@ -3,7 +3,7 @@
 # no-op when already done), then run every suite: unit, integration (real kube-apiserver and
 # etcd), dataplane (Liqo's own agent applying liqosec's firewalls as nftables in network
 # namespaces; needs root) and e2e (kind; skips without a Docker engine). Static checks
-# (mypy --strict, import-linter) run first.
+# (ruff lint and format, mypy --strict, import-linter) run first.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -21,6 +21,8 @@ hack/liqo.sh check-crds         # hack/liqo-crds is Liqo's, at the version pinne
 export LIQOSEC_REQUIRE_HELM=1  # built just above: the chart tests must run, not skip
 
 log "static checks"
+python3 -m ruff check .
+python3 -m ruff format --check . >/dev/null || { python3 -m ruff format --diff . | head -40; log "run: ruff format ."; exit 1; }
 python3 -m mypy --no-error-summary liqosec
 lint-imports --no-cache
 

@@ -36,7 +36,9 @@ MAX_MESSAGE_CHARS = 2_000
 _DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 _KINDS = textwrap.fill(
-    ", ".join(sorted(READ_KINDS)) + " (the FirewallConfiguration CRD only).", width=78, initial_indent="  ",
+    ", ".join(sorted(READ_KINDS)) + " (the FirewallConfiguration CRD only).",
+    width=78,
+    initial_indent="  ",
     subsequent_indent="  ",
 )
 INPUT_HELP = f"""\

@@ -95,7 +95,9 @@ def _label(ep: Endpoint, outcomes_: Sequence[Outcome]) -> Endpoint:
 
 
 def build_matrix(
-    objects: Sequence[Mapping[str, Any]], *, capabilities: Capabilities | None = None,
+    objects: Sequence[Mapping[str, Any]],
+    *,
+    capabilities: Capabilities | None = None,
     max_endpoints: int | None = MAX_ENDPOINTS,
 ) -> Matrix:
     """Endpoints and verdicts; `max_endpoints` bounds the grid a person is shown (None: no bound)."""

@@ -49,8 +49,18 @@ from liqosec.compiler.firewallconfiguration import Outcome, build, governing
 from liqosec.firewall.capabilities import FIREWALL_CRD_NAME, STATELESS, Capabilities, from_crd
 from liqosec.groups.resolve import READ_KINDS as RESOLVED_KINDS
 from liqosec.groups.resolve import check_object
-from liqosec.groups.view import ClusterStateError, ObjectRef, Snapshot, mapping_at, meta, name_of, namespace_of, shown
-from liqosec.groups.view import type_name, wrong_type
+from liqosec.groups.view import (
+    ClusterStateError,
+    ObjectRef,
+    Snapshot,
+    mapping_at,
+    meta,
+    name_of,
+    namespace_of,
+    shown,
+    type_name,
+    wrong_type,
+)
 
 YAML_SUFFIXES = (".yaml", ".yml", ".json")
 CRD_KIND = "CustomResourceDefinition"
@@ -332,7 +342,7 @@ _SCALARS = SafeConstructor()
 def _plain(event: Any) -> Any:
     """A plain scalar as SafeLoader types it (YAML 1.1: null, bool, int, float, timestamp, else text)."""
     value: str = event.value
-    for tag, regexp in _IMPLICIT.get(value[:1], ()):
+    for tag, regexp in _IMPLICIT.get(value[:1], ()):  # noqa: B007 - the match is read after the loop
         if regexp.match(value):
             break
     else:

@@ -143,7 +143,9 @@ def parse_peering_connectivity(obj: Mapping[str, Any]) -> PeeringConnectivity:
     if not name:
         errors.append(FieldError("metadata.name", "is required"))
     if not namespace:
-        errors.append(FieldError("metadata.namespace", "is required: a PeeringConnectivity lives in a tenant namespace"))
+        errors.append(
+            FieldError("metadata.namespace", "is required: a PeeringConnectivity lives in a tenant namespace")
+        )
     spec = parse_spec(obj.get("spec"), errors)
     if errors:
         raise ValidationError(errors, obj=label)

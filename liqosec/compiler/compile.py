@@ -57,8 +57,11 @@ class FilterRule:
     @property
     def expressions(self) -> int:
         """What the kernel holds for this rule once Liqo's agent forged it."""
-        return RULE_OVERHEAD + sum(match_expressions(m) for m in self.matches) + (
-            CTSTATE_EXPRESSIONS if self.ctstate else 0)
+        return (
+            RULE_OVERHEAD
+            + sum(match_expressions(m) for m in self.matches)
+            + (CTSTATE_EXPRESSIONS if self.ctstate else 0)
+        )
 
     def to_api(self) -> dict[str, object]:
         match: list[dict[str, object]] = [m.to_api() for m in self.matches]
@@ -102,7 +105,10 @@ def _verdicts(part: Partition, clauses: Sequence[Clause], default: Action) -> di
     scope = 0
     for term in _SCOPE:
         scope |= part.bit(term)
-    masks = [(None if c.src is None else part.bit(c.src), None if c.dst is None else part.bit(c.dst), c.action) for c in clauses]
+    masks = [
+        (None if c.src is None else part.bit(c.src), None if c.dst is None else part.bit(c.dst), c.action)
+        for c in clauses
+    ]
     out: dict[tuple[int, int], str] = {}
     for a in part.atoms:
         for b in part.atoms:
@@ -155,8 +161,12 @@ def _fits(policy: str, candidate: Plan, max_expressions: int | None) -> bool:
 
 
 def compile_chain(
-    clauses: Sequence[Clause], default: Action, groups: ResolvedGroups, capabilities: Capabilities,
-    *, max_expressions: int | None = None,
+    clauses: Sequence[Clause],
+    default: Action,
+    groups: ResolvedGroups,
+    capabilities: Capabilities,
+    *,
+    max_expressions: int | None = None,
 ) -> CompiledChain:
     terms = sorted({*_SCOPE, *(t for c in clauses for t in (c.src, c.dst) if t is not None)})
     part = partition(terms, [groups.get(t) for t in terms])
@@ -175,6 +185,4 @@ def compile_chain(
         rules.setdefault(name, FilterRule(name, action, tuple(sorted(term, key=_match_order))))
     chain = CHAIN_STATEFUL if capabilities.ctstate else CHAIN_STATELESS
     one_way = any(v == ACCEPT and verdicts[(b, a)] == DROP for (a, b), v in verdicts.items())
-    return CompiledChain(
-        name=chain, policy=policy, rules=tuple(rules.values()), atoms=len(part.atoms), one_way=one_way
-    )
+    return CompiledChain(name=chain, policy=policy, rules=tuple(rules.values()), atoms=len(part.atoms), one_way=one_way)

@@ -91,7 +91,9 @@ def _chunk_ends(hashes: list[int], cap: int) -> tuple[int, ...]:
     return tuple(ends)
 
 
-def _spell(addresses: AddressSet, holes: tuple[tuple[int, int], ...], hashes: list[int], budget: int) -> Spelling | None:
+def _spell(
+    addresses: AddressSet, holes: tuple[tuple[int, int], ...], hashes: list[int], budget: int
+) -> Spelling | None:
     """Terms whose union is `addresses`, each of at most `budget` matches; None if impossible."""
     if not addresses:
         return NONE

@@ -129,7 +129,10 @@ def owner_reference(pc: PeeringConnectivity) -> dict[str, Any]:
 
 
 def firewall_object(
-    pc: PeeringConnectivity, peer: str, chain: CompiledChain, rules: tuple[FilterRule, ...] | None = None,
+    pc: PeeringConnectivity,
+    peer: str,
+    chain: CompiledChain,
+    rules: tuple[FilterRule, ...] | None = None,
     index: int = 0,
 ) -> dict[str, Any]:
     metadata: dict[str, Any] = {
@@ -183,8 +186,9 @@ def build(view: ClusterView, pc: PeeringConnectivity, capabilities: Capabilities
     peer = peer_of(view, pc)
     clauses = clauses_of(pc.spec)
     groups = resolve_groups(view, peer, pc.namespace, namespaces=namespaces_of(clauses))
-    chain = compile_chain(clauses, pc.spec.default_action, groups, capabilities,
-                          max_expressions=MAX_EXPRESSIONS_PER_FIREWALL)
+    chain = compile_chain(
+        clauses, pc.spec.default_action, groups, capabilities, max_expressions=MAX_EXPRESSIONS_PER_FIREWALL
+    )
     objs = tuple(firewall_object(pc, peer, chain, rules, i) for i, rules in enumerate(shard(chain)))
     size = max(len(json.dumps(obj, separators=(",", ":"))) for obj in objs)
     if size > MAX_OBJECT_BYTES:

@@ -26,7 +26,13 @@ class EventRecorder:
         self._log = structlog.get_logger(__name__)
 
     def event(
-        self, obj: Mapping[str, Any], *, kind: str, reason: str, message: str, warning: bool = False,
+        self,
+        obj: Mapping[str, Any],
+        *,
+        kind: str,
+        reason: str,
+        message: str,
+        warning: bool = False,
         api_version: str = API_VERSION,
     ) -> None:
         """About `obj` of `kind` (a PeeringConnectivity unless `api_version` says otherwise)."""

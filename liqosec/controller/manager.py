@@ -97,8 +97,9 @@ class _Enqueue:
             found = self._keys.keys(self._mapper, old, new)
         except Exception as err:  # a mapper that cannot read an object cannot say whom it affects
             # Wake every peering: those that read the object then report it on their status.
-            structlog.get_logger(__name__).warning("change not mapped, re-checking every peering", kind=self._kind,
-                                                   error=f"{type(err).__name__}: {err}")
+            structlog.get_logger(__name__).warning(
+                "change not mapped, re-checking every peering", kind=self._kind, error=f"{type(err).__name__}: {err}"
+            )
             found = self._keys.all_keys()
         for key in found:
             self._add(key)
@@ -251,8 +252,14 @@ class Controller:
         self._log.error(message, missing=list(missing))
         if self.options.pod is not None:
             namespace, name = self.options.pod
-            self._recorder.event({"metadata": {"namespace": namespace, "name": name}}, kind="Pod", api_version="v1",
-                                 reason="CustomResourceDefinitionMissing", message=message, warning=True)
+            self._recorder.event(
+                {"metadata": {"namespace": namespace, "name": name}},
+                kind="Pod",
+                api_version="v1",
+                reason="CustomResourceDefinitionMissing",
+                message=message,
+                warning=True,
+            )
 
     def _lead(self, leading_stop: threading.Event) -> None:
         """Work while leading: start the workers, queue every peering, stop with leadership."""
@@ -291,8 +298,13 @@ class Controller:
             self.queue.add_rate_limited(key)
             self.metrics.reconcile_errors.labels(CONTROLLER).inc()
             self.metrics.reconcile_total.labels(CONTROLLER, "error").inc()
-            self._log.error("reconcile failed, will retry", peering=key, error=str(err),
-                            attempt=self.queue.num_requeues(key), exc_info=not _expected(err))
+            self._log.error(
+                "reconcile failed, will retry",
+                peering=key,
+                error=str(err),
+                attempt=self.queue.num_requeues(key),
+                exc_info=not _expected(err),
+            )
         else:
             self.queue.forget(key)
             if again is not None:  # a firewall being retired: look again once its grace is over

@@ -104,9 +104,7 @@ class KeyMapper:
         if not wanted:
             return set()
         return {
-            f"{_ns(pc)}/{_name(pc)}"
-            for pc in self._view.list(KIND)
-            if peer_of_namespace(self._view, _ns(pc)) in wanted
+            f"{_ns(pc)}/{_name(pc)}" for pc in self._view.list(KIND) if peer_of_namespace(self._view, _ns(pc)) in wanted
         }
 
     def keys_naming_namespace(self, namespace: str) -> Keys:

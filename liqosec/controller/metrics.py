@@ -12,41 +12,95 @@ from liqosec.compiler.firewallconfiguration import Outcome
 
 CONTROLLER = "peeringconnectivity"
 # controller-runtime's reconcile time buckets, in seconds.
-RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0,
-                     1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5, 6, 7, 8, 9, 10, 15, 20, 25, 30, 40, 50, 60)
+RECONCILE_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.15,
+    0.2,
+    0.25,
+    0.3,
+    0.35,
+    0.4,
+    0.45,
+    0.5,
+    0.6,
+    0.7,
+    0.8,
+    0.9,
+    1.0,
+    1.25,
+    1.5,
+    1.75,
+    2.0,
+    2.5,
+    3.0,
+    3.5,
+    4.0,
+    4.5,
+    5,
+    6,
+    7,
+    8,
+    9,
+    10,
+    15,
+    20,
+    25,
+    30,
+    40,
+    50,
+    60,
+)
 
 
 class ControllerMetrics:
     def __init__(self, registry: CollectorRegistry, *, workers: int) -> None:
         self.reconcile_total = Counter(
-            "controller_runtime_reconcile_total", "Total number of reconciliations per controller",
-            ["controller", "result"], registry=registry,
+            "controller_runtime_reconcile_total",
+            "Total number of reconciliations per controller",
+            ["controller", "result"],
+            registry=registry,
         )
         self.reconcile_errors = Counter(
-            "controller_runtime_reconcile_errors_total", "Total number of reconciliation errors per controller",
-            ["controller"], registry=registry,
+            "controller_runtime_reconcile_errors_total",
+            "Total number of reconciliation errors per controller",
+            ["controller"],
+            registry=registry,
         )
         self.reconcile_time = Histogram(
-            "controller_runtime_reconcile_time_seconds", "Length of time per reconciliation per controller",
-            ["controller"], buckets=RECONCILE_BUCKETS, registry=registry,
+            "controller_runtime_reconcile_time_seconds",
+            "Length of time per reconciliation per controller",
+            ["controller"],
+            buckets=RECONCILE_BUCKETS,
+            registry=registry,
         )
         self.active_workers = Gauge(
-            "controller_runtime_active_workers", "Number of currently used workers per controller",
-            ["controller"], registry=registry,
+            "controller_runtime_active_workers",
+            "Number of currently used workers per controller",
+            ["controller"],
+            registry=registry,
         )
         max_workers = Gauge(
-            "controller_runtime_max_concurrent_reconciles", "Maximum number of concurrent reconciles per controller",
-            ["controller"], registry=registry,
+            "controller_runtime_max_concurrent_reconciles",
+            "Maximum number of concurrent reconciles per controller",
+            ["controller"],
+            registry=registry,
         )
         max_workers.labels(CONTROLLER).set(workers)
         self.writes = Counter(
-            "liqosec_firewall_writes_total", "FirewallConfiguration writes by operation",
-            ["peering", "operation"], registry=registry,
+            "liqosec_firewall_writes_total",
+            "FirewallConfiguration writes by operation",
+            ["peering", "operation"],
+            registry=registry,
         )
         self.noops = Counter(
             "liqosec_firewall_noop_writes_skipped_total",
             "Reconciles that found the FirewallConfiguration already right",
-            ["peering"], registry=registry,
+            ["peering"],
+            registry=registry,
         )
         self.status_writes = Counter(
             "liqosec_status_writes_total", "PeeringConnectivity status writes", ["peering"], registry=registry
@@ -54,7 +108,8 @@ class ControllerMetrics:
         self.invalid_cluster_state = Counter(
             "liqosec_invalid_cluster_state_total",
             "Reconciles stopped by a cluster object the compiler cannot use (the last good firewall is kept)",
-            ["peering"], registry=registry,
+            ["peering"],
+            registry=registry,
         )
         self.rules = Gauge("liqosec_firewall_rules", "Rules in the compiled chain", ["peering"], registry=registry)
         self.bytes = Gauge(

@@ -28,27 +28,39 @@ def _env(name: str, default: str) -> str:
 
 def add_run_parser(sub: Any) -> None:
     p = sub.add_parser("run", help="run the controller against a cluster")
-    p.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"),
-                   help="kubeconfig path (default: in-cluster, then ~/.kube/config)")
+    p.add_argument(
+        "--kubeconfig",
+        default=os.environ.get("KUBECONFIG"),
+        help="kubeconfig path (default: in-cluster, then ~/.kube/config)",
+    )
     p.add_argument("--context", default=None, help="kubeconfig context")
     p.add_argument("--workers", type=int, default=int(_env("LIQOSEC_WORKERS", "2")), help="concurrent reconciles")
-    p.add_argument("--resync", type=float, default=600.0,
-                   help="seconds between full re-checks of every peering (0: never)")
+    p.add_argument(
+        "--resync", type=float, default=600.0, help="seconds between full re-checks of every peering (0: never)"
+    )
     p.add_argument("--batch-window", type=float, default=0.5, help="seconds pod and endpoint changes wait to coalesce")
-    p.add_argument("--retire-grace", type=float, default=10.0,
-                   help="seconds an emptied FirewallConfiguration stays before its deletion, so every node's Liqo "
-                        "agent applies the empty table first (Liqo's agents share one finalizer)")
-    p.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True,
-                   help="elect a leader on a Lease")
+    p.add_argument(
+        "--retire-grace",
+        type=float,
+        default=10.0,
+        help="seconds an emptied FirewallConfiguration stays before its deletion, so every node's Liqo "
+        "agent applies the empty table first (Liqo's agents share one finalizer)",
+    )
+    p.add_argument(
+        "--leader-elect", action=argparse.BooleanOptionalAction, default=True, help="elect a leader on a Lease"
+    )
     p.add_argument("--leader-election-namespace", default=_env("POD_NAMESPACE", "liqo"))
     p.add_argument("--leader-election-id", default="liqosec", help="name of the Lease")
-    p.add_argument("--identity", default=_env("POD_NAME", socket.gethostname()),
-                   help="this instance's name in the Lease")
+    p.add_argument(
+        "--identity", default=_env("POD_NAME", socket.gethostname()), help="this instance's name in the Lease"
+    )
     p.add_argument("--metrics-bind-address", default=":8080", help="host:port for /metrics ('0' disables)")
-    p.add_argument("--health-probe-bind-address", default=":8081",
-                   help="host:port for /healthz and /readyz ('0' disables)")
-    p.add_argument("--log-level", default=_env("LIQOSEC_LOG_LEVEL", "info"),
-                   choices=("debug", "info", "warning", "error"))
+    p.add_argument(
+        "--health-probe-bind-address", default=":8081", help="host:port for /healthz and /readyz ('0' disables)"
+    )
+    p.add_argument(
+        "--log-level", default=_env("LIQOSEC_LOG_LEVEL", "info"), choices=("debug", "info", "warning", "error")
+    )
     p.add_argument("--log-format", default=_env("LIQOSEC_LOG_FORMAT", "auto"), choices=("auto", "json", "console"))
     p.set_defaults(func=run_command)
 
@@ -100,8 +112,9 @@ def _run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    log.info("starting", identity=options.identity, workers=options.workers, leader_elect=options.leader_elect,
-             server=server)
+    log.info(
+        "starting", identity=options.identity, workers=options.workers, leader_elect=options.leader_elect, server=server
+    )
     result = controller.run(stop)
     for running in servers:
         running.shutdown()
@@ -166,8 +179,9 @@ def _check_readable(path: str) -> None:
         except FileNotFoundError:
             continue  # KUBECONFIG may list files that do not exist; kubectl skips them too
         except OSError as err:
-            raise StartupError(f"cannot read kubeconfig {p} ({err.strerror}): fix its permissions or pass another "
-                               "with --kubeconfig") from None
+            raise StartupError(
+                f"cannot read kubeconfig {p} ({err.strerror}): fix its permissions or pass another with --kubeconfig"
+            ) from None
 
 
 def _listen(args: argparse.Namespace, controller: Controller) -> list[ThreadingHTTPServer]:
@@ -175,11 +189,18 @@ def _listen(args: argparse.Namespace, controller: Controller) -> list[ThreadingH
 
     wanted: list[tuple[str, str, str, dict[str, Any]]] = []
     if args.metrics_bind_address != "0":
-        wanted.append((args.metrics_bind_address, "metrics", "--metrics-bind-address",
-                       {"registry": controller.registry}))
+        wanted.append(
+            (args.metrics_bind_address, "metrics", "--metrics-bind-address", {"registry": controller.registry})
+        )
     if args.health_probe_bind_address != "0":
-        wanted.append((args.health_probe_bind_address, "health probes", "--health-probe-bind-address",
-                       {"healthy": lambda: True, "ready": controller.synced, "not_ready": controller.not_ready_reason}))
+        wanted.append(
+            (
+                args.health_probe_bind_address,
+                "health probes",
+                "--health-probe-bind-address",
+                {"healthy": lambda: True, "ready": controller.synced, "not_ready": controller.not_ready_reason},
+            )
+        )
     servers: list[ThreadingHTTPServer] = []
     for address, what, flag, handlers in wanted:
         try:

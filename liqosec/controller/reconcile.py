@@ -21,13 +21,11 @@ writes only what differs. Outcomes, as in sample-controller:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import structlog
-
-from liqosec.controller import retire
 
 from liqosec.api.liqo import NODE_TYPE, VIRTUAL_NODE
 from liqosec.api.peeringconnectivity import API_VERSION, KIND
@@ -42,6 +40,7 @@ from liqosec.compiler.firewallconfiguration import (
     firewall_name,
     governing,
 )
+from liqosec.controller import retire
 from liqosec.controller.resources import FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES, StoreView
 from liqosec.controller.status import (
     VALID,
@@ -139,7 +138,7 @@ class Reconciler:
         recorder: Recorder,
         metrics: WriteMetrics,
         retire_grace: float = retire.GRACE_SECONDS,
-        now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._retire_grace = retire_grace
         self._now = now
@@ -192,15 +191,18 @@ class Reconciler:
         wanted = [*finalizers, retire.FINALIZER] if present else [f for f in finalizers if f != retire.FINALIZER]
         patch = {"metadata": {"finalizers": wanted, "resourceVersion": _meta(obj).get("resourceVersion")}}
         try:
-            self._client.patch(PEERING_CONNECTIVITIES, str(_meta(obj)["name"]), patch,
-                               namespace=str(_meta(obj).get("namespace")))
+            self._client.patch(
+                PEERING_CONNECTIVITIES, str(_meta(obj)["name"]), patch, namespace=str(_meta(obj).get("namespace"))
+            )
         except errors.NotFound:
             return
 
     def _rollout(self, namespace: str, outcome: Outcome) -> Rollout:
         """Liqo's agents' reports, from the cache: a report arriving brings this key back."""
-        live = {fw["metadata"]["name"]: self._view.get(FC_KIND, fw["metadata"]["name"], namespace)
-                for fw in outcome.firewalls}
+        live = {
+            fw["metadata"]["name"]: self._view.get(FC_KIND, fw["metadata"]["name"], namespace)
+            for fw in outcome.firewalls
+        }
         nodes = sum(1 for n in self._view.list("Node") if (_meta(n).get("labels") or {}).get(NODE_TYPE) != VIRTUAL_NODE)
         return rollout(outcome.firewalls, live, nodes)
 
@@ -228,8 +230,12 @@ class Reconciler:
         said = before is not None and before.get("status") == "False" and before.get("message") == invalid.message
         if not said and self._warned.get(key) != invalid.message:
             unexpected = err is not None and not isinstance(err, ClusterStateError)
-            log.warning("peering not compiled, firewall left as it was", reason=invalid.reason, error=invalid.message,
-                        exc_info=err if unexpected else None)
+            log.warning(
+                "peering not compiled, firewall left as it was",
+                reason=invalid.reason,
+                error=invalid.message,
+                exc_info=err if unexpected else None,
+            )
             self._recorder.event(obj, kind=KIND, reason=invalid.reason, message=invalid.message, warning=True)
         self._warned[key] = invalid.message
         self._write_status(key, obj, conds, None, log)
@@ -285,13 +291,24 @@ class Reconciler:
         self._metrics.firewall_write(key, operation)
         rules = len(_rule_names(desired))
         name = desired["metadata"]["name"]
-        log.info("firewall written", operation=operation, resource=name, rules=rules, shards=len(outcome.firewalls),
-                 bytes=outcome.size_bytes)
+        log.info(
+            "firewall written",
+            operation=operation,
+            resource=name,
+            rules=rules,
+            shards=len(outcome.firewalls),
+            bytes=outcome.size_bytes,
+        )
         message = f"FirewallConfiguration {name} {operation}d: {rules} rules"
         self._recorder.event(obj, kind=KIND, reason=f"Firewall{operation.capitalize()}d", message=message)
 
     def _write_status(
-        self, key: str, obj: Mapping[str, Any], conds: list[Condition], outcome: Outcome | None, log: Any,
+        self,
+        key: str,
+        obj: Mapping[str, Any],
+        conds: list[Condition],
+        outcome: Outcome | None,
+        log: Any,
         progress: Rollout | None = None,
     ) -> None:
         current: Mapping[str, Any] = obj
@@ -357,5 +374,3 @@ class _InvalidSpec(Exception):
     def __init__(self, invalid: Invalid) -> None:
         super().__init__(invalid.message)
         self.invalid = invalid
-
-

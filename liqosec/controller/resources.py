@@ -118,8 +118,12 @@ def watched_resources() -> list[Watched]:
     namespaced = {NAMESPACE_INDEX: index_by_namespace}
     labelled = {**namespaced, **_label_indexers()}
     return [
-        Watched(PEERING_CONNECTIVITIES, mapping.peering_connectivity_keys, indexers=namespaced,
-                crd=crd_name(PEERING_CONNECTIVITIES)),
+        Watched(
+            PEERING_CONNECTIVITIES,
+            mapping.peering_connectivity_keys,
+            indexers=namespaced,
+            crd=crd_name(PEERING_CONNECTIVITIES),
+        ),
         Watched(
             FIREWALL_CONFIGURATIONS,
             mapping.firewall_configuration_keys,
@@ -132,8 +136,12 @@ def watched_resources() -> list[Watched]:
         Watched(NAMESPACES, mapping.namespace_keys, transform=_slim_node, indexers=_label_indexers()),
         Watched(NETWORKS, mapping.network_keys, indexers=labelled, crd=crd_name(NETWORKS)),
         Watched(CONFIGURATIONS, mapping.configuration_keys, indexers=namespaced, crd=crd_name(CONFIGURATIONS)),
-        Watched(NAMESPACE_OFFLOADINGS, mapping.namespace_offloading_keys, indexers=namespaced,
-                crd=crd_name(NAMESPACE_OFFLOADINGS)),
+        Watched(
+            NAMESPACE_OFFLOADINGS,
+            mapping.namespace_offloading_keys,
+            indexers=namespaced,
+            crd=crd_name(NAMESPACE_OFFLOADINGS),
+        ),
         Watched(FOREIGN_CLUSTERS, mapping.foreign_cluster_keys, crd=crd_name(FOREIGN_CLUSTERS)),
         Watched(SERVICES, mapping.service_keys, transform=_slim_service, indexers=namespaced),
         Watched(ENDPOINT_SLICES, mapping.endpoint_slice_keys, transform=_slim_endpoint_slice, indexers=labelled),
@@ -176,4 +184,3 @@ class StoreView:
         if store is None:
             return None
         return store.get(f"{namespace}/{name}" if namespace else name)
-

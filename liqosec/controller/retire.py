@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 RETIRED_ANNOTATION = "security.liqo.io/retired-at"
@@ -56,13 +56,13 @@ def neutral_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _stamp(now: datetime) -> str:
-    return now.astimezone(timezone.utc).strftime(_TIME_FORMAT)
+    return now.astimezone(UTC).strftime(_TIME_FORMAT)
 
 
 def _retired_at(fc: Mapping[str, Any]) -> datetime | None:
     value = ((fc.get("metadata") or {}).get("annotations") or {}).get(RETIRED_ANNOTATION)
     try:
-        return datetime.strptime(str(value), _TIME_FORMAT).replace(tzinfo=timezone.utc)
+        return datetime.strptime(str(value), _TIME_FORMAT).replace(tzinfo=UTC)
     except ValueError:
         return None
 

@@ -65,8 +65,13 @@ def ready_condition(outcome: Outcome, progress: Rollout | None) -> Condition:
     if progress.pending:
         return Condition(READY, False, "Writing", f"{what}: {', '.join(progress.pending)} not written yet")
     if progress.failed:
-        return Condition(READY, False, "ApplyFailed", f"{what}: Liqo's agent reports Applied=False on "
-                         f"{', '.join(progress.failed)}; see that agent's log and the FirewallConfiguration's events")
+        return Condition(
+            READY,
+            False,
+            "ApplyFailed",
+            f"{what}: Liqo's agent reports Applied=False on "
+            f"{', '.join(progress.failed)}; see that agent's log and the FirewallConfiguration's events",
+        )
     if not progress.nodes:
         return Condition(READY, True, "Applied", f"{what} matches the spec; no node to wait for")
     if progress.applied < progress.nodes:
@@ -149,7 +154,10 @@ def render_conditions(
 
 
 def desired_status(
-    current: Mapping[str, Any], conds: Sequence[Condition], generation: int, outcome: Outcome | None,
+    current: Mapping[str, Any],
+    conds: Sequence[Condition],
+    generation: int,
+    outcome: Outcome | None,
     progress: Rollout | None = None,
 ) -> dict[str, Any]:
     """The whole status; compiler figures stay from the last good outcome when the spec is invalid."""

@@ -355,7 +355,9 @@ def _offloaded_service_backends(view: ClusterView, namespaces: Iterable[str]) ->
     return out
 
 
-def resolve_groups(view: ClusterView, peer: str, tenant_namespace: str, *, namespaces: Iterable[str] = ()) -> ResolvedGroups:
+def resolve_groups(
+    view: ClusterView, peer: str, tenant_namespace: str, *, namespaces: Iterable[str] = ()
+) -> ResolvedGroups:
     """Every group of peering `peer`, plus the namespace parties asked for."""
     c = _Collector()
     local = local_pod_cidr(view)

@@ -21,8 +21,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from liqosec.api.liqo import INDEXED_LABELS
-
 Obj = Mapping[str, Any]
 
 # A DNS subdomain, the longest name the API server accepts; longer text is shortened in messages.

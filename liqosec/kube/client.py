@@ -48,9 +48,16 @@ def transport_retries() -> urllib3.Retry:
     throttling from the work queue and blocks a worker, so statuses always reach the caller.
     """
     return urllib3.Retry(
-        total=2, connect=2, read=0, redirect=0, status=0, other=0,
-        respect_retry_after_header=False, raise_on_status=False,
+        total=2,
+        connect=2,
+        read=0,
+        redirect=0,
+        status=0,
+        other=0,
+        respect_retry_after_header=False,
+        raise_on_status=False,
     )
+
 
 PatchType = Literal["merge", "json", "strategic"]
 _PATCH_CONTENT_TYPES: dict[str, str] = {
@@ -81,9 +88,7 @@ class ResourceRef:
     def api_version(self) -> str:
         return f"{self.group}/{self.version}" if self.group else self.version
 
-    def path(
-        self, namespace: str | None = None, name: str | None = None, *, subresource: str | None = None
-    ) -> str:
+    def path(self, namespace: str | None = None, name: str | None = None, *, subresource: str | None = None) -> str:
         base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
         if self.namespaced and namespace:
             base += f"/namespaces/{namespace}"
@@ -244,9 +249,7 @@ def _read_all(resp: Any) -> bytes:
 class RestKubeClient:
     """``KubeClient`` over ``kubernetes.client.ApiClient`` (param_serialize + call_api)."""
 
-    def __init__(
-        self, api_client: Any, *, request_timeout: tuple[float, float] = DEFAULT_REQUEST_TIMEOUT
-    ) -> None:
+    def __init__(self, api_client: Any, *, request_timeout: tuple[float, float] = DEFAULT_REQUEST_TIMEOUT) -> None:
         if api_client is None:
             raise ValueError("RestKubeClient needs an ApiClient (see load_api_client)")
         self._api = api_client
@@ -270,11 +273,19 @@ class RestKubeClient:
             headers["Content-Type"] = content_type
         try:
             m, url, hdrs, wire_body, post = self._api.param_serialize(
-                method, path, query_params=query or [], header_params=headers, body=body,
+                method,
+                path,
+                query_params=query or [],
+                header_params=headers,
+                body=body,
                 auth_settings=["BearerToken"],
             )
             resp = self._api.call_api(
-                m, url, header_params=hdrs, body=wire_body, post_params=post,
+                m,
+                url,
+                header_params=hdrs,
+                body=wire_body,
+                post_params=post,
                 _request_timeout=timeout or self._timeout,
             )
         except ApiException as exc:
@@ -365,7 +376,9 @@ class RestKubeClient:
         if patch_type == "json" and not isinstance(body, list):
             raise ValueError("a JSON patch is a list of operations")
         return self._json(
-            "PATCH", ref.path(namespace, name), body=body,
+            "PATCH",
+            ref.path(namespace, name),
+            body=body,
             content_type=_PATCH_CONTENT_TYPES[patch_type],
         )
 
@@ -401,7 +414,5 @@ def load_api_client(kubeconfig: str | None = None, context: str | None = None) -
     else:
         path = kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
         load_kubeconfig = cast(Callable[..., None], k8s_config.load_kube_config)
-        load_kubeconfig(
-            config_file=path, context=context, client_configuration=configuration
-        )
+        load_kubeconfig(config_file=path, context=context, client_configuration=configuration)
     return k8s_client.ApiClient(configuration)

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime
 from typing import Protocol
+
 
 class Clock(Protocol):
     """Monotonic time, wall time and timed waits that a fake can drive."""
@@ -44,7 +45,7 @@ class RealClock:
         return time.monotonic()
 
     def wall(self) -> datetime:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
     def sleep(self, seconds: float) -> None:
         if seconds > 0:

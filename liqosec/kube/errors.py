@@ -25,9 +25,7 @@ import urllib3.exceptions
 class ApiError(Exception):
     """An API request failed with an HTTP ``status`` (0 for transport failures)."""
 
-    def __init__(
-        self, status: int, reason: str, message: str, *, retry_after: float | None = None
-    ) -> None:
+    def __init__(self, status: int, reason: str, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status = status
         self.reason = reason
@@ -122,9 +120,7 @@ def from_status_object(status_obj: dict[str, Any], *, default_status: int = 500)
     return _error_class(status, reason)(status, reason, message, retry_after=retry_after)
 
 
-def from_status(
-    status: int, body: bytes | str | None, *, headers: dict[str, str] | None = None
-) -> ApiError:
+def from_status(status: int, body: bytes | str | None, *, headers: dict[str, str] | None = None) -> ApiError:
     """Build an error from an HTTP status and its (normally ``metav1.Status``) body."""
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else (body or "")
     parsed: Any = None

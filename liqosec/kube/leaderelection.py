@@ -128,8 +128,10 @@ class LeaderElector:
             return
         leading_stop = threading.Event()
         worker = threading.Thread(
-            target=self._callbacks.on_started_leading, args=(leading_stop,),
-            name="leader-work", daemon=True,
+            target=self._callbacks.on_started_leading,
+            args=(leading_stop,),
+            name="leader-work",
+            daemon=True,
         )
         self._set_leading(True)
         worker.start()
@@ -150,8 +152,11 @@ class LeaderElector:
             return False
         now = _micro_time(self._clock.wall())
         released = {
-            **spec, "holderIdentity": "", "leaseDurationSeconds": 1,
-            "acquireTime": now, "renewTime": now,
+            **spec,
+            "holderIdentity": "",
+            "leaseDurationSeconds": 1,
+            "acquireTime": now,
+            "renewTime": now,
         }
         try:
             self._write_update(released, rv)
@@ -183,8 +188,9 @@ class LeaderElector:
                 continue
             attempt += 1
             if self._clock.now() - last_renew >= self._renew_deadline:
-                self._log.warning("lease renewal deadline passed, stopping leading",
-                                  identity=self.identity, attempt=attempt)
+                self._log.warning(
+                    "lease renewal deadline passed, stopping leading", identity=self.identity, attempt=attempt
+                )
                 return
 
     # ----- one attempt -----
@@ -205,12 +211,14 @@ class LeaderElector:
         if holder and holder != self.identity and not self._observed_expired():
             return False
         if holder == self.identity:
-            desired = {**spec, "renewTime": now_wall,
-                       "leaseDurationSeconds": int(self._lease_duration)}
+            desired = {**spec, "renewTime": now_wall, "leaseDurationSeconds": int(self._lease_duration)}
         else:
             desired = {
-                **spec, "holderIdentity": self.identity, "acquireTime": now_wall,
-                "renewTime": now_wall, "leaseDurationSeconds": int(self._lease_duration),
+                **spec,
+                "holderIdentity": self.identity,
+                "acquireTime": now_wall,
+                "renewTime": now_wall,
+                "leaseDurationSeconds": int(self._lease_duration),
                 "leaseTransitions": int(spec.get("leaseTransitions") or 0) + 1,
             }
         try:
@@ -222,12 +230,17 @@ class LeaderElector:
 
     def _create(self, now_wall: str) -> bool:
         spec = {
-            "holderIdentity": self.identity, "leaseDurationSeconds": int(self._lease_duration),
-            "acquireTime": now_wall, "renewTime": now_wall, "leaseTransitions": 0,
+            "holderIdentity": self.identity,
+            "leaseDurationSeconds": int(self._lease_duration),
+            "acquireTime": now_wall,
+            "renewTime": now_wall,
+            "leaseTransitions": 0,
         }
         body: JsonDict = {
-            "apiVersion": LEASES.api_version, "kind": LEASES.kind,
-            "metadata": {"name": self._name, "namespace": self._namespace}, "spec": spec,
+            "apiVersion": LEASES.api_version,
+            "kind": LEASES.kind,
+            "metadata": {"name": self._name, "namespace": self._namespace},
+            "spec": spec,
         }
         try:
             created = self._client.create(LEASES, body, namespace=self._namespace)
@@ -239,7 +252,8 @@ class LeaderElector:
 
     def _write_update(self, spec: dict[str, Any], rv: str) -> None:
         body: JsonDict = {
-            "apiVersion": LEASES.api_version, "kind": LEASES.kind,
+            "apiVersion": LEASES.api_version,
+            "kind": LEASES.kind,
             "metadata": {"name": self._name, "namespace": self._namespace, "resourceVersion": rv},
             "spec": spec,
         }
@@ -262,8 +276,7 @@ class LeaderElector:
 
     def _observed_expired(self) -> bool:
         with self._lock:
-            duration = float((self._observed_spec or {}).get("leaseDurationSeconds")
-                             or self._lease_duration)
+            duration = float((self._observed_spec or {}).get("leaseDurationSeconds") or self._lease_duration)
             return self._observed_time + duration <= self._clock.now()
 
     def _set_leading(self, leading: bool) -> None:

@@ -32,38 +32,52 @@ class KubeMetrics:
         if registry is None:
             raise ValueError("a CollectorRegistry is required: no global default registry")
         r = registry
-        self._depth: Any = Gauge("workqueue_depth", "Current depth of workqueue", ["name"],
-                                 registry=r)
-        self._adds: Any = Counter("workqueue_adds", "Total number of adds handled by workqueue",
-                                  ["name"], registry=r)
+        self._depth: Any = Gauge("workqueue_depth", "Current depth of workqueue", ["name"], registry=r)
+        self._adds: Any = Counter("workqueue_adds", "Total number of adds handled by workqueue", ["name"], registry=r)
         self._latency: Any = Histogram(
             "workqueue_queue_duration_seconds",
             "How long in seconds an item stays in workqueue before being requested",
-            ["name"], buckets=DURATION_BUCKETS, registry=r)
+            ["name"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
         self._work: Any = Histogram(
             "workqueue_work_duration_seconds",
             "How long in seconds processing an item from workqueue takes",
-            ["name"], buckets=DURATION_BUCKETS, registry=r)
+            ["name"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
         self._unfinished: Any = Gauge(
             "workqueue_unfinished_work_seconds",
-            "How many seconds of work has been done that is in progress and hasn't been "
-            "observed by work_duration", ["name"], registry=r)
+            "How many seconds of work has been done that is in progress and hasn't been observed by work_duration",
+            ["name"],
+            registry=r,
+        )
         self._longest: Any = Gauge(
             "workqueue_longest_running_processor_seconds",
             "How many seconds has the longest running processor for workqueue been running",
-            ["name"], registry=r)
-        self._retries: Any = Counter("workqueue_retries", "Total number of retries handled by "
-                                     "workqueue", ["name"], registry=r)
-        self._leader: Any = Gauge("leader_election_master_status",
-                                  "Gauge of if the reporting system is master of the relevant "
-                                  "lease, 0 indicates backup, 1 indicates master", ["name"],
-                                  registry=r)
-        self._relists: Any = Counter("liqosec_informer_relists",
-                                     "Full relists after the watch's resource version expired",
-                                     ["resource"], registry=r)
-        self._restarts: Any = Counter("liqosec_watch_restarts",
-                                      "Watches re-established after ending or failing",
-                                      ["resource"], registry=r)
+            ["name"],
+            registry=r,
+        )
+        self._retries: Any = Counter(
+            "workqueue_retries", "Total number of retries handled by workqueue", ["name"], registry=r
+        )
+        self._leader: Any = Gauge(
+            "leader_election_master_status",
+            "Gauge of if the reporting system is master of the relevant lease, 0 indicates backup, 1 indicates master",
+            ["name"],
+            registry=r,
+        )
+        self._relists: Any = Counter(
+            "liqosec_informer_relists",
+            "Full relists after the watch's resource version expired",
+            ["resource"],
+            registry=r,
+        )
+        self._restarts: Any = Counter(
+            "liqosec_watch_restarts", "Watches re-established after ending or failing", ["resource"], registry=r
+        )
 
     # ----- queue.MetricsProvider -----
     def new_depth_metric(self, name: str) -> GaugeMetric:

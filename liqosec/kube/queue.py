@@ -155,14 +155,10 @@ class WorkQueue(Generic[T]):
         self._processing: set[T] = set()
         self._shutting_down = False
         self._drain = False
-        self._metrics: _QueueMetrics[T] = _QueueMetrics(
-            name, metrics_provider or NoopMetricsProvider(), self._clock
-        )
+        self._metrics: _QueueMetrics[T] = _QueueMetrics(name, metrics_provider or NoopMetricsProvider(), self._clock)
         self._stop_metrics = threading.Event()
         if metrics_provider is not None:
-            threading.Thread(
-                target=self._metrics_loop, name=f"workqueue-metrics-{name}", daemon=True
-            ).start()
+            threading.Thread(target=self._metrics_loop, name=f"workqueue-metrics-{name}", daemon=True).start()
 
     def add(self, item: T) -> None:
         with self._cond:
@@ -245,9 +241,7 @@ class DelayingQueue(WorkQueue[T]):
         self._ready_at: dict[T, float] = {}
         self._heap: list[tuple[float, int, T]] = []
         self._seq = itertools.count()  # heap tie-break: items need not be orderable
-        self._delay_thread = threading.Thread(
-            target=self._delay_loop, name=f"workqueue-delay-{name}", daemon=True
-        )
+        self._delay_thread = threading.Thread(target=self._delay_loop, name=f"workqueue-delay-{name}", daemon=True)
         self._delay_thread.start()
 
     def add_after(self, item: T, seconds: float) -> None:

@@ -75,9 +75,7 @@ class ItemExponentialFailureRateLimiter:
 class BucketRateLimiter:
     """An overall token bucket: ``burst`` immediate tries, then ``qps`` per second."""
 
-    def __init__(
-        self, qps: float = DEFAULT_QPS, burst: int = DEFAULT_BURST, *, clock: Clock | None = None
-    ) -> None:
+    def __init__(self, qps: float = DEFAULT_QPS, burst: int = DEFAULT_BURST, *, clock: Clock | None = None) -> None:
         if qps <= 0:
             raise ValueError("qps must be > 0")
         if burst < 1:

@@ -61,9 +61,7 @@ class ListWatch(Protocol):
 
     def list(self, *, limit: int, continue_token: str | None) -> JsonDict: ...
 
-    def watch(
-        self, *, resource_version: str, timeout_seconds: int, allow_bookmarks: bool
-    ) -> WatchStream: ...
+    def watch(self, *, resource_version: str, timeout_seconds: int, allow_bookmarks: bool) -> WatchStream: ...
 
 
 @dataclass(frozen=True)
@@ -77,16 +75,20 @@ class ClientListWatch:
 
     def list(self, *, limit: int, continue_token: str | None) -> JsonDict:
         return self.client.list(
-            self.ref, self.namespace, limit=limit, continue_token=continue_token,
+            self.ref,
+            self.namespace,
+            limit=limit,
+            continue_token=continue_token,
             label_selector=self.label_selector,
         )
 
-    def watch(
-        self, *, resource_version: str, timeout_seconds: int, allow_bookmarks: bool
-    ) -> WatchStream:
+    def watch(self, *, resource_version: str, timeout_seconds: int, allow_bookmarks: bool) -> WatchStream:
         return self.client.watch(
-            self.ref, self.namespace, resource_version=resource_version,
-            timeout_seconds=timeout_seconds, allow_bookmarks=allow_bookmarks,
+            self.ref,
+            self.namespace,
+            resource_version=resource_version,
+            timeout_seconds=timeout_seconds,
+            allow_bookmarks=allow_bookmarks,
             label_selector=self.label_selector,
         )
 
@@ -201,7 +203,9 @@ class Reflector:
     # ----- loop -----
     def run(self, stop: threading.Event) -> None:
         helper = threading.Thread(
-            target=self._resync_until_stopped, args=(stop,), daemon=True,
+            target=self._resync_until_stopped,
+            args=(stop,),
+            daemon=True,
             name=f"reflector-resync-{self._resource}",
         )
         helper.start()
@@ -225,8 +229,7 @@ class Reflector:
                 gone_streak = 1 if self._events_since_list else gone_streak + 1
                 self._events_since_list = 0
                 self._metrics.relist(self._resource)
-                self._log.info("resource version expired, relisting", rv=self._last_rv,
-                               error=str(exc))
+                self._log.info("resource version expired, relisting", rv=self._last_rv, error=str(exc))
                 if gone_streak > 1:  # a relist that changed nothing: do not spin
                     self._clock.wait_event(stop, self._backoff.next())
             except Exception as exc:  # top of the reflector loop: every failure is retried
@@ -243,7 +246,9 @@ class Reflector:
             self._metrics.watch_restart(self._resource)
         self._log.warning(
             "list failed, backing off" if listing else "watch failed, backing off",
-            rv=self._last_rv, attempt=self._backoff.attempt, delay=round(delay, 3),
+            rv=self._last_rv,
+            attempt=self._backoff.attempt,
+            delay=round(delay, 3),
             error=str(exc) or type(exc).__name__,
         )
         self._clock.wait_event(stop, delay)
@@ -274,16 +279,20 @@ class Reflector:
             for obj in delta.deleted:
                 self._notify_delete(obj)
             self._synced.set()
-        self._log.info("listed objects", rv=rv, count=len(items), added=len(delta.added),
-                       updated=len(delta.updated), deleted=len(delta.deleted))
+        self._log.info(
+            "listed objects",
+            rv=rv,
+            count=len(items),
+            added=len(delta.added),
+            updated=len(delta.updated),
+            deleted=len(delta.deleted),
+        )
 
     # ----- watch -----
     def _watch_once(self, stop: threading.Event) -> bool:
         """Watch until the stream ends; True when at least one event arrived."""
         timeout = self._rng.randint(MIN_WATCH_TIMEOUT_SECONDS, MAX_WATCH_TIMEOUT_SECONDS)
-        stream = self._lw.watch(
-            resource_version=self._last_rv, timeout_seconds=timeout, allow_bookmarks=True
-        )
+        stream = self._lw.watch(resource_version=self._last_rv, timeout_seconds=timeout, allow_bookmarks=True)
         with self._stream_lock:
             self._stream = stream
         if stop.is_set():

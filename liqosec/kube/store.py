@@ -106,10 +106,7 @@ def _slim_metadata(meta: Mapping[str, Any], *, keep_owners: bool) -> JsonDict:
         )
     owners = meta.get("ownerReferences") if keep_owners else None
     if owners:
-        slim_owners = [
-            {k: o[k] for k in ("apiVersion", "kind", "name", "uid", "controller") if k in o}
-            for o in owners
-        ]
+        slim_owners = [{k: o[k] for k in ("apiVersion", "kind", "name", "uid", "controller") if k in o} for o in owners]
         out["ownerReferences"] = _share(
             ("owners", *(tuple(sorted(o.items())) for o in slim_owners)), lambda: slim_owners
         )

@@ -18,8 +18,8 @@ import pytest
 from world import World
 
 from harness.agents import AgentMissing, Agents, find_agent, node_object
-from harness.netns import Cluster, sweep
 from harness.controlplane import ControlPlane, ControlPlaneUnavailable, find_binaries
+from harness.netns import Cluster, sweep
 from harness.objects import apply
 from liqosec.kube.client import RestKubeClient
 
@@ -125,6 +125,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         if waits:
             terminalreporter.write_line(
                 f"objects written to all {len(world.cluster.nodes)} nodes enforcing: {len(waits)} times, median "
-                f"{waits[len(waits) // 2]:.2f} s, max {waits[-1]:.2f} s")
-        terminalreporter.write_line(f"tables left on a node after their FirewallConfiguration was deleted: "
-                                    f"{len(world.stale_tables)} {world.stale_tables[:5]}")
+                f"{waits[len(waits) // 2]:.2f} s, max {waits[-1]:.2f} s"
+            )
+        terminalreporter.write_line(
+            f"tables left on a node after their FirewallConfiguration was deleted: "
+            f"{len(world.stale_tables)} {world.stale_tables[:5]}"
+        )

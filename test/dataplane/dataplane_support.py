@@ -28,8 +28,9 @@ class Cells:
         return len(self.observed) - len(self.disagreements)
 
 
-def check_cells(topo: Cluster, expect: Callable[[str, str], bool],
-                pairs: Sequence[tuple[str, str]] | None = None) -> Cells:
+def check_cells(
+    topo: Cluster, expect: Callable[[str, str], bool], pairs: Sequence[tuple[str, str]] | None = None
+) -> Cells:
     """Probe every ordered pair (or the given ones) and compare with expect(src, dst)."""
     todo = list(pairs) if pairs is not None else topo.all_pairs()
     observed = topo.probe_pairs(todo)
@@ -41,25 +42,47 @@ def check_cells(topo: Cluster, expect: Callable[[str, str], bool],
 
 
 def describe(cells: Cells, names: dict[str, str]) -> str:
-    return "\n".join(f"{names.get(s, s)} -> {names.get(d, d)}: packets say {o}, expected {e}"
-                     for (s, d), (o, e) in sorted(cells.disagreements.items()))
+    return "\n".join(
+        f"{names.get(s, s)} -> {names.get(d, d)}: packets say {o}, expected {e}"
+        for (s, d), (o, e) in sorted(cells.disagreements.items())
+    )
 
 
 # Hand-written firewalls go straight to Liqo's agents, which serve every FirewallConfiguration
 # with these labels on every node; liqosec leaves them alone (no managed-by label).
 HAND_NAMESPACE = "liqo-tenant-hand"
-HAND_LABELS = {"networking.liqo.io/firewall-category": "fabric",
-               "networking.liqo.io/firewall-subcategory": "all-nodes", "test.liqosec.io/hand": "true"}
+HAND_LABELS = {
+    "networking.liqo.io/firewall-category": "fabric",
+    "networking.liqo.io/firewall-subcategory": "all-nodes",
+    "test.liqosec.io/hand": "true",
+}
 
 
-def chain(rules: list[dict[str, Any]], *, table: str = "lqs_hand", policy: str = "accept",
-          name: str = "forward") -> dict[str, Any]:
+def chain(
+    rules: list[dict[str, Any]], *, table: str = "lqs_hand", policy: str = "accept", name: str = "forward"
+) -> dict[str, Any]:
     """A hand-written FirewallConfiguration with one forward filter chain, as the compiler shapes them."""
-    return {"apiVersion": "networking.liqo.io/v1beta1", "kind": "FirewallConfiguration",
-            "metadata": {"name": table.replace("_", "-"), "namespace": HAND_NAMESPACE, "labels": HAND_LABELS},
-            "spec": {"table": {"name": table, "family": "IPV4", "chains": [
-                {"name": name, "hook": "forward", "type": "filter", "priority": 0, "policy": policy,
-                 "rules": {"filterRules": rules}}]}}}
+    return {
+        "apiVersion": "networking.liqo.io/v1beta1",
+        "kind": "FirewallConfiguration",
+        "metadata": {"name": table.replace("_", "-"), "namespace": HAND_NAMESPACE, "labels": HAND_LABELS},
+        "spec": {
+            "table": {
+                "name": table,
+                "family": "IPV4",
+                "chains": [
+                    {
+                        "name": name,
+                        "hook": "forward",
+                        "type": "filter",
+                        "priority": 0,
+                        "policy": policy,
+                        "rules": {"filterRules": rules},
+                    }
+                ],
+            }
+        },
+    }
 
 
 def ip(position: str, value: str, op: str = "eq") -> dict[str, Any]:
@@ -76,11 +99,16 @@ ESTABLISHED = {"op": "eq", "ctstate": {"value": ["established", "related"]}}
 # ---- an independent reading of docs/semantics.md ("Evaluation", "Security modes"), for end-to-end checks ----
 
 _SEGREGATION = [  # "Security modes", in the order written there; evaluated after the explicit rules
-    (None, "vc-remote", "allow"), ("remote-cluster", "@offloaded-service-backends", "allow"),
-    ("remote-cluster", "offloaded", "allow"), ("offloaded", "remote-cluster", "allow"),
-    ("offloaded", "local-cluster", "allow"), ("local-cluster", "offloaded", "allow"),
-    ("offloaded", "@outside", "allow"), ("@outside", "offloaded", "allow"),
-    ("local-cluster", "@reflected-service-backends", "allow"), (None, None, "deny"),
+    (None, "vc-remote", "allow"),
+    ("remote-cluster", "@offloaded-service-backends", "allow"),
+    ("remote-cluster", "offloaded", "allow"),
+    ("offloaded", "remote-cluster", "allow"),
+    ("offloaded", "local-cluster", "allow"),
+    ("local-cluster", "offloaded", "allow"),
+    ("offloaded", "@outside", "allow"),
+    ("@outside", "offloaded", "allow"),
+    ("local-cluster", "@reflected-service-backends", "allow"),
+    (None, None, "deny"),
 ]
 
 
@@ -108,8 +136,10 @@ def policy_connects(objects: Sequence[dict[str, Any]], *, stateful: bool) -> Cal
             continue
         md, spec = obj["metadata"], obj.get("spec") or {}
         o = specs[(md["namespace"], md["name"])]
-        clauses = [(_term(r.get("source")), _term(r.get("destination")), r.get("action") or "deny")
-                   for r in spec.get("rules") or ()]
+        clauses = [
+            (_term(r.get("source")), _term(r.get("destination")), r.get("action") or "deny")
+            for r in spec.get("rules") or ()
+        ]
         if spec.get("securityMode") == "IntraClusterTrafficSegregation":
             clauses += _SEGREGATION
         policies.append((o.groups, clauses, spec.get("defaultAction") or "allow"))

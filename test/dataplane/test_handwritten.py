@@ -12,12 +12,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
-from harness import agent_model as agent
 from dataplane_support import chain, check_cells, describe, ip, rule
 from world import World
 
-from liqosec.controller.resources import FIREWALL_CONFIGURATIONS
+from harness import agent_model as agent
 from harness.netns import PORT, Cluster
+from liqosec.controller.resources import FIREWALL_CONFIGURATIONS
 from liqosec.firewall.evaluate import connects, tables_of
 
 pytestmark = pytest.mark.dataplane
@@ -40,8 +40,13 @@ def _only_blocked(*blocked: tuple[str, str]) -> Callable[[str, str], bool]:
     return lambda s, d: (s, d) not in blocked
 
 
-def _assert_cells(topo: Cluster, expect: Callable[[str, str], bool], fcs: list[dict[str, Any]],
-                  report: list[tuple[str, int, int]], what: str) -> None:
+def _assert_cells(
+    topo: Cluster,
+    expect: Callable[[str, str], bool],
+    fcs: list[dict[str, Any]],
+    report: list[tuple[str, int, int]],
+    what: str,
+) -> None:
     """Packets must match the hand-made expectation, and so must the lead's evaluator."""
     cells = check_cells(topo, expect)
     report.append((f"hand: {what}", len(cells.observed), cells.agreed))
@@ -63,8 +68,13 @@ def test_neq_destination_keeps_traffic_inside_a_cidr(fresh: World, cell_report: 
     fcs = [chain([rule("leave-subnet", ip("src", "10.0.0.0/24"), ip("dst", "10.0.0.0/24", "neq"))])]
     fresh.put_firewalls(fcs)
     inside = {A, B, C}
-    _assert_cells(topo, lambda s, d: (s in inside) == (d in inside) or (s not in inside and d not in inside),
-                  fcs, cell_report, "neq cidr")
+    _assert_cells(
+        topo,
+        lambda s, d: (s in inside) == (d in inside) or (s not in inside and d not in inside),
+        fcs,
+        cell_report,
+        "neq cidr",
+    )
 
 
 def test_ranges_and_negated_ranges(fresh: World, cell_report: Any) -> None:
@@ -75,13 +85,13 @@ def test_ranges_and_negated_ranges(fresh: World, cell_report: Any) -> None:
 
     def expect(s: str, d: str) -> bool:
         return not (d in guarded and s not in friends) and not (s in guarded and d not in friends)
+
     _assert_cells(topo, expect, fcs, cell_report, "range and neq range")
 
 
 def test_policy_drop_with_accept_rules(fresh: World, cell_report: Any) -> None:
     topo = _world(fresh, ALL)
-    fcs = [chain([rule("subnet", ip("src", "10.0.0.0/23"), ip("dst", "10.0.0.0/23"), action="accept")],
-                 policy="drop")]
+    fcs = [chain([rule("subnet", ip("src", "10.0.0.0/23"), ip("dst", "10.0.0.0/23"), action="accept")], policy="drop")]
     fresh.put_firewalls(fcs)
     _assert_cells(topo, lambda s, d: E not in (s, d), fcs, cell_report, "policy drop, accept subnet")
 
@@ -124,8 +134,10 @@ def test_cidr_with_host_bits_matches_nothing_on_the_wire(fresh: World) -> None:
 
 def test_a_packet_must_pass_every_table(fresh: World, cell_report: Any) -> None:
     topo = _world(fresh, [A, B, C])
-    fcs = [chain([rule("allow-all", action="accept")], table="lqs_one"),
-           chain([rule("a-to-b", ip("src", A), ip("dst", B))], table="lqs_two")]
+    fcs = [
+        chain([rule("allow-all", action="accept")], table="lqs_one"),
+        chain([rule("a-to-b", ip("src", A), ip("dst", B))], table="lqs_two"),
+    ]
     fresh.put_firewalls(fcs)
     _assert_cells(topo, _only_blocked((A, B), (B, A)), fcs, cell_report, "two tables, one drop")
 
@@ -134,8 +146,11 @@ def test_incremental_apply_keeps_the_agents_order_and_verdicts(fresh: World, cel
     topo = _world(fresh, ALL)
     versions = [
         [rule("deny-d", ip("src", D), action="drop"), rule("allow-a", ip("src", A), action="accept")],
-        [rule("allow-e", ip("src", E), action="accept"), rule("deny-d", ip("src", D)),
-         rule("allow-a", ip("src", A), action="accept")],
+        [
+            rule("allow-e", ip("src", E), action="accept"),
+            rule("deny-d", ip("src", D)),
+            rule("allow-a", ip("src", A), action="accept"),
+        ],
         [rule("deny-d", ip("src", "10.0.1.0/24")), rule("allow-e", ip("src", E), action="accept")],
     ]
     state: agent.NodeState = agent.EMPTY
@@ -145,8 +160,13 @@ def test_incremental_apply_keeps_the_agents_order_and_verdicts(fresh: World, cel
         fresh.put_firewalls(fcs)
         assert _order(fresh) == [agent.rule_order(state, "lqs_hand", "forward")] * len(fresh.cluster.nodes)
         node_tables = [t.as_spec() for t in state]
-        _assert_cells(topo, lambda s, d: connects(node_tables, s, d), node_tables, cell_report,
-                      f"incremental version {n}")
+        _assert_cells(
+            topo,
+            lambda s, d, tables=node_tables: connects(tables, s, d),
+            node_tables,
+            cell_report,
+            f"incremental version {n}",
+        )
     assert agent.rule_order(state, "lqs_hand", "forward") == ["allow-e", "deny-d"]
 
 
@@ -166,6 +186,7 @@ def test_kernel_refuses_a_rule_past_128_expressions(fresh: World) -> None:
     def wide(k: int) -> dict[str, Any]:
         r = rule(f"wide-{k}", *[ip("src", f"10.9.{i // 250}.{i % 250 + 1}", "neq") for i in range(k)])
         return {**r, "counter": False}
+
     at_limit, over = wide(63), wide(64)
     assert agent.expression_count(at_limit) == 127 and agent.expression_count({**at_limit, "counter": True}) == 128
     assert agent.expression_count(over) == agent.MAX_RULE_EXPRESSIONS + 1
@@ -173,7 +194,9 @@ def test_kernel_refuses_a_rule_past_128_expressions(fresh: World) -> None:
     refused = chain([over], table="lqs_wide")
     with pytest.raises(TimeoutError, match="lqs_wide"):
         fresh.put_firewalls([refused], timeout=5)
-    live = fresh.kube.get(FIREWALL_CONFIGURATIONS, refused["metadata"]["name"], namespace=refused["metadata"]["namespace"])
+    live = fresh.kube.get(
+        FIREWALL_CONFIGURATIONS, refused["metadata"]["name"], namespace=refused["metadata"]["namespace"]
+    )
     applied = {c.get("host"): c.get("status") for c in (live.get("status") or {}).get("conditions") or ()}
     assert applied == {f"worker-{i}": "False" for i in range(len(fresh.cluster.nodes))}, live.get("status")
 
@@ -200,12 +223,18 @@ def test_proto_port_and_dev_matches_on_the_wire(fresh: World) -> None:
     # The agent ignores op on a port range: "neq 8000-9000" still matches 8080.
     not_range = {"op": "neq", "port": {"position": "dst", "value": f"{PORT - 80}-{PORT + 920}"}}
     out_c = {"op": "eq", "dev": {"position": "out", "value": topo.endpoints[C].veth}}
-    fresh.put_firewalls([chain([
-        rule("udp-to-b", udp, ip("dst", B)),
-        rule("tcp-port-from-a-to-b", ip("src", A), ip("dst", B), tcp, to_port),
-        rule("range-quirk", ip("src", B), ip("dst", A), tcp, not_range),
-        rule("out-to-c", ip("src", A), out_c),
-    ])])
+    fresh.put_firewalls(
+        [
+            chain(
+                [
+                    rule("udp-to-b", udp, ip("dst", B)),
+                    rule("tcp-port-from-a-to-b", ip("src", A), ip("dst", B), tcp, to_port),
+                    rule("range-quirk", ip("src", B), ip("dst", A), tcp, not_range),
+                    rule("out-to-c", ip("src", A), out_c),
+                ]
+            )
+        ]
+    )
     seen = topo.probe_pairs(topo.all_pairs())
     # B -> A dies only by the range quirk (A's reply has an ephemeral dport); C -> A dies
     # because A's reply leaves C's node through C's veth.

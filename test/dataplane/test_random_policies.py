@@ -60,9 +60,15 @@ def _cluster() -> list[dict[str, Any]]:
 
 def _policies(seed: int) -> list[dict[str, Any]]:
     rng = random.Random(seed)
-    return [{"apiVersion": "security.liqo.io/v1", "kind": "PeeringConnectivity",
-             "metadata": {"name": peer, "namespace": f"liqo-tenant-{peer}"}, "spec": _spec(rng)}
-            for peer in ("rome", "paris")]
+    return [
+        {
+            "apiVersion": "security.liqo.io/v1",
+            "kind": "PeeringConnectivity",
+            "metadata": {"name": peer, "namespace": f"liqo-tenant-{peer}"},
+            "spec": _spec(rng),
+        }
+        for peer in ("rome", "paris")
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +95,9 @@ def test_random_policy_cells_match_the_matrix(node: World, cell_report: Any, see
     assert not cells.disagreements, f"policy:\n{policy}\n" + describe(cells, names)
     meaning = policy_connects(objects, stateful=False)
     off = {p: seen for p, seen in cells.observed.items() if meaning(*p) != seen}
-    cell_report.append((f"random policy seed {seed} vs docs/semantics.md reading", len(cells.observed),
-                        len(cells.observed) - len(off)))
+    cell_report.append(
+        (f"random policy seed {seed} vs docs/semantics.md reading", len(cells.observed), len(cells.observed) - len(off))
+    )
     assert not off, f"policy:\n{policy}\npackets differ from the policy's meaning: " + ", ".join(
-        f"{names[s]} -> {names[d]}: packets {v}" for (s, d), v in sorted(off.items()))
+        f"{names[s]} -> {names[d]}: packets {v}" for (s, d), v in sorted(off.items())
+    )

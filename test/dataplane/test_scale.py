@@ -1,4 +1,4 @@
-"""Scope: hundreds of scattered pods through the real chain: Liqo's agent loads every compiled rule, sampled cells match."""
+"""Scope: hundreds of scattered pods through the real chain: Liqo's agent loads every shard, sampled cells match."""
 
 from __future__ import annotations
 
@@ -23,9 +23,13 @@ SAMPLED_PODS = 24  # 24 pods + the matrix's sample addresses: about 800 probed c
 
 
 def _pod(name: str, ns: str, ip: str, labels: dict[str, str], node: str | None = None) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns, "labels": labels},
-            "spec": {"nodeName": node} if node else {},
-            "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "labels": labels},
+        "spec": {"nodeName": node} if node else {},
+        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
+    }
 
 
 def _scattered(count: int, start: int) -> list[dict[str, Any]]:
@@ -33,9 +37,11 @@ def _scattered(count: int, start: int) -> list[dict[str, Any]]:
     pods = []
     for i in range(start, start + count):
         block, host = i // 100, 2 * (i % 100) + 1
-        pods += [_pod(f"scattered-job-{i}", "guest-rome", f"10.1.{20 + block}.{host}", OFFLOADED),
-                 _pod(f"scattered-svc-{i}", "shop", f"10.1.{40 + block}.{host}", {}),
-                 _pod(f"scattered-bk-{i}", "shop", f"10.71.{40 + block}.{host}", SHADOW, node="liqo-rome")]
+        pods += [
+            _pod(f"scattered-job-{i}", "guest-rome", f"10.1.{20 + block}.{host}", OFFLOADED),
+            _pod(f"scattered-svc-{i}", "shop", f"10.1.{40 + block}.{host}", {}),
+            _pod(f"scattered-bk-{i}", "shop", f"10.71.{40 + block}.{host}", SHADOW, node="liqo-rome"),
+        ]
     return pods
 
 
@@ -55,8 +61,9 @@ def test_many_scattered_pods_load_and_keep_verdicts(fresh: World, cell_report: A
     names = {e.ip: e.name for e in matrix.endpoints}
     fresh.cluster.attach({ip: i % len(fresh.cluster.nodes) for i, ip in enumerate(sample)}, names)
     cells = check_cells(fresh.cluster, matrix.connect)
-    cell_report.append((f"scale 210 pods, {len(rules)} rules, widest {widest} exprs", len(cells.observed),
-                        cells.agreed))
+    cell_report.append(
+        (f"scale 210 pods, {len(rules)} rules, widest {widest} exprs", len(cells.observed), cells.agreed)
+    )
     assert not cells.disagreements, describe(cells, names)
 
     grown = objects + _scattered(30, 70)

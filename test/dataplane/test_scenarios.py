@@ -1,4 +1,4 @@
-"""Scope: scenarios through the real chain: every ordered pair probed across Liqo's agents, each cell held to the matrix.
+"""Scope: scenarios through the real chain: every ordered pair probed across Liqo's agents, each cell vs the matrix.
 
 The objects go to a real API server; `liqosec run` writes the FirewallConfigurations;
 Liqo's agent applies them on two node namespaces; endpoints are spread over both.
@@ -97,7 +97,9 @@ def probe_scenario(world: World, path: Path, report: list[tuple[str, int, int]])
     report.append((f"{path.name} [Liqo agent, {len(world.cluster.nodes)} nodes]", len(cells.observed), cells.agreed))
     assert not cells.disagreements, "packets and matrix disagree:\n" + describe(cells, names)
     meaning = policy_connects(objects, stateful=False)
-    off = [f"{names[s]} -> {names[d]}: packets {v}" for (s, d), v in sorted(cells.observed.items()) if meaning(s, d) != v]
+    off = [
+        f"{names[s]} -> {names[d]}: packets {v}" for (s, d), v in sorted(cells.observed.items()) if meaning(s, d) != v
+    ]
     assert not off, "packets differ from an independent reading of docs/semantics.md:\n" + "\n".join(off)
     by_name = {e.name: e.ip for e in matrix.endpoints}
     wrong = []

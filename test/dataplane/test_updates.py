@@ -30,27 +30,33 @@ HERE = Path(__file__).parent
 ROOT = HERE.parents[1]
 
 
-def _pod(name: str, ns: str, ip: str, labels: dict[str, str] | None = None,
-         node: str | None = None) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": ns, "labels": labels or {}},
-            "spec": {"nodeName": node} if node else {},
-            "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}}
+def _pod(name: str, ns: str, ip: str, labels: dict[str, str] | None = None, node: str | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "labels": labels or {}},
+        "spec": {"nodeName": node} if node else {},
+        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
+    }
 
 
 OFFLOADED = {"offloading.liqo.io/origin": "rome", "liqo.io/managed-by": "shadowpod"}
 # Pods arriving after the first step, each landing in a group some rule names.
 ARRIVALS: list[list[dict[str, Any]]] = [
     [_pod("job-2", "guest-rome", "10.1.5.12", OFFLOADED), _pod("worker", "shop", "10.1.3.12")],
-    [_pod("db", "shop", "10.71.3.8", {"liqo.io/shadowPod": "true"}, node="liqo-rome"),
-     _pod("job-9", "guest-rome", "10.1.9.9", OFFLOADED), _pod("ops", "monitoring", "10.1.2.21")],
+    [
+        _pod("db", "shop", "10.71.3.8", {"liqo.io/shadowPod": "true"}, node="liqo-rome"),
+        _pod("job-9", "guest-rome", "10.1.9.9", OFFLOADED),
+        _pod("ops", "monitoring", "10.1.2.21"),
+    ],
 ]
 DEPARTURES = {("Pod", "job-0"), ("Pod", "frontend"), ("Pod", "db")}
 GROWING = ["ordering-deny-first.yaml", "ordering-allow-first.yaml", "default-deny.yaml", "namespace-party.yaml"]
 
 
-def _check(world: World, objects: list[dict[str, Any]], matrix_ips: Matrix, what: str,
-           report: list[tuple[str, int, int]]) -> None:
+def _check(
+    world: World, objects: list[dict[str, Any]], matrix_ips: Matrix, what: str, report: list[tuple[str, int, int]]
+) -> None:
     matrix = build_matrix(objects)
     cells = check_cells(world.cluster, matrix.connect)
     report.append((what, len(cells.observed), cells.agreed))
@@ -67,7 +73,8 @@ def _node_orders(world: World) -> list[dict[tuple[str, str], list[str]]]:
 
 @pytest.mark.parametrize("scenario", GROWING)
 def test_pods_added_then_removed_keep_verdicts_as_the_agent_appends(
-        fresh: World, cell_report: Any, scenario: str) -> None:
+    fresh: World, cell_report: Any, scenario: str
+) -> None:
     objects = load_objects([str(HERE / "scenarios" / scenario)])
     steps = [objects]
     for batch in ARRIVALS:
@@ -126,9 +133,12 @@ def _shuffled(fc: dict[str, Any], rng: random.Random) -> dict[str, Any]:
         chains.append({**c, "rules": {"filterRules": rules}})
     meta = fc["metadata"]
     labels = {k: v for k, v in meta["labels"].items() if k.startswith("networking.liqo.io/")}
-    return {"apiVersion": fc["apiVersion"], "kind": fc["kind"],
-            "metadata": {"name": meta["name"] + "-shuffled", "namespace": meta["namespace"], "labels": labels},
-            "spec": {"table": {**table, "chains": chains}}}
+    return {
+        "apiVersion": fc["apiVersion"],
+        "kind": fc["kind"],
+        "metadata": {"name": meta["name"] + "-shuffled", "namespace": meta["namespace"], "labels": labels},
+        "spec": {"table": {**table, "chains": chains}},
+    }
 
 
 SCENARIOS = sorted((ROOT / "examples").glob("*.yaml")) + sorted((HERE / "scenarios").glob("*.yaml"))
@@ -144,8 +154,11 @@ def test_any_rule_order_gives_the_same_verdicts(fresh: World, cell_report: Any, 
     fresh.put_firewalls(shuffled)
     fresh.place(matrix)
     orders = _node_orders(fresh)
-    assert orders[0] == {(fc["spec"]["table"]["name"], c["name"]): [r["name"] for r in c["rules"]["filterRules"]]
-                         for fc in shuffled for c in fc["spec"]["table"]["chains"]}, "the agent reordered rules"
+    assert orders[0] == {
+        (fc["spec"]["table"]["name"], c["name"]): [r["name"] for r in c["rules"]["filterRules"]]
+        for fc in shuffled
+        for c in fc["spec"]["table"]["chains"]
+    }, "the agent reordered rules"
     cells = check_cells(fresh.cluster, matrix.connect)
     cell_report.append((f"shuffled {path.name}", len(cells.observed), cells.agreed))
     names = {e.ip: e.name for e in matrix.endpoints}

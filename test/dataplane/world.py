@@ -15,11 +15,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from liqosec.controller.resources import FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES
 from harness.agents import Agents
-from harness.netns import Cluster
 from harness.controlplane import ControlPlane
+from harness.netns import Cluster
 from harness.objects import apply, ensure_namespace, remove
+from liqosec.controller.resources import FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES
 from liqosec.firewall.capabilities import STATELESS
 from liqosec.kube import errors
 from liqosec.kube.client import KubeClient
@@ -64,15 +64,19 @@ class World:
             statuses = {}
             for pc in (o for o in objects if o.get("kind") == "PeeringConnectivity"):
                 meta = pc["metadata"]
-                statuses[meta["name"]] = self.kube.get(PEERING_CONNECTIVITIES, meta["name"],
-                                                       namespace=meta["namespace"]).get("status") or {}
-            ready = {n: next((c for c in s.get("conditions") or () if c["type"] == "Ready"), {})
-                     for n, s in statuses.items()}
+                statuses[meta["name"]] = (
+                    self.kube.get(PEERING_CONNECTIVITIES, meta["name"], namespace=meta["namespace"]).get("status") or {}
+                )
+            ready = {
+                n: next((c for c in s.get("conditions") or () if c["type"] == "Ready"), {}) for n, s in statuses.items()
+            }
             if all(r.get("status") == "True" and statuses[n].get("appliedNodes") == want for n, r in ready.items()):
                 return statuses
             if time.monotonic() > deadline:
-                raise TimeoutError(f"not Ready on {want} nodes in {timeout:.0f}s: "
-                                   + "; ".join(f"{n}: {r.get('reason')}: {r.get('message')}" for n, r in ready.items()))
+                raise TimeoutError(
+                    f"not Ready on {want} nodes in {timeout:.0f}s: "
+                    + "; ".join(f"{n}: {r.get('reason')}: {r.get('message')}" for n, r in ready.items())
+                )
             time.sleep(0.1)
 
     def place(self, matrix: Matrix, extra: Iterable[str] = ()) -> dict[str, str]:
@@ -122,8 +126,9 @@ class World:
         deadline = time.monotonic() + GONE_SECONDS
         while self.live_firewalls():
             if time.monotonic() > deadline:
-                raise TimeoutError("FirewallConfigurations still present after their deletion: "
-                                   "is Liqo's agent removing its finalizer?")
+                raise TimeoutError(
+                    "FirewallConfigurations still present after their deletion: is Liqo's agent removing its finalizer?"
+                )
             time.sleep(0.1)
         for i, node in enumerate(self.cluster.nodes):
             tables = self.cluster.tables(i)

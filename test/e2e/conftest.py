@@ -1,7 +1,8 @@
 """End-to-end on kind: skipped as a whole, with the reason, where Docker or kind is missing.
 
 The session builds the image, creates the kind cluster ``liqosec-e2e``, installs Liqo's CRDs
-(hack/liqo-crds, Liqo's at the pinned version) and liqosec, and deletes the cluster at the end (``LIQOSEC_E2E_KEEP=1`` keeps it
+(hack/liqo-crds, Liqo's at the pinned version) and liqosec, and deletes the cluster at the end
+(``LIQOSEC_E2E_KEEP=1`` keeps it
 for debugging). Tests here only read and write cluster objects through ``KindCluster``.
 """
 
@@ -18,7 +19,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from kind_cluster import IMAGE, ROOT, KindCluster, build_image, missing_prerequisite  # noqa: E402
+from kind_cluster import IMAGE, ROOT, KindCluster, build_image, missing_prerequisite
 
 _REASON = missing_prerequisite()
 

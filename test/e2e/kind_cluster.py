@@ -49,13 +49,22 @@ T = TypeVar("T")
 class CommandError(RuntimeError):
     def __init__(self, cmd: Sequence[str], result: subprocess.CompletedProcess[str]) -> None:
         self.stderr = result.stderr
-        super().__init__(f"{' '.join(cmd)} exited {result.returncode}:\n{result.stderr.strip() or result.stdout.strip()}")
+        super().__init__(
+            f"{' '.join(cmd)} exited {result.returncode}:\n{result.stderr.strip() or result.stdout.strip()}"
+        )
 
 
-def run(cmd: Sequence[str], *, timeout: float = COMMAND_TIMEOUT_S, stdin: str | None = None,
-        env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(list(cmd), input=stdin, capture_output=True, text=True, timeout=timeout,
-                            env={**os.environ, **(env or {})})
+def run(
+    cmd: Sequence[str],
+    *,
+    timeout: float = COMMAND_TIMEOUT_S,
+    stdin: str | None = None,
+    env: dict[str, str] | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        list(cmd), input=stdin, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
     if check and result.returncode != 0:
         raise CommandError(cmd, result)
     return result
@@ -90,7 +99,9 @@ def eventually(probe: Callable[[], T | None], *, timeout: float, what: str) -> T
         except (CommandError, KeyError, ValueError) as err:
             last = err
         time.sleep(POLL_INTERVAL_S)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}" + (f"; last error: {last}" if last else ""))
+    raise TimeoutError(
+        f"timed out after {timeout:.0f} s waiting for {what}" + (f"; last error: {last}" if last else "")
+    )
 
 
 def helm_binary() -> str | None:
@@ -112,8 +123,22 @@ class KindCluster:
         self.delete()
         config = self.workdir / "kind.yaml"
         config.write_text(KIND_CONFIG)
-        run(["kind", "create", "cluster", "--name", self.name, "--config", str(config),
-             "--kubeconfig", str(self.kubeconfig), "--wait", "180s"], timeout=CREATE_TIMEOUT_S)
+        run(
+            [
+                "kind",
+                "create",
+                "cluster",
+                "--name",
+                self.name,
+                "--config",
+                str(config),
+                "--kubeconfig",
+                str(self.kubeconfig),
+                "--wait",
+                "180s",
+            ],
+            timeout=CREATE_TIMEOUT_S,
+        )
 
     def delete(self) -> None:
         run(["kind", "delete", "cluster", "--name", self.name], timeout=CREATE_TIMEOUT_S, check=False)
@@ -129,18 +154,43 @@ class KindCluster:
         return parsed
 
     def apply(self, objects: Sequence[dict[str, Any]]) -> None:
-        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-",
-                     stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)}))
+        self.kubectl(
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            "-",
+            stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)}),
+        )
 
     def install_liqosec(self, image: str) -> None:
-        """With helm when available (the chart is the product), else `kubectl apply -k manifests` with the image swapped."""
+        """With helm when available (the chart is the product), else `kubectl apply -k manifests`, image swapped."""
         helm = helm_binary()
         repo, _, tag = image.partition(":")
         if helm:
-            run([helm, "upgrade", "--install", "liqosec", str(ROOT / "chart"), "--namespace", NAMESPACE,
-                 "--create-namespace", "--kubeconfig", str(self.kubeconfig),
-                 "--set", f"image.repository={repo}", "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never",
-                 "--set", "logLevel=debug"], timeout=400)
+            run(
+                [
+                    helm,
+                    "upgrade",
+                    "--install",
+                    "liqosec",
+                    str(ROOT / "chart"),
+                    "--namespace",
+                    NAMESPACE,
+                    "--create-namespace",
+                    "--kubeconfig",
+                    str(self.kubeconfig),
+                    "--set",
+                    f"image.repository={repo}",
+                    "--set",
+                    f"image.tag={tag}",
+                    "--set",
+                    "image.pullPolicy=Never",
+                    "--set",
+                    "logLevel=debug",
+                ],
+                timeout=400,
+            )
         else:
             self._apply_kustomize(repo, tag)
         self.wait_for_a_ready_replica()
@@ -159,8 +209,14 @@ class KindCluster:
     def wait_for_a_ready_replica(self) -> None:
         """One ready pod, not all: whether the standby reports ready before it leads is the controller's choice."""
         eventually(
-            lambda: True if self.get_json("deployment", "-n", NAMESPACE, "liqosec").get("status", {}).get("readyReplicas", 0) >= 1 else None,
-            timeout=300, what="a ready liqosec replica",
+            lambda: (
+                True
+                if self.get_json("deployment", "-n", NAMESPACE, "liqosec").get("status", {}).get("readyReplicas", 0)
+                >= 1
+                else None
+            ),
+            timeout=300,
+            what="a ready liqosec replica",
         )
 
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 import yaml
-
 from kind_cluster import IMAGE, NAMESPACE, POD_SUBNET, ROOT, CommandError, KindCluster, eventually
+
 from liqosec.firewall.evaluate import Packet, node_accepts
 from liqosec.render import outcomes
 
@@ -32,8 +32,14 @@ def example(kind: str) -> dict[str, Any]:
 
 
 def tenant_namespace(peer: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Namespace",
-            "metadata": {"name": f"liqo-tenant-{peer}", "labels": {"liqo.io/remote-cluster-id": peer, "liqo.io/tenant-namespace": "true"}}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": f"liqo-tenant-{peer}",
+            "labels": {"liqo.io/remote-cluster-id": peer, "liqo.io/tenant-namespace": "true"},
+        },
+    }
 
 
 def namespace(name: str) -> dict[str, Any]:
@@ -43,12 +49,25 @@ def namespace(name: str) -> dict[str, Any]:
 def sleeper(name: str, ns: str, labels: dict[str, str]) -> dict[str, Any]:
     """A pod that only needs an IP: the liqosec image is already on every node, so nothing is pulled."""
     return {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns, "labels": labels},
-        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
-            "name": "sleep", "image": IMAGE, "imagePullPolicy": "Never",
-            "command": ["python", "-c", "import time; time.sleep(86400)"],
-            "securityContext": {"runAsNonRoot": True, "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
-        }]},
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "labels": labels},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {
+                    "name": "sleep",
+                    "image": IMAGE,
+                    "imagePullPolicy": "Never",
+                    "command": ["python", "-c", "import time; time.sleep(86400)"],
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "allowPrivilegeEscalation": False,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                }
+            ],
+        },
     }
 
 
@@ -59,13 +78,29 @@ def offloaded_by(peer: str) -> dict[str, str]:
 def configure_peer(cluster: KindCluster, peer: str, remote_pod_cidr: str) -> None:
     """Tenant namespace and a Configuration whose status holds the remapped remote pod CIDR, as Liqo writes it."""
     tenant = f"liqo-tenant-{peer}"
-    cluster.apply([tenant_namespace(peer), {
-        "apiVersion": "networking.liqo.io/v1beta1", "kind": "Configuration", "metadata": {"name": peer, "namespace": tenant},
-        "spec": {"remote": {"cidr": {"pod": ["10.200.0.0/16"], "external": ["10.201.0.0/16"]}}},
-    }])
+    cluster.apply(
+        [
+            tenant_namespace(peer),
+            {
+                "apiVersion": "networking.liqo.io/v1beta1",
+                "kind": "Configuration",
+                "metadata": {"name": peer, "namespace": tenant},
+                "spec": {"remote": {"cidr": {"pod": ["10.200.0.0/16"], "external": ["10.201.0.0/16"]}}},
+            },
+        ]
+    )
     status = {"status": {"remote": {"cidr": {"pod": [remote_pod_cidr], "external": ["10.250.0.0/16"]}}}}
-    cluster.kubectl("-n", tenant, "patch", "configurations.networking.liqo.io", peer, "--subresource=status",
-                    "--type=merge", "-p", json.dumps(status))
+    cluster.kubectl(
+        "-n",
+        tenant,
+        "patch",
+        "configurations.networking.liqo.io",
+        peer,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps(status),
+    )
 
 
 def wait_pods_ready(cluster: KindCluster, ns: str) -> None:
@@ -78,7 +113,9 @@ def pod_ip(cluster: KindCluster, ns: str, name: str) -> str:
 
 def live_firewall(cluster: KindCluster, peer: str) -> dict[str, Any] | None:
     try:
-        return cluster.get_json("firewallconfigurations.networking.liqo.io", "-n", f"liqo-tenant-{peer}", f"liqosec-{peer}")
+        return cluster.get_json(
+            "firewallconfigurations.networking.liqo.io", "-n", f"liqo-tenant-{peer}", f"liqosec-{peer}"
+        )
     except CommandError as err:
         if "NotFound" in err.stderr or "not found" in err.stderr:
             return None
@@ -96,34 +133,64 @@ def accepts(fc: dict[str, Any], src: str, dst: str) -> bool:
 @pytest.fixture(scope="module")
 def rome(cluster: KindCluster) -> Iterator[dict[str, str]]:
     """Seed Example 1 on a kind cluster: rome offloaded two pods here; a local pod `web` stays out."""
-    cluster.apply([{
-        "apiVersion": "ipam.liqo.io/v1alpha1", "kind": "Network",
-        "metadata": {"name": "pod-cidr", "namespace": NAMESPACE, "labels": {"ipam.liqo.io/network-type": "pod-cidr"}},
-        "spec": {"cidr": POD_SUBNET},
-    }])
+    cluster.apply(
+        [
+            {
+                "apiVersion": "ipam.liqo.io/v1alpha1",
+                "kind": "Network",
+                "metadata": {
+                    "name": "pod-cidr",
+                    "namespace": NAMESPACE,
+                    "labels": {"ipam.liqo.io/network-type": "pod-cidr"},
+                },
+                "spec": {"cidr": POD_SUBNET},
+            }
+        ]
+    )
     configure_peer(cluster, "rome", "10.71.0.0/16")
-    cluster.apply([namespace("shop-rome"), namespace("local-web"),
-                   sleeper("cart-0", "shop-rome", offloaded_by("rome")), sleeper("cart-1", "shop-rome", offloaded_by("rome")),
-                   sleeper("web", "local-web", {"app": "web"})])
+    cluster.apply(
+        [
+            namespace("shop-rome"),
+            namespace("local-web"),
+            sleeper("cart-0", "shop-rome", offloaded_by("rome")),
+            sleeper("cart-1", "shop-rome", offloaded_by("rome")),
+            sleeper("web", "local-web", {"app": "web"}),
+        ]
+    )
     wait_pods_ready(cluster, "shop-rome")
     wait_pods_ready(cluster, "local-web")
     cluster.apply([example("PeeringConnectivity")])
-    yield {"cart-0": pod_ip(cluster, "shop-rome", "cart-0"), "cart-1": pod_ip(cluster, "shop-rome", "cart-1"),
-           "web": pod_ip(cluster, "local-web", "web")}
+    yield {
+        "cart-0": pod_ip(cluster, "shop-rome", "cart-0"),
+        "cart-1": pod_ip(cluster, "shop-rome", "cart-1"),
+        "web": pod_ip(cluster, "local-web", "web"),
+    }
 
 
 def cluster_objects(cluster: KindCluster) -> list[dict[str, Any]]:
     """What the controller reads, read back from the cluster, for an independent `liqosec render`."""
     objects: list[dict[str, Any]] = []
-    for args in (("namespaces",), ("pods", "-A"), ("networks.ipam.liqo.io", "-A"), ("configurations.networking.liqo.io", "-A"),
-                 ("endpointslices.discovery.k8s.io", "-A"), ("services", "-A"), ("nodes",), ("peeringconnectivities.security.liqo.io", "-A")):
+    for args in (
+        ("namespaces",),
+        ("pods", "-A"),
+        ("networks.ipam.liqo.io", "-A"),
+        ("configurations.networking.liqo.io", "-A"),
+        ("endpointslices.discovery.k8s.io", "-A"),
+        ("services", "-A"),
+        ("nodes",),
+        ("peeringconnectivities.security.liqo.io", "-A"),
+    ):
         objects += cluster.get_json(*args)["items"]
     objects.append(cluster.get_json("crd", FC_CRD))
     return objects
 
 
-def test_firewall_configuration_has_the_peerings_table_and_the_rendered_rules(cluster: KindCluster, rome: dict[str, str]) -> None:
-    fc = eventually(lambda: live_firewall(cluster, "rome"), timeout=RECONCILE_TIMEOUT_S, what="FirewallConfiguration liqosec-rome")
+def test_firewall_configuration_has_the_peerings_table_and_the_rendered_rules(
+    cluster: KindCluster, rome: dict[str, str]
+) -> None:
+    fc = eventually(
+        lambda: live_firewall(cluster, "rome"), timeout=RECONCILE_TIMEOUT_S, what="FirewallConfiguration liqosec-rome"
+    )
     table = fc["spec"]["table"]
     assert table["name"] == "liqosec-rome"
     assert fc["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "liqosec"
@@ -135,7 +202,9 @@ def test_firewall_configuration_has_the_peerings_table_and_the_rendered_rules(cl
         [expected] = [o.firewall for o in outcomes(cluster_objects(cluster)) if o.peer == "rome"]
         return live if live and rule_names(live) == rule_names(expected) else None
 
-    live = eventually(settled, timeout=RECONCILE_TIMEOUT_S, what="live rules to equal `liqosec render` of the live objects")
+    live = eventually(
+        settled, timeout=RECONCILE_TIMEOUT_S, what="live rules to equal `liqosec render` of the live objects"
+    )
     [chain] = live["spec"]["table"]["chains"]
     assert (chain["hook"], chain["type"]) == ("forward", "filter")
 
@@ -162,7 +231,7 @@ def printed_column(table: str, row_name: str, column: str) -> str:
     i = names.index(column)
     [row] = [r for r in rows if r.split()[0] == row_name]
     end = starts[i + 1] if i + 1 < len(starts) else None
-    return row[starts[i]:end].strip()
+    return row[starts[i] : end].strip()
 
 
 def test_kubectl_get_peeringconnectivities_shows_ready_true(cluster: KindCluster, rome: dict[str, str]) -> None:
@@ -185,8 +254,13 @@ def test_metrics_endpoint_serves_reconcile_total(cluster: KindCluster, rome: dic
     def reconciled() -> float | None:
         total = 0.0
         for p in pods:
-            text = cluster.kubectl("get", "--raw", f"/api/v1/namespaces/{NAMESPACE}/pods/{p['metadata']['name']}:8080/proxy/metrics")
-            total += sum(float(m.group(1)) for m in re.finditer(r"^controller_runtime_reconcile_total\{[^}]*\} (\S+)$", text, re.M))
+            text = cluster.kubectl(
+                "get", "--raw", f"/api/v1/namespaces/{NAMESPACE}/pods/{p['metadata']['name']}:8080/proxy/metrics"
+            )
+            total += sum(
+                float(m.group(1))
+                for m in re.finditer(r"^controller_runtime_reconcile_total\{[^}]*\} (\S+)$", text, re.M)
+            )
         return total if total > 0 else None
 
     assert eventually(reconciled, timeout=RECONCILE_TIMEOUT_S, what="controller_runtime_reconcile_total > 0") > 0
@@ -196,17 +270,36 @@ def test_a_new_offloaded_pod_reaches_the_firewall(cluster: KindCluster, rome: di
     configure_peer(cluster, "milan", "10.72.0.0/16")
     cluster.apply([namespace("shop-milan"), sleeper("api-0", "shop-milan", offloaded_by("milan"))])
     wait_pods_ready(cluster, "shop-milan")
-    cluster.apply([{"apiVersion": "security.liqo.io/v1", "kind": "PeeringConnectivity",
-                    "metadata": {"name": "milan", "namespace": "liqo-tenant-milan"},
-                    "spec": {"rules": [{"source": {"group": "remote-cluster"}, "destination": {"group": "offloaded"}, "action": "allow"},
-                                       {"source": {"group": "remote-cluster"}, "action": "deny"}]}}])
+    cluster.apply(
+        [
+            {
+                "apiVersion": "security.liqo.io/v1",
+                "kind": "PeeringConnectivity",
+                "metadata": {"name": "milan", "namespace": "liqo-tenant-milan"},
+                "spec": {
+                    "rules": [
+                        {
+                            "source": {"group": "remote-cluster"},
+                            "destination": {"group": "offloaded"},
+                            "action": "allow",
+                        },
+                        {"source": {"group": "remote-cluster"}, "action": "deny"},
+                    ]
+                },
+            }
+        ]
+    )
     remote = "10.72.1.1"
 
     def allowing(ip: str) -> dict[str, Any] | None:
         fc = live_firewall(cluster, "milan")
         return fc if fc and accepts(fc, remote, ip) else None
 
-    eventually(lambda: allowing(pod_ip(cluster, "shop-milan", "api-0")), timeout=RECONCILE_TIMEOUT_S, what="api-0 allowed from milan")
+    eventually(
+        lambda: allowing(pod_ip(cluster, "shop-milan", "api-0")),
+        timeout=RECONCILE_TIMEOUT_S,
+        what="api-0 allowed from milan",
+    )
     cluster.apply([sleeper("api-1", "shop-milan", offloaded_by("milan"))])
     wait_pods_ready(cluster, "shop-milan")
     api_1 = pod_ip(cluster, "shop-milan", "api-1")
@@ -216,12 +309,24 @@ def test_a_new_offloaded_pod_reaches_the_firewall(cluster: KindCluster, rome: di
 
 def test_deleting_the_policy_removes_its_firewall(cluster: KindCluster, rome: dict[str, str]) -> None:
     configure_peer(cluster, "turin", "10.73.0.0/16")
-    cluster.apply([{"apiVersion": "security.liqo.io/v1", "kind": "PeeringConnectivity",
-                    "metadata": {"name": "turin", "namespace": "liqo-tenant-turin"},
-                    "spec": {"rules": [{"source": {"group": "remote-cluster"}, "action": "deny"}]}}])
-    eventually(lambda: live_firewall(cluster, "turin"), timeout=RECONCILE_TIMEOUT_S, what="FirewallConfiguration liqosec-turin")
+    cluster.apply(
+        [
+            {
+                "apiVersion": "security.liqo.io/v1",
+                "kind": "PeeringConnectivity",
+                "metadata": {"name": "turin", "namespace": "liqo-tenant-turin"},
+                "spec": {"rules": [{"source": {"group": "remote-cluster"}, "action": "deny"}]},
+            }
+        ]
+    )
+    eventually(
+        lambda: live_firewall(cluster, "turin"), timeout=RECONCILE_TIMEOUT_S, what="FirewallConfiguration liqosec-turin"
+    )
     cluster.kubectl("delete", PC, "-n", "liqo-tenant-turin", "turin", "--wait=true", "--timeout=120s", timeout=140)
-    eventually(lambda: True if live_firewall(cluster, "turin") is None else None, timeout=RECONCILE_TIMEOUT_S,
-               what="FirewallConfiguration liqosec-turin to be deleted")
+    eventually(
+        lambda: True if live_firewall(cluster, "turin") is None else None,
+        timeout=RECONCILE_TIMEOUT_S,
+        what="FirewallConfiguration liqosec-turin to be deleted",
+    )
     managed = cluster.get_json("firewallconfigurations.networking.liqo.io", "-A", "-l", MANAGED_BY)["items"]
     assert "liqo-tenant-turin" not in {f["metadata"]["namespace"] for f in managed}

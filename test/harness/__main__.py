@@ -24,10 +24,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m harness")
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start etcd, kube-apiserver and kube-controller-manager")
-    up.add_argument("--crds", type=Path, action="append", default=[],
-                    help="CRD YAML file or directory to install (repeatable)")
-    up.add_argument("--work-dir", type=Path, default=None,
-                    help="keep state and logs here instead of a temp dir removed on exit")
+    up.add_argument(
+        "--crds", type=Path, action="append", default=[], help="CRD YAML file or directory to install (repeatable)"
+    )
+    up.add_argument(
+        "--work-dir", type=Path, default=None, help="keep state and logs here instead of a temp dir removed on exit"
+    )
     demo = sub.add_parser("demo", help="run the controller on a local API server with demo peerings")
     demo.add_argument("--once", action="store_true", help="exit after printing the converged state")
     demo.add_argument("--metrics-bind-address", default="127.0.0.1:8080")
@@ -49,8 +51,8 @@ def up(crds: list[Path], work_dir: Path | None) -> int:
             cp.install_crds(crds)
             print(cp.kubeconfig_path, flush=True)
             logging.getLogger(__name__).info(
-                "control plane up; Ctrl-C to stop",
-                extra={"server": cp.server, "kubeconfig": str(cp.kubeconfig_path)})
+                "control plane up; Ctrl-C to stop", extra={"server": cp.server, "kubeconfig": str(cp.kubeconfig_path)}
+            )
             while not stop.wait(1.0):
                 pass
     except ControlPlaneError as err:
@@ -77,12 +79,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     args = _parser().parse_args(argv)
     if args.command == "demo":
-        from liqosec.controller.logging import configure
         from harness.demo import demo
+        from liqosec.controller.logging import configure
 
         configure(level="warning", fmt="console")
-        return demo(out=sys.stdout, once=args.once, metrics_address=args.metrics_bind_address,
-                    probe_address=args.health_probe_bind_address)
+        return demo(
+            out=sys.stdout,
+            once=args.once,
+            metrics_address=args.metrics_bind_address,
+            probe_address=args.health_probe_bind_address,
+        )
     return up(args.crds, args.work_dir)
 
 

@@ -43,8 +43,13 @@ def find_agent() -> Path:
     """The liqo-agent binary for the pinned Liqo version (LIQOSEC_LIQO_AGENT overrides)."""
     if path := os.environ.get("LIQOSEC_LIQO_AGENT"):
         return Path(path)
-    proc = subprocess.run([str(REPO_ROOT / "hack" / "liqo.sh"), "agent", "--print-path"], capture_output=True,
-                          text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        [str(REPO_ROOT / "hack" / "liqo.sh"), "agent", "--print-path"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     path = proc.stdout.strip()
     if proc.returncode != 0 or not path or not Path(path).is_file():
         raise AgentMissing(f"Liqo's agent is not built ({path or 'no path'}): run hack/liqo.sh agent")
@@ -80,8 +85,14 @@ class _Proc:
 def _spawn(name: str, argv: Sequence[str], log_dir: Path, env: Mapping[str, str] | None = None) -> _Proc:
     log = log_dir / f"{name}.log"
     with log.open("ab") as out:
-        popen = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 preexec_fn=_die_with_parent, env={**os.environ, **(env or {})})
+        popen = subprocess.Popen(
+            list(argv),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+            env={**os.environ, **(env or {})},
+        )
     return _Proc(name, popen, log)
 
 
@@ -91,8 +102,11 @@ def node_name(index: int) -> str:
 
 
 def node_object(index: int) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": node_name(index),
-                                                              "labels": {"kubernetes.io/hostname": node_name(index)}}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": node_name(index), "labels": {"kubernetes.io/hostname": node_name(index)}},
+    }
 
 
 class Agents:
@@ -108,16 +122,37 @@ class Agents:
 
     def start_agents(self) -> None:
         for i in range(len(self.cluster.nodes)):
-            self._agents.append(_spawn(f"agent-{node_name(i)}", [
-                str(self.agent), f"--kubeconfig={self.kubeconfig}", f"--netns={self.cluster.netns_path(i)}",
-                f"--node={node_name(i)}"], self.log_dir))
+            self._agents.append(
+                _spawn(
+                    f"agent-{node_name(i)}",
+                    [
+                        str(self.agent),
+                        f"--kubeconfig={self.kubeconfig}",
+                        f"--netns={self.cluster.netns_path(i)}",
+                        f"--node={node_name(i)}",
+                    ],
+                    self.log_dir,
+                )
+            )
 
     def start_controller(self, *extra: str) -> None:
         """`liqosec run` as a user runs it, against the same API server."""
-        self._controller = _spawn("liqosec", [
-            sys.executable, "-m", "liqosec", "run", f"--kubeconfig={self.kubeconfig}", "--no-leader-elect",
-            "--metrics-bind-address=0", "--health-probe-bind-address=0", "--log-format=json", *extra],
-            self.log_dir)
+        self._controller = _spawn(
+            "liqosec",
+            [
+                sys.executable,
+                "-m",
+                "liqosec",
+                "run",
+                f"--kubeconfig={self.kubeconfig}",
+                "--no-leader-elect",
+                "--metrics-bind-address=0",
+                "--health-probe-bind-address=0",
+                "--log-format=json",
+                *extra,
+            ],
+            self.log_dir,
+        )
 
     def check_alive(self) -> None:
         """Raise with the log tail of any process that has exited."""
@@ -137,8 +172,9 @@ class Agents:
 
     # ---- barriers ----
 
-    def wait_applied(self, firewalls: Iterable[Mapping[str, Any]], *, nodes: Sequence[int] | None = None,
-                     timeout: float = 60.0) -> float:
+    def wait_applied(
+        self, firewalls: Iterable[Mapping[str, Any]], *, nodes: Sequence[int] | None = None, timeout: float = 60.0
+    ) -> float:
         """Wait until the nodes hold exactly these FirewallConfigurations' tables; return the seconds taken."""
         want = expected_state(firewalls)
         started = time.monotonic()

@@ -96,8 +96,11 @@ def find_binaries(repo_root: Path) -> Binaries:
         controller_manager=Path(env[ENV_CONTROLLER_MANAGER] or ""),
         etcd=Path(env[ENV_ETCD] or ""),
     )
-    missing = [f"{key}={value or '(unset)'}" for key, value in env.items()
-               if not (value and Path(value).is_file() and os.access(value, os.X_OK))]
+    missing = [
+        f"{key}={value or '(unset)'}"
+        for key, value in env.items()
+        if not (value and Path(value).is_file() and os.access(value, os.X_OK))
+    ]
     if missing:
         raise ControlPlaneUnavailable(
             f"control-plane binaries missing ({', '.join(missing)}): run hack/build-control-plane.sh"
@@ -108,13 +111,16 @@ def find_binaries(repo_root: Path) -> Binaries:
 def _paths_from_build_script(repo_root: Path) -> dict[str, str | None]:
     script = repo_root / BUILD_SCRIPT
     if not script.is_file():
-        raise ControlPlaneUnavailable(f"{script} not found: set {ENV_APISERVER}, "
-                                      f"{ENV_CONTROLLER_MANAGER} and {ENV_ETCD}")
-    proc = subprocess.run(["bash", str(script), "--print-paths"], capture_output=True, text=True,
-                          timeout=60, check=False)
+        raise ControlPlaneUnavailable(
+            f"{script} not found: set {ENV_APISERVER}, {ENV_CONTROLLER_MANAGER} and {ENV_ETCD}"
+        )
+    proc = subprocess.run(
+        ["bash", str(script), "--print-paths"], capture_output=True, text=True, timeout=60, check=False
+    )
     if proc.returncode != 0:
-        raise ControlPlaneUnavailable("control-plane binaries not built in the cache "
-                                      f"({proc.stdout.strip()}): run hack/build-control-plane.sh")
+        raise ControlPlaneUnavailable(
+            f"control-plane binaries not built in the cache ({proc.stdout.strip()}): run hack/build-control-plane.sh"
+        )
     pairs = (line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
     found: dict[str, str | None] = {k: v for k, v in pairs}
     return found
@@ -152,9 +158,14 @@ class _Process:
 
     def start(self) -> None:
         self._log = open(self.log_path, "ab")
-        self._popen = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self._log,
-                                       stderr=subprocess.STDOUT, start_new_session=True,
-                                       preexec_fn=_die_with_parent)
+        self._popen = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
         log.info("process started", extra={"component": self.name, "pid": self._popen.pid})
 
     def exit_code(self) -> int | None:
@@ -184,8 +195,9 @@ class _Process:
 class ControlPlane:
     """etcd + kube-apiserver + kube-controller-manager on loopback, in a private work dir."""
 
-    def __init__(self, binaries: Binaries, *, work_dir: Path | None = None,
-                 start_timeout: float = START_TIMEOUT_S) -> None:
+    def __init__(
+        self, binaries: Binaries, *, work_dir: Path | None = None, start_timeout: float = START_TIMEOUT_S
+    ) -> None:
         if start_timeout <= 0:
             raise ValueError(f"start_timeout must be positive, got {start_timeout}")
         self.binaries = binaries
@@ -221,8 +233,9 @@ class ControlPlane:
         if self._apiserver is not None:
             raise ControlPlaneError("control plane already started")
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        pki.write_pki(self.work_dir / "pki", hosts=["127.0.0.1", "localhost", "kubernetes",
-                                                     "kubernetes.default", "10.96.0.1"])
+        pki.write_pki(
+            self.work_dir / "pki", hosts=["127.0.0.1", "localhost", "kubernetes", "kubernetes.default", "10.96.0.1"]
+        )
         self._etcd_port, self._apiserver_port = _free_port(), _free_port()
         self._write_auth_files()
         started = time.monotonic()
@@ -233,13 +246,13 @@ class ControlPlane:
             self._wait_ready(self._apiserver, f"{self.server}/readyz", self._ssl_context())
             cm_port = _free_port()
             self._controller_manager = self._spawn("kube-controller-manager", self._cm_argv(cm_port))
-            self._wait_ready(self._controller_manager, f"https://127.0.0.1:{cm_port}/healthz",
-                             ssl._create_unverified_context())  # self-signed, loopback only
+            self._wait_ready(
+                self._controller_manager, f"https://127.0.0.1:{cm_port}/healthz", ssl._create_unverified_context()
+            )  # self-signed, loopback only
         except BaseException:
             self.stop()
             raise
-        log.info("control plane ready", extra={"server": self.server,
-                                                "seconds": round(time.monotonic() - started, 2)})
+        log.info("control plane ready", extra={"server": self.server, "seconds": round(time.monotonic() - started, 2)})
 
     def stop(self) -> None:
         """Stop in reverse order of start; safe to call twice or after a failed start."""
@@ -306,8 +319,9 @@ class ControlPlane:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     # -- processes ------------------------------------------------------------------------
@@ -324,8 +338,7 @@ class ControlPlane:
         while time.monotonic() < deadline:
             code = proc.exit_code()
             if code is not None:
-                raise ControlPlaneError(f"{proc.name} exited with code {code}; log tail:\n"
-                                        f"{proc.log_tail()}")
+                raise ControlPlaneError(f"{proc.name} exited with code {code}; log tail:\n{proc.log_tail()}")
             try:
                 req = urllib.request.Request(url, headers=headers)
                 with urllib.request.urlopen(req, timeout=2, context=context) as resp:
@@ -334,21 +347,25 @@ class ControlPlane:
                     last_error = f"HTTP {resp.status}"
             except urllib.error.HTTPError as err:
                 # /readyz names its failing checks in the body: the most useful line on a timeout.
-                failed = [ln for ln in err.read().decode(errors="replace").splitlines()
-                          if "failed" in ln]
+                failed = [ln for ln in err.read().decode(errors="replace").splitlines() if "failed" in ln]
                 last_error = f"HTTP {err.code}: {'; '.join(failed) or err.reason}"
             except (urllib.error.URLError, OSError) as err:
                 last_error = str(err)
             time.sleep(POLL_INTERVAL_S)
-        raise ControlPlaneError(f"{proc.name} not ready at {url} after {self.start_timeout} s "
-                                f"({last_error}); log tail:\n{proc.log_tail()}")
+        raise ControlPlaneError(
+            f"{proc.name} not ready at {url} after {self.start_timeout} s ({last_error}); log tail:\n{proc.log_tail()}"
+        )
 
     def _ssl_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca_file))
 
     def _etcd_call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        req = urllib.request.Request(self.etcd_url + path, data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
+        req = urllib.request.Request(
+            self.etcd_url + path,
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
         with urllib.request.urlopen(req, timeout=10) as resp:
             answer: dict[str, Any] = json.load(resp)
         return answer
@@ -356,41 +373,63 @@ class ControlPlane:
     # -- configuration --------------------------------------------------------------------
 
     def _write_auth_files(self) -> None:
-        (self.work_dir / "tokens.csv").write_text(
-            f'{self.token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n')
-        self.kubeconfig_path.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "liqosec",
-            "clusters": [{"name": "liqosec", "cluster": {
-                "server": self.server, "certificate-authority": str(self.ca_file)}}],
-            "users": [{"name": ADMIN_USER, "user": {"token": self.token}}],
-            "contexts": [{"name": "liqosec", "context": {"cluster": "liqosec", "user": ADMIN_USER}}],
-        }))
+        (self.work_dir / "tokens.csv").write_text(f'{self.token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n')
+        self.kubeconfig_path.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "liqosec",
+                    "clusters": [
+                        {
+                            "name": "liqosec",
+                            "cluster": {"server": self.server, "certificate-authority": str(self.ca_file)},
+                        }
+                    ],
+                    "users": [{"name": ADMIN_USER, "user": {"token": self.token}}],
+                    "contexts": [{"name": "liqosec", "context": {"cluster": "liqosec", "user": ADMIN_USER}}],
+                }
+            )
+        )
         self.kubeconfig_path.chmod(0o600)
 
     def _etcd_argv(self) -> list[str]:
         peer = f"http://127.0.0.1:{_free_port()}"
         return [
-            str(self.binaries.etcd), "--name=default", f"--data-dir={self.work_dir / 'etcd'}",
-            f"--listen-client-urls={self.etcd_url}", f"--advertise-client-urls={self.etcd_url}",
-            f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
-            f"--initial-cluster=default={peer}", f"--quota-backend-bytes={ETCD_QUOTA_BYTES}",
+            str(self.binaries.etcd),
+            "--name=default",
+            f"--data-dir={self.work_dir / 'etcd'}",
+            f"--listen-client-urls={self.etcd_url}",
+            f"--advertise-client-urls={self.etcd_url}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=default={peer}",
+            f"--quota-backend-bytes={ETCD_QUOTA_BYTES}",
             # Throwaway data: fsync buys nothing and costs seconds per test run on slow disks.
-            "--unsafe-no-fsync=true", "--log-level=warn",
+            "--unsafe-no-fsync=true",
+            "--log-level=warn",
         ]
 
     def _apiserver_argv(self) -> list[str]:
         pki_dir = self.work_dir / "pki"
         return [
-            str(self.binaries.apiserver), f"--etcd-servers={self.etcd_url}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
-            f"--secure-port={self._apiserver_port}", f"--cert-dir={self.work_dir / 'apiserver-certs'}",
+            str(self.binaries.apiserver),
+            f"--etcd-servers={self.etcd_url}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={self._apiserver_port}",
+            f"--cert-dir={self.work_dir / 'apiserver-certs'}",
             f"--tls-cert-file={pki_dir / 'serving.crt'}",
-            f"--tls-private-key-file={pki_dir / 'serving.key'}", f"--client-ca-file={self.ca_file}",
-            f"--token-auth-file={self.work_dir / 'tokens.csv'}", "--authorization-mode=Node,RBAC",
+            f"--tls-private-key-file={pki_dir / 'serving.key'}",
+            f"--client-ca-file={self.ca_file}",
+            f"--token-auth-file={self.work_dir / 'tokens.csv'}",
+            "--authorization-mode=Node,RBAC",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={pki_dir / 'sa.pub'}",
             f"--service-account-signing-key-file={pki_dir / 'sa.key'}",
-            f"--service-cluster-ip-range={SERVICE_CIDR}", "--profiling=false", "--v=1",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--profiling=false",
+            "--v=1",
             # The default reconciler would publish 127.0.0.1 in the kubernetes Endpoints, which
             # validation rejects (loopback), logging an error every 10 s; nothing here needs it.
             "--endpoint-reconciler-type=none",
@@ -400,13 +439,19 @@ class ControlPlane:
         pki_dir = self.work_dir / "pki"
         kubeconfig = str(self.kubeconfig_path)
         return [
-            str(self.binaries.controller_manager), f"--kubeconfig={kubeconfig}",
-            f"--authentication-kubeconfig={kubeconfig}", f"--authorization-kubeconfig={kubeconfig}",
-            "--leader-elect=false", f"--controllers={CONTROLLERS}",
+            str(self.binaries.controller_manager),
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            "--leader-elect=false",
+            f"--controllers={CONTROLLERS}",
             "--use-service-account-credentials=false",
             f"--service-account-private-key-file={pki_dir / 'sa.key'}",
-            f"--root-ca-file={self.ca_file}", "--bind-address=127.0.0.1", f"--secure-port={port}",
-            f"--cert-dir={self.work_dir / 'controller-manager-certs'}", "--v=1",
+            f"--root-ca-file={self.ca_file}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={port}",
+            f"--cert-dir={self.work_dir / 'controller-manager-certs'}",
+            "--v=1",
         ]
 
 

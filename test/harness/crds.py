@@ -59,8 +59,7 @@ def _create_or_replace(ext: Any, crd: dict[str, Any]) -> str:
         if err.status != HTTP_CONFLICT:
             raise
         live = _read(ext, name)
-        body = dict(crd, metadata=dict(crd["metadata"],
-                                       resourceVersion=live["metadata"]["resourceVersion"]))
+        body = dict(crd, metadata=dict(crd["metadata"], resourceVersion=live["metadata"]["resourceVersion"]))
         ext.replace_custom_resource_definition(name, body=body, _preload_content=False)
     return name
 

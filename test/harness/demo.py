@@ -17,11 +17,11 @@ from typing import Any, TextIO
 
 from prometheus_client import CollectorRegistry
 
+from harness.controlplane import ControlPlane, find_binaries
+from harness.objects import apply, ensure_namespace
 from liqosec.controller import health
 from liqosec.controller.manager import Controller, Options
 from liqosec.controller.resources import FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES
-from harness.controlplane import ControlPlane, find_binaries
-from harness.objects import apply, ensure_namespace
 from liqosec.firewall.evaluate import connects, tables_of
 from liqosec.kube import errors
 from liqosec.kube.client import KubeClient, RestKubeClient
@@ -58,9 +58,11 @@ def _report(kube: KubeClient, peerings: list[dict[str, Any]], objects: Sequence[
         fc = kube.get(FIREWALL_CONFIGURATIONS, status["firewallConfiguration"], namespace=meta["namespace"])
         firewalls.append(fc)
         chain = fc["spec"]["table"]["chains"][0]
-        out.write(f"\n{meta['namespace']}/{meta['name']} -> FirewallConfiguration {fc['metadata']['name']}: "
-                  f"table {fc['spec']['table']['name']}, chain {chain['name']} (policy {chain['policy']}, "
-                  f"{len(chain['rules']['filterRules'])} rules, {status['objectBytes']} bytes)\n")
+        out.write(
+            f"\n{meta['namespace']}/{meta['name']} -> FirewallConfiguration {fc['metadata']['name']}: "
+            f"table {fc['spec']['table']['name']}, chain {chain['name']} (policy {chain['policy']}, "
+            f"{len(chain['rules']['filterRules'])} rules, {status['objectBytes']} bytes)\n"
+        )
         out.write(f"  addresses: {status['addresses']}\n")
         for c in status["conditions"]:
             out.write(f"  {c['type']}={c['status']} ({c['reason']}): {c['message']}\n")
@@ -72,7 +74,9 @@ def _report(kube: KubeClient, peerings: list[dict[str, Any]], objects: Sequence[
         out.write(f"  {i + 1:>2} {a.name:<24} {cells}\n")
 
 
-def demo(*, out: TextIO, once: bool, metrics_address: str = "127.0.0.1:8080", probe_address: str = "127.0.0.1:8081") -> int:
+def demo(
+    *, out: TextIO, once: bool, metrics_address: str = "127.0.0.1:8080", probe_address: str = "127.0.0.1:8081"
+) -> int:
     stop = threading.Event()
     objects = load_objects([str(DEMO)])
     with ControlPlane(find_binaries(REPO_ROOT)) as cp:
@@ -81,13 +85,19 @@ def demo(*, out: TextIO, once: bool, metrics_address: str = "127.0.0.1:8080", pr
             kube = RestKubeClient(api)
             ensure_namespace(kube, "liqo")
             apply(kube, objects)
-            controller = Controller(kube, Options(identity="demo", leader_election_namespace="liqo"), registry=CollectorRegistry())
-            servers = [health.serve(metrics_address, registry=controller.registry),
-                       health.serve(probe_address, healthy=lambda: True, ready=controller.synced)]
+            controller = Controller(
+                kube, Options(identity="demo", leader_election_namespace="liqo"), registry=CollectorRegistry()
+            )
+            servers = [
+                health.serve(metrics_address, registry=controller.registry),
+                health.serve(probe_address, healthy=lambda: True, ready=controller.synced),
+            ]
             runner = threading.Thread(target=controller.run, args=(stop,), daemon=True)
             runner.start()
-            out.write(f"control plane {cp.server}; kubeconfig {cp.kubeconfig_path}\n"
-                      f"metrics http://{metrics_address}/metrics, probes http://{probe_address}/readyz\n")
+            out.write(
+                f"control plane {cp.server}; kubeconfig {cp.kubeconfig_path}\n"
+                f"metrics http://{metrics_address}/metrics, probes http://{probe_address}/readyz\n"
+            )
             peerings = None
             for _ in range(int(CONVERGE_SECONDS / 0.5)):
                 peerings = _ready(kube, objects)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 # FakeClock.wait_event polls the event at this real-time interval: Event.set() cannot notify the
 # clock, so without the poll a set event would only be noticed at the next advance().
@@ -24,7 +24,7 @@ class FakeClock:
         self._lock = threading.Condition()
         self._now = start
         self._start = start
-        self._wall_start = wall_start or datetime(2026, 1, 1, tzinfo=timezone.utc)
+        self._wall_start = wall_start or datetime(2026, 1, 1, tzinfo=UTC)
         self._cond_waits: list[threading.Condition] = []
         self._deadlines: list[float] = []
 

@@ -147,12 +147,26 @@ class Cluster:
         run(["ip", "-batch", "-"], stdin="".join(f"netns add {n}\n" for n in [self.fabric, *self.nodes]))
         fabric = ["link set lo up", "link add br0 type bridge", "link set br0 up"]
         for i, node in enumerate(self.nodes):
-            fabric += [f"link add n{i} type veth peer name fabric netns {node}", f"link set n{i} master br0",
-                       f"link set n{i} up"]
+            fabric += [
+                f"link add n{i} type veth peer name fabric netns {node}",
+                f"link set n{i} master br0",
+                f"link set n{i} up",
+            ]
         run(["ip", "-n", self.fabric, "-batch", "-"], stdin="\n".join(fabric) + "\n")
         for i, node in enumerate(self.nodes):
-            run(["ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1",
-                 "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"])
+            run(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    node,
+                    "sysctl",
+                    "-qw",
+                    "net.ipv4.ip_forward=1",
+                    "net.ipv4.conf.all.rp_filter=0",
+                    "net.ipv4.conf.default.rp_filter=0",
+                ]
+            )
             cmds = ["link set lo up", "link set fabric up", f"addr add {FABRIC_NET}.{i + 1}/24 dev fabric"]
             run(["ip", "-n", node, "-batch", "-"], stdin="\n".join(cmds) + "\n")
 
@@ -168,8 +182,9 @@ class Cluster:
         added = []
         for ip in new:
             n = next(self._veths)
-            e = Endpoint(name=(names or {}).get(ip, ip), ip=ip, netns=f"{self.prefix}e{n}", node=placement[ip],
-                         veth=f"v{n}")
+            e = Endpoint(
+                name=(names or {}).get(ip, ip), ip=ip, netns=f"{self.prefix}e{n}", node=placement[ip], veth=f"v{n}"
+            )
             self.endpoints[ip] = e
             added.append((n, e))
         if not added:
@@ -178,18 +193,28 @@ class Cluster:
         per_node: dict[int, list[str]] = {i: [] for i in range(len(self.nodes))}
         for _, e in added:
             dev = e.veth
-            per_node[e.node] += [f"link add {dev} type veth peer name eth0 netns {e.netns}", f"link set {dev} up",
-                                 f"addr add {GATEWAY}/32 dev {dev}", f"route add {e.ip}/32 dev {dev}"]
+            per_node[e.node] += [
+                f"link add {dev} type veth peer name eth0 netns {e.netns}",
+                f"link set {dev} up",
+                f"addr add {GATEWAY}/32 dev {dev}",
+                f"route add {e.ip}/32 dev {dev}",
+            ]
             for other in range(len(self.nodes)):
                 if other != e.node:
-                    per_node[other].append(f"route add {e.ip}/32 via {FABRIC_NET}.{e.node + 1} dev fabric "
-                                           f"proto {ROUTE_PROTO}")
+                    per_node[other].append(
+                        f"route add {e.ip}/32 via {FABRIC_NET}.{e.node + 1} dev fabric proto {ROUTE_PROTO}"
+                    )
         for i, cmds in per_node.items():
             if cmds:
                 run(["ip", "-n", self.nodes[i], "-batch", "-"], stdin="\n".join(cmds) + "\n")
         for _, e in added:
-            cmds = ["link set lo up", "link set eth0 up", f"addr add {e.ip}/32 dev eth0",
-                    f"route add {GATEWAY}/32 dev eth0 scope link", f"route add default via {GATEWAY} dev eth0"]
+            cmds = [
+                "link set lo up",
+                "link set eth0 up",
+                f"addr add {e.ip}/32 dev eth0",
+                f"route add {GATEWAY}/32 dev eth0 scope link",
+                f"route add default via {GATEWAY} dev eth0",
+            ]
             run(["ip", "-n", e.netns, "-batch", "-"], stdin="\n".join(cmds) + "\n")
         self._listen([e for _, e in added])
 
@@ -203,10 +228,20 @@ class Cluster:
         for i, node in enumerate(self.nodes):
             cmds = [f"link del {e.veth}" for e in self.endpoints.values() if e.node == i]
             if cmds:
-                subprocess.run(["ip", "-n", node, "-force", "-batch", "-"], input="\n".join(cmds) + "\n",
-                               capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False)
-            subprocess.run(["ip", "-n", node, "route", "flush", "proto", ROUTE_PROTO], capture_output=True,
-                           timeout=COMMAND_TIMEOUT, check=False)
+                subprocess.run(
+                    ["ip", "-n", node, "-force", "-batch", "-"],
+                    input="\n".join(cmds) + "\n",
+                    capture_output=True,
+                    text=True,
+                    timeout=COMMAND_TIMEOUT,
+                    check=False,
+                )
+            subprocess.run(
+                ["ip", "-n", node, "route", "flush", "proto", ROUTE_PROTO],
+                capture_output=True,
+                timeout=COMMAND_TIMEOUT,
+                check=False,
+            )
         for e in self.endpoints.values():
             subprocess.run(["ip", "netns", "del", e.netns], capture_output=True, timeout=COMMAND_TIMEOUT, check=False)
         self.endpoints.clear()
@@ -215,8 +250,9 @@ class Cluster:
         if self._acceptor is None:
             self._stop = threading.Event()
             self._selector = selectors.DefaultSelector()
-            self._acceptor = threading.Thread(target=self._accept_loop, args=(self._selector, self._stop),
-                                              name=f"{self.prefix}accept", daemon=True)
+            self._acceptor = threading.Thread(
+                target=self._accept_loop, args=(self._selector, self._stop), name=f"{self.prefix}accept", daemon=True
+            )
             self._acceptor.start()
         for e in endpoints:
             with in_netns(e.netns):
@@ -278,8 +314,10 @@ class Cluster:
         return out
 
     def chain_policies(self, node: int) -> dict[tuple[str, str], str]:
-        return {(c["table"], c["name"]): str(c.get("policy", "")) for c in
-                (i["chain"] for i in self.nft_json(node)["nftables"] if "chain" in i)}
+        return {
+            (c["table"], c["name"]): str(c.get("policy", ""))
+            for c in (i["chain"] for i in self.nft_json(node)["nftables"] if "chain" in i)
+        }
 
     def tables(self, node: int) -> list[str]:
         return [i["table"]["name"] for i in self.nft_json(node, "tables")["nftables"] if "table" in i]
@@ -302,8 +340,9 @@ class Cluster:
         finally:
             s.close()
 
-    def probe_pairs(self, pairs: Sequence[tuple[str, str]], *,
-                    timeout: float = CONNECT_TIMEOUT) -> dict[tuple[str, str], bool]:
+    def probe_pairs(
+        self, pairs: Sequence[tuple[str, str]], *, timeout: float = CONNECT_TIMEOUT
+    ) -> dict[tuple[str, str], bool]:
         """Probe many (src, dst) pairs concurrently with a bounded pool."""
         with ThreadPoolExecutor(max_workers=min(PROBE_WORKERS, max(1, len(pairs)))) as pool:
             results = list(pool.map(lambda p: self.probe(p[0], p[1], timeout=timeout), pairs))

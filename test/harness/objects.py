@@ -28,8 +28,17 @@ from liqosec.kube.client import ENDPOINT_SLICES, NAMESPACES, NODES, PODS, KubeCl
 REFS: dict[str, ResourceRef] = {
     r.kind: r
     for r in (
-        PODS, NODES, NAMESPACES, ENDPOINT_SLICES, SERVICES, CONFIGURATIONS, NETWORKS, NAMESPACE_OFFLOADINGS,
-        FOREIGN_CLUSTERS, PEERING_CONNECTIVITIES, FIREWALL_CONFIGURATIONS,
+        PODS,
+        NODES,
+        NAMESPACES,
+        ENDPOINT_SLICES,
+        SERVICES,
+        CONFIGURATIONS,
+        NETWORKS,
+        NAMESPACE_OFFLOADINGS,
+        FOREIGN_CLUSTERS,
+        PEERING_CONNECTIVITIES,
+        FIREWALL_CONFIGURATIONS,
     )
 }
 # Kinds whose status is a subresource: a create drops it, a status write sets it.
@@ -93,7 +102,9 @@ def apply(client: KubeClient, objects: Iterable[Mapping[str, Any]]) -> list[dict
     return out
 
 
-def set_status(client: KubeClient, ref: ResourceRef, live: Mapping[str, Any], status: Mapping[str, Any]) -> dict[str, Any]:
+def set_status(
+    client: KubeClient, ref: ResourceRef, live: Mapping[str, Any], status: Mapping[str, Any]
+) -> dict[str, Any]:
     for _ in range(5):
         try:
             return client.update_status(ref, {**dict(live), "status": dict(status)})
@@ -110,7 +121,11 @@ def remove(client: KubeClient, objects: Iterable[Mapping[str, Any]]) -> None:
     for obj in reversed([o for o in objects if o.get("kind") in REFS and o.get("kind") != "Namespace"]):
         meta = obj.get("metadata") or {}
         try:
-            client.delete(REFS[obj["kind"]], meta["name"], namespace=meta.get("namespace"),
-                          grace_seconds=0 if obj["kind"] == "Pod" else None)
+            client.delete(
+                REFS[obj["kind"]],
+                meta["name"],
+                namespace=meta.get("namespace"),
+                grace_seconds=0 if obj["kind"] == "Pod" else None,
+            )
         except errors.NotFound:
             pass

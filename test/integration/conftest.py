@@ -68,9 +68,11 @@ def local_pod_cidr(control_plane: ControlPlane) -> None:
     from liqosec.kube.client import RestKubeClient
 
     network = {
-        "apiVersion": "ipam.liqo.io/v1alpha1", "kind": "Network",
+        "apiVersion": "ipam.liqo.io/v1alpha1",
+        "kind": "Network",
         "metadata": {"name": "pod-cidr", "namespace": "liqo", "labels": {"ipam.liqo.io/network-type": "pod-cidr"}},
-        "spec": {"cidr": "10.1.0.0/16"}, "status": {"cidr": "10.1.0.0/16"},
+        "spec": {"cidr": "10.1.0.0/16"},
+        "status": {"cidr": "10.1.0.0/16"},
     }
     with control_plane.api_client() as api:
         apply(RestKubeClient(api), [network])

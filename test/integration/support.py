@@ -37,7 +37,8 @@ def wait_for(what: str, probe: Callable[[], T | None], *, timeout: float = 30.0,
 def offloaded_pod(name: str, ns: str, ip: str, peer: str) -> dict[str, Any]:
     """A running pod offloaded here by `peer`, holding `ip`."""
     return {
-        "apiVersion": "v1", "kind": "Pod",
+        "apiVersion": "v1",
+        "kind": "Pod",
         "metadata": {"name": name, "namespace": ns, "labels": {"offloading.liqo.io/origin": peer}},
         "spec": {"nodeName": "worker-1"},
         "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
@@ -60,7 +61,11 @@ def _rename(value: Any, old: str, new: str) -> Any:
 
 def example(name: str, *, peer: str, old_peer: str = "rome") -> list[dict[str, Any]]:
     """An example cluster with its peer renamed (and its app namespaces suffixed) so tests do not collide."""
-    objs = [o for o in load_objects([str(EXAMPLES / name)]) if not (o["kind"] == "Network" and o["metadata"]["namespace"] == "liqo")]
+    objs = [
+        o
+        for o in load_objects([str(EXAMPLES / name)])
+        if not (o["kind"] == "Network" and o["metadata"]["namespace"] == "liqo")
+    ]
     objs = _rename(copy.deepcopy(objs), old_peer, peer)
     suffix = peer
     for o in objs:
@@ -89,7 +94,9 @@ class Running:
 
 @contextmanager
 def running_controller(client: KubeClient, **options: Any) -> Iterator[Running]:
-    opts = Options(identity=options.pop("identity", f"test-{uuid.uuid4().hex[:6]}"), **{"leader_elect": False, **options})
+    opts = Options(
+        identity=options.pop("identity", f"test-{uuid.uuid4().hex[:6]}"), **{"leader_elect": False, **options}
+    )
     controller = Controller(client, opts, registry=CollectorRegistry())
     stop = threading.Event()
     result: list[Exit] = []

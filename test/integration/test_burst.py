@@ -6,11 +6,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from liqosec.controller.resources import FIREWALL_CONFIGURATIONS
+from support import example, offloaded_pod, running_controller, unique_peer, wait_for
+
 from harness.objects import apply, set_status
+from liqosec.controller.resources import FIREWALL_CONFIGURATIONS
 from liqosec.firewall.evaluate import Packet, node_accepts
 from liqosec.kube.client import PODS, KubeClient
-from support import example, offloaded_pod, running_controller, unique_peer, wait_for
 
 PODS_IN_BURST = 100
 CHANGES = 500
@@ -27,13 +28,24 @@ def test_500_pod_changes_lead_to_a_handful_of_writes(kube: KubeClient, local_pod
     apply(kube, example("provider-isolate-offloaded.yaml", peer=peer))
     live = apply(kube, [offloaded(i, ns, peer) for i in range(PODS_IN_BURST)])
     with running_controller(kube) as ctl:
-        wait_for("convergence", lambda: ctl.metric("liqosec_firewall_noop_writes_skipped_total", peering=key) >= 1, timeout=60)
-        writes_before = sum(ctl.metric("liqosec_firewall_writes_total", peering=key, operation=o) for o in ("create", "update"))
+        wait_for(
+            "convergence",
+            lambda: ctl.metric("liqosec_firewall_noop_writes_skipped_total", peering=key) >= 1,
+            timeout=60,
+        )
+        writes_before = sum(
+            ctl.metric("liqosec_firewall_writes_total", peering=key, operation=o) for o in ("create", "update")
+        )
 
         def move(n: int) -> None:
             pod = live[n % PODS_IN_BURST]
             ip = f"10.1.{150 + n // 250}.{1 + n % 250}"
-            set_status(kube, PODS, kube.get(PODS, pod["metadata"]["name"], namespace=ns), {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]})
+            set_status(
+                kube,
+                PODS,
+                kube.get(PODS, pod["metadata"]["name"], namespace=ns),
+                {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
+            )
 
         started = time.monotonic()
         with ThreadPoolExecutor(8) as pool:
@@ -47,6 +59,9 @@ def test_500_pod_changes_lead_to_a_handful_of_writes(kube: KubeClient, local_pod
 
         wait_for("the firewall to reach the final IPs", converged, timeout=60)
         time.sleep(1)
-        writes = sum(ctl.metric("liqosec_firewall_writes_total", peering=key, operation=o) for o in ("create", "update")) - writes_before
+        writes = (
+            sum(ctl.metric("liqosec_firewall_writes_total", peering=key, operation=o) for o in ("create", "update"))
+            - writes_before
+        )
         print(f"{CHANGES} pod changes in {burst_seconds:.1f}s -> {writes:.0f} FirewallConfiguration writes")
         assert 1 <= writes <= max(10, 3 * burst_seconds)

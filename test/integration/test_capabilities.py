@@ -7,13 +7,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from support import example, running_controller, unique_peer, wait_for
 
-from liqosec.controller.resources import CRDS, FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES
 from harness.objects import apply
+from liqosec.controller.resources import CRDS, FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES
 from liqosec.firewall.capabilities import FIREWALL_CRD_NAME
 from liqosec.kube import errors
 from liqosec.kube.client import KubeClient
-from support import example, running_controller, unique_peer, wait_for
 
 CTSTATE = {"type": "object", "properties": {"value": {"type": "array", "items": {"type": "string"}}}}
 
@@ -30,7 +30,9 @@ def _set_match_schema(kube: KubeClient, extra: dict[str, Any] | None) -> None:
         crd = kube.get(CRDS, FIREWALL_CRD_NAME)
         [version] = [v for v in crd["spec"]["versions"] if v["name"] == "v1beta1"]
         props = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["table"]["properties"]
-        match = props["chains"]["items"]["properties"]["rules"]["properties"]["filterRules"]["items"]["properties"]["match"]
+        match = props["chains"]["items"]["properties"]["rules"]["properties"]["filterRules"]["items"]["properties"][
+            "match"
+        ]
         if extra is None:
             match["items"]["properties"].pop("ctstate", None)
         else:
@@ -61,6 +63,7 @@ def test_a_ctstate_capability_appearing_makes_the_chain_stateful(
     ns = f"liqo-tenant-{peer}"
     apply(kube, example("mode-segregation-provider.yaml", peer=peer))
     with running_controller(kube):
+
         def chain(name: str) -> dict[str, Any] | None:
             try:
                 fc = kube.get(FIREWALL_CONFIGURATIONS, f"liqosec-{peer}", namespace=ns)

@@ -117,12 +117,26 @@ def test_chart_rbac_is_the_same_as_the_manifests(helm: str) -> None:
 
 
 def test_values_become_flags(helm: str) -> None:
-    objects = template(helm, "workers=7", "resync=120", "replicas=3", "logLevel=debug", "logFormat=console",
-                       "leaderElection.id=sec-lease", "extraArgs={--context=prod}")
+    objects = template(
+        helm,
+        "workers=7",
+        "resync=120",
+        "replicas=3",
+        "logLevel=debug",
+        "logFormat=console",
+        "leaderElection.id=sec-lease",
+        "extraArgs={--context=prod}",
+    )
     assert checks.one(objects, "Deployment")["spec"]["replicas"] == 3
     args = args_of(objects)
-    assert {"--workers=7", "--resync=120", "--log-level=debug", "--log-format=console",
-            "--leader-election-id=sec-lease", "--context=prod"} <= set(args)
+    assert {
+        "--workers=7",
+        "--resync=120",
+        "--log-level=debug",
+        "--log-format=console",
+        "--leader-election-id=sec-lease",
+        "--context=prod",
+    } <= set(args)
 
 
 def test_rendered_args_are_accepted_by_the_real_run_command(helm: str) -> None:
@@ -176,9 +190,16 @@ def test_metrics_service_can_be_turned_off(helm: str) -> None:
 
 
 def test_scheduling_values_reach_the_pod(helm: str) -> None:
-    objects = template(helm, "nodeSelector.role=infra", "tolerations[0].key=infra", "tolerations[0].operator=Exists",
-                       "priorityClassName=system-cluster-critical", "image.repository=liqosec", "image.tag=e2e",
-                       "image.pullPolicy=Never")
+    objects = template(
+        helm,
+        "nodeSelector.role=infra",
+        "tolerations[0].key=infra",
+        "tolerations[0].operator=Exists",
+        "priorityClassName=system-cluster-critical",
+        "image.repository=liqosec",
+        "image.tag=e2e",
+        "image.pullPolicy=Never",
+    )
     pod = checks.one(objects, "Deployment")["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"role": "infra"}
     assert pod["tolerations"] == [{"key": "infra", "operator": "Exists"}]
@@ -209,22 +230,48 @@ RBAC_TEST_NAMESPACE = "liqosec-rbac-check"
 def installed_chart(helm: str, control_plane: Any) -> Any:
     """The chart installed on the real API server (replicas 0: no kubelet here, and nothing should run)."""
     kubeconfig = str(control_plane.kubeconfig_path)
-    install = [helm, "upgrade", "--install", "liqosec", str(CHART), "--namespace", RBAC_TEST_NAMESPACE, "--create-namespace",
-               "--kubeconfig", kubeconfig, "--set", "replicas=0"]
+    install = [
+        helm,
+        "upgrade",
+        "--install",
+        "liqosec",
+        str(CHART),
+        "--namespace",
+        RBAC_TEST_NAMESPACE,
+        "--create-namespace",
+        "--kubeconfig",
+        kubeconfig,
+        "--set",
+        "replicas=0",
+    ]
     result = subprocess.run(install, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     yield control_plane
-    subprocess.run([helm, "uninstall", "liqosec", "--namespace", RBAC_TEST_NAMESPACE, "--kubeconfig", kubeconfig],
-                   capture_output=True, timeout=120)
-    subprocess.run(["kubectl", "--kubeconfig", kubeconfig, "delete", "namespace", RBAC_TEST_NAMESPACE, "--wait=false"],
-                   capture_output=True, timeout=60)
+    subprocess.run(
+        [helm, "uninstall", "liqosec", "--namespace", RBAC_TEST_NAMESPACE, "--kubeconfig", kubeconfig],
+        capture_output=True,
+        timeout=120,
+    )
+    subprocess.run(
+        ["kubectl", "--kubeconfig", kubeconfig, "delete", "namespace", RBAC_TEST_NAMESPACE, "--wait=false"],
+        capture_output=True,
+        timeout=60,
+    )
 
 
 def can_i(control_plane: Any, verb: str, group: str, resource: str, *, namespace: str | None) -> bool:
-    """The API server's own RBAC answer (SubjectAccessReview through `kubectl auth can-i`) for the chart's ServiceAccount."""
+    """The API server's own RBAC answer (a SubjectAccessReview, as `kubectl auth can-i`) for the chart's account."""
     name, _, sub = resource.partition("/")
-    cmd = ["kubectl", "--kubeconfig", str(control_plane.kubeconfig_path), "auth", "can-i", verb,
-           f"{name}.{group}" if group else name, f"--as=system:serviceaccount:{RBAC_TEST_NAMESPACE}:liqosec"]
+    cmd = [
+        "kubectl",
+        "--kubeconfig",
+        str(control_plane.kubeconfig_path),
+        "auth",
+        "can-i",
+        verb,
+        f"{name}.{group}" if group else name,
+        f"--as=system:serviceaccount:{RBAC_TEST_NAMESPACE}:liqosec",
+    ]
     cmd += [f"--subresource={sub}"] if sub else []
     cmd += ["-n", namespace] if namespace else ["-A"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=30)

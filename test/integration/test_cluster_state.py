@@ -62,8 +62,11 @@ def settled(kube: KubeClient, peer: str) -> str | None:
 
 def cluster_state_warnings(kube: KubeClient, peer: str) -> list[dict[str, Any]]:
     items = kube.list(EVENTS, tenant(peer), limit=500, continue_token=None)["items"]
-    return [e for e in items if e["type"] == "Warning" and e["reason"] == "InvalidClusterState"
-            and e["involvedObject"]["name"] == peer]
+    return [
+        e
+        for e in items
+        if e["type"] == "Warning" and e["reason"] == "InvalidClusterState" and e["involvedObject"]["name"] == peer
+    ]
 
 
 def problem_passes(run: Running, peer: str) -> float:
@@ -95,14 +98,21 @@ def test_host_bits_in_one_peers_configuration_stop_only_that_peering(
         set_remote_pod_cidr(kube, a, "10.71.0.1/16")
         bad = wait_for("A to report the Configuration", lambda: valid(kube, a, "False"))
         assert bad["reason"] == "InvalidClusterState"
-        assert bad["message"] == (f"Configuration {tenant(a)}/{a}: status.remote.cidr.pod[0]: '10.71.0.1/16' has host "
-                                  "bits set; the network is 10.71.0.0/16")
+        assert bad["message"] == (
+            f"Configuration {tenant(a)}/{a}: status.remote.cidr.pod[0]: '10.71.0.1/16' has host "
+            "bits set; the network is 10.71.0.0/16"
+        )
         ready = condition(kube, a, "Ready")
         assert ready["status"] == "False" and ready["message"].endswith("the last good FirewallConfiguration is kept")
 
         passes = problem_passes(run, a)
-        apply(kube, [offloaded_pod("cart-9", f"shop-{b}-{b}", "10.1.7.7", b),
-                     offloaded_pod("cart-9", f"shop-{a}-{a}", "10.1.7.8", a)])
+        apply(
+            kube,
+            [
+                offloaded_pod("cart-9", f"shop-{b}-{b}", "10.1.7.7", b),
+                offloaded_pod("cart-9", f"shop-{a}-{a}", "10.1.7.8", a),
+            ],
+        )
         wait_for("B's firewall to take its new pod", lambda: isolates(kube, b, "10.1.7.7"))
         wait_for("A to be looked at again while broken", lambda: problem_passes(run, a) > passes)
         assert firewall(kube, a)["metadata"]["resourceVersion"] == rv_a  # type: ignore[index]
@@ -136,8 +146,13 @@ def test_a_fault_compiling_one_peering_leaves_the_other_converging(
         bad = wait_for("A to report the fault", lambda: valid(kube, a, "False"))
         assert bad["reason"] == "InvalidClusterState"
         assert bad["message"] == f"compiling failed: RuntimeError: injected fault for {a}"
-        apply(kube, [offloaded_pod("cart-9", f"shop-{b}-{b}", "10.1.7.7", b),
-                     offloaded_pod("cart-10", f"shop-{a}-{a}", "10.1.7.9", a)])
+        apply(
+            kube,
+            [
+                offloaded_pod("cart-9", f"shop-{b}-{b}", "10.1.7.7", b),
+                offloaded_pod("cart-10", f"shop-{a}-{a}", "10.1.7.9", a),
+            ],
+        )
         wait_for("B's firewall to take its new pod", lambda: isolates(kube, b, "10.1.7.7"))
         wait_for("A to be looked at again", lambda: problem_passes(run, a) >= 2)
         assert firewall(kube, a)["metadata"]["resourceVersion"] == rv_a  # type: ignore[index]
@@ -156,7 +171,8 @@ def test_a_local_pod_cidr_with_host_bits_stops_every_peering_until_removed(
 ) -> None:
     a, b = two_peerings
     bad_network = {
-        "apiVersion": "ipam.liqo.io/v1alpha1", "kind": "Network",
+        "apiVersion": "ipam.liqo.io/v1alpha1",
+        "kind": "Network",
         "metadata": {"name": f"bad-{a}", "namespace": "liqo", "labels": {"ipam.liqo.io/network-type": "pod-cidr"}},
         "spec": {"cidr": "10.1.0.5/16"},
     }
@@ -166,8 +182,9 @@ def test_a_local_pod_cidr_with_host_bits_stops_every_peering_until_removed(
             apply(kube, [bad_network])
             for p in (a, b):
                 bad = wait_for(f"{p} to report the Network", lambda p=p: valid(kube, p, "False"))  # type: ignore[misc]
-                assert bad["message"] == (f"Network liqo/bad-{a}: spec.cidr: '10.1.0.5/16' has host bits set; "
-                                          "the network is 10.1.0.0/16")
+                assert bad["message"] == (
+                    f"Network liqo/bad-{a}: spec.cidr: '10.1.0.5/16' has host bits set; the network is 10.1.0.0/16"
+                )
                 assert firewall(kube, p)["metadata"]["resourceVersion"] == rvs[p]  # type: ignore[index]
         finally:
             kube.delete(NETWORKS, f"bad-{a}", namespace="liqo")
@@ -185,12 +202,25 @@ def test_unusual_but_legal_objects_are_no_error(kube: KubeClient, local_pod_cidr
     no_ip = offloaded_pod("pending", shop, "", c)
     no_ip["status"] = {"phase": "Pending"}
     objs += [
-        v6, no_ip,
-        {"apiVersion": "networking.liqo.io/v1beta1", "kind": "Configuration",
-         "metadata": {"name": c, "namespace": tenant(c)}, "spec": {}},
-        {"apiVersion": "ipam.liqo.io/v1alpha1", "kind": "Network",
-         "metadata": {"name": f"{c}-pod", "namespace": tenant(c), "labels": {"configuration.liqo.io/cidr-type": "pod"}},
-         "spec": {"cidr": "10.200.0.0/16"}, "status": {"cidr": "10.71.0.0/16"}},
+        v6,
+        no_ip,
+        {
+            "apiVersion": "networking.liqo.io/v1beta1",
+            "kind": "Configuration",
+            "metadata": {"name": c, "namespace": tenant(c)},
+            "spec": {},
+        },
+        {
+            "apiVersion": "ipam.liqo.io/v1alpha1",
+            "kind": "Network",
+            "metadata": {
+                "name": f"{c}-pod",
+                "namespace": tenant(c),
+                "labels": {"configuration.liqo.io/cidr-type": "pod"},
+            },
+            "spec": {"cidr": "10.200.0.0/16"},
+            "status": {"cidr": "10.71.0.0/16"},
+        },
     ]
     apply(kube, objs)
     with running_controller(kube):

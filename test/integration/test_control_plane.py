@@ -42,21 +42,30 @@ def firewall_configuration(name: str) -> dict[str, Any]:
                 "name": "liqosec-test",
                 "family": "INET",
                 "alsoNotAField": 1,
-                "chains": [{
-                    "name": "forward", "hook": "forward", "policy": "accept", "type": "filter",
-                    "priority": 0,
-                    "rules": {"filterRules": [{
-                        "name": "drop-one", "action": "drop",
-                        "match": [{"op": "eq", "ip": {"position": "src", "value": "10.1.0.1"}}],
-                    }]},
-                }],
+                "chains": [
+                    {
+                        "name": "forward",
+                        "hook": "forward",
+                        "policy": "accept",
+                        "type": "filter",
+                        "priority": 0,
+                        "rules": {
+                            "filterRules": [
+                                {
+                                    "name": "drop-one",
+                                    "action": "drop",
+                                    "match": [{"op": "eq", "ip": {"position": "src", "value": "10.1.0.1"}}],
+                                }
+                            ]
+                        },
+                    }
+                ],
             },
         },
     }
 
 
-def test_liqo_firewallconfiguration_round_trips_with_unknown_fields_pruned(
-        kube_api: Any, namespace: str) -> None:
+def test_liqo_firewallconfiguration_round_trips_with_unknown_fields_pruned(kube_api: Any, namespace: str) -> None:
     custom = client.CustomObjectsApi(kube_api)
     args = ("networking.liqo.io", "v1beta1", namespace, "firewallconfigurations")
     custom.create_namespaced_custom_object(*args, firewall_configuration("fw"))
@@ -73,9 +82,9 @@ def test_liqo_firewallconfiguration_round_trips_with_unknown_fields_pruned(
 
 def _first_watch_event(kube_api: Any, namespace: str, rv: str) -> dict[str, Any]:
     core = client.CoreV1Api(kube_api)
-    resp = core.list_namespaced_config_map(namespace, watch=True, resource_version=rv,
-                                           timeout_seconds=WATCH_TIMEOUT_S,
-                                           _preload_content=False)
+    resp = core.list_namespaced_config_map(
+        namespace, watch=True, resource_version=rv, timeout_seconds=WATCH_TIMEOUT_S, _preload_content=False
+    )
     buffer = b""
     try:
         # Chunks are not lines: one chunk may hold several events or part of one.
@@ -89,8 +98,7 @@ def _first_watch_event(kube_api: Any, namespace: str, rv: str) -> dict[str, Any]
     raise AssertionError(f"watch closed without a complete event: {buffer!r}")
 
 
-def test_watch_from_before_compaction_gets_410_gone(
-        control_plane: ControlPlane, kube_api: Any, namespace: str) -> None:
+def test_watch_from_before_compaction_gets_410_gone(control_plane: ControlPlane, kube_api: Any, namespace: str) -> None:
     core = client.CoreV1Api(kube_api)
     cm = core.create_namespaced_config_map(namespace, {"metadata": {"name": "c"}, "data": {"n": "0"}})
     old_rv = cm.metadata.resource_version
@@ -114,11 +122,17 @@ def test_watch_from_before_compaction_gets_410_gone(
 def test_deleting_owner_garbage_collects_dependent(kube_api: Any, namespace: str) -> None:
     core = client.CoreV1Api(kube_api)
     owner = core.create_namespaced_config_map(namespace, {"metadata": {"name": "owner"}})
-    core.create_namespaced_config_map(namespace, {"metadata": {
-        "name": "dependent",
-        "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner",
-                             "uid": owner.metadata.uid}],
-    }})
+    core.create_namespaced_config_map(
+        namespace,
+        {
+            "metadata": {
+                "name": "dependent",
+                "ownerReferences": [
+                    {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.metadata.uid}
+                ],
+            }
+        },
+    )
 
     assert core.read_namespaced_config_map("dependent", namespace).metadata.owner_references
     core.delete_namespaced_config_map("owner", namespace)
@@ -134,8 +148,7 @@ def test_deleting_owner_garbage_collects_dependent(kube_api: Any, namespace: str
     pytest.fail(f"dependent ConfigMap still present {GC_TIMEOUT_S} s after its owner was deleted")
 
 
-def test_restart_apiserver_keeps_data(
-        control_plane: ControlPlane, kube_api: Any, namespace: str) -> None:
+def test_restart_apiserver_keeps_data(control_plane: ControlPlane, kube_api: Any, namespace: str) -> None:
     core = client.CoreV1Api(kube_api)
     core.create_namespaced_config_map(namespace, {"metadata": {"name": "kept"}, "data": {"k": "v"}})
 

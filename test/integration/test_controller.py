@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from liqosec.controller.resources import FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES
+from support import example, offloaded_pod, running_controller, unique_peer, wait_for
+
 from harness.objects import apply, set_status
+from liqosec.controller.resources import FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES
 from liqosec.firewall.evaluate import Packet, node_accepts
 from liqosec.kube import errors
 from liqosec.kube.client import PODS, KubeClient
-from support import example, offloaded_pod, running_controller, unique_peer, wait_for
 
 ROME_POD = "10.71.9.9"
 
@@ -54,19 +55,35 @@ def test_firewall_appears_and_follows_pods(kube: KubeClient, kube_api: Any, loca
 
         ns = f"shop-{peer}-{peer}"
         apply(kube, [offloaded_pod("cart-2", ns, "10.1.7.7", peer)])
-        wait_for("the new offloaded pod to be isolated", lambda: not accepts(firewall(kube, peer) or fc, "10.1.7.7", "10.1.1.10"))
+        wait_for(
+            "the new offloaded pod to be isolated",
+            lambda: not accepts(firewall(kube, peer) or fc, "10.1.7.7", "10.1.1.10"),
+        )
 
         live = kube.get(PODS, "cart-2", namespace=ns)
         set_status(kube, PODS, live, {"phase": "Running", "podIP": "10.1.8.8", "podIPs": [{"ip": "10.1.8.8"}]})
-        wait_for("the firewall to follow the IP change", lambda: (f := firewall(kube, peer)) and accepts(f, "10.1.7.7", "10.1.1.10") and not accepts(f, "10.1.8.8", "10.1.1.10"))
+        wait_for(
+            "the firewall to follow the IP change",
+            lambda: (
+                (f := firewall(kube, peer))
+                and accepts(f, "10.1.7.7", "10.1.1.10")
+                and not accepts(f, "10.1.8.8", "10.1.1.10")
+            ),
+        )
 
         live = kube.get(PODS, "cart-2", namespace=ns)
         live["metadata"]["labels"] = {}
         kube.update(PODS, live)
-        wait_for("a relabelled pod to leave the group", lambda: (f := firewall(kube, peer)) and accepts(f, "10.1.8.8", "10.1.1.10"))
+        wait_for(
+            "a relabelled pod to leave the group",
+            lambda: (f := firewall(kube, peer)) and accepts(f, "10.1.8.8", "10.1.1.10"),
+        )
 
         force_delete_pod(kube_api, "cart-0", ns)
-        wait_for("a deleted pod to leave the group", lambda: (f := firewall(kube, peer)) and accepts(f, "10.1.5.10", "10.1.1.10"))
+        wait_for(
+            "a deleted pod to leave the group",
+            lambda: (f := firewall(kube, peer)) and accepts(f, "10.1.5.10", "10.1.1.10"),
+        )
 
 
 def test_deleting_the_peering_removes_its_firewall(kube: KubeClient, local_pod_cidr: None) -> None:
@@ -83,9 +100,13 @@ def test_orphaned_firewall_is_removed(kube: KubeClient, local_pod_cidr: None) ->
     objs = example("quick-start.yaml", peer=peer)
     apply(kube, [o for o in objs if o["kind"] != "PeeringConnectivity"])
     orphan = {
-        "apiVersion": "networking.liqo.io/v1beta1", "kind": "FirewallConfiguration",
-        "metadata": {"name": f"liqosec-{peer}", "namespace": f"liqo-tenant-{peer}", "labels": {
-            "app.kubernetes.io/managed-by": "liqosec", "security.liqo.io/peering-connectivity": peer}},
+        "apiVersion": "networking.liqo.io/v1beta1",
+        "kind": "FirewallConfiguration",
+        "metadata": {
+            "name": f"liqosec-{peer}",
+            "namespace": f"liqo-tenant-{peer}",
+            "labels": {"app.kubernetes.io/managed-by": "liqosec", "security.liqo.io/peering-connectivity": peer},
+        },
         "spec": {"table": {"name": f"liqosec-{peer}", "family": "IPV4", "chains": []}},
     }
     apply(kube, [orphan])

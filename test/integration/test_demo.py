@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import io
 
-from harness.demo import demo
 from test_leader_election import free_port
+
+from harness.demo import demo
 
 
 def test_demo_converges_and_reports_both_peerings(control_plane: object) -> None:
     out = io.StringIO()
-    code = demo(out=out, once=True, metrics_address=f"127.0.0.1:{free_port()}", probe_address=f"127.0.0.1:{free_port()}")
+    code = demo(
+        out=out, once=True, metrics_address=f"127.0.0.1:{free_port()}", probe_address=f"127.0.0.1:{free_port()}"
+    )
     text = out.getvalue()
     assert code == 0, text
     assert "liqo-tenant-rome/rome -> FirewallConfiguration liqosec-rome" in text

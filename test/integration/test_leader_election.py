@@ -12,11 +12,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from liqosec.controller.resources import FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES
+from support import example, unique_peer, wait_for
+
 from harness.objects import apply, ensure_namespace
+from liqosec.controller.resources import FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES
 from liqosec.kube import errors
 from liqosec.kube.client import LEASES, KubeClient
-from support import example, unique_peer, wait_for
 
 LEASE_SECONDS = 15
 
@@ -28,13 +29,26 @@ def free_port() -> int:
 
 
 @contextmanager
-def instance(kubeconfig: str, identity: str, lease_ns: str, lease_id: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+def instance(
+    kubeconfig: str, identity: str, lease_ns: str, lease_id: str
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "liqosec.cli", "run", f"--kubeconfig={kubeconfig}", f"--identity={identity}",
-         f"--leader-election-namespace={lease_ns}", f"--leader-election-id={lease_id}",
-         f"--metrics-bind-address=127.0.0.1:{port}", "--health-probe-bind-address=0", "--log-format=json"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "liqosec.cli",
+            "run",
+            f"--kubeconfig={kubeconfig}",
+            f"--identity={identity}",
+            f"--leader-election-namespace={lease_ns}",
+            f"--leader-election-id={lease_id}",
+            f"--metrics-bind-address=127.0.0.1:{port}",
+            "--health-probe-bind-address=0",
+            "--log-format=json",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         yield proc, port
@@ -73,18 +87,30 @@ def test_one_leader_writes_and_a_standby_takes_over(control_plane: Any, kube: Ku
     ensure_namespace(kube, lease_ns)
     apply(kube, example("quick-start.yaml", peer=peer))
     kubeconfig = str(control_plane.kubeconfig_path)
-    with instance(kubeconfig, "alpha", lease_ns, lease_id) as (a, a_port), instance(kubeconfig, "beta", lease_ns, lease_id) as (b, b_port):
+    with (
+        instance(kubeconfig, "alpha", lease_ns, lease_id) as (a, a_port),
+        instance(kubeconfig, "beta", lease_ns, lease_id) as (b, b_port),
+    ):
         leader = wait_for("a leader", lambda: holder(kube, lease_ns, lease_id), timeout=60)
         wait_for("the firewall", lambda: _exists(kube, peer), timeout=60)
         ports = {"alpha": a_port, "beta": b_port}
         procs = {"alpha": a, "beta": b}
         standby = "beta" if leader == "alpha" else "alpha"
         wait_for("the leader's write in its metrics", lambda: writes(ports[leader], key) >= 1, timeout=30)
-        assert wait_for("the standby's metrics", lambda: writes(ports[standby], key) >= 0 and [writes(ports[standby], key)])[0] == 0
+        assert (
+            wait_for(
+                "the standby's metrics", lambda: writes(ports[standby], key) >= 0 and [writes(ports[standby], key)]
+            )[0]
+            == 0
+        )
 
         procs[leader].send_signal(signal.SIGKILL)  # a crash: the lease is not released
         killed = time.monotonic()
-        wait_for("the standby to take the lease", lambda: holder(kube, lease_ns, lease_id) == standby, timeout=LEASE_SECONDS + 15)
+        wait_for(
+            "the standby to take the lease",
+            lambda: holder(kube, lease_ns, lease_id) == standby,
+            timeout=LEASE_SECONDS + 15,
+        )
         takeover = time.monotonic() - killed
         print(f"takeover after {takeover:.1f}s (lease {LEASE_SECONDS}s)")
         assert takeover <= LEASE_SECONDS + 2 * 2 + 3  # lease + two retry periods + scheduling slack

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 
-from liqosec.controller.resources import FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES
-from harness.objects import apply
-from liqosec.kube.client import KubeClient
 from support import example, running_controller, unique_peer, wait_for
+
+from harness.objects import apply
+from liqosec.controller.resources import FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES
+from liqosec.kube.client import KubeClient
 
 
 def versions(kube: KubeClient, peer: str) -> tuple[str, str]:
@@ -32,7 +33,10 @@ def test_no_writes_after_convergence_resync_and_restart(kube: KubeClient, local_
         assert first.metric("liqosec_firewall_writes_total", peering=key, operation="update") == writes
         assert versions(kube, peer) == before
     with running_controller(kube) as second:
-        wait_for("the restarted controller to look", lambda: second.metric("liqosec_firewall_noop_writes_skipped_total", peering=key) >= 1)
+        wait_for(
+            "the restarted controller to look",
+            lambda: second.metric("liqosec_firewall_noop_writes_skipped_total", peering=key) >= 1,
+        )
         time.sleep(1)
         assert versions(kube, peer) == before
         for op in ("create", "update", "delete"):

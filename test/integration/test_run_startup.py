@@ -40,8 +40,11 @@ def free_port() -> int:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "POD_NAME",
-                                                             "POD_NAMESPACE")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "POD_NAME", "POD_NAMESPACE")
+    }
     return {**env, **extra}
 
 
@@ -51,9 +54,23 @@ def test_credentials_the_api_server_refuses(control_plane: ControlPlane, tmp_pat
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(yaml.safe_dump(config))
     result = subprocess.run(
-        [sys.executable, "-m", "liqosec", "run", "--kubeconfig", str(kubeconfig), "--no-leader-elect",
-         "--metrics-bind-address", "0", "--health-probe-bind-address", "0"],
-        capture_output=True, text=True, timeout=60, env=clean_env(),
+        [
+            sys.executable,
+            "-m",
+            "liqosec",
+            "run",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--no-leader-elect",
+            "--metrics-bind-address",
+            "0",
+            "--health-probe-bind-address",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(),
     )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.splitlines() == [
@@ -87,20 +104,41 @@ def test_a_missing_crd_keeps_it_running_unready_until_installed(bare_control_pla
         ensure_namespace(kube, "liqo")
         probe = free_port()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "liqosec", "run", "--kubeconfig", str(cp.kubeconfig_path), "--no-leader-elect",
-             "--metrics-bind-address", "0", "--health-probe-bind-address", f"127.0.0.1:{probe}",
-             "--log-format", "json"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "liqosec",
+                "run",
+                "--kubeconfig",
+                str(cp.kubeconfig_path),
+                "--no-leader-elect",
+                "--metrics-bind-address",
+                "0",
+                "--health-probe-bind-address",
+                f"127.0.0.1:{probe}",
+                "--log-format",
+                "json",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
             env=clean_env(POD_NAME="liqosec-0", POD_NAMESPACE="liqo"),
         )
         try:
             code = wait_for("/readyz to answer", lambda: readyz(probe)[0])
             assert code == 503
-            wait_for("/readyz to name the missing CRD",
-                     lambda: readyz(probe) == (503, f"waiting for CustomResourceDefinitions: {OUR_CRD}"))
-            events = wait_for("an Event on the controller's Pod", lambda: [
-                e for e in kube.list(EVENTS, "liqo", limit=50, continue_token=None)["items"]
-                if e["reason"] == "CustomResourceDefinitionMissing"])
+            wait_for(
+                "/readyz to name the missing CRD",
+                lambda: readyz(probe) == (503, f"waiting for CustomResourceDefinitions: {OUR_CRD}"),
+            )
+            events = wait_for(
+                "an Event on the controller's Pod",
+                lambda: [
+                    e
+                    for e in kube.list(EVENTS, "liqo", limit=50, continue_token=None)["items"]
+                    if e["reason"] == "CustomResourceDefinitionMissing"
+                ],
+            )
             [event] = events
             assert event["type"] == "Warning" and event["involvedObject"]["kind"] == "Pod"
             assert event["involvedObject"]["name"] == "liqosec-0"

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from liqosec.controller.resources import FIREWALL_CONFIGURATIONS
+from support import example, offloaded_pod, running_controller, unique_peer, wait_for
+
 from harness.objects import apply
+from liqosec.controller.resources import FIREWALL_CONFIGURATIONS
 from liqosec.firewall.evaluate import Packet, node_accepts
 from liqosec.kube import errors
 from liqosec.kube.client import KubeClient, ResourceRef
-from support import example, offloaded_pod, running_controller, unique_peer, wait_for
-
 
 CONFIGMAPS = ResourceRef("", "v1", "configmaps", True, "ConfigMap")
 
@@ -37,7 +37,9 @@ def test_converges_through_compaction_and_an_api_server_restart(
         wait_for("the first new pod isolated", lambda: isolated(kube, peer, "10.1.40.1"))
         # Move etcd past the pod watch's last revision, then compact that history away:
         # the pod watch must resume from a revision that no longer exists.
-        kube.create(CONFIGMAPS, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bump", "namespace": ns}})
+        kube.create(
+            CONFIGMAPS, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bump", "namespace": ns}}
+        )
         control_plane.compact_etcd()
         control_plane.restart_apiserver()  # kills every watch; they resume from a compacted revision
         apply(kube, [offloaded_pod("after-1", ns, "10.1.40.2", peer)])
@@ -45,4 +47,8 @@ def test_converges_through_compaction_and_an_api_server_restart(
         assert ctl.metric("liqosec_watch_restarts_total", resource="pods") > restarts
         print("pods relists", relists, "->", ctl.metric("liqosec_informer_relists_total", resource="pods"))
         # A watch resumed from a compacted revision gets 410 Gone and must relist.
-        wait_for("a relist after 410 Gone", lambda: ctl.metric("liqosec_informer_relists_total", resource="pods") > relists, timeout=60)
+        wait_for(
+            "a relist after 410 Gone",
+            lambda: ctl.metric("liqosec_informer_relists_total", resource="pods") > relists,
+            timeout=60,
+        )

@@ -18,7 +18,7 @@ import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -26,8 +26,8 @@ from prometheus_client import CollectorRegistry
 from liqosec.controller.events import EventRecorder
 from liqosec.controller.metrics import ControllerMetrics
 from liqosec.controller.reconcile import Reconciler
-from liqosec.controller.retire import FINALIZER
 from liqosec.controller.resources import StoreView, watched_resources
+from liqosec.controller.retire import FINALIZER
 from liqosec.firewall.capabilities import STATELESS, Capabilities
 from liqosec.kube import errors
 from liqosec.kube.client import EVENTS, JsonDict, JsonPatch, PatchType, ResourceRef
@@ -169,8 +169,9 @@ class FakeKubeClient:
         self.objects[key] = obj
         self._bump(key[0], event, obj)
 
-    def _record(self, verb: str, ref: ResourceRef, namespace: str | None, name: str, body: Any = None,
-                sub: str = "") -> None:
+    def _record(
+        self, verb: str, ref: ResourceRef, namespace: str | None, name: str, body: Any = None, sub: str = ""
+    ) -> None:
         resource = ref.plural + (f"/{sub}" if sub else "")
         self.actions.append(Action(verb, resource, namespace or "", name, copy.deepcopy(body)))
         for i, (f_verb, f_plural, err) in enumerate(self._failures):
@@ -185,16 +186,34 @@ class FakeKubeClient:
         return found
 
     # ----- KubeClient -----
-    def list(self, ref: ResourceRef, namespace: str | None = None, *, limit: int, continue_token: str | None,
-             label_selector: str | None = None) -> JsonDict:
+    def list(
+        self,
+        ref: ResourceRef,
+        namespace: str | None = None,
+        *,
+        limit: int,
+        continue_token: str | None,
+        label_selector: str | None = None,
+    ) -> JsonDict:
         with self._lock:
             self._record("list", ref, namespace, "")
-            items = [o for o in self.of(ref) if (not namespace or _meta(o).get("namespace") == namespace)
-                     and _selected(o, label_selector)]
+            items = [
+                o
+                for o in self.of(ref)
+                if (not namespace or _meta(o).get("namespace") == namespace) and _selected(o, label_selector)
+            ]
             return {"items": items, "metadata": {"resourceVersion": str(self._rv)}}
 
-    def watch(self, ref: ResourceRef, namespace: str | None = None, *, resource_version: str, timeout_seconds: int,
-              allow_bookmarks: bool = True, label_selector: str | None = None) -> _Stream:
+    def watch(
+        self,
+        ref: ResourceRef,
+        namespace: str | None = None,
+        *,
+        resource_version: str,
+        timeout_seconds: int,
+        allow_bookmarks: bool = True,
+        label_selector: str | None = None,
+    ) -> _Stream:
         with self._lock:
             self._record("watch", ref, namespace, "")
             stream = _Stream(self, ref.plural, namespace, int(resource_version or 0), label_selector)
@@ -228,8 +247,11 @@ class FakeKubeClient:
             self._record(verb, ref, meta.get("namespace"), str(meta.get("name")), obj, sub="status" if status else "")
             live = self._live(ref, str(meta["name"]), meta.get("namespace"))
             if str(meta.get("resourceVersion")) != _meta(live)["resourceVersion"]:
-                raise errors.Conflict(409, "Conflict", "the object has been modified; please apply your changes "
-                                                       "to the latest version and try again")
+                raise errors.Conflict(
+                    409,
+                    "Conflict",
+                    "the object has been modified; please apply your changes to the latest version and try again",
+                )
             new = copy.deepcopy(live)
             if status:
                 new["status"] = copy.deepcopy(obj.get("status"))
@@ -248,8 +270,15 @@ class FakeKubeClient:
     def update_status(self, ref: ResourceRef, obj: JsonDict) -> JsonDict:
         return self._replace("update_status", ref, obj, status=True)
 
-    def patch(self, ref: ResourceRef, name: str, body: JsonDict | JsonPatch, *, namespace: str | None = None,
-              patch_type: PatchType = "merge") -> JsonDict:
+    def patch(
+        self,
+        ref: ResourceRef,
+        name: str,
+        body: JsonDict | JsonPatch,
+        *,
+        namespace: str | None = None,
+        patch_type: PatchType = "merge",
+    ) -> JsonDict:
         """A merge patch of metadata only (the controller patches nothing else): finalizers, labels."""
         if patch_type != "merge" or not isinstance(body, dict) or set(body) != {"metadata"}:
             raise NotImplementedError("the controller merge-patches metadata only")
@@ -259,8 +288,11 @@ class FakeKubeClient:
             wanted = dict(body["metadata"])
             version = wanted.pop("resourceVersion", None)
             if version is not None and str(version) != _meta(live)["resourceVersion"]:
-                raise errors.Conflict(409, "Conflict", "the object has been modified; please apply your changes "
-                                                       "to the latest version and try again")
+                raise errors.Conflict(
+                    409,
+                    "Conflict",
+                    "the object has been modified; please apply your changes to the latest version and try again",
+                )
             new = copy.deepcopy(live)
             new["metadata"] = {**_meta(live), **copy.deepcopy(wanted)}
             if _meta(new).get("deletionTimestamp") and not _meta(new).get("finalizers"):
@@ -270,8 +302,9 @@ class FakeKubeClient:
             self._store((ref.plural, namespace or "", name), new, "MODIFIED")
             return copy.deepcopy(new)
 
-    def delete(self, ref: ResourceRef, name: str, *, namespace: str | None = None,
-               grace_seconds: int | None = None) -> JsonDict:
+    def delete(
+        self, ref: ResourceRef, name: str, *, namespace: str | None = None, grace_seconds: int | None = None
+    ) -> JsonDict:
         with self._lock:
             self._record("delete", ref, namespace, name)
             gone = self._live(ref, name, namespace)
@@ -307,19 +340,24 @@ class Fixture:
         self.registry = CollectorRegistry()
         self.metrics = ControllerMetrics(self.registry, workers=1)
         self.view = StoreView(self.stores)
-        self.now = datetime(2026, 1, 2, tzinfo=timezone.utc)
+        self.now = datetime(2026, 1, 2, tzinfo=UTC)
         self.reconciler = Reconciler(
-            client=self.client, view=self.view, capabilities=lambda: self.capabilities,
-            recorder=EventRecorder(self.client, instance="unit"), metrics=self.metrics,
-            retire_grace=RETIRE_GRACE, now=lambda: self.now,
+            client=self.client,
+            view=self.view,
+            capabilities=lambda: self.capabilities,
+            recorder=EventRecorder(self.client, instance="unit"),
+            metrics=self.metrics,
+            retire_grace=RETIRE_GRACE,
+            now=lambda: self.now,
         )
 
     def sync(self) -> None:
         """Informers catch up: every store becomes the server's collection (through its transform and selector)."""
         for kind, store in self.stores.items():
             selector = self.watched[kind].label_selector
-            store.replace([o for o in self.client.of(ref_of(kind)) if _selected(o, selector)],
-                          self.client.resource_version)
+            store.replace(
+                [o for o in self.client.of(ref_of(kind)) if _selected(o, selector)], self.client.resource_version
+            )
 
     def seed(self, *objects: JsonDict, sync: bool = True) -> None:
         for obj in objects:
@@ -351,34 +389,54 @@ def tenant(peer: str) -> JsonDict:
 
 
 def local_network(cidr: str = "10.1.0.0/16", name: str = "pod-cidr", ns: str = "liqo") -> JsonDict:
-    return {"apiVersion": "ipam.liqo.io/v1alpha1", "kind": "Network",
-            "metadata": {"name": name, "namespace": ns, "labels": {"ipam.liqo.io/network-type": "pod-cidr"}},
-            "spec": {"cidr": cidr}, "status": {"cidr": cidr}}
+    return {
+        "apiVersion": "ipam.liqo.io/v1alpha1",
+        "kind": "Network",
+        "metadata": {"name": name, "namespace": ns, "labels": {"ipam.liqo.io/network-type": "pod-cidr"}},
+        "spec": {"cidr": cidr},
+        "status": {"cidr": cidr},
+    }
 
 
 def remote_network(peer: str, cidr: str) -> JsonDict:
     """A peer's remapped pod CIDR as a tenant Network (read when no Configuration says it)."""
-    return {"apiVersion": "ipam.liqo.io/v1alpha1", "kind": "Network",
-            "metadata": {"name": f"{peer}-pod", "namespace": f"liqo-tenant-{peer}",
-                         "labels": {"configuration.liqo.io/cidr-type": "pod"}},
-            "spec": {"cidr": "10.200.0.0/16"}, "status": {"cidr": cidr}}
+    return {
+        "apiVersion": "ipam.liqo.io/v1alpha1",
+        "kind": "Network",
+        "metadata": {
+            "name": f"{peer}-pod",
+            "namespace": f"liqo-tenant-{peer}",
+            "labels": {"configuration.liqo.io/cidr-type": "pod"},
+        },
+        "spec": {"cidr": "10.200.0.0/16"},
+        "status": {"cidr": cidr},
+    }
 
 
 def configuration(peer: str, *pod_cidrs: str) -> JsonDict:
-    return {"apiVersion": "networking.liqo.io/v1beta1", "kind": "Configuration",
-            "metadata": {"name": peer, "namespace": f"liqo-tenant-{peer}"},
-            "spec": {"remote": {"cidr": {"pod": ["10.200.0.0/16"]}}},
-            "status": {"remote": {"cidr": {"pod": list(pod_cidrs)}}}}
+    return {
+        "apiVersion": "networking.liqo.io/v1beta1",
+        "kind": "Configuration",
+        "metadata": {"name": peer, "namespace": f"liqo-tenant-{peer}"},
+        "spec": {"remote": {"cidr": {"pod": ["10.200.0.0/16"]}}},
+        "status": {"remote": {"cidr": {"pod": list(pod_cidrs)}}},
+    }
 
 
-def pod(name: str, ns: str, ip: str | None, *, origin: str | None = None, node: str = "worker-1",
-        **labels: str) -> JsonDict:
+def pod(
+    name: str, ns: str, ip: str | None, *, origin: str | None = None, node: str = "worker-1", **labels: str
+) -> JsonDict:
     all_labels = {**labels, **({"offloading.liqo.io/origin": origin} if origin else {})}
     status: JsonDict = {"phase": "Running"}
     if ip:
         status.update(podIP=ip, podIPs=[{"ip": ip}])
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns, "labels": all_labels},
-            "spec": {"nodeName": node}, "status": status}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "labels": all_labels},
+        "spec": {"nodeName": node},
+        "status": status,
+    }
 
 
 def node(name: str, **labels: str) -> JsonDict:
@@ -394,8 +452,12 @@ def peering(name: str, ns: str, rules: list[JsonDict], *, finalized: bool = True
     meta: JsonDict = {"name": name, "namespace": ns}
     if finalized:
         meta["finalizers"] = [FINALIZER]
-    return {"apiVersion": "security.liqo.io/v1", "kind": "PeeringConnectivity", "metadata": meta,
-            "spec": {"rules": rules, **spec}}
+    return {
+        "apiVersion": "security.liqo.io/v1",
+        "kind": "PeeringConnectivity",
+        "metadata": meta,
+        "spec": {"rules": rules, **spec},
+    }
 
 
 ISOLATE = [{"source": {"group": "offloaded"}, "destination": {"group": "remote-cluster"}, "action": "deny"}]
@@ -406,8 +468,12 @@ def cluster(*peers: str) -> list[JsonDict]:
     objs = [local_network()]
     for i, peer in enumerate(peers):
         ns = f"liqo-tenant-{peer}"
-        objs += [tenant(peer), configuration(peer, f"10.7{i}.0.0/16"),
-                 pod(f"{peer}-0", f"shop-{peer}", f"10.1.{10 + i}.10", origin=peer), peering(peer, ns, ISOLATE)]
+        objs += [
+            tenant(peer),
+            configuration(peer, f"10.7{i}.0.0/16"),
+            pod(f"{peer}-0", f"shop-{peer}", f"10.1.{10 + i}.10", origin=peer),
+            peering(peer, ns, ISOLATE),
+        ]
     return objs
 
 

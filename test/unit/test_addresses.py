@@ -40,9 +40,7 @@ def test_membership() -> None:
     assert "10.0.1.0" not in s and "192.168.1.8" not in s
 
 
-intervals = st.lists(
-    st.tuples(st.integers(0, 300), st.integers(0, 40)).map(lambda t: (t[0], t[0] + t[1])), max_size=8
-)
+intervals = st.lists(st.tuples(st.integers(0, 300), st.integers(0, 40)).map(lambda t: (t[0], t[0] + t[1])), max_size=8)
 
 
 @given(intervals, intervals, st.integers(0, 400))

@@ -18,16 +18,29 @@ def _rule(name: str, src: str, action: str = "drop", *, op: str = "eq") -> dict[
     }
 
 
-def _fc(rules: list[dict[str, Any]], *, table: str = "t", chain: str = "c", policy: str = "accept",
-        priority: int = 0) -> dict[str, Any]:
+def _fc(
+    rules: list[dict[str, Any]], *, table: str = "t", chain: str = "c", policy: str = "accept", priority: int = 0
+) -> dict[str, Any]:
     return {
         "apiVersion": "networking.liqo.io/v1beta1",
         "kind": "FirewallConfiguration",
         "metadata": {"name": table, "namespace": "liqo-tenant-x"},
-        "spec": {"table": {"name": table, "family": "IPV4", "chains": [{
-            "name": chain, "hook": "forward", "type": "filter", "priority": priority,
-            "policy": policy, "rules": {"filterRules": rules},
-        }]}},
+        "spec": {
+            "table": {
+                "name": table,
+                "family": "IPV4",
+                "chains": [
+                    {
+                        "name": chain,
+                        "hook": "forward",
+                        "type": "filter",
+                        "priority": priority,
+                        "policy": policy,
+                        "rules": {"filterRules": rules},
+                    }
+                ],
+            }
+        },
     }
 
 
@@ -89,8 +102,9 @@ def test_renamed_chain_starts_fresh_in_fc_order() -> None:
 
 
 def test_table_of_deleted_fc_is_removed() -> None:
-    state = agent.apply(agent.EMPTY, [_fc([_rule("a", "10.0.0.1")], table="t1"),
-                                      _fc([_rule("a", "10.0.0.1")], table="t2")])
+    state = agent.apply(
+        agent.EMPTY, [_fc([_rule("a", "10.0.0.1")], table="t1"), _fc([_rule("a", "10.0.0.1")], table="t2")]
+    )
     state = agent.apply(state, [_fc([_rule("a", "10.0.0.1")], table="t2")])
     assert [t.name for t in state] == ["t2"]
 
@@ -104,11 +118,18 @@ def test_counter_change_is_not_a_rule_change() -> None:
 
 def test_swapped_values_on_one_field_look_equal_to_the_agent() -> None:
     """The agent compares expressions as a bag, so it keeps the stale rule."""
+
     def two(a: str, b: str) -> dict[str, Any]:
-        return {"name": "r", "action": "drop", "counter": True, "match": [
-            {"op": "eq", "ip": {"position": "src", "value": a}},
-            {"op": "eq", "ip": {"position": "dst", "value": b}},
-        ]}
+        return {
+            "name": "r",
+            "action": "drop",
+            "counter": True,
+            "match": [
+                {"op": "eq", "ip": {"position": "src", "value": a}},
+                {"op": "eq", "ip": {"position": "dst", "value": b}},
+            ],
+        }
+
     state = agent.apply(agent.EMPTY, [_fc([two("10.0.0.1", "10.0.0.2")])])
     state = agent.apply(state, [_fc([two("10.0.0.2", "10.0.0.1")])])
     kept = state[0].chains[0].rules[0].as_spec()
@@ -129,8 +150,11 @@ def test_cidr_with_host_bits_keeps_them_as_the_agent_does() -> None:
 
 
 def test_port_range_ignores_op() -> None:
-    rule = {"name": "p", "action": "accept", "match": [
-        {"op": "neq", "port": {"position": "dst", "value": "3000-4000"}}]}
+    rule = {
+        "name": "p",
+        "action": "accept",
+        "match": [{"op": "neq", "port": {"position": "dst", "value": "3000-4000"}}],
+    }
     assert ("cmp", "gte", 3000) in agent.forge_expressions(rule)
 
 

@@ -19,7 +19,10 @@ LAYOUTS = {"scattered", "per-node-50", "per-node-90"}
 def result() -> dict[str, Any]:
     proc = subprocess.run(
         [sys.executable, str(BENCH), "--sizes", "100", "--repeat", "1", "--store-pods", "200", "--json"],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr
     parsed: dict[str, Any] = json.loads(proc.stdout)
@@ -55,13 +58,29 @@ def test_slim_pods_cost_less_than_listed_pods(result: dict[str, Any]) -> None:
 
 def test_table_is_the_default_output() -> None:
     proc = subprocess.run(
-        [sys.executable, str(BENCH), "--sizes", "100", "--layouts", "per-node-90", "--repeat", "1", "--store-pods", "50"],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        [
+            sys.executable,
+            str(BENCH),
+            "--sizes",
+            "100",
+            "--layouts",
+            "per-node-90",
+            "--repeat",
+            "1",
+            "--store-pods",
+            "50",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr
     assert "per-node-90" in proc.stdout and "bytes per slim pod" in proc.stdout
 
 
 def test_unknown_layout_is_a_usage_error() -> None:
-    proc = subprocess.run([sys.executable, str(BENCH), "--layouts", "diagonal"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--layouts", "diagonal"], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 2 and "unknown layouts" in proc.stderr

@@ -56,9 +56,13 @@ def test_invalid_policy_exits_non_zero_with_the_field_path(tmp_path: Path, capsy
     assert "spec.rules[0].source.group: unknown group 'ofloaded'" in capsys.readouterr().err
 
 
-def test_policy_outside_a_tenant_namespace_names_the_namespace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_policy_outside_a_tenant_namespace_names_the_namespace(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("apiVersion: security.liqo.io/v1\nkind: PeeringConnectivity\nmetadata: {name: x, namespace: default}\n")
+    bad.write_text(
+        "apiVersion: security.liqo.io/v1\nkind: PeeringConnectivity\nmetadata: {name: x, namespace: default}\n"
+    )
     assert run("render", "-f", str(bad))[0] == 1
     assert "'default' is not a tenant namespace" in capsys.readouterr().err
 

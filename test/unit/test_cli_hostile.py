@@ -30,7 +30,8 @@ EXPECTED: dict[str, tuple[int, str]] = {
     "bad-timestamp.yaml": (1, "invalid timestamp '2024-13-45'"),
     "configuration-cidr-host-bits.yaml": (
         1,
-        "Configuration liqo-tenant-rome/rome: status.remote.cidr.pod[0]: '10.71.0.1/16' has host bits set; the network is 10.71.0.0/16",
+        "Configuration liqo-tenant-rome/rome: status.remote.cidr.pod[0]: '10.71.0.1/16' has host bits set; "
+        "the network is 10.71.0.0/16",
     ),
     "control-characters.yaml": (1, "line 3, column 20: control characters are not allowed"),
     "crd-wrong-shape.yaml": (1, "spec.versions[0].schema.openAPIV3Schema.properties.spec: must be a schema object"),
@@ -44,9 +45,15 @@ EXPECTED: dict[str, tuple[int, str]] = {
     "huge-integers.yaml": (1, "Pod default/big: status.podIP: must be an IP address as text, got the number 9999"),
     "ipv6-everywhere.yaml": (0, ""),
     "kind-not-string.yaml": (1, "kind: must be a non-empty kind name, got a list ['Pod']"),
-    "label-value-bool.yaml": (1, "metadata.labels.liqo.io/shadowPod: must be printable text (quote it in YAML), got true"),
+    "label-value-bool.yaml": (
+        1,
+        "metadata.labels.liqo.io/shadowPod: must be printable text (quote it in YAML), got true",
+    ),
     "labels-list.yaml": (1, "Pod shop/cart-0: metadata.labels: must be an object of label keys and values, got a list"),
-    "labels-string.yaml": (1, "Pod shop/cart-0: metadata.labels: must be an object of label keys and values, got the text 'app=cart'"),
+    "labels-string.yaml": (
+        1,
+        "Pod shop/cart-0: metadata.labels: must be an object of label keys and values, got the text 'app=cart'",
+    ),
     "list-items-not-list.yaml": (1, "items: must be a list of objects"),
     "list-items-scalars.yaml": (1, "items[0]: must be an object, got the number 1"),
     "list-of-strings.yaml": (1, "holds no object liqosec reads; no Kubernetes object"),
@@ -54,8 +61,14 @@ EXPECTED: dict[str, tuple[int, str]] = {
     "metadata-missing.yaml": (1, "Pod (no name): metadata.name: is required"),
     "metadata-string.yaml": (1, "metadata: must be an object, got the text 'liqo-tenant-rome'"),
     "namespaceoffloading-wrong.yaml": (1, "status.remoteNamespacesConditions: must be an object keyed by cluster id"),
-    "network-cidr-host-bits.yaml": (1, "Network liqo/pod-cidr: spec.cidr: '10.1.0.5/16' has host bits set; the network is 10.1.0.0/16"),
-    "network-status-cidr-host-bits.yaml": (1, "status.cidr: '10.71.3.0/16' has host bits set; the network is 10.71.0.0/16"),
+    "network-cidr-host-bits.yaml": (
+        1,
+        "Network liqo/pod-cidr: spec.cidr: '10.1.0.5/16' has host bits set; the network is 10.1.0.0/16",
+    ),
+    "network-status-cidr-host-bits.yaml": (
+        1,
+        "status.cidr: '10.71.3.0/16' has host bits set; the network is 10.71.0.0/16",
+    ),
     "not-utf8.yaml": (1, "is not UTF-8 text: byte 0xe9 at offset 45"),
     "only-comments.yaml": (1, "holds no object liqosec reads"),
     "peering-mixed-keys.yaml": (1, "PeeringConnectivity liqo-tenant-rome/rome: spec: has the key 1; keys must be text"),
@@ -99,7 +112,9 @@ def check(
 
 def test_every_corpus_file_has_an_expectation() -> None:
     assert sorted(p.name for p in CORPUS.glob("*.yaml")) == sorted(EXPECTED)
-    assert all(p.stat().st_size < 16_384 for p in CORPUS.iterdir()), "keep the corpus small; generate big files in tests"
+    assert all(p.stat().st_size < 16_384 for p in CORPUS.iterdir()), (
+        "keep the corpus small; generate big files in tests"
+    )
 
 
 @pytest.mark.parametrize("command", ["render", "matrix"])
@@ -109,7 +124,13 @@ def test_corpus_in_process(name: str, command: str, capsys: pytest.CaptureFixtur
     check(command, CORPUS / name, capsys, code, phrase)
 
 
-SUBPROCESS_CASES = ["not-utf8.yaml", "alias-bomb.yaml", "labels-string.yaml", "podip-invalid.yaml", "list-of-strings.yaml"]
+SUBPROCESS_CASES = [
+    "not-utf8.yaml",
+    "alias-bomb.yaml",
+    "labels-string.yaml",
+    "podip-invalid.yaml",
+    "list-of-strings.yaml",
+]
 
 
 @pytest.mark.parametrize("name", SUBPROCESS_CASES)
@@ -117,7 +138,11 @@ def test_corpus_as_a_command(name: str) -> None:
     env = {**os.environ, TRACEBACK_ENV: "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "liqosec", "render", "-f", str(CORPUS / name)],
-        capture_output=True, text=True, timeout=120, env=env, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
     )
     assert proc.returncode == EXPECTED[name][0]
     assert "Traceback" not in proc.stderr
@@ -142,7 +167,10 @@ def test_labels_as_a_string(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_pod_ip_out_of_range(capsys: pytest.CaptureFixture[str]) -> None:
     err = check("render", CORPUS / "podip-invalid.yaml", capsys, 1, "")
-    assert f"{CORPUS / 'podip-invalid.yaml'}: Pod shop/cart-0: status.podIP: '999.1.1.1' is not an IPv4 or IPv6 address" in err
+    assert (
+        f"{CORPUS / 'podip-invalid.yaml'}: Pod shop/cart-0: status.podIP: '999.1.1.1' is not an IPv4 or IPv6 address"
+        in err
+    )
 
 
 def test_a_file_without_objects_is_a_warning_when_others_have_some(capsys: pytest.CaptureFixture[str]) -> None:
@@ -210,13 +238,21 @@ def test_deep_nesting(body: str, tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 def test_a_hundred_thousand_documents(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     many = tmp_path / "many.yaml"
-    many.write_text("".join(f"---\n{{kind: Pod, metadata: {{name: p{i}, namespace: default}}}}\n" for i in range(100_000)))
+    many.write_text(
+        "".join(f"---\n{{kind: Pod, metadata: {{name: p{i}, namespace: default}}}}\n" for i in range(100_000))
+    )
     check("render", many, capsys, 0, "no PeeringConnectivity")
 
 
 def test_too_many_endpoints_for_a_matrix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pods = tmp_path / "pods.yaml"
-    pods.write_text("".join(f"---\n{{kind: Pod, metadata: {{name: p{i}, namespace: d}}, status: {{podIP: 10.1.{i // 250}.{i % 250}}}}}\n" for i in range(300)))
+    pods.write_text(
+        "".join(
+            f"---\n{{kind: Pod, metadata: {{name: p{i}, namespace: d}}, "
+            f"status: {{podIP: 10.1.{i // 250}.{i % 250}}}}}\n"
+            for i in range(300)
+        )
+    )
     check("matrix", pods, capsys, 1, "the matrix would have 301 endpoints", names_file=False)  # the input as a whole
     check("render", pods, capsys, 0, "")
 
@@ -225,13 +261,21 @@ def test_size_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pyt
     monkeypatch.setenv(MAX_INPUT_BYTES_ENV, "1000")
     big = tmp_path / "big.yaml"
     big.write_text("# padding\n" * 200 + (EXAMPLES / "quick-start.yaml").read_text())
-    check("render", big, capsys, 1, f"is larger than 1,000 bytes, the most liqosec reads from one file (set {MAX_INPUT_BYTES_ENV})")
+    check(
+        "render",
+        big,
+        capsys,
+        1,
+        f"is larger than 1,000 bytes, the most liqosec reads from one file (set {MAX_INPUT_BYTES_ENV})",
+    )
     monkeypatch.setenv(MAX_INPUT_BYTES_ENV, "10_000")
     assert run("render", "-f", str(EXAMPLES / "quick-start.yaml"))[0] == 0
 
 
 @pytest.mark.parametrize("value", ["abc", "0", "-5", "1.5"])
-def test_a_bad_size_limit_is_a_usage_error(value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_bad_size_limit_is_a_usage_error(
+    value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv(MAX_INPUT_BYTES_ENV, value)
     with pytest.raises(SystemExit) as exit_:
         run("render", "-f", str(EXAMPLES / "quick-start.yaml"))
@@ -250,7 +294,9 @@ def test_names_a_terminal_cannot_show_are_escaped(capsys: pytest.CaptureFixture[
 # ----- the last resort -----
 
 
-def test_internal_error_is_one_line_without_traceback(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_internal_error_is_one_line_without_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("boom")
 

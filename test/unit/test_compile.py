@@ -7,6 +7,7 @@ import random
 from typing import Any
 
 import pytest
+from schema_check import crd_schema, violations
 
 from liqosec.api.peeringconnectivity import Action, PeeringConnectivity, PeeringConnectivitySpec
 from liqosec.api.validation import ValidationError, parse_peering_connectivity
@@ -20,7 +21,6 @@ from liqosec.firewall.capabilities import Capabilities
 from liqosec.firewall.evaluate import Packet, node_accepts
 from liqosec.groups.resolve import ResolvedGroups
 from liqosec.groups.view import Snapshot
-from schema_check import crd_schema, violations
 
 LOCAL, REMOTE = AddressSet.of(["10.1.0.0/16"]), AddressSet.of(["10.71.0.0/16"])
 ISOLATE = [
@@ -38,7 +38,9 @@ def scattered(n: int, seed: int = 7) -> list[str]:
 
 
 def groups(offloaded: list[str]) -> ResolvedGroups:
-    return ResolvedGroups("rome", {"local-cluster": LOCAL, "remote-cluster": REMOTE, "offloaded": AddressSet.of(offloaded)})
+    return ResolvedGroups(
+        "rome", {"local-cluster": LOCAL, "remote-cluster": REMOTE, "offloaded": AddressSet.of(offloaded)}
+    )
 
 
 def test_output_fits_liqos_firewall_crd_schema() -> None:
@@ -105,8 +107,13 @@ def test_traffic_outside_the_peering_is_untouched_even_by_deny_all() -> None:
 
 def test_ten_thousand_scattered_pods_fit_liqos_agent_shard_by_shard() -> None:
     """Every FirewallConfiguration stays under etcd's bound and within one agent batch."""
-    chain = compile_chain(ISOLATE, Action.ALLOW, groups(scattered(10_000)), Capabilities(),
-                          max_expressions=fcmod.MAX_EXPRESSIONS_PER_FIREWALL)
+    chain = compile_chain(
+        ISOLATE,
+        Action.ALLOW,
+        groups(scattered(10_000)),
+        Capabilities(),
+        max_expressions=fcmod.MAX_EXPRESSIONS_PER_FIREWALL,
+    )
     pc = PeeringConnectivity("rome", "liqo-tenant-rome", PeeringConnectivitySpec(), uid="u")
     shards = fcmod.shard(chain)
     objs = [fcmod.firewall_object(pc, "rome", chain, rules, i) for i, rules in enumerate(shards)]
@@ -117,11 +124,25 @@ def test_ten_thousand_scattered_pods_fit_liqos_agent_shard_by_shard() -> None:
 
 def tenant_objects(n_pods: int) -> list[dict[str, Any]]:
     objects: list[dict[str, Any]] = [
-        {"kind": "Network", "metadata": {"name": "p", "namespace": "liqo", "labels": {"ipam.liqo.io/network-type": "pod-cidr"}}, "spec": {"cidr": "10.1.0.0/16"}},
-        {"kind": "Configuration", "metadata": {"name": "rome", "namespace": "liqo-tenant-rome"}, "status": {"remote": {"cidr": {"pod": ["10.71.0.0/16"]}}}},
+        {
+            "kind": "Network",
+            "metadata": {"name": "p", "namespace": "liqo", "labels": {"ipam.liqo.io/network-type": "pod-cidr"}},
+            "spec": {"cidr": "10.1.0.0/16"},
+        },
+        {
+            "kind": "Configuration",
+            "metadata": {"name": "rome", "namespace": "liqo-tenant-rome"},
+            "status": {"remote": {"cidr": {"pod": ["10.71.0.0/16"]}}},
+        },
     ]
     for i, ip in enumerate(scattered(n_pods)):
-        objects.append({"kind": "Pod", "metadata": {"name": f"p{i}", "namespace": "x", "labels": {"offloading.liqo.io/origin": "rome"}}, "status": {"podIP": ip}})
+        objects.append(
+            {
+                "kind": "Pod",
+                "metadata": {"name": f"p{i}", "namespace": "x", "labels": {"offloading.liqo.io/origin": "rome"}},
+                "status": {"podIP": ip},
+            }
+        )
     return objects
 
 
@@ -142,7 +163,9 @@ def test_object_past_the_size_bound_is_reported_not_written(monkeypatch: pytest.
 
 
 def test_firewall_configuration_carries_liqo_labels_and_owner() -> None:
-    pc = parse_peering_connectivity({"metadata": {"name": "rome", "namespace": "liqo-tenant-rome", "uid": "abc"}, "spec": {}})
+    pc = parse_peering_connectivity(
+        {"metadata": {"name": "rome", "namespace": "liqo-tenant-rome", "uid": "abc"}, "spec": {}}
+    )
     fc = build(Snapshot(tenant_objects(3)), pc, Capabilities()).firewall
     labels = fc["metadata"]["labels"]
     assert labels["networking.liqo.io/firewall-category"] == "fabric"

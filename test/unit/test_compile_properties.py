@@ -14,11 +14,11 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from harness import agent_model as agent
 from liqosec.api.peeringconnectivity import Action, PeeringConnectivity, PeeringConnectivitySpec
 from liqosec.compiler.compile import compile_chain
 from liqosec.compiler.firewallconfiguration import firewall_object
 from liqosec.compiler.policy import Clause, decide
-from harness import agent_model as agent
 from liqosec.firewall.addresses import AddressSet
 from liqosec.firewall.capabilities import Capabilities
 from liqosec.firewall.evaluate import Packet, node_accepts
@@ -35,7 +35,13 @@ address_sets = st.lists(
 group_maps = st.fixed_dictionaries({t: address_sets for t in TERMS})
 terms_or_any = st.one_of(st.none(), st.sampled_from(TERMS))
 clauses = st.lists(
-    st.builds(lambda s, d, a, i: Clause(s, d, a, f"spec.rules[{i}]"), terms_or_any, terms_or_any, st.sampled_from(list(Action)), st.integers(0, 9)),
+    st.builds(
+        lambda s, d, a, i: Clause(s, d, a, f"spec.rules[{i}]"),
+        terms_or_any,
+        terms_or_any,
+        st.sampled_from(list(Action)),
+        st.integers(0, 9),
+    ),
     max_size=6,
 )
 packets = st.lists(st.tuples(ADDRESSES, ADDRESSES), min_size=1, max_size=30)

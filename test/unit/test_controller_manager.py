@@ -35,8 +35,10 @@ def wait_until(what: str, probe: Callable[[], Any], timeout: float = 10.0) -> An
 def server_with(objects: list[dict[str, Any]], crds: tuple[str, ...] = ALL_CRDS) -> FakeKubeClient:
     client = FakeKubeClient()
     for name in crds:
-        client.seed(CRDS, {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-                           "metadata": {"name": name}})
+        client.seed(
+            CRDS,
+            {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": name}},
+        )
     for obj in objects:
         client.seed(ref_of(obj["kind"]), obj)
     return client
@@ -59,8 +61,12 @@ def running(client: FakeKubeClient, **options: Any) -> Iterator[Controller]:
 
 
 def successes(c: Controller) -> float:
-    return float(c.registry.get_sample_value("controller_runtime_reconcile_total",
-                                             {"controller": CONTROLLER, "result": "success"}) or 0)
+    return float(
+        c.registry.get_sample_value(
+            "controller_runtime_reconcile_total", {"controller": CONTROLLER, "result": "success"}
+        )
+        or 0
+    )
 
 
 def test_the_controller_writes_the_firewall_once_synced() -> None:
@@ -82,12 +88,18 @@ def test_missing_crds_keep_it_unready_with_one_event_until_installed() -> None:
         time.sleep(0.5)  # several polls: still one Event, and nothing else listed
         [event] = client.events
         assert event["type"] == "Warning" and event["reason"] == "CustomResourceDefinitionMissing"
-        assert event["involvedObject"] == {**event["involvedObject"], "kind": "Pod", "apiVersion": "v1",
-                                           "name": "liqosec-0", "namespace": "liqo"}
+        assert event["involvedObject"] == {
+            **event["involvedObject"],
+            "kind": "Pod",
+            "apiVersion": "v1",
+            "name": "liqosec-0",
+            "namespace": "liqo",
+        }
         assert "install liqosec's CRD (peeringconnectivities.security.liqo.io" in event["message"]
         assert {a.resource for a in client.actions if a.verb == "list"} == {"customresourcedefinitions"}
-        client.seed(CRDS, {"kind": "CustomResourceDefinition",
-                           "metadata": {"name": "peeringconnectivities.security.liqo.io"}})
+        client.seed(
+            CRDS, {"kind": "CustomResourceDefinition", "metadata": {"name": "peeringconnectivities.security.liqo.io"}}
+        )
         wait_until("the firewall", lambda: client.stored(FIREWALL_CONFIGURATIONS, "liqosec-rome", "liqo-tenant-rome"))
         assert c.synced() and c.not_ready_reason() == ""
 
@@ -99,8 +111,9 @@ def test_missing_liqo_crds_say_to_install_liqo_and_no_event_without_a_pod() -> N
         assert "firewallconfigurations.networking.liqo.io" in c.not_ready_reason()
     assert client.events == []
     message = missing_crds_message(("firewallconfigurations.networking.liqo.io", "networks.ipam.liqo.io"))
-    assert message.endswith("install Liqo, whose CRDs liqosec reads (firewallconfigurations.networking.liqo.io, "
-                            "networks.ipam.liqo.io)")
+    assert message.endswith(
+        "install Liqo, whose CRDs liqosec reads (firewallconfigurations.networking.liqo.io, networks.ipam.liqo.io)"
+    )
     assert "\n" not in message
 
 
@@ -108,8 +121,10 @@ def test_invalid_cluster_state_is_not_retried_in_a_loop() -> None:
     objs = [o for o in cluster("rome") if o["kind"] != "Configuration"]
     client = server_with([*objs, configuration("rome", "10.70.0.1/16")])
     with running(client) as c:
-        wait_until("InvalidClusterState", lambda: "InvalidClusterState" in str(
-            client.stored(PEERING_CONNECTIVITIES, "rome", "liqo-tenant-rome")))
+        wait_until(
+            "InvalidClusterState",
+            lambda: "InvalidClusterState" in str(client.stored(PEERING_CONNECTIVITIES, "rome", "liqo-tenant-rome")),
+        )
         done = successes(c)
         time.sleep(1.0)  # a requeue would come back within the rate limiter's first delays (5 ms and up)
         assert successes(c) == done
@@ -147,8 +162,13 @@ def test_a_mapper_that_fails_wakes_every_peering() -> None:
 def test_probes_say_why_not_ready() -> None:
     state = {"ready": False}
     registry = CollectorRegistry()
-    server = health.serve("127.0.0.1:0", registry=registry, healthy=lambda: True, ready=lambda: state["ready"],
-                          not_ready=lambda: "waiting for CustomResourceDefinitions: x")
+    server = health.serve(
+        "127.0.0.1:0",
+        registry=registry,
+        healthy=lambda: True,
+        ready=lambda: state["ready"],
+        not_ready=lambda: "waiting for CustomResourceDefinitions: x",
+    )
     base = f"http://127.0.0.1:{server.server_address[1]}"
     try:
         with pytest.raises(urllib.error.HTTPError) as info:

@@ -33,21 +33,28 @@ ROME, MILAN, PARIS = key("rome"), key("milan"), "edge/paris"
 
 
 def nso(ns: str, *peers: str) -> Obj:
-    return {"apiVersion": "offloading.liqo.io/v1beta1", "kind": "NamespaceOffloading",
-            "metadata": {"name": "offloading", "namespace": ns},
-            "status": {"remoteNamespacesConditions": {p: [] for p in peers}}}
+    return {
+        "apiVersion": "offloading.liqo.io/v1beta1",
+        "kind": "NamespaceOffloading",
+        "metadata": {"name": "offloading", "namespace": ns},
+        "status": {"remoteNamespacesConditions": {p: [] for p in peers}},
+    }
 
 
 def world() -> Fixture:
     """rome and milan in liqo-tenant-<peer>; paris in `edge` (a tenant by its label); apps offloaded to milan."""
     namespaced_rule = [{"source": {"namespace": "billing"}, "action": "deny"}]
-    return Fixture([
-        *cluster("rome", "milan"),
-        namespace("edge", **{"liqo.io/remote-cluster-id": "paris"}),
-        peering("paris", "edge", namespaced_rule),
-        namespace("apps"), nso("apps", "milan"),
-        virtual_node("liqo-milan", "milan"), node("worker-1"),
-    ])
+    return Fixture(
+        [
+            *cluster("rome", "milan"),
+            namespace("edge", **{"liqo.io/remote-cluster-id": "paris"}),
+            peering("paris", "edge", namespaced_rule),
+            namespace("apps"),
+            nso("apps", "milan"),
+            virtual_node("liqo-milan", "milan"),
+            node("worker-1"),
+        ]
+    )
 
 
 def keys(f: Fixture, kind: str, old: Obj | None, new: Obj | None) -> set[str]:
@@ -75,8 +82,18 @@ def test_every_watched_kind_declares_a_mapper_and_a_store() -> None:
     kinds = [w.kind for w in table]
     assert len(kinds) == len(set(kinds))
     assert set(kinds) == {
-        "PeeringConnectivity", "FirewallConfiguration", "Pod", "Node", "Namespace", "Network", "Configuration",
-        "NamespaceOffloading", "ForeignCluster", "Service", "EndpointSlice", "CustomResourceDefinition",
+        "PeeringConnectivity",
+        "FirewallConfiguration",
+        "Pod",
+        "Node",
+        "Namespace",
+        "Network",
+        "Configuration",
+        "NamespaceOffloading",
+        "ForeignCluster",
+        "Service",
+        "EndpointSlice",
+        "CustomResourceDefinition",
     }
     assert all(callable(w.mapper) for w in table)
     assert {w.kind: w.mapper for w in table}["Pod"] is mapping.pod_keys
@@ -112,8 +129,10 @@ def test_by_label_on_a_missing_index_raises_naming_kind_and_index() -> None:
 
 
 def test_the_firewall_informer_selects_only_ours() -> None:
-    assert f"{'app.kubernetes.io/managed-by'}=liqosec" == {w.kind: w for w in watched_resources()}[
-        "FirewallConfiguration"].label_selector
+    assert (
+        f"{'app.kubernetes.io/managed-by'}=liqosec"
+        == {w.kind: w for w in watched_resources()}["FirewallConfiguration"].label_selector
+    )
 
 
 # ----- PeeringConnectivity -----
@@ -213,8 +232,11 @@ def test_a_tenant_namespace_relabelled_wakes_its_peerings() -> None:
 # ----- Liqo's objects -----
 def test_a_tenant_network_wakes_its_namespace_and_a_local_one_everyone() -> None:
     f = world()
-    tenant_net = {"kind": "Network", "metadata": {"name": "n", "namespace": "liqo-tenant-milan"},
-                  "status": {"cidr": "x"}}
+    tenant_net = {
+        "kind": "Network",
+        "metadata": {"name": "n", "namespace": "liqo-tenant-milan"},
+        "status": {"cidr": "x"},
+    }
     assert keys(f, "Network", None, tenant_net) == {MILAN}
     local = {"kind": "Network", "metadata": {"name": "pod-cidr", "namespace": "liqo"}, "spec": {"cidr": "10.1.0.5/16"}}
     assert keys(f, "Network", local, changed(local)) == {ROME, MILAN, PARIS}
@@ -231,8 +253,11 @@ def test_a_namespace_offloading_wakes_the_peers_it_names_before_and_after() -> N
     f = world()
     before, after = nso("apps", "milan"), nso("apps", "rome")
     assert keys(f, "NamespaceOffloading", before, after) == {ROME, MILAN}
-    shaped_oddly = {"kind": "NamespaceOffloading", "metadata": {"name": "offloading", "namespace": "x"},
-                    "status": {"remoteNamespacesConditions": ["milan"]}}
+    shaped_oddly = {
+        "kind": "NamespaceOffloading",
+        "metadata": {"name": "offloading", "namespace": "x"},
+        "status": {"remoteNamespacesConditions": ["milan"]},
+    }
     assert keys(f, "NamespaceOffloading", None, shaped_oddly) == set()
 
 
@@ -252,8 +277,12 @@ def test_a_service_wakes_the_peers_its_namespace_is_offloaded_to() -> None:
 
 def test_an_endpoint_slice_wakes_its_origin_and_offloading_peers_when_endpoints_move() -> None:
     f = world()
-    reflected = {"kind": "EndpointSlice", "metadata": {"name": "api", "namespace": "shop-rome", "labels": {
-        "offloading.liqo.io/origin": "rome"}}, "addressType": "IPv4", "endpoints": [{"addresses": ["10.71.1.1"]}]}
+    reflected = {
+        "kind": "EndpointSlice",
+        "metadata": {"name": "api", "namespace": "shop-rome", "labels": {"offloading.liqo.io/origin": "rome"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["10.71.1.1"]}],
+    }
     assert keys(f, "EndpointSlice", None, reflected) == {ROME}
     assert keys(f, "EndpointSlice", reflected, changed(reflected, metadata__annotations={"a": "b"})) == set()
     moved = changed(reflected, endpoints=[{"addresses": ["10.71.1.2"]}])

@@ -207,15 +207,22 @@ def test_conflicts_past_the_budget_go_back_to_the_worker() -> None:
         f.client.fail_once("update", FCS, errors.Conflict(409, "Conflict", "modified"))
     with pytest.raises(errors.Conflict, match="kept changing"):
         f.reconcile(key("rome"))
-    fc_calls = [a.verb for a in f.client.actions[-2 * CONFLICT_RETRIES:]]
+    fc_calls = [a.verb for a in f.client.actions[-2 * CONFLICT_RETRIES :]]
     assert fc_calls == ["update", "get"] * CONFLICT_RETRIES
     assert f.client.events[-1]["reason"] == "FirewallCreated"  # nothing claimed an update
 
 
 def test_a_create_racing_another_writer_becomes_an_update() -> None:
     f = Fixture(cluster("rome"))
-    f.client.seed(FCS, {"apiVersion": "networking.liqo.io/v1beta1", "kind": "FirewallConfiguration",
-                        "metadata": {"name": "liqosec-rome", "namespace": ROME}, "spec": {"table": {}}})
+    f.client.seed(
+        FCS,
+        {
+            "apiVersion": "networking.liqo.io/v1beta1",
+            "kind": "FirewallConfiguration",
+            "metadata": {"name": "liqosec-rome", "namespace": ROME},
+            "spec": {"table": {}},
+        },
+    )
     actions = [a for a in f.reconcile(key("rome")) if a.resource == "firewallconfigurations"]
     assert [a.verb for a in actions] == ["create", "get", "update"]
     assert f.client.stored(FCS, "liqosec-rome", ROME)["spec"]["table"]["name"] == "liqosec-rome"  # type: ignore[index]
@@ -238,16 +245,20 @@ def test_an_invalid_spec_keeps_the_last_good_firewall_and_warns_once() -> None:
     bad["spec"]["rules"] = [{"source": {"group": "ofloaded"}}]
     bad["metadata"]["generation"] = 2
     f.seed(bad)
-    assert verbs(f.reconcile(key("rome"))) == [("create_event", "events", ""),
-                                                ("update_status", "peeringconnectivities/status", "rome")]
+    assert verbs(f.reconcile(key("rome"))) == [
+        ("create_event", "events", ""),
+        ("update_status", "peeringconnectivities/status", "rome"),
+    ]
     valid = cond(f, "rome", ROME, "Valid")
     assert (valid["status"], valid["reason"]) == ("False", "InvalidSpec")
     assert valid["message"].startswith("spec.rules[0].source.group: unknown group 'ofloaded'")
     assert cond(f, "rome", ROME, "Ready")["message"] == "spec not applied; the last good FirewallConfiguration is kept"
     assert status_of(f, "rome", ROME)["compiledRules"] >= 1  # the last good compile's figures stay
     stale = f.reconcile(key("rome"))  # the cache has not seen our status write: it retries that, no second Event
-    assert verbs(stale) == [("update_status", "peeringconnectivities/status", "rome"),
-                            ("get", "peeringconnectivities", "rome")]
+    assert verbs(stale) == [
+        ("update_status", "peeringconnectivities/status", "rome"),
+        ("get", "peeringconnectivities", "rome"),
+    ]
     f.sync()
     assert f.reconcile(key("rome")) == []
     assert [e["reason"] for e in warnings(f)] == ["InvalidSpec"]
@@ -300,8 +311,10 @@ def test_a_broken_object_keeps_the_last_good_firewall_until_fixed() -> None:
     converge(f, key("rome"))
     before = fc_rv(f, "liqosec-rome", ROME)
     _break_rome(f)
-    assert verbs(f.reconcile(key("rome"))) == [("create_event", "events", ""),
-                                                ("update_status", "peeringconnectivities/status", "rome")]
+    assert verbs(f.reconcile(key("rome"))) == [
+        ("create_event", "events", ""),
+        ("update_status", "peeringconnectivities/status", "rome"),
+    ]
     valid = cond(f, "rome", ROME, "Valid")
     assert valid["message"] == (
         "Configuration liqo-tenant-rome/rome: status.remote.cidr.pod[0]: '10.70.0.1/16' has host bits set; "
@@ -339,8 +352,10 @@ def test_a_fault_compiling_one_peering_leaves_the_others_converging(monkeypatch:
 
     monkeypatch.setattr(reconcile_module, "build", faulty)
     rome_rv = fc_rv(f, "liqosec-rome", ROME)
-    f.seed(pod("rome-1", "shop-rome", "10.1.40.40", origin="rome"),
-           pod("milan-1", "shop-milan", "10.1.41.41", origin="milan"))
+    f.seed(
+        pod("rome-1", "shop-rome", "10.1.40.40", origin="rome"),
+        pod("milan-1", "shop-milan", "10.1.41.41", origin="milan"),
+    )
     converge(f, key("rome"))
     converge(f, key("milan"))
     assert cond(f, "rome", ROME, "Valid")["message"] == "compiling failed: RuntimeError: injected fault"
@@ -441,16 +456,24 @@ def test_a_peering_being_deleted_is_treated_as_gone() -> None:
     f.sync()
     f.after_grace()
     # The firewall goes, then our finalizer: the API server then removes the policy.
-    assert verbs(f.reconcile(key("rome"))) == [("delete", "firewallconfigurations", "liqosec-rome"),
-                                               ("patch", "peeringconnectivities", "rome")]
+    assert verbs(f.reconcile(key("rome"))) == [
+        ("delete", "firewallconfigurations", "liqosec-rome"),
+        ("patch", "peeringconnectivities", "rome"),
+    ]
     assert f.client.stored(PCS, "rome", ROME) is None
 
 
 def test_a_new_policy_gets_the_finalizer_before_its_firewall() -> None:
-    f = Fixture([o if o["kind"] != "PeeringConnectivity" else peering("rome", ROME, ISOLATE, finalized=False)
-                 for o in cluster("rome")])
-    assert verbs(f.reconcile(key("rome")))[:2] == [("patch", "peeringconnectivities", "rome"),
-                                                   ("create", "firewallconfigurations", "liqosec-rome")]
+    f = Fixture(
+        [
+            o if o["kind"] != "PeeringConnectivity" else peering("rome", ROME, ISOLATE, finalized=False)
+            for o in cluster("rome")
+        ]
+    )
+    assert verbs(f.reconcile(key("rome")))[:2] == [
+        ("patch", "peeringconnectivities", "rome"),
+        ("create", "firewallconfigurations", "liqosec-rome"),
+    ]
     live = f.client.stored(PCS, "rome", ROME)
     assert live is not None and live["metadata"]["finalizers"] == ["security.liqo.io/firewall-cleanup"]
 
@@ -467,9 +490,17 @@ def test_a_firewall_already_gone_is_no_error() -> None:
     f.client.remove(FCS, "liqosec-rome", ROME)
     f.sync()
     f.client.seed(FCS, {"kind": "FirewallConfiguration", "metadata": {"name": "x", "namespace": "elsewhere"}})
-    f.stores["FirewallConfiguration"].add({"kind": "FirewallConfiguration", "metadata": {
-        "name": "liqosec-rome", "namespace": ROME, "resourceVersion": "1",
-        "labels": {"security.liqo.io/peering-connectivity": "rome", "app.kubernetes.io/managed-by": "liqosec"}}})
+    f.stores["FirewallConfiguration"].add(
+        {
+            "kind": "FirewallConfiguration",
+            "metadata": {
+                "name": "liqosec-rome",
+                "namespace": ROME,
+                "resourceVersion": "1",
+                "labels": {"security.liqo.io/peering-connectivity": "rome", "app.kubernetes.io/managed-by": "liqosec"},
+            },
+        }
+    )
     assert verbs(f.reconcile(key("rome"))) == [("update", "firewallconfigurations", "liqosec-rome")]
     assert f.metric("liqosec_firewall_writes_total", peering=key("rome"), operation="retire") == 0
 

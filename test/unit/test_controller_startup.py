@@ -59,8 +59,13 @@ def run(*args: str, env: dict[str, str] | None = None) -> str:
     full_env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST")}
     full_env.update(env or {})
     defaults = ["--no-leader-elect", "--metrics-bind-address", "0", "--health-probe-bind-address", "0"]
-    result = subprocess.run([sys.executable, "-m", "liqosec", "run", *defaults, *args], capture_output=True,
-                            text=True, timeout=60, env=full_env)
+    result = subprocess.run(
+        [sys.executable, "-m", "liqosec", "run", *defaults, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=full_env,
+    )
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     lines = result.stderr.splitlines()
@@ -121,13 +126,21 @@ def test_an_unreachable_api_server(kubeconfig: Path) -> None:
 
 def test_the_metrics_port_taken(kubeconfig: Path, listening: int) -> None:
     line = run("--kubeconfig", str(kubeconfig), "--metrics-bind-address", f"127.0.0.1:{listening}")
-    assert line == (f"liqosec run: cannot listen on 127.0.0.1:{listening} for metrics (Address already in use): "
-                    "free the port or choose another with --metrics-bind-address ('0' disables it)")
+    assert line == (
+        f"liqosec run: cannot listen on 127.0.0.1:{listening} for metrics (Address already in use): "
+        "free the port or choose another with --metrics-bind-address ('0' disables it)"
+    )
 
 
 def test_the_probe_port_taken(kubeconfig: Path, listening: int) -> None:
-    line = run("--kubeconfig", str(kubeconfig), "--metrics-bind-address", f"127.0.0.1:{closed_port()}",
-               "--health-probe-bind-address", f"127.0.0.1:{listening}")
+    line = run(
+        "--kubeconfig",
+        str(kubeconfig),
+        "--metrics-bind-address",
+        f"127.0.0.1:{closed_port()}",
+        "--health-probe-bind-address",
+        f"127.0.0.1:{listening}",
+    )
     assert f"cannot listen on 127.0.0.1:{listening} for health probes (Address already in use)" in line
     assert "--health-probe-bind-address" in line
 
@@ -157,10 +170,14 @@ class Refusing:
     ("err", "expected"),
     [
         (errors.Unauthorized(401, "Unauthorized", ""), "refused the credentials (401 Unauthorized): renew them"),
-        (errors.Forbidden(403, "Forbidden", ""), "forbids listing CustomResourceDefinitions (403 Forbidden): bind "
-                                                 "liqosec's ClusterRole"),
-        (errors.ServiceUnavailable(503, "ServiceUnavailable", "etcd\ndown"), "failed (503 ServiceUnavailable: etcd "
-                                                                            "down): retry once it is healthy"),
+        (
+            errors.Forbidden(403, "Forbidden", ""),
+            "forbids listing CustomResourceDefinitions (403 Forbidden): bind liqosec's ClusterRole",
+        ),
+        (
+            errors.ServiceUnavailable(503, "ServiceUnavailable", "etcd\ndown"),
+            "failed (503 ServiceUnavailable: etcd down): retry once it is healthy",
+        ),
     ],
     ids=["401", "403", "503"],
 )

@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from schema_check import violations
 
 from liqosec.api.peeringconnectivity import Action, Group, SecurityMode
 from liqosec.render import load_objects
-from schema_check import violations
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = yaml.safe_load((ROOT / "manifests/crds/security.liqo.io_peeringconnectivities.yaml").read_text())

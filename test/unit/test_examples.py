@@ -62,7 +62,10 @@ def test_full_pod_to_pod_restricts_nothing() -> None:
 
 
 def test_segregation_consumer_side_follows_seed_003() -> None:
-    stateless, stateful = matrix("mode-segregation-consumer.yaml"), matrix("mode-segregation-consumer.yaml", stateful=True)
+    stateless, stateful = (
+        matrix("mode-segregation-consumer.yaml"),
+        matrix("mode-segregation-consumer.yaml", stateful=True),
+    )
     p1, p2, p3, p4, p5 = CONSUMER_ADMIN, FRONTEND, CACHE, BACKEND_SHADOW, MILAN_POD
     assert stateful.connect(p1, p4) and stateful.connect(p3, p4)  # local pods reach offloaded pods
     assert not stateful.packet(p4, p1) and not stateful.packet(p4, p3)  # not vice versa

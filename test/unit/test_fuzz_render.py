@@ -30,20 +30,68 @@ from liqosec.render import _LOADER, RenderError, _fast_documents, _Unusual, load
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "provider-isolate-offloaded.yaml"
 BASELINE = [d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d]
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 
 LABEL_KEYS = [
-    "offloading.liqo.io/origin", "liqo.io/shadowPod", "liqo.io/type", "liqo.io/remote-cluster-id",
-    "ipam.liqo.io/network-type", "configuration.liqo.io/cidr-type", "kubernetes.io/service-name", "app",
+    "offloading.liqo.io/origin",
+    "liqo.io/shadowPod",
+    "liqo.io/type",
+    "liqo.io/remote-cluster-id",
+    "ipam.liqo.io/network-type",
+    "configuration.liqo.io/cidr-type",
+    "kubernetes.io/service-name",
+    "app",
 ]
 WORDS = [
-    "rome", "milan", "true", "virtual-node", "pod-cidr", "pod", "api", "offloading", "liqo-tenant-rome", "shop-rome",
-    "default", "", " ", "Running", "Succeeded", "Failed", "IPv4", "IPv6", "FQDN", "v1beta1", "caf\u00e9", "\u6771\u4eac",
-    "\x1b[31m", "a" * 300, "firewallconfigurations.networking.liqo.io", "remote-cluster", "offloaded", "allow", "deny",
+    "rome",
+    "milan",
+    "true",
+    "virtual-node",
+    "pod-cidr",
+    "pod",
+    "api",
+    "offloading",
+    "liqo-tenant-rome",
+    "shop-rome",
+    "default",
+    "",
+    " ",
+    "Running",
+    "Succeeded",
+    "Failed",
+    "IPv4",
+    "IPv6",
+    "FQDN",
+    "v1beta1",
+    "caf\u00e9",
+    "\u6771\u4eac",
+    "\x1b[31m",
+    "a" * 300,
+    "firewallconfigurations.networking.liqo.io",
+    "remote-cluster",
+    "offloaded",
+    "allow",
+    "deny",
 ]
 ADDRESSES = [
-    "10.1.5.10", "10.71.1.10", "999.1.1.1", "10.1.5", "010.1.5.10", "fd00::1", "fe80::1%eth0", "::", "0.0.0.0",
-    "255.255.255.255", "10.1.0.0/16", "10.1.0.5/16", "fd00::/64", "10.0.0.0/33", "1.2.3.4-1.2.3.9", "localhost",
+    "10.1.5.10",
+    "10.71.1.10",
+    "999.1.1.1",
+    "10.1.5",
+    "010.1.5.10",
+    "fd00::1",
+    "fe80::1%eth0",
+    "::",
+    "0.0.0.0",
+    "255.255.255.255",
+    "10.1.0.0/16",
+    "10.1.0.5/16",
+    "fd00::/64",
+    "10.0.0.0/33",
+    "1.2.3.4-1.2.3.9",
+    "localhost",
 ]
 
 
@@ -52,12 +100,20 @@ def text() -> st.SearchStrategy[str]:
 
 
 SCALARS: st.SearchStrategy[Any] = (
-    st.none() | st.booleans() | st.integers() | st.integers(min_value=-(2**200), max_value=2**200)
-    | st.floats(allow_nan=False) | text() | st.dates() | st.datetimes()
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=-(2**200), max_value=2**200)
+    | st.floats(allow_nan=False)
+    | text()
+    | st.dates()
+    | st.datetimes()
 )
 JUNK: st.SearchStrategy[Any] = st.recursive(
     SCALARS,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(text() | st.integers() | st.booleans(), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(text() | st.integers() | st.booleans(), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -86,51 +142,68 @@ def _nest(depth: int) -> Any:
 LABELS = maybe(st.dictionaries(st.sampled_from(LABEL_KEYS) | text(), maybe(st.sampled_from(WORDS)), max_size=4))
 METADATA = maybe(
     obj(
-        name=maybe(st.sampled_from(WORDS)), namespace=maybe(st.sampled_from(WORDS)), labels=LABELS,
-        uid=maybe(text()), generation=maybe(st.integers()), creationTimestamp=maybe(text() | st.datetimes()),
+        name=maybe(st.sampled_from(WORDS)),
+        namespace=maybe(st.sampled_from(WORDS)),
+        labels=LABELS,
+        uid=maybe(text()),
+        generation=maybe(st.integers()),
+        creationTimestamp=maybe(text() | st.datetimes()),
     )
 )
 IP = maybe(st.sampled_from(ADDRESSES))
 
 
 def kind(name: str, api: str, **fields: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:
-    return st.fixed_dictionaries({"apiVersion": st.just(api), "kind": st.just(name)}, optional={"metadata": METADATA, **fields})
+    return st.fixed_dictionaries(
+        {"apiVersion": st.just(api), "kind": st.just(name)}, optional={"metadata": METADATA, **fields}
+    )
 
 
 OBJECTS = st.one_of(
     kind(
-        "Pod", "v1",
+        "Pod",
+        "v1",
         spec=maybe(obj(nodeName=maybe(st.sampled_from(WORDS)), hostNetwork=maybe(st.booleans()))),
-        status=maybe(obj(phase=maybe(st.sampled_from(WORDS)), podIP=IP, podIPs=maybe(st.lists(maybe(obj(ip=IP)), max_size=3)))),
+        status=maybe(
+            obj(phase=maybe(st.sampled_from(WORDS)), podIP=IP, podIPs=maybe(st.lists(maybe(obj(ip=IP)), max_size=3)))
+        ),
     ),
     kind("Namespace", "v1"),
     kind("Node", "v1"),
     kind("Service", "v1"),
     kind("Network", "ipam.liqo.io/v1alpha1", spec=maybe(obj(cidr=IP)), status=maybe(obj(cidr=IP))),
     kind(
-        "Configuration", "networking.liqo.io/v1beta1",
+        "Configuration",
+        "networking.liqo.io/v1beta1",
         status=maybe(obj(remote=maybe(obj(cidr=maybe(obj(pod=maybe(st.lists(IP, max_size=3)))))))),
     ),
     kind(
-        "NamespaceOffloading", "offloading.liqo.io/v1beta1",
+        "NamespaceOffloading",
+        "offloading.liqo.io/v1beta1",
         status=maybe(obj(remoteNamespacesConditions=maybe(st.dictionaries(st.sampled_from(WORDS), JUNK, max_size=2)))),
     ),
     kind(
-        "EndpointSlice", "discovery.k8s.io/v1",
+        "EndpointSlice",
+        "discovery.k8s.io/v1",
         addressType=maybe(st.sampled_from(["IPv4", "IPv6", "FQDN"])),
         endpoints=maybe(st.lists(maybe(obj(addresses=maybe(st.lists(IP, max_size=3)))), max_size=3)),
     ),
     kind(
-        "PeeringConnectivity", "security.liqo.io/v1",
+        "PeeringConnectivity",
+        "security.liqo.io/v1",
         spec=maybe(
             obj(
                 rules=maybe(
                     st.lists(
-                        maybe(obj(
-                            source=maybe(obj(group=maybe(st.sampled_from(WORDS)), namespace=maybe(st.sampled_from(WORDS)))),
-                            destination=maybe(obj(group=maybe(st.sampled_from(WORDS)))),
-                            action=maybe(st.sampled_from(["allow", "deny", "Allow"])),
-                        )),
+                        maybe(
+                            obj(
+                                source=maybe(
+                                    obj(group=maybe(st.sampled_from(WORDS)), namespace=maybe(st.sampled_from(WORDS)))
+                                ),
+                                destination=maybe(obj(group=maybe(st.sampled_from(WORDS)))),
+                                action=maybe(st.sampled_from(["allow", "deny", "Allow"])),
+                            )
+                        ),
                         max_size=4,
                     )
                 ),
@@ -140,11 +213,16 @@ OBJECTS = st.one_of(
         ),
     ),
     kind(
-        "CustomResourceDefinition", "apiextensions.k8s.io/v1",
-        spec=maybe(obj(versions=maybe(st.lists(maybe(obj(name=st.just("v1beta1"), schema=maybe(obj(openAPIV3Schema=JUNK)))))))),
+        "CustomResourceDefinition",
+        "apiextensions.k8s.io/v1",
+        spec=maybe(
+            obj(versions=maybe(st.lists(maybe(obj(name=st.just("v1beta1"), schema=maybe(obj(openAPIV3Schema=JUNK)))))))
+        ),
     ),
     kind("Pod", "v1", spec=nested(150)),  # deeper: see test_nesting_at_the_bound (repr and dump recurse)
-    st.fixed_dictionaries({"kind": maybe(st.sampled_from(["Pod", "List", "PodList", ""]))}, optional={"items": JUNK, "metadata": JUNK}),
+    st.fixed_dictionaries(
+        {"kind": maybe(st.sampled_from(["Pod", "List", "PodList", ""]))}, optional={"items": JUNK, "metadata": JUNK}
+    ),
     JUNK,
 )
 # Some of the example's well-formed objects, so a peering is often there and resolves.
@@ -191,7 +269,7 @@ def test_any_cluster_renders_or_says_why(cluster: list[Any], flow: bool) -> None
 @FUZZ
 @given(CLUSTERS)
 def test_the_api_on_unchecked_objects_raises_render_error_only(cluster: list[Any]) -> None:
-    """`render` and `build_matrix` without `load` (no file, no up-front checks): the accessors still say what is wrong."""
+    """`render` and `build_matrix` without `load` (no file, no up-front checks): accessors still say what is wrong."""
     objects = [o for o in cluster if isinstance(o, dict)]
     try:
         render(objects)
@@ -201,7 +279,12 @@ def test_the_api_on_unchecked_objects_raises_render_error_only(cluster: list[Any
 
 
 @FUZZ
-@given(st.lists(st.lists(OBJECTS, max_size=3).map(lambda items: {"apiVersion": "v1", "kind": "List", "items": items}), max_size=2))
+@given(
+    st.lists(
+        st.lists(OBJECTS, max_size=3).map(lambda items: {"apiVersion": "v1", "kind": "List", "items": items}),
+        max_size=2,
+    )
+)
 def test_lists_render_or_say_why(lists: list[Any]) -> None:
     with written(yaml.safe_dump_all(lists + BASELINE).encode()) as file:
         pipeline(file)
@@ -219,7 +302,22 @@ def test_nesting_at_the_bound(depth: int, style: str) -> None:
         pipeline(file)
 
 
-TOKENS = [*"-:[]{}&*!|>'\"#%@`,?.~<= \n\t\\", "a", "b", "1", "0x", "kind: Pod", "\n- ", ": ", "&a ", "*a", "!!", "<<: ", "\u00e9", "\x07"]
+TOKENS = [
+    *"-:[]{}&*!|>'\"#%@`,?.~<= \n\t\\",
+    "a",
+    "b",
+    "1",
+    "0x",
+    "kind: Pod",
+    "\n- ",
+    ": ",
+    "&a ",
+    "*a",
+    "!!",
+    "<<: ",
+    "\u00e9",
+    "\x07",
+]
 YAMLISH = st.lists(st.sampled_from(TOKENS), max_size=40).map("".join)
 
 
@@ -244,9 +342,20 @@ def test_any_bytes_load_or_say_why(data: bytes) -> None:
 REFERENCE: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 PLAIN: st.SearchStrategy[Any] = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8) | st.dates() | st.datetimes()
-    | st.sampled_from(["yes", "No", "~", "null", "0o17", "0x1F", "1_000", "190:20:30", "1e3", ".inf", "2024-01-01", "<<", "="]),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6) | st.integers() | st.booleans(), inner, max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8)
+    | st.dates()
+    | st.datetimes()
+    | st.sampled_from(
+        ["yes", "No", "~", "null", "0o17", "0x1F", "1_000", "190:20:30", "1e3", ".inf", "2024-01-01", "<<", "="]
+    ),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(max_size=6) | st.integers() | st.booleans(), inner, max_size=4)
+    ),
     max_leaves=20,
 )
 

@@ -53,8 +53,15 @@ class Server:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 url = urlsplit(self.path)
-                outer.seen.append(Seen(self.command, url.path, parse_qs(url.query),
-                                       {k.lower(): v for k, v in self.headers.items()}, json.loads(raw) if raw else None))
+                outer.seen.append(
+                    Seen(
+                        self.command,
+                        url.path,
+                        parse_qs(url.query),
+                        {k.lower(): v for k, v in self.headers.items()},
+                        json.loads(raw) if raw else None,
+                    )
+                )
                 reply = outer.replies.pop(0) if outer.replies else Reply(404, {"kind": "Status"})
                 self.send_response(reply.status)
                 self.send_header("Content-Type", "application/json")
@@ -114,8 +121,14 @@ def make_client(url: str) -> RestKubeClient:
 
 
 def status(code: int, reason: str, message: str = "") -> JsonDict:
-    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code,
-            "reason": reason, "message": message}
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "code": code,
+        "reason": reason,
+        "message": message,
+    }
 
 
 def test_client_maps_410_to_gone(server: Server) -> None:
@@ -127,10 +140,10 @@ def test_client_maps_410_to_gone(server: Server) -> None:
 
 
 def test_list_sends_paging_and_selector_with_bearer_token(server: Server) -> None:
-    server.replies.append(Reply(200, {"kind": "PodList", "items": [], "metadata": {
-        "resourceVersion": "7", "continue": "next"}}))
-    page = make_client(server.url).list(PODS, "ns", limit=500, continue_token="abc",
-                                        label_selector="a=b")
+    server.replies.append(
+        Reply(200, {"kind": "PodList", "items": [], "metadata": {"resourceVersion": "7", "continue": "next"}})
+    )
+    page = make_client(server.url).list(PODS, "ns", limit=500, continue_token="abc", label_selector="a=b")
     assert page["metadata"]["continue"] == "next"
     seen = server.seen[0]
     assert (seen.method, seen.path) == ("GET", "/api/v1/namespaces/ns/pods")
@@ -145,18 +158,27 @@ def test_watch_streams_events_line_by_line(server: Server) -> None:
         if i == 1:
             assert first_received.wait(3), "client must see line 1 before line 2 is sent"
 
-    server.replies.append(Reply(lines=[
-        {"type": "ADDED", "object": {"metadata": {"name": "a", "resourceVersion": "2"}}},
-        {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "3"}}},
-    ], between_lines=hold_second_line))
+    server.replies.append(
+        Reply(
+            lines=[
+                {"type": "ADDED", "object": {"metadata": {"name": "a", "resourceVersion": "2"}}},
+                {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "3"}}},
+            ],
+            between_lines=hold_second_line,
+        )
+    )
     stream = make_client(server.url).watch(LEASES, "ns", resource_version="1", timeout_seconds=300)
     events = []
     for event in stream:
         events.append(event["type"])
         first_received.set()
     assert events == ["ADDED", "BOOKMARK"]
-    assert server.seen[0].query == {"watch": ["true"], "resourceVersion": ["1"],
-                                    "timeoutSeconds": ["300"], "allowWatchBookmarks": ["true"]}
+    assert server.seen[0].query == {
+        "watch": ["true"],
+        "resourceVersion": ["1"],
+        "timeoutSeconds": ["300"],
+        "allowWatchBookmarks": ["true"],
+    }
 
 
 def test_watch_error_event_410_raises_gone(server: Server) -> None:
@@ -174,9 +196,15 @@ def test_watch_http_error_status_raises_before_streaming(server: Server) -> None
 
 def test_watch_close_from_another_thread_ends_iteration(server: Server) -> None:
     release = threading.Event()
-    server.replies.append(Reply(lines=[{"type": "ADDED", "object": {"metadata": {"name": "a"}}},
-                                       {"type": "ADDED", "object": {"metadata": {"name": "b"}}}],
-                                between_lines=lambda i: None if i != 1 else bool(release.wait(3)) and None))
+    server.replies.append(
+        Reply(
+            lines=[
+                {"type": "ADDED", "object": {"metadata": {"name": "a"}}},
+                {"type": "ADDED", "object": {"metadata": {"name": "b"}}},
+            ],
+            between_lines=lambda i: None if i != 1 else bool(release.wait(3)) and None,
+        )
+    )
     stream = make_client(server.url).watch(PODS, resource_version="1", timeout_seconds=300)
     got = []
     for event in stream:
@@ -204,22 +232,23 @@ def test_create_conflict_with_already_exists_reason(server: Server) -> None:
 
 
 def test_update_status_uses_status_subresource(server: Server) -> None:
-    ref = ResourceRef("security.liqo.io", "v1alpha1", "peeringconnectivities", True,
-                      "PeeringConnectivity")
+    ref = ResourceRef("security.liqo.io", "v1alpha1", "peeringconnectivities", True, "PeeringConnectivity")
     server.replies.append(Reply(200, {"status": {"ok": True}}))
     out = make_client(server.url).update_status(
-        ref, {"metadata": {"name": "p", "namespace": "t"}, "status": {"ok": True}})
+        ref, {"metadata": {"name": "p", "namespace": "t"}, "status": {"ok": True}}
+    )
     assert out == {"status": {"ok": True}}
-    assert server.seen[0].path == (
-        "/apis/security.liqo.io/v1alpha1/namespaces/t/peeringconnectivities/p/status")
+    assert server.seen[0].path == ("/apis/security.liqo.io/v1alpha1/namespaces/t/peeringconnectivities/p/status")
 
 
-@pytest.mark.parametrize("patch_type,body,content_type", [
-    ("merge", {"spec": {"a": 1}}, "application/merge-patch+json"),
-    ("json", [{"op": "replace", "path": "/spec/a", "value": 1}], "application/json-patch+json"),
-])
-def test_patch_sends_the_right_content_type(server: Server, patch_type: Any, body: Any,
-                                            content_type: str) -> None:
+@pytest.mark.parametrize(
+    "patch_type,body,content_type",
+    [
+        ("merge", {"spec": {"a": 1}}, "application/merge-patch+json"),
+        ("json", [{"op": "replace", "path": "/spec/a", "value": 1}], "application/json-patch+json"),
+    ],
+)
+def test_patch_sends_the_right_content_type(server: Server, patch_type: Any, body: Any, content_type: str) -> None:
     server.replies.append(Reply(200, {}))
     make_client(server.url).patch(PODS, "p", body, namespace="ns", patch_type=patch_type)
     assert server.seen[0].headers["content-type"] == content_type
@@ -227,7 +256,7 @@ def test_patch_sends_the_right_content_type(server: Server, patch_type: Any, bod
 
 
 def test_delete_and_not_found(server: Server) -> None:
-    server.replies.append(Reply(404, status(404, "NotFound", "pods \"p\" not found")))
+    server.replies.append(Reply(404, status(404, "NotFound", 'pods "p" not found')))
     with pytest.raises(errors.NotFound):
         make_client(server.url).delete(PODS, "p", namespace="ns")
     assert server.seen[0].method == "DELETE"
@@ -235,14 +264,14 @@ def test_delete_and_not_found(server: Server) -> None:
 
 def test_create_event_posts_to_the_event_namespace(server: Server) -> None:
     server.replies.append(Reply(201, {"kind": "Event"}))
-    make_client(server.url).create_event({"metadata": {"generateName": "x.", "namespace": "t"},
-                                          "reason": "Compiled"})
+    make_client(server.url).create_event({"metadata": {"generateName": "x.", "namespace": "t"}, "reason": "Compiled"})
     assert (server.seen[0].method, server.seen[0].path) == ("POST", "/api/v1/namespaces/t/events")
 
 
 def test_throttling_carries_retry_after(server: Server) -> None:
-    server.replies.append(Reply(429, {"kind": "Status", "code": 429, "reason": "TooManyRequests"},
-                                headers={"Retry-After": "3"}))
+    server.replies.append(
+        Reply(429, {"kind": "Status", "code": 429, "reason": "TooManyRequests"}, headers={"Retry-After": "3"})
+    )
     with pytest.raises(errors.TooManyRequests) as info:
         make_client(server.url).get(PODS, "p", namespace="ns")
     assert info.value.retry_after == 3.0
@@ -300,14 +329,17 @@ def test_reflector_follows_a_real_http_watch_and_stops_promptly(server: Server) 
 
     pod = {"metadata": {"name": "a", "namespace": "ns", "resourceVersion": "5"}}
     server.replies.append(Reply(200, {"items": [pod], "metadata": {"resourceVersion": "10"}}))
-    server.replies.append(Reply(lines=[
-        {"type": "MODIFIED", "object": {**pod, "metadata": {**pod["metadata"],
-                                                            "resourceVersion": "11"}}},
-        {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "12"}}},
-    ], between_lines=between))
+    server.replies.append(
+        Reply(
+            lines=[
+                {"type": "MODIFIED", "object": {**pod, "metadata": {**pod["metadata"], "resourceVersion": "11"}}},
+                {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "12"}}},
+            ],
+            between_lines=between,
+        )
+    )
     store = Store()
-    reflector = Reflector(ClientListWatch(make_client(server.url), PODS, "ns"), store,
-                          resource="pods")
+    reflector = Reflector(ClientListWatch(make_client(server.url), PODS, "ns"), store, resource="pods")
     stop = threading.Event()
     thread = threading.Thread(target=reflector.run, args=(stop,))
     thread.start()

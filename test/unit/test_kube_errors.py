@@ -11,20 +11,23 @@ import urllib3.exceptions
 from liqosec.kube import errors
 
 
-@pytest.mark.parametrize("status,reason,cls", [
-    (400, "BadRequest", errors.BadRequest),
-    (403, "Forbidden", errors.Forbidden),
-    (404, "NotFound", errors.NotFound),
-    (409, "Conflict", errors.Conflict),
-    (409, "AlreadyExists", errors.AlreadyExists),
-    (410, "Expired", errors.Gone),
-    (422, "Invalid", errors.Invalid),
-    (429, "TooManyRequests", errors.TooManyRequests),
-    (500, "InternalError", errors.InternalError),
-    (502, "", errors.InternalError),
-    (503, "ServiceUnavailable", errors.ServiceUnavailable),
-    (418, "Teapot", errors.ApiError),
-])
+@pytest.mark.parametrize(
+    "status,reason,cls",
+    [
+        (400, "BadRequest", errors.BadRequest),
+        (403, "Forbidden", errors.Forbidden),
+        (404, "NotFound", errors.NotFound),
+        (409, "Conflict", errors.Conflict),
+        (409, "AlreadyExists", errors.AlreadyExists),
+        (410, "Expired", errors.Gone),
+        (422, "Invalid", errors.Invalid),
+        (429, "TooManyRequests", errors.TooManyRequests),
+        (500, "InternalError", errors.InternalError),
+        (502, "", errors.InternalError),
+        (503, "ServiceUnavailable", errors.ServiceUnavailable),
+        (418, "Teapot", errors.ApiError),
+    ],
+)
 def test_status_body_maps_to_typed_error(status: int, reason: str, cls: type) -> None:
     body = json.dumps({"kind": "Status", "code": status, "reason": reason, "message": "m"})
     err = errors.from_status(status, body.encode())

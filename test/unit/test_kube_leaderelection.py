@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from harness.fakeclock import FakeClock
 from liqosec.kube import errors
 from liqosec.kube.client import LEASES, ResourceRef
-from harness.fakeclock import FakeClock
 from liqosec.kube.leaderelection import (
     LEASE_DURATION_SECONDS,
     RENEW_DEADLINE_SECONDS,
@@ -90,8 +90,12 @@ class FakeLeaseApi:
             self.rv += 1
             self.objects["lease"] = {
                 "metadata": {"name": "lease", "namespace": "ns", "resourceVersion": str(self.rv)},
-                "spec": {"holderIdentity": identity, "leaseDurationSeconds": 15,
-                         "renewTime": "2000-01-01T00:00:00.000000Z", "leaseTransitions": 3},
+                "spec": {
+                    "holderIdentity": identity,
+                    "leaseDurationSeconds": 15,
+                    "renewTime": "2000-01-01T00:00:00.000000Z",
+                    "leaseTransitions": 3,
+                },
             }
 
 
@@ -118,8 +122,13 @@ class Candidate:
         self.leading_metric: list[bool] = []
         self.stop = threading.Event()
         self.elector = LeaderElector(
-            api, namespace="ns", name="lease", identity=identity,  # type: ignore[arg-type]
-            callbacks=self.events.callbacks(), clock=clock, metrics=self,
+            api,
+            namespace="ns",
+            name="lease",
+            identity=identity,  # type: ignore[arg-type]
+            callbacks=self.events.callbacks(),
+            clock=clock,
+            metrics=self,
         )
         self.thread = threading.Thread(target=self.elector.run, args=(self.stop,))
 
@@ -238,14 +247,16 @@ def test_release_on_shutdown() -> None:
     assert successor.elector.try_acquire_or_renew(), "a released lease is taken at once"
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"identity": ""},
-    {"lease_duration": 10.0, "renew_deadline": 10.0},
-    {"renew_deadline": 2.0, "retry_period": 2.0},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"identity": ""},
+        {"lease_duration": 10.0, "renew_deadline": 10.0},
+        {"renew_deadline": 2.0, "retry_period": 2.0},
+    ],
+)
 def test_constructor_rejects_unsafe_timing(kwargs: dict[str, Any]) -> None:
-    base: dict[str, Any] = {"namespace": "ns", "name": "lease", "identity": "me",
-                            "callbacks": Events().callbacks()}
+    base: dict[str, Any] = {"namespace": "ns", "name": "lease", "identity": "me", "callbacks": Events().callbacks()}
     with pytest.raises(ValueError):
         LeaderElector(FakeLeaseApi(), **{**base, **kwargs})  # type: ignore[arg-type]
 

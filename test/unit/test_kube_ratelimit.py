@@ -57,9 +57,7 @@ def test_bucket_limits_overall_rate() -> None:
 
 def test_max_of_takes_worst_delay() -> None:
     clock = FakeClock()
-    limiter = MaxOfRateLimiter(
-        ItemExponentialFailureRateLimiter(1.0, 10.0), BucketRateLimiter(1, 1, clock=clock)
-    )
+    limiter = MaxOfRateLimiter(ItemExponentialFailureRateLimiter(1.0, 10.0), BucketRateLimiter(1, 1, clock=clock))
     assert limiter.when("a") == 1.0
     assert limiter.when("a") == 2.0
     assert limiter.when("b") == pytest.approx(2.0)  # bucket already two tokens in debt

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from liqosec.kube import errors
 from harness.fakeclock import FakeClock
+from liqosec.kube import errors
 from liqosec.kube.reflector import (
     BACKOFF_CAP_SECONDS,
     BACKOFF_INITIAL_SECONDS,
@@ -95,8 +95,7 @@ class ScriptedListWatch:
             raise answer
         return answer
 
-    def watch(self, *, resource_version: str, timeout_seconds: int,
-              allow_bookmarks: bool) -> FakeStream:
+    def watch(self, *, resource_version: str, timeout_seconds: int, allow_bookmarks: bool) -> FakeStream:
         assert allow_bookmarks
         assert MIN_WATCH_TIMEOUT_SECONDS <= timeout_seconds <= MAX_WATCH_TIMEOUT_SECONDS
         with self.lock:
@@ -108,7 +107,7 @@ class ScriptedListWatch:
         with self.lock:
             return sum(1 for k, _ in self.calls if k == kind)
 
-    def of(self, kind: str) -> "builtins.list[Any]":
+    def of(self, kind: str) -> builtins.list[Any]:
         with self.lock:
             return [arg for k, arg in self.calls if k == kind]
 
@@ -148,8 +147,14 @@ class Harness:
         self.counts = Counts()
         self.stop = threading.Event()
         self.reflector = Reflector(
-            self.lw, self.store, resource="pods", clock=self.clock, resync_period=resync,
-            handler=self.handler, metrics=self.counts, rng=random.Random(7),
+            self.lw,
+            self.store,
+            resource="pods",
+            clock=self.clock,
+            resync_period=resync,
+            handler=self.handler,
+            metrics=self.counts,
+            rng=random.Random(7),
         )
         self.thread = threading.Thread(target=self.reflector.run, args=(self.stop,))
 
@@ -199,12 +204,10 @@ def test_not_synced_before_first_list_completes() -> None:
 def test_watch_events_update_store_and_handler() -> None:
     with Harness() as h:
         h.lw.lists.append(page([obj("a", "5")], "10"))
-        h.lw.watches.append([ev("ADDED", "b", "11"), ev("MODIFIED", "a", "12"),
-                             ev("DELETED", "b", "13")])
+        h.lw.watches.append([ev("ADDED", "b", "11"), ev("MODIFIED", "a", "12"), ev("DELETED", "b", "13")])
         h.start()
         wait_until(lambda: len(h.handler.events) == 4)
-        assert h.handler.events == [("add", "a", "5"), ("add", "b", "11"),
-                                    ("update", "a", "12"), ("delete", "b", "11")]
+        assert h.handler.events == [("add", "a", "5"), ("add", "b", "11"), ("update", "a", "12"), ("delete", "b", "11")]
         assert h.names() == ["ns/a"]
         assert h.reflector.last_resource_version == "13"
 
@@ -212,8 +215,7 @@ def test_watch_events_update_store_and_handler() -> None:
 def test_event_with_unchanged_rv_is_not_reemitted() -> None:
     with Harness() as h:
         h.lw.lists.append(page([obj("a", "5")], "10"))
-        h.lw.watches.append([ev("ADDED", "a", "5"), ev("MODIFIED", "a", "5"),
-                             ev("DELETED", "zz", "14")])
+        h.lw.watches.append([ev("ADDED", "a", "5"), ev("MODIFIED", "a", "5"), ev("DELETED", "zz", "14")])
         h.start()
         wait_until(lambda: h.reflector.last_resource_version == "14")
         assert h.handler.events == [("add", "a", "5")]
@@ -233,8 +235,7 @@ def test_relists_after_410_gone() -> None:
 def test_watch_error_event_with_410_relists() -> None:
     with Harness() as h:
         h.lw.lists.extend([page([], "10"), page([], "60")])
-        h.lw.watches.append([{"type": "ERROR", "object": {"kind": "Status", "code": 410,
-                                                           "reason": "Expired"}}])
+        h.lw.watches.append([{"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired"}}])
         h.start()
         wait_until(lambda: h.lw.count("watch") == 2)
         assert h.lw.of("watch") == ["10", "60"]
@@ -242,12 +243,14 @@ def test_watch_error_event_with_410_relists() -> None:
 
 def test_expired_continue_token_relists_from_scratch() -> None:
     with Harness() as h:
-        h.lw.lists.extend([
-            page([obj("a", "5")], "10", "tok1"),
-            errors.Gone(410, "Expired", "The provided continue parameter is too old"),
-            page([obj("a", "5")], "20", "tok2"),
-            page([obj("b", "6")], "20"),
-        ])
+        h.lw.lists.extend(
+            [
+                page([obj("a", "5")], "10", "tok1"),
+                errors.Gone(410, "Expired", "The provided continue parameter is too old"),
+                page([obj("a", "5")], "20", "tok2"),
+                page([obj("b", "6")], "20"),
+            ]
+        )
         h.start()
         wait_until(lambda: h.lw.count("watch") == 1)
         assert h.lw.of("list") == [None, "tok1", None, "tok2"]
@@ -258,8 +261,9 @@ def test_expired_continue_token_relists_from_scratch() -> None:
 def test_watch_timeout_resumes_without_relist() -> None:
     with Harness() as h:
         h.lw.lists.append(page([], "10"))
-        h.lw.watches.append([ev("ADDED", "a", "11"), {"type": "BOOKMARK", "object": {
-            "metadata": {"resourceVersion": "15"}}}, TIMEOUT])
+        h.lw.watches.append(
+            [ev("ADDED", "a", "11"), {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "15"}}}, TIMEOUT]
+        )
         h.start()
         wait_until(lambda: h.lw.count("watch") == 2)
         assert h.lw.count("list") == 1
@@ -269,24 +273,24 @@ def test_watch_timeout_resumes_without_relist() -> None:
 
 def test_relist_emits_deletes_for_objects_gone_while_disconnected() -> None:
     with Harness() as h:
-        h.lw.lists.extend([
-            page([obj("keep", "1"), obj("changed", "2"), obj("gone", "3")], "10"),
-            page([obj("keep", "1"), obj("changed", "20"), obj("new", "21")], "30"),
-        ])
+        h.lw.lists.extend(
+            [
+                page([obj("keep", "1"), obj("changed", "2"), obj("gone", "3")], "10"),
+                page([obj("keep", "1"), obj("changed", "20"), obj("new", "21")], "30"),
+            ]
+        )
         h.lw.watches.append([errors.Gone(410, "Expired", "")])
         h.start()
         wait_until(lambda: h.lw.count("watch") == 2)
         after_relist = h.handler.events[3:]
-        assert sorted(after_relist) == [("add", "new", "21"), ("delete", "gone", "3"),
-                                        ("update", "changed", "20")]
+        assert sorted(after_relist) == [("add", "new", "21"), ("delete", "gone", "3"), ("update", "changed", "20")]
         assert h.names() == ["ns/changed", "ns/keep", "ns/new"]
 
 
 def test_bookmark_advances_rv_without_event() -> None:
     with Harness() as h:
         h.lw.lists.append(page([obj("a", "5")], "10"))
-        h.lw.watches.append([{"type": "BOOKMARK", "object": {"kind": "Pod", "metadata": {
-            "resourceVersion": "99"}}}])
+        h.lw.watches.append([{"type": "BOOKMARK", "object": {"kind": "Pod", "metadata": {"resourceVersion": "99"}}}])
         h.start()
         wait_until(lambda: h.reflector.last_resource_version == "99")
         assert h.handler.events == [("add", "a", "5")]
@@ -377,6 +381,7 @@ def test_stop_closes_open_watch_and_returns() -> None:
 
 def test_failing_handler_does_not_stop_the_cache() -> None:
     with Harness() as h:
+
         def explode(o: JsonDict) -> None:
             raise RuntimeError("handler bug")
 
@@ -396,8 +401,9 @@ def test_backoff_doubles_with_bounded_jitter() -> None:
     assert backoff.next() <= 1.5
 
 
-@pytest.mark.parametrize("kwargs", [{"resource": ""}, {"resource": "p", "resync_period": -1},
-                                    {"resource": "p", "page_size": 0}])
+@pytest.mark.parametrize(
+    "kwargs", [{"resource": ""}, {"resource": "p", "resync_period": -1}, {"resource": "p", "page_size": 0}]
+)
 def test_constructor_rejects_bad_configuration(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         Reflector(ScriptedListWatch(FakeClock()), Store(), **kwargs)
@@ -426,5 +432,4 @@ def test_list_pages_are_transformed_once_as_they_arrive() -> None:
     stop.set()
     thread.join(3)
     assert calls == ["a", "b"]
-    assert store.get("ns/a") == {"metadata": {"name": "a", "namespace": "ns",
-                                              "resourceVersion": "5"}}
+    assert store.get("ns/a") == {"metadata": {"name": "a", "namespace": "ns", "resourceVersion": "5"}}

@@ -25,11 +25,17 @@ from liqosec.kube.store import (
 )
 
 
-def pod(name: str, ns: str = "default", *, rv: str = "1", node: str | None = None,
-        labels: dict[str, str] | None = None) -> dict[str, Any]:
+def pod(
+    name: str, ns: str = "default", *, rv: str = "1", node: str | None = None, labels: dict[str, str] | None = None
+) -> dict[str, Any]:
     obj: dict[str, Any] = {
-        "metadata": {"name": name, "namespace": ns, "resourceVersion": rv,
-                     "uid": f"uid-{name}", "labels": labels or {}},
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "resourceVersion": rv,
+            "uid": f"uid-{name}",
+            "labels": labels or {},
+        },
         "spec": {},
         "status": {"phase": "Running", "podIP": "10.0.0.1", "podIPs": [{"ip": "10.0.0.1"}]},
     }
@@ -39,11 +45,13 @@ def pod(name: str, ns: str = "default", *, rv: str = "1", node: str | None = Non
 
 
 def indexed_store() -> Store:
-    return Store(indexers={
-        NAMESPACE_INDEX: index_by_namespace,
-        NODE_NAME_INDEX: index_by_node_name,
-        ORIGIN_LABEL: index_by_label(ORIGIN_LABEL),
-    })
+    return Store(
+        indexers={
+            NAMESPACE_INDEX: index_by_namespace,
+            NODE_NAME_INDEX: index_by_node_name,
+            ORIGIN_LABEL: index_by_label(ORIGIN_LABEL),
+        }
+    )
 
 
 def test_keys_are_namespace_slash_name_or_name() -> None:
@@ -78,8 +86,9 @@ def test_replace_reports_adds_updates_and_deletes() -> None:
     store.replace([pod("keep"), pod("change"), pod("gone")], "10")
     delta = store.replace([pod("keep"), pod("change", rv="2"), pod("new")], "20")
     assert [o["metadata"]["name"] for o in delta.added] == ["new"]
-    assert [(o["metadata"]["resourceVersion"], n["metadata"]["resourceVersion"])
-            for o, n in delta.updated] == [("1", "2")]
+    assert [(o["metadata"]["resourceVersion"], n["metadata"]["resourceVersion"]) for o, n in delta.updated] == [
+        ("1", "2")
+    ]
     assert [o["metadata"]["name"] for o in delta.deleted] == ["gone"]
     assert sorted(store.keys()) == ["default/change", "default/keep", "default/new"]
     assert store.last_list_resource_version == "20"
@@ -100,23 +109,34 @@ def test_slim_pod_keeps_only_resolution_fields() -> None:
     full = pod("a", node="n1", labels={"app": "x"})
     full["metadata"]["managedFields"] = [{"manager": "kubelet"}]
     full["metadata"]["annotations"] = {"a": "b"}
-    full["metadata"]["ownerReferences"] = [{"apiVersion": "v1", "kind": "ReplicaSet",
-                                            "name": "rs", "uid": "u", "blockOwnerDeletion": True}]
+    full["metadata"]["ownerReferences"] = [
+        {"apiVersion": "v1", "kind": "ReplicaSet", "name": "rs", "uid": "u", "blockOwnerDeletion": True}
+    ]
     full["spec"].update(hostNetwork=True, containers=[{"name": "c"}])
     full["status"]["conditions"] = [{"type": "Ready"}]
     assert slim_pod(full) == {
-        "metadata": {"name": "a", "namespace": "default", "uid": "uid-a",
-                     "resourceVersion": "1", "labels": {"app": "x"},
-                     "ownerReferences": [{"apiVersion": "v1", "kind": "ReplicaSet",
-                                          "name": "rs", "uid": "u"}]},
+        "metadata": {
+            "name": "a",
+            "namespace": "default",
+            "uid": "uid-a",
+            "resourceVersion": "1",
+            "labels": {"app": "x"},
+            "ownerReferences": [{"apiVersion": "v1", "kind": "ReplicaSet", "name": "rs", "uid": "u"}],
+        },
         "spec": {"nodeName": "n1", "hostNetwork": True},
         "status": {"phase": "Running", "podIP": "10.0.0.1", "podIPs": [{"ip": "10.0.0.1"}]},
     }
 
 
 def test_slim_drops_managed_fields_and_last_applied_without_touching_input() -> None:
-    obj: dict[str, Any] = {"metadata": {"name": "x", "managedFields": [{}], "annotations": {
-        "kubectl.kubernetes.io/last-applied-configuration": "{}", "keep": "1"}}, "spec": {"a": 1}}
+    obj: dict[str, Any] = {
+        "metadata": {
+            "name": "x",
+            "managedFields": [{}],
+            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}", "keep": "1"},
+        },
+        "spec": {"a": 1},
+    }
     out = slim(obj)
     assert out["metadata"] == {"name": "x", "annotations": {"keep": "1"}}
     assert out["spec"] is obj["spec"]
@@ -143,12 +163,17 @@ def test_concurrent_writers_keep_indexes_consistent() -> None:
 
 def realistic_pods(count: int) -> Iterator[dict[str, Any]]:
     for i in range(count):
-        p = pod(f"web-{i:05d}-abcde", f"ns-{i % 20}", rv=str(100000 + i), node=f"node-{i % 50}",
-                labels={"app": "web", "pod-template-hash": "7f9c8", ORIGIN_LABEL: "cluster-a"})
+        p = pod(
+            f"web-{i:05d}-abcde",
+            f"ns-{i % 20}",
+            rv=str(100000 + i),
+            node=f"node-{i % 50}",
+            labels={"app": "web", "pod-template-hash": "7f9c8", ORIGIN_LABEL: "cluster-a"},
+        )
         p["metadata"]["managedFields"] = [{"manager": "kubelet", "fieldsV1": {"f:status": {}}}]
-        p["metadata"]["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
-                                             "name": "web-7f9c8", "uid": "rs-uid",
-                                             "controller": True}]
+        p["metadata"]["ownerReferences"] = [
+            {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7f9c8", "uid": "rs-uid", "controller": True}
+        ]
         p["spec"]["containers"] = [{"name": "web", "image": "nginx:1.27", "ports": [{"containerPort": 80}]}]
         p["status"]["podIP"] = f"10.{i // 65536}.{(i // 256) % 256}.{i % 256}"
         p["status"]["podIPs"] = [{"ip": p["status"]["podIP"]}]
@@ -156,15 +181,16 @@ def realistic_pods(count: int) -> Iterator[dict[str, Any]]:
 
 
 def test_slim_pods_cost_under_2kib_each_in_cache() -> None:
-    indexers = {NAMESPACE_INDEX: index_by_namespace, NODE_NAME_INDEX: index_by_node_name,
-                ORIGIN_LABEL: index_by_label(ORIGIN_LABEL)}
-    per_pod = measure_bytes_per_object(realistic_pods(2000), transform=slim_pod,
-                                       indexers=indexers)
+    indexers = {
+        NAMESPACE_INDEX: index_by_namespace,
+        NODE_NAME_INDEX: index_by_node_name,
+        ORIGIN_LABEL: index_by_label(ORIGIN_LABEL),
+    }
+    per_pod = measure_bytes_per_object(realistic_pods(2000), transform=slim_pod, indexers=indexers)
     assert 0 < per_pod < 2048
 
 
-@given(st.lists(st.dictionaries(st.sampled_from("abcdef"), st.integers(1, 3)), min_size=1,
-                max_size=6))
+@given(st.lists(st.dictionaries(st.sampled_from("abcdef"), st.integers(1, 3)), min_size=1, max_size=6))
 def test_replaying_replace_deltas_reproduces_every_list(states: list[dict[str, int]]) -> None:
     store = Store()
     view: dict[str, str] = {}  # what a handler fed only by deltas believes

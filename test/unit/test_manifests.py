@@ -1,4 +1,4 @@
-"""Deployment artefacts without a cluster: manifests parse, RBAC covers what the controller calls, probes meet the flags."""
+"""Deployment artefacts without a cluster: manifests parse, RBAC covers the controller's calls, probes fit flags."""
 
 from __future__ import annotations
 
@@ -223,7 +223,11 @@ def test_bindings_name_the_deployments_service_account() -> None:
     assert pod["serviceAccountName"] == sa["name"]
     for kind in ("ClusterRoleBinding", "RoleBinding"):
         [subject] = one(objects, kind)["subjects"]
-        assert (subject["kind"], subject["name"], subject["namespace"]) == ("ServiceAccount", sa["name"], sa["namespace"])
+        assert (subject["kind"], subject["name"], subject["namespace"]) == (
+            "ServiceAccount",
+            sa["name"],
+            sa["namespace"],
+        )
     assert one(objects, "ClusterRoleBinding")["roleRef"]["name"] == one(objects, "ClusterRole")["metadata"]["name"]
 
 
@@ -278,7 +282,9 @@ def test_deployment_args_are_accepted_by_the_real_run_command() -> None:
     assert options.leader_elect and options.leader_election_namespace == "liqo"
     assert options.workers >= 1
     assert port_of(parsed.health_probe_bind_address) == probe_port(container, "readinessProbe")
-    assert [port_of(parsed.metrics_bind_address)] == [p["containerPort"] for p in container["ports"] if p["name"] == "metrics"]
+    assert [port_of(parsed.metrics_bind_address)] == [
+        p["containerPort"] for p in container["ports"] if p["name"] == "metrics"
+    ]
 
 
 def test_run_options_catch_a_value_the_command_would_refuse() -> None:
@@ -315,7 +321,10 @@ def test_image_runs_liqosec_run_as_the_manifests_uid() -> None:
     assert stage["USER"].split(":")[0] == str(CONTROLLER_UID)
     assert yaml.safe_load(stage["ENTRYPOINT"]) == ["liqosec"]
     assert yaml.safe_load(stage["CMD"]) == ["run"]
-    assert {int(p) for p in shlex.split(stage["EXPOSE"])} == {port_of(DEFAULT_METRICS_ADDRESS), port_of(DEFAULT_HEALTH_ADDRESS)}
+    assert {int(p) for p in shlex.split(stage["EXPOSE"])} == {
+        port_of(DEFAULT_METRICS_ADDRESS),
+        port_of(DEFAULT_HEALTH_ADDRESS),
+    }
 
 
 def test_image_is_built_from_python_311_slim_in_two_stages() -> None:
@@ -328,15 +337,43 @@ def test_image_is_built_from_python_311_slim_in_two_stages() -> None:
 
 
 def test_dockerignore_keeps_what_pip_install_needs() -> None:
-    lines = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    lines = [
+        ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines() if ln.strip() and not ln.startswith("#")
+    ]
     assert "!pyproject.toml" in lines and "!liqosec/" in lines
     assert lines[0] == "*"  # everything else (tests, .git, caches) stays out of the context
 
 
 # Short names of built-in resources that kubectl resolves before any CRD's (kubectl api-resources, v1.33).
 BUILTIN_SHORT_NAMES = {
-    "cm", "cs", "csr", "ds", "deploy", "ep", "ev", "hpa", "ing", "limits", "netpol", "no", "ns", "pc", "pdb",
-    "po", "psp", "pv", "pvc", "quota", "rc", "rs", "sa", "sc", "sts", "svc", "crd", "crds",
+    "cm",
+    "cs",
+    "csr",
+    "ds",
+    "deploy",
+    "ep",
+    "ev",
+    "hpa",
+    "ing",
+    "limits",
+    "netpol",
+    "no",
+    "ns",
+    "pc",
+    "pdb",
+    "po",
+    "psp",
+    "pv",
+    "pvc",
+    "quota",
+    "rc",
+    "rs",
+    "sa",
+    "sc",
+    "sts",
+    "svc",
+    "crd",
+    "crds",
 }
 
 

@@ -14,7 +14,10 @@ BENCH = ROOT / "bench" / "render_bench.py"
 def test_small_run_reports_every_phase() -> None:
     proc = subprocess.run(
         [sys.executable, str(BENCH), "--pods", "200", "--repeat", "1", "--reference", "--json"],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
@@ -28,7 +31,11 @@ def test_small_run_reports_every_phase() -> None:
 
 def test_table_is_the_default_output() -> None:
     proc = subprocess.run(
-        [sys.executable, str(BENCH), "--pods", "100", "--repeat", "1"], capture_output=True, text=True, timeout=120, cwd=ROOT
+        [sys.executable, str(BENCH), "--pods", "100", "--repeat", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr
     assert "render s" in proc.stdout and "100" in proc.stdout

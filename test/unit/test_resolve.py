@@ -26,7 +26,9 @@ def obj(kind: str, name: str, namespace: str = "", labels: dict[str, str] | None
     return {"kind": kind, "metadata": meta, **rest}
 
 
-def pod(name: str, ip: str | None, namespace: str = "app", labels: dict[str, str] | None = None, **spec: Any) -> dict[str, Any]:
+def pod(
+    name: str, ip: str | None, namespace: str = "app", labels: dict[str, str] | None = None, **spec: Any
+) -> dict[str, Any]:
     status: dict[str, Any] = {"phase": spec.pop("phase", "Running")}
     if ip:
         status["podIP"] = ip
@@ -79,10 +81,20 @@ def test_remote_pod_cidr_is_the_remapped_status_never_the_spec() -> None:
 def test_remote_pod_cidr_falls_back_to_tenant_networks_status() -> None:
     conf = obj("Configuration", "rome", TENANT, spec={"remote": {"cidr": {"pod": ["10.1.0.0/16"]}}}, status={})
     net = obj(
-        "Network", "rome-pod-10-1-0-0-16", TENANT, {"configuration.liqo.io/cidr-type": "pod"},
-        spec={"cidr": "10.1.0.0/16"}, status={"cidr": "10.72.0.0/16"},
+        "Network",
+        "rome-pod-10-1-0-0-16",
+        TENANT,
+        {"configuration.liqo.io/cidr-type": "pod"},
+        spec={"cidr": "10.1.0.0/16"},
+        status={"cidr": "10.72.0.0/16"},
     )
-    elsewhere = obj("Network", "milan-pod", "liqo-tenant-milan", {"configuration.liqo.io/cidr-type": "pod"}, status={"cidr": "10.99.0.0/16"})
+    elsewhere = obj(
+        "Network",
+        "milan-pod",
+        "liqo-tenant-milan",
+        {"configuration.liqo.io/cidr-type": "pod"},
+        status={"cidr": "10.99.0.0/16"},
+    )
     assert values(groups(conf, net, elsewhere), "remote-cluster") == ["10.72.0.0/16"]
 
 
@@ -120,7 +132,8 @@ SHADOW = {"liqo.io/shadowPod": "true"}
 
 def test_vc_remote_are_shadow_pods_on_this_peers_virtual_nodes() -> None:
     g = groups(
-        VNODE, OTHER_VNODE,
+        VNODE,
+        OTHER_VNODE,
         pod("s1", "10.71.0.5", "shop", SHADOW, nodeName="liqo-rome"),
         pod("s2", "10.80.0.5", "shop", SHADOW, nodeName="liqo-milan"),
         pod("local", "10.1.0.5", "shop", nodeName="worker"),
@@ -135,14 +148,19 @@ def test_virtual_node_named_after_the_peer_is_the_fallback() -> None:
 
 def offloading(namespace: str, *peers: str, name: str = "offloading") -> dict[str, Any]:
     return obj(
-        "NamespaceOffloading", name, namespace,
+        "NamespaceOffloading",
+        name,
+        namespace,
         status={"remoteNamespacesConditions": {p: [{"type": "Ready", "status": "True"}] for p in peers}},
     )
 
 
 def test_vc_local_are_local_pods_of_namespaces_offloaded_to_the_peer() -> None:
     g = groups(
-        VNODE, OTHER_VNODE, offloading("shop", "rome"), offloading("blog", "milan"),
+        VNODE,
+        OTHER_VNODE,
+        offloading("shop", "rome"),
+        offloading("blog", "milan"),
         offloading("wiki", "rome", name="not-the-liqo-one"),
         pod("front", "10.1.1.1", "shop", nodeName="worker"),
         pod("mine-shadow", "10.71.0.5", "shop", SHADOW, nodeName="liqo-rome"),
@@ -171,16 +189,38 @@ def test_private_subnets_are_rfc1918() -> None:
 
 def test_offloaded_service_backends_come_from_services_in_offloaded_namespaces() -> None:
     svc = obj("Service", "api", "shop")
-    slice_ = obj("EndpointSlice", "api-x", "shop", {"kubernetes.io/service-name": "api"}, endpoints=[{"addresses": ["10.1.1.1"]}])
-    orphan = obj("EndpointSlice", "gone-x", "shop", {"kubernetes.io/service-name": "gone"}, endpoints=[{"addresses": ["10.1.1.2"]}])
-    not_offloaded = obj("EndpointSlice", "b-x", "blog", {"kubernetes.io/service-name": "b"}, endpoints=[{"addresses": ["10.1.2.2"]}])
+    slice_ = obj(
+        "EndpointSlice", "api-x", "shop", {"kubernetes.io/service-name": "api"}, endpoints=[{"addresses": ["10.1.1.1"]}]
+    )
+    orphan = obj(
+        "EndpointSlice",
+        "gone-x",
+        "shop",
+        {"kubernetes.io/service-name": "gone"},
+        endpoints=[{"addresses": ["10.1.1.2"]}],
+    )
+    not_offloaded = obj(
+        "EndpointSlice", "b-x", "blog", {"kubernetes.io/service-name": "b"}, endpoints=[{"addresses": ["10.1.2.2"]}]
+    )
     g = groups(offloading("shop", "rome"), svc, slice_, orphan, not_offloaded, obj("Service", "b", "blog"))
     assert values(g, OFFLOADED_SERVICE_BACKENDS) == ["10.1.1.1"]
 
 
 def test_reflected_service_backends_are_slices_labelled_with_the_origin() -> None:
-    mine = obj("EndpointSlice", "r", "shop-rome", {"offloading.liqo.io/origin": "rome"}, endpoints=[{"addresses": ["10.71.1.1"]}])
-    theirs = obj("EndpointSlice", "m", "shop-milan", {"offloading.liqo.io/origin": "milan"}, endpoints=[{"addresses": ["10.80.1.1"]}])
+    mine = obj(
+        "EndpointSlice",
+        "r",
+        "shop-rome",
+        {"offloading.liqo.io/origin": "rome"},
+        endpoints=[{"addresses": ["10.71.1.1"]}],
+    )
+    theirs = obj(
+        "EndpointSlice",
+        "m",
+        "shop-milan",
+        {"offloading.liqo.io/origin": "milan"},
+        endpoints=[{"addresses": ["10.80.1.1"]}],
+    )
     assert values(groups(mine, theirs), REFLECTED_SERVICE_BACKENDS) == ["10.71.1.1"]
 
 

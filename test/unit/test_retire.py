@@ -2,18 +2,41 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from harness import agent_model as agent
 from liqosec.controller.retire import RETIRED_ANNOTATION, Delete, Neutralize, Wait, next_step
 from liqosec.firewall.evaluate import Packet, node_accepts, tables_of
 
-NOW = datetime(2026, 11, 27, 10, 0, 0, tzinfo=timezone.utc)
-FC = {"metadata": {"name": "liqosec-rome", "annotations": {"keep": "me"}},
-      "spec": {"table": {"name": "liqosec-rome", "family": "IPV4", "chains": [
-          {"name": "peering-filter", "type": "filter", "hook": "forward", "priority": 0, "policy": "drop",
-           "rules": {"filterRules": [{"name": "accept-x", "action": "accept", "counter": True,
-                                       "match": [{"op": "eq", "ip": {"position": "src", "value": "10.0.0.1"}}]}]}}]}}}
+NOW = datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC)
+FC = {
+    "metadata": {"name": "liqosec-rome", "annotations": {"keep": "me"}},
+    "spec": {
+        "table": {
+            "name": "liqosec-rome",
+            "family": "IPV4",
+            "chains": [
+                {
+                    "name": "peering-filter",
+                    "type": "filter",
+                    "hook": "forward",
+                    "priority": 0,
+                    "policy": "drop",
+                    "rules": {
+                        "filterRules": [
+                            {
+                                "name": "accept-x",
+                                "action": "accept",
+                                "counter": True,
+                                "match": [{"op": "eq", "ip": {"position": "src", "value": "10.0.0.1"}}],
+                            }
+                        ]
+                    },
+                }
+            ],
+        }
+    },
+}
 
 
 def test_a_firewall_with_rules_is_emptied_first_and_lets_everything_through() -> None:

@@ -10,22 +10,29 @@ SPEC = {"table": {"name": "liqosec-rome", "chains": []}}
 
 
 def fc(name: str, *conds: tuple[str, str, str], spec: dict[str, Any] = SPEC) -> dict[str, Any]:
-    return {"metadata": {"name": name}, "spec": spec,
-            "status": {"conditions": [{"host": h, "type": t, "status": s} for h, t, s in conds]}}
+    return {
+        "metadata": {"name": name},
+        "spec": spec,
+        "status": {"conditions": [{"host": h, "type": t, "status": s} for h, t, s in conds]},
+    }
 
 
 def test_every_node_reporting_applied_on_every_shard_counts() -> None:
     desired = [fc("a"), fc("a-s1")]
-    live = {"a": fc("a", ("n1", "Applied", "True"), ("n2", "Applied", "True")),
-            "a-s1": fc("a-s1", ("n1", "Applied", "True"), ("n2", "Applied", "True"))}
+    live = {
+        "a": fc("a", ("n1", "Applied", "True"), ("n2", "Applied", "True")),
+        "a-s1": fc("a-s1", ("n1", "Applied", "True"), ("n2", "Applied", "True")),
+    }
     assert rollout(desired, live, nodes=2) == Rollout(nodes=2, applied=2)
     assert rollout(desired, live, nodes=3).summary == "2/3"
 
 
 def test_a_host_counts_only_when_all_shards_are_applied_there() -> None:
     desired = [fc("a"), fc("a-s1")]
-    live = {"a": fc("a", ("n1", "Applied", "True"), ("n2", "Applied", "True")),
-            "a-s1": fc("a-s1", ("n1", "Applied", "True"))}
+    live = {
+        "a": fc("a", ("n1", "Applied", "True"), ("n2", "Applied", "True")),
+        "a-s1": fc("a-s1", ("n1", "Applied", "True")),
+    }
     assert rollout(desired, live, nodes=2).applied == 1
 
 

@@ -33,8 +33,9 @@ def scattered(n: int, seed: int = 7) -> list[str]:
 
 
 def groups(offloaded: list[str]) -> ResolvedGroups:
-    return ResolvedGroups("rome", {"local-cluster": LOCAL, "remote-cluster": REMOTE,
-                                   "offloaded": AddressSet.of(offloaded)})
+    return ResolvedGroups(
+        "rome", {"local-cluster": LOCAL, "remote-cluster": REMOTE, "offloaded": AddressSet.of(offloaded)}
+    )
 
 
 def objects(pods: list[str], budget: int) -> list[dict[str, object]]:
@@ -43,8 +44,11 @@ def objects(pods: list[str], budget: int) -> list[dict[str, object]]:
 
 
 def expressions(fc: dict[str, object]) -> int:
-    return sum(agent.expression_count(r) for c in fc["spec"]["table"]["chains"]  # type: ignore[index]
-               for r in c["rules"]["filterRules"])
+    return sum(
+        agent.expression_count(r)
+        for c in fc["spec"]["table"]["chains"]  # type: ignore[index]
+        for r in c["rules"]["filterRules"]
+    )
 
 
 def test_a_small_chain_is_one_firewall() -> None:
@@ -81,8 +85,13 @@ def test_a_pod_added_moves_no_rule_between_shards() -> None:
     assert len(before) == len(after)
 
     def placement(fcs: list[dict[str, object]]) -> dict[str, int]:
-        return {r["name"]: i for i, fc in enumerate(fcs) for c in fc["spec"]["table"]["chains"]  # type: ignore[index]
-                for r in c["rules"]["filterRules"]}
+        return {
+            r["name"]: i
+            for i, fc in enumerate(fcs)
+            for c in fc["spec"]["table"]["chains"]  # type: ignore[index]
+            for r in c["rules"]["filterRules"]
+        }
+
     old, new = placement(before), placement(after)
     assert all(new[name] == shard for name, shard in old.items() if name in new)
 

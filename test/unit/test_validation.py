@@ -45,7 +45,7 @@ def test_missing_spec_is_an_empty_policy() -> None:
 def test_unknown_group_names_path_and_choices() -> None:
     spec = {"rules": [{}, {}, {"source": {"group": "ofloaded"}, "action": "allow"}]}
     [message] = errors_of(pc(spec))
-    assert message.startswith('spec.rules[2].source.group: unknown group \'ofloaded\'; expected one of "local-cluster"')
+    assert message.startswith("spec.rules[2].source.group: unknown group 'ofloaded'; expected one of \"local-cluster\"")
     assert '"vc-remote"' in message
 
 
