@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+from test_compile import ISOLATE, LOCAL, REMOTE
 
 from harness import agent_model as agent
 from liqosec.api.peeringconnectivity import Action, PeeringConnectivity, PeeringConnectivitySpec
@@ -16,13 +17,6 @@ from liqosec.firewall.capabilities import Capabilities
 from liqosec.firewall.evaluate import Packet, node_accepts, tables_of
 from liqosec.groups.resolve import ResolvedGroups
 
-LOCAL, REMOTE = AddressSet.of(["10.1.0.0/16"]), AddressSet.of(["10.71.0.0/16"])
-ISOLATE = [
-    Clause("remote-cluster", "offloaded", Action.ALLOW, "r0"),
-    Clause("offloaded", "remote-cluster", Action.ALLOW, "r1"),
-    Clause("offloaded", None, Action.DENY, "r2"),
-    Clause("remote-cluster", None, Action.DENY, "r3"),
-]
 PC = PeeringConnectivity("rome", "liqo-tenant-rome", PeeringConnectivitySpec(), uid="u")
 
 
