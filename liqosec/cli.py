@@ -1,7 +1,8 @@
-"""The `liqosec` command: render, matrix, run.
+"""The `liqosec` command: render, matrix, explain, run.
 
 Exit codes: 0 done, 1 invalid input (the message names the file, the object
-and the field), 2 usage, 70 internal error (a bug: `render` and `matrix`
+and the field) or a question `explain` cannot answer (an unknown pod or
+peering), 2 usage, 70 internal error (a bug: `render`, `matrix` and `explain`
 print one line asking for a report, never a traceback, unless
 LIQOSEC_TRACEBACK is set), 130 interrupted, 141 stdout closed early.
 """
@@ -18,9 +19,19 @@ from typing import Any, TextIO
 
 import yaml
 
+from liqosec.explain import ExplainError, explain, explanation_json, format_explanation
 from liqosec.firewall.capabilities import Capabilities
 from liqosec.matrix import Matrix, build_matrix
-from liqosec.render import MAX_INPUT_BYTES_ENV, READ_KINDS, RenderError, capabilities_of, load, max_input_bytes, render
+from liqosec.render import (
+    MAX_INPUT_BYTES_ENV,
+    READ_KINDS,
+    RenderError,
+    capabilities_of,
+    load,
+    max_input_bytes,
+    outcomes,
+    render,
+)
 
 EXIT_INVALID = 1
 EXIT_INTERNAL = 70  # EX_SOFTWARE (sysexits.h)
@@ -171,8 +182,31 @@ def _cmd_matrix(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _add_input(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-f", "--filename", action="append", required=True, help="YAML file or directory (repeatable)")
+def _cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
+    objects = _load(args)
+    results = outcomes(objects, capabilities=_capabilities(args, objects))
+    x = explain(objects, args.source, args.destination, peering=args.peering, results=results)
+    if args.output == "json":
+        text = json.dumps(explanation_json(x), indent=2) + "\n"
+    else:
+        text = format_explanation(x) + "\n"
+    _write(out, text)
+    return 0
+
+
+EXPLAIN_HELP = (
+    """\
+examples:
+  liqosec explain -f examples/provider-isolate-offloaded.yaml --from default/web --to shop-rome/cart-0
+  liqosec explain -f examples/ --peering liqo-tenant-rome/rome --from 10.71.0.9 --to default/web -o json
+
+"""
+    + INPUT_HELP
+)
+
+
+def _add_input(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    p.add_argument("-f", "--filename", action="append", required=required, help="YAML file or directory (repeatable)")
     state = p.add_mutually_exclusive_group()
     state.add_argument("--ctstate", dest="ctstate", action="store_true", default=None, help="assume conntrack matches")
     state.add_argument("--no-ctstate", dest="ctstate", action="store_false", help="assume a stateless firewall")
@@ -198,6 +232,21 @@ def parser(*, with_run: bool = True) -> argparse.ArgumentParser:
     _add_input(m)
     m.add_argument("-o", "--output", choices=("table", "json"), default="table")
     m.set_defaults(func=_cmd_matrix)
+    e = sub.add_parser(
+        "explain",
+        help="say why a TCP connection between two pods or addresses opens or not under a peering's firewall",
+        epilog=EXPLAIN_HELP,
+        formatter_class=raw,
+    )
+    _add_input(e, required=False)
+    e.add_argument("--kubeconfig", default=None, help="read the live cluster (not yet implemented: use -f)")
+    e.add_argument(
+        "--peering", default=None, metavar="NS/NAME", help="the PeeringConnectivity (optional when there is one)"
+    )
+    e.add_argument("--from", dest="source", required=True, metavar="POD|IP", help="namespace/name of a pod, or IPv4")
+    e.add_argument("--to", dest="destination", required=True, metavar="POD|IP", help="namespace/name or IPv4")
+    e.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    e.set_defaults(func=_cmd_explain)
     if with_run:
         _add_run(sub)
     return p
@@ -213,9 +262,16 @@ def _add_run(sub: Any) -> None:
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    p = parser(with_run=argv[:1] not in (["render"], ["matrix"]))
+    p = parser(with_run=argv[:1] not in (["render"], ["matrix"], ["explain"]))
     args = p.parse_args(argv)
-    if args.func not in (_cmd_render, _cmd_matrix):  # `run` reports its own failures, tracebacks included
+    if args.func is _cmd_explain:
+        if args.kubeconfig is not None:
+            p.error(
+                "explain --kubeconfig: reading the live cluster is not implemented yet; dump the objects and use -f"
+            )
+        if not args.filename:
+            p.error("explain: the following arguments are required: -f/--filename")
+    if args.func not in (_cmd_render, _cmd_matrix, _cmd_explain):  # `run` reports its own failures, tracebacks included
         try:
             return int(args.func(args, out or sys.stdout))
         except RenderError as err:
@@ -232,6 +288,9 @@ def _guarded(command: str, run: Callable[[], int], to_stdout: bool) -> int:
     """Run a pure command: invalid input is exit 1 with its message; anything else is a bug, said in one line."""
     try:
         return run()
+    except ExplainError as err:
+        print(f"liqosec {command}: {_shorten(str(err))}", file=sys.stderr)
+        return EXIT_INVALID
     except RenderError as err:
         lines = _capped(err.errors)
         print(f"liqosec {command}: invalid input:\n" + "\n".join(lines), file=sys.stderr)

@@ -27,6 +27,17 @@ class Group(str, enum.Enum):
     VC_REMOTE = "vc-remote"
     PRIVATE_SUBNETS = "private-subnets"
 
+    @classmethod
+    def _missing_(cls, value: object) -> Group | None:
+        """An alias names its canonical group: `Group("slice-local") is Group.VC_LOCAL`."""
+        canonical = GROUP_ALIASES.get(value) if isinstance(value, str) else None
+        return cls(canonical) if canonical is not None else None
+
+
+# Names the later form of the original engine gives the virtual-cluster groups. They parse to
+# the canonical group, so a policy compiles to the same FirewallConfiguration whichever it uses.
+GROUP_ALIASES: dict[str, str] = {"slice-local": "vc-local", "slice-remote": "vc-remote"}
+
 
 class Action(str, enum.Enum):
     ALLOW = "allow"
@@ -38,6 +49,7 @@ class SecurityMode(str, enum.Enum):
 
     FULL_POD_TO_POD = "FullPodToPod"
     INTRA_CLUSTER_TRAFFIC_SEGREGATION = "IntraClusterTrafficSegregation"
+    PROTECTED_BORDERS = "ProtectedBorders"
 
 
 # Groups that make a packet part of a peering's traffic: a policy acts only on

@@ -16,6 +16,7 @@ from typing import Any
 from liqosec.api.peeringconnectivity import (
     ANY,
     API_VERSION,
+    GROUP_ALIASES,
     KIND,
     Action,
     Group,
@@ -52,7 +53,10 @@ class ValidationError(ValueError):
 
 
 def _choices(enum_type: type[Group] | type[Action] | type[SecurityMode]) -> str:
-    return ", ".join(f'"{m.value}"' for m in enum_type)
+    names = [f'"{m.value}"' for m in enum_type]
+    if enum_type is Group:  # aliases parse to their canonical group (Group._missing_)
+        names += [f'"{alias}" (= "{canonical}")' for alias, canonical in GROUP_ALIASES.items()]
+    return ", ".join(names)
 
 
 def _parse_enum(value: Any, enum_type: Any, path: str, what: str, errors: list[FieldError]) -> Any:

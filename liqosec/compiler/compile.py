@@ -77,6 +77,9 @@ class CompiledChain:
     rules: tuple[FilterRule, ...]
     atoms: int
     one_way: bool  # some allowed flow has its reverse denied: replies need conntrack
+    # The clauses (explicit rules, the mode's, or the default as origin "defaultAction")
+    # that allow such a flow, in evaluation order: where replies need a rule of their own.
+    one_way_clauses: tuple[Clause, ...] = ()
 
     @property
     def match_count(self) -> int:
@@ -101,7 +104,10 @@ def _match_order(m: Match) -> tuple[bool, str, str]:
     return (m.position != "src", m.op, m.value)
 
 
-def _verdicts(part: Partition, clauses: Sequence[Clause], default: Action) -> dict[tuple[int, int], str]:
+def _verdicts(
+    part: Partition, clauses: Sequence[Clause], default: Action
+) -> tuple[dict[tuple[int, int], str], dict[tuple[int, int], int]]:
+    """The verdict of every pair of atoms, and which clause decided it (len(clauses): the default)."""
     scope = 0
     for term in _SCOPE:
         scope |= part.bit(term)
@@ -110,18 +116,20 @@ def _verdicts(part: Partition, clauses: Sequence[Clause], default: Action) -> di
         for c in clauses
     ]
     out: dict[tuple[int, int], str] = {}
+    deciders: dict[tuple[int, int], int] = {}
     for a in part.atoms:
         for b in part.atoms:
             verdict = ACCEPT
             if (a | b) & scope:
-                action = default
-                for src, dst, act in masks:
+                action, decider = default, len(masks)
+                for i, (src, dst, act) in enumerate(masks):
                     if (src is None or a & src) and (dst is None or b & dst):
-                        action = act
+                        action, decider = act, i
                         break
                 verdict = ACCEPT if action is Action.ALLOW else DROP
+                deciders[(a, b)] = decider
             out[(a, b)] = verdict
-    return out
+    return out, deciders
 
 
 def _rectangles(part: Partition, region: set[tuple[int, int]], by_source: bool) -> list[tuple[AddressSet, AddressSet]]:
@@ -170,7 +178,7 @@ def compile_chain(
 ) -> CompiledChain:
     terms = sorted({*_SCOPE, *(t for c in clauses for t in (c.src, c.dst) if t is not None)})
     part = partition(terms, [groups.get(t) for t in terms])
-    verdicts = _verdicts(part, clauses, default)
+    verdicts, deciders = _verdicts(part, clauses, default)
     # Fewest rules, then fewest matches; on a tie prefer the accept policy so a
     # half-applied chain fails open for traffic it does not govern. Only a
     # candidate that would win is costed exactly (formatting its terms is slow).
@@ -184,5 +192,15 @@ def compile_chain(
         name = rule_name(action, term)
         rules.setdefault(name, FilterRule(name, action, tuple(sorted(term, key=_match_order))))
     chain = CHAIN_STATEFUL if capabilities.ctstate else CHAIN_STATELESS
-    one_way = any(v == ACCEPT and verdicts[(b, a)] == DROP for (a, b), v in verdicts.items())
-    return CompiledChain(name=chain, policy=policy, rules=tuple(rules.values()), atoms=len(part.atoms), one_way=one_way)
+    one_way_pairs = [(a, b) for (a, b), v in verdicts.items() if v == ACCEPT and verdicts[(b, a)] == DROP]
+    # Out of scope pairs accept without a clause and their reverse is out of scope too.
+    holes = sorted({deciders[pair] for pair in one_way_pairs if pair in deciders})
+    everything = (*clauses, Clause(None, None, default, "defaultAction"))
+    return CompiledChain(
+        name=chain,
+        policy=policy,
+        rules=tuple(rules.values()),
+        atoms=len(part.atoms),
+        one_way=bool(one_way_pairs),
+        one_way_clauses=tuple(everything[i] for i in holes),
+    )

@@ -1,15 +1,22 @@
-"""Liqo's security modes (seed 003) as per-peering presets of clauses.
+"""Liqo's security modes (seed 003, Liqo issue 1879) as per-peering presets of clauses.
 
 Each preset is evaluated after the explicit rules. Both halves of
 IntraClusterTrafficSegregation always apply: each names groups that are empty
 on the other side of the peering, so a cluster that is both consumer and
 provider of the same peer simply gets both (docs/semantics.md, "Security modes").
+ProtectedBorders lets the virtual cluster talk inside itself and denies the
+rest of the peering's traffic; holes are explicit rules.
 """
 
 from __future__ import annotations
 
 from liqosec.api.peeringconnectivity import Action, Group, SecurityMode
-from liqosec.groups.resolve import OFFLOADED_SERVICE_BACKENDS, OUTSIDE_POD_CIDRS, REFLECTED_SERVICE_BACKENDS
+from liqosec.groups.resolve import (
+    OFFLOADED_SERVICE_BACKENDS,
+    OUTSIDE_POD_CIDRS,
+    REFLECTED_SERVICE_BACKENDS,
+    VIRTUAL_CLUSTER,
+)
 
 Preset = tuple[tuple[str | None, str | None, Action], ...]
 
@@ -36,9 +43,18 @@ _SEGREGATION: Preset = (
     (None, None, Action.DENY),
 )
 
+_PROTECTED_BORDERS: Preset = (
+    # Inside the virtual cluster everything passes, both ways: vc-local, vc-remote,
+    # offloaded, and the local backends of offloaded and of reflected services.
+    (VIRTUAL_CLUSTER, VIRTUAL_CLUSTER, Action.ALLOW),
+    # Everything else across the peering is cut; holes are explicit rules.
+    (None, None, Action.DENY),
+)
+
 PRESETS: dict[SecurityMode, Preset] = {
     SecurityMode.FULL_POD_TO_POD: (),
     SecurityMode.INTRA_CLUSTER_TRAFFIC_SEGREGATION: _SEGREGATION,
+    SecurityMode.PROTECTED_BORDERS: _PROTECTED_BORDERS,
 }
 
 
@@ -47,5 +63,8 @@ def mode_clauses(mode: SecurityMode) -> Preset:
 
 
 def has_one_way_allows(mode: SecurityMode) -> bool:
-    """True when the preset allows a direction but not its reverse (needs conntrack)."""
+    """True when the preset allows a direction but not its reverse (needs conntrack).
+
+    ProtectedBorders' one allow is symmetric: only explicit rules (its holes) can be one way.
+    """
     return mode is SecurityMode.INTRA_CLUSTER_TRAFFIC_SEGREGATION

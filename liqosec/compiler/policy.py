@@ -58,9 +58,15 @@ def decide(
     """First-match verdict of a packet, or None when it is not this peering's traffic."""
     if not in_scope(groups, src, dst):
         return None
+    clause = first_match(clauses, groups, src, dst)
+    return default if clause is None else clause.action
+
+
+def first_match(clauses: Iterable[Clause], groups: ResolvedGroups, src: str | int, dst: str | int) -> Clause | None:
+    """The first clause whose source and destination hold the packet's ends (scope aside), or None."""
     for clause in clauses:
         if (clause.src is None or src in groups.get(clause.src)) and (
             clause.dst is None or dst in groups.get(clause.dst)
         ):
-            return clause.action
-    return default
+            return clause
+    return None

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from liqosec.compiler.compile import CompiledChain
 from liqosec.compiler.firewallconfiguration import MAX_OBJECT_BYTES, Outcome
 
 VALID, READY, STATELESS, LARGE = "Valid", "Ready", "StatelessFiltering", "LargeFirewall"
@@ -19,6 +20,8 @@ VALID, READY, STATELESS, LARGE = "Valid", "Ready", "StatelessFiltering", "LargeF
 LARGE_FRACTION = 0.75
 # The per-host condition Liqo's agent writes on a FirewallConfiguration.
 AGENT_APPLIED = "Applied"
+# One-way allows named in StatelessFiltering's message; the rest are counted.
+MAX_HOLES_NAMED = 8
 
 
 @dataclass(frozen=True)
@@ -95,18 +98,13 @@ def valid_conditions(outcome: Outcome, *, stateful: bool, progress: Rollout | No
             Condition(STATELESS, False, "ConntrackAvailable", "established and related packets are accepted first")
         )
     else:
-        what = (
-            "this policy allows some flows one way only, and their replies are judged as new packets and dropped: "
-            "such connections do not open"
-            if chain.one_way
-            else "every allowed flow is also allowed back, so connections open"
-        )
         conds.append(
             Condition(
                 STATELESS,
                 True,
                 "NoConntrackMatch",
-                f"the installed FirewallConfiguration API has no ctstate match, so filtering is stateless; {what}",
+                "the installed FirewallConfiguration API has no ctstate match, so filtering is stateless; "
+                + _one_way_message(chain),
             )
         )
     if outcome.size_bytes > LARGE_FRACTION * MAX_OBJECT_BYTES:
@@ -114,6 +112,31 @@ def valid_conditions(outcome: Outcome, *, stateful: bool, progress: Rollout | No
             Condition(LARGE, True, "NearSizeBound", f"{outcome.size_bytes} bytes of {MAX_OBJECT_BYTES} allowed")
         )
     return conds
+
+
+def _term(term: str | None) -> str:
+    return "any" if term is None else term
+
+
+def _one_way_message(chain: CompiledChain) -> str:
+    """Which allows are one way, and the rule each needs for its replies (docs/semantics.md, "Status")."""
+    if not chain.one_way:
+        return "every allowed flow is also allowed back, so connections open"
+    holes = []
+    for c in chain.one_way_clauses[:MAX_HOLES_NAMED]:
+        if c.origin == "defaultAction":
+            holes.append("defaultAction allows flows whose replies a deny drops")
+            continue
+        src, dst = _term(c.src), _term(c.dst)
+        holes.append(f"{c.origin} ({src} -> {dst}) needs an allow of {dst} -> {src} for its replies")
+    more = len(chain.one_way_clauses) - MAX_HOLES_NAMED
+    if more > 0:
+        holes.append(f"and {more} more")
+    return (
+        "this policy allows some flows one way only, and their replies are judged as new packets and dropped: "
+        "such connections do not open unless a rule evaluated before any deny of them allows the replies; "
+        + "; ".join(holes)
+    )
 
 
 def invalid_conditions(

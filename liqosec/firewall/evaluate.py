@@ -45,11 +45,19 @@ def _match(m: Mapping[str, Any], packet: Packet) -> bool:
     return hit != negate
 
 
-def chain_verdict(chain: Mapping[str, Any], packet: Packet) -> str:
+def deciding_rule(chain: Mapping[str, Any], packet: Packet) -> Mapping[str, Any] | None:
+    """The first rule with a verdict whose matches all hold, or None: the chain's policy decides."""
     for rule in (chain.get("rules") or {}).get("filterRules") or ():
+        if rule.get("action") in TERMINAL and all(_match(m, packet) for m in rule.get("match") or ()):
+            return rule  # type: ignore[no-any-return]
+    return None
+
+
+def chain_verdict(chain: Mapping[str, Any], packet: Packet) -> str:
+    rule = deciding_rule(chain, packet)
+    if rule is not None:
         action = rule.get("action")
-        if action in TERMINAL and all(_match(m, packet) for m in rule.get("match") or ()):
-            return "drop" if action == "reject" else str(action)
+        return "drop" if action == "reject" else str(action)
     return str(chain.get("policy") or "accept")
 
 

@@ -55,6 +55,9 @@ PRIVATE_SUBNETS = AddressSet.of(["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"
 OFFLOADED_SERVICE_BACKENDS = "@offloaded-service-backends"
 REFLECTED_SERVICE_BACKENDS = "@reflected-service-backends"
 OUTSIDE_POD_CIDRS = "@outside-pod-cidrs"
+# The virtual cluster, as ProtectedBorders sees it: vc-local, vc-remote, offloaded and both
+# kinds of service backends (docs/semantics.md, "Security modes").
+VIRTUAL_CLUSTER = "@virtual-cluster"
 
 
 def namespace_term(namespace: str) -> str:
@@ -383,6 +386,16 @@ def resolve_groups(
         REFLECTED_SERVICE_BACKENDS: c.addresses(_slice_addresses(view.by_label("EndpointSlice", ORIGIN, peer))),
         OUTSIDE_POD_CIDRS: local.union(remote).complement(),
     }
+    virtual_cluster = EMPTY
+    for term in (
+        Group.VC_LOCAL.value,
+        Group.VC_REMOTE.value,
+        Group.OFFLOADED.value,
+        OFFLOADED_SERVICE_BACKENDS,
+        REFLECTED_SERVICE_BACKENDS,
+    ):
+        virtual_cluster = virtual_cluster.union(sets[term])
+    sets[VIRTUAL_CLUSTER] = virtual_cluster
     for ns in sorted(set(namespaces)):
         sets[namespace_term(ns)] = c.pods(view.list("Pod", ns))
     return ResolvedGroups(peer=peer, sets=sets, ipv6_skipped=c.ipv6_skipped)

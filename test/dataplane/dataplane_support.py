@@ -111,11 +111,16 @@ _SEGREGATION = [  # "Security modes", in the order written there; evaluated afte
     (None, None, "deny"),
 ]
 
+# "Security modes", ProtectedBorders: the virtual cluster talks inside itself, then deny.
+_VIRTUAL_CLUSTER = ("vc-local", "vc-remote", "offloaded", "@offloaded-service-backends", "@reflected-service-backends")
+_PROTECTED_BORDERS = [("@vc", "@vc", "allow"), (None, None, "deny")]
+_ALIASES = {"slice-local": "vc-local", "slice-remote": "vc-remote"}  # "Groups"
+
 
 def _term(party: dict[str, str] | None) -> str | None:
     if not party:
         return None
-    return party["group"] if "group" in party else f"namespace:{party['namespace']}"
+    return _ALIASES.get(party["group"], party["group"]) if "group" in party else f"namespace:{party['namespace']}"
 
 
 def policy_connects(objects: Sequence[dict[str, Any]], *, stateful: bool) -> Callable[[str, str], bool]:
@@ -142,6 +147,8 @@ def policy_connects(objects: Sequence[dict[str, Any]], *, stateful: bool) -> Cal
         ]
         if spec.get("securityMode") == "IntraClusterTrafficSegregation":
             clauses += _SEGREGATION
+        elif spec.get("securityMode") == "ProtectedBorders":
+            clauses += _PROTECTED_BORDERS
         policies.append((o.groups, clauses, spec.get("defaultAction") or "allow"))
 
     def member(groups: Any, term: str | None, addr: int) -> bool:
@@ -149,6 +156,8 @@ def policy_connects(objects: Sequence[dict[str, Any]], *, stateful: bool) -> Cal
             return True
         if term == "@outside":
             return addr not in groups.get("local-cluster") and addr not in groups.get("remote-cluster")
+        if term == "@vc":
+            return any(addr in groups.get(g) for g in _VIRTUAL_CLUSTER)
         return addr in groups.get(term)
 
     def accepts(src: int, dst: int, *, reply: bool) -> bool:

@@ -61,6 +61,26 @@ READER: dict[str, list[tuple[str, str, bool, bool]]] = {
         ("shop-rome/cart-0", "(internet)", True, True),  # P4 -> I2
         (REMOTE_ROME, "default/web", False, False),
     ],
+    "mode-protected-borders-consumer.yaml": [
+        ("shop/frontend", "shop/backend", True, True),  # vc-local <-> vc-remote, both ways
+        ("shop/backend", "shop/cache", True, True),
+        ("default/admin", "shop/backend", False, False),  # outside the virtual cluster
+        ("shop/backend", "default/admin", False, False),
+        (REMOTE_MILAN, "shop/frontend", False, False),  # milan's other pods
+        ("shop/frontend", REMOTE_MILAN, False, False),
+        ("shop/backend", "(internet)", False, False),
+        ("default/admin", "shop/cache", True, True),  # inside the physical cluster
+    ],
+    "mode-protected-borders-provider.yaml": [
+        ("shop-rome/cart-0", "shop-rome/cart-1", True, True),  # offloaded <-> offloaded
+        (REMOTE_ROME, "shop-rome/cart-0", False, False),  # rome's pods but the reflected backends are outside
+        ("shop-rome/cart-0", "default/web", False, False),  # local pods are protected
+        ("default/web", "shop-rome/cart-1", False, False),
+        ("shop-rome/cart-0", "(internet)", False, False),
+        ("shop-rome/cart-1", "monitoring/metrics", False, True),  # the hole, one way: needs conntrack
+        ("monitoring/metrics", "shop-rome/cart-1", False, False),
+        ("default/web", "monitoring/metrics", True, True),  # not the peering's traffic
+    ],
     "ordering-deny-first.yaml": [
         (REMOTE_ROME, "shop/frontend", False, False),  # the earlier deny on vc-local wins
         (REMOTE_ROME, "default/web", True, True),
@@ -144,3 +164,20 @@ def test_one_way_allow_is_dropped_without_conntrack(fresh: World) -> None:
     (status,) = fresh.wait_ready(objects).values()
     warning = next(c for c in status["conditions"] if c["type"] == "StatelessFiltering")
     assert warning["status"] == "True" and "dropped" in warning["message"] and "do not open" in warning["message"]
+
+
+def test_protected_borders_hole_is_named_in_the_status(fresh: World) -> None:
+    """ProtectedBorders' explicit hole (offloaded -> monitoring) is one way: the packets drop its
+    replies, and StatelessFiltering names the rule and the allow its replies need."""
+    objects = load_objects([str(ROOT / "examples" / "mode-protected-borders-provider.yaml")])
+    matrix = build_matrix(objects)
+    fresh.converge(objects)
+    fresh.place(matrix)
+    ip = {e.name: e.ip for e in matrix.endpoints}
+    assert fresh.cluster.probe(ip["shop-rome/cart-0"], ip["monitoring/metrics"]) is False
+    assert fresh.cluster.probe(ip["shop-rome/cart-0"], ip["shop-rome/cart-1"]) is True
+    (status,) = fresh.wait_ready(objects).values()
+    warning = next(c for c in status["conditions"] if c["type"] == "StatelessFiltering")
+    assert warning["status"] == "True" and "do not open" in warning["message"]
+    assert "spec.rules[0] (offloaded -> namespace:monitoring)" in warning["message"]
+    assert "needs an allow of namespace:monitoring -> offloaded" in warning["message"]

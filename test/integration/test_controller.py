@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from support import example, offloaded_pod, running_controller, unique_peer, wait_for
@@ -112,3 +113,36 @@ def test_orphaned_firewall_is_removed(kube: KubeClient, local_pod_cidr: None) ->
     apply(kube, [orphan])
     with running_controller(kube):
         wait_for("the orphan to be deleted", lambda: firewall(kube, peer) is None)
+
+
+def test_slice_aliases_and_protected_borders_through_the_api_server(kube: KubeClient, local_pod_cidr: None) -> None:
+    """The CRD takes `slice-local`/`slice-remote` and ProtectedBorders; the firewall is the canonical one."""
+    from liqosec.render import render
+
+    peer = unique_peer()
+    objs = example("mode-protected-borders-consumer.yaml", peer=peer, old_peer="milan")
+    [pc] = [o for o in objs if o["kind"] == "PeeringConnectivity"]
+    hole = {"source": {"group": "slice-local"}, "destination": {"group": "remote-cluster"}, "action": "allow"}
+    pc["spec"]["rules"] = [hole]
+    canonical = copy.deepcopy(objs)
+    [cpc] = [o for o in canonical if o["kind"] == "PeeringConnectivity"]
+    cpc["spec"]["rules"] = [{**hole, "source": {"group": "vc-local"}}]
+    network = {
+        "apiVersion": "ipam.liqo.io/v1alpha1",
+        "kind": "Network",
+        "metadata": {"name": "pod-cidr", "namespace": "liqo", "labels": {"ipam.liqo.io/network-type": "pod-cidr"}},
+        "spec": {"cidr": "10.1.0.0/16"},
+    }
+    [expected] = render([network, *canonical])
+    apply(kube, objs)
+    stored = kube.get(PEERING_CONNECTIVITIES, peer, namespace=f"liqo-tenant-{peer}")
+    assert stored["spec"]["rules"][0]["source"] == {"group": "slice-local"}
+    assert stored["spec"]["securityMode"] == "ProtectedBorders"
+    with running_controller(kube):
+        fc = wait_for("the firewall", lambda: firewall(kube, peer))
+        assert fc["spec"] == expected["spec"]
+        stateless = wait_for(
+            "StatelessFiltering naming the hole",
+            lambda: (c := condition(kube, peer, "StatelessFiltering")) and "spec.rules[0]" in c["message"] and c,
+        )
+        assert "vc-local -> remote-cluster" in stateless["message"]

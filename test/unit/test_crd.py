@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 from schema_check import violations
 
-from liqosec.api.peeringconnectivity import Action, Group, SecurityMode
+from liqosec.api.peeringconnectivity import GROUP_ALIASES, Action, Group, SecurityMode
 from liqosec.render import load_objects
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,7 +19,7 @@ SPEC = SCHEMA["properties"]["spec"]["properties"]
 
 def test_enums_match_the_api_types() -> None:
     party = SPEC["rules"]["items"]["properties"]["source"]["properties"]
-    assert party["group"]["enum"] == [g.value for g in Group]
+    assert party["group"]["enum"] == [g.value for g in Group] + list(GROUP_ALIASES)
     assert SPEC["rules"]["items"]["properties"]["action"]["enum"] == [a.value for a in Action]
     assert SPEC["securityMode"]["enum"] == [m.value for m in SecurityMode]
 
