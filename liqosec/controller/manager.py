@@ -46,12 +46,17 @@ from liqosec.kube.store import Store
 
 # How often `run` looks at informer sync and the stop flag while starting.
 SYNC_POLL_SECONDS = 0.1
-# Pods and endpoints churn in bursts (a rollout, a scale-up). Their changes
-# reach the queue after this window, so a burst coalesces into a few writes of
-# a large FirewallConfiguration instead of one per pod; policy changes skip it.
-# Our own FirewallConfiguration writes echo back as events: batched too, so
-# the echo of one write does not cut the next window short.
-BATCH_SECONDS = 0.5
+# Pods and endpoints churn in bursts (a rollout, a scale-up). Their changes go
+# through a leading- and trailing-edge window per peering (the queue's
+# `add_throttled`): a change to a peering quiet for a window is reconciled at
+# once; changes inside the window coalesce into one reconcile at its end, and
+# those arriving while the peering is being reconciled into one right after it
+# (the queue's dirty mark). A burst thus makes about one write of a large
+# FirewallConfiguration per window instead of one per pod, and no change waits
+# more than a window. Policy changes skip it. Our own FirewallConfiguration
+# writes echo back as events: windowed too, so echoes and agents' status
+# reports coalesce with the burst instead of each costing a compile.
+BATCH_SECONDS = 0.5  # the window of `--batch-window auto`
 BATCHED_KINDS = frozenset({"Pod", "EndpointSlice", "FirewallConfiguration"})
 
 
@@ -69,14 +74,14 @@ class Options:
     leader_election_namespace: str = "liqo"
     leader_election_id: str = "liqosec"
     lease_seconds: tuple[float, float, float] = field(default=(15.0, 10.0, 2.0))  # lease, renew, retry
-    batch_seconds: float = BATCH_SECONDS
+    batch_seconds: float | None = None  # None: auto (BATCH_SECONDS); 0: every change at once, no window
     pod: tuple[str, str] | None = None  # (namespace, name) of this instance's Pod: Events about the controller go there
     retire_grace_seconds: float = retire.GRACE_SECONDS  # an emptied firewall's wait before its deletion
 
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ValueError("workers must be at least 1")
-        if self.batch_seconds < 0:
+        if self.batch_seconds is not None and self.batch_seconds < 0:
             raise ValueError("batch window must be >= 0 seconds")
         if self.resync_seconds < 0:
             raise ValueError("resync must be >= 0 seconds (0 disables it)")
@@ -160,9 +165,14 @@ class Controller:
         self._reflector_of[watched.kind] = reflector
 
     def _enqueuer(self, kind: str) -> Callable[[str], None]:
-        if kind in BATCHED_KINDS and self.options.batch_seconds > 0:
-            return lambda key: self.queue.add_after(key, self.options.batch_seconds)
+        window = self.batch_window()
+        if kind in BATCHED_KINDS and window > 0:
+            return lambda key: self.queue.add_throttled(key, window)
         return self.queue.add
+
+    def batch_window(self) -> float:
+        """Seconds of the leading/trailing-edge window for pod, endpoint and firewall changes."""
+        return BATCH_SECONDS if self.options.batch_seconds is None else self.options.batch_seconds
 
     # ----- state -----
     def synced(self) -> bool:

@@ -38,7 +38,16 @@ def add_run_parser(sub: Any) -> None:
     p.add_argument(
         "--resync", type=float, default=600.0, help="seconds between full re-checks of every peering (0: never)"
     )
-    p.add_argument("--batch-window", type=float, default=0.5, help="seconds pod and endpoint changes wait to coalesce")
+    p.add_argument(
+        "--batch-window",
+        type=parse_batch_window,
+        default=None,
+        metavar="auto|SECONDS",
+        help="how pod, endpoint and firewall changes coalesce, per peering: a change to a peering quiet for a "
+        "window is reconciled at once (leading edge); later ones in the window, or during its reconcile, "
+        "coalesce into one reconcile at the window's end (trailing edge), so no change waits longer. "
+        "auto (default): 0.5 s windows; SECONDS: that window; 0: no window, every change at once",
+    )
     p.add_argument(
         "--retire-grace",
         type=float,
@@ -63,6 +72,19 @@ def add_run_parser(sub: Any) -> None:
     )
     p.add_argument("--log-format", default=_env("LIQOSEC_LOG_FORMAT", "auto"), choices=("auto", "json", "console"))
     p.set_defaults(func=run_command)
+
+
+def parse_batch_window(value: str) -> float | None:
+    """`--batch-window`: `auto` (None) or seconds >= 0."""
+    if value.strip().lower() == "auto":
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or seconds, got {value!r}") from None
+    if not seconds >= 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"batch window must be auto or >= 0 seconds, got {value!r}")
+    return seconds
 
 
 def run_command(args: argparse.Namespace, out: Any = None) -> int:

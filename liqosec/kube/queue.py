@@ -9,7 +9,12 @@ Guarantees (``WorkQueue``):
   still queued and reports shutdown once the queue is empty. ``shutdown_with_drain``
   additionally blocks until every item handed out has been marked ``done``.
 ``DelayingQueue`` adds ``add_after(item, seconds)`` on the injected clock (an item waiting
-twice keeps the earlier time). ``RateLimitingQueue`` adds ``add_rate_limited``/``forget``/
+twice keeps the earlier time) and ``add_throttled(item, window)``: leading and trailing edge.
+An item not released by ``add_throttled`` within the last ``window`` seconds is added at once;
+later calls inside the window wait for its end and coalesce into one add there. So an isolated
+change is handed out at once, a burst costs at most one hand-out per window (plus one more when
+a release finds the item being processed: the dirty mark), and no change waits more than
+``window``. ``RateLimitingQueue`` adds ``add_rate_limited``/``forget``/
 ``num_requeues`` over a ``RateLimiter``.
 
 Caller duties:
@@ -241,6 +246,7 @@ class DelayingQueue(WorkQueue[T]):
         self._ready_at: dict[T, float] = {}
         self._heap: list[tuple[float, int, T]] = []
         self._seq = itertools.count()  # heap tie-break: items need not be orderable
+        self._released: dict[T, float] = {}  # add_throttled: when each item was last (or will next be) added
         self._delay_thread = threading.Thread(target=self._delay_loop, name=f"workqueue-delay-{name}", daemon=True)
         self._delay_thread.start()
 
@@ -259,6 +265,25 @@ class DelayingQueue(WorkQueue[T]):
             self._ready_at[item] = ready
             heapq.heappush(self._heap, (ready, next(self._seq), item))
             self._delay_cond.notify()
+
+    def add_throttled(self, item: T, window: float) -> None:
+        """Add at once if ``item`` was not released in the last ``window`` seconds, else at the window's end."""
+        if window <= 0:
+            self.add(item)
+            return
+        with self._delay_cond:
+            now = self._clock.now()
+            if len(self._released) > 1024:  # forget items quiet for a whole window: they are isolated again
+                self._released = {k: t for k, t in self._released.items() if t + window > now}
+            last = self._released.get(item)
+            at = now if last is None or now >= last + window else last + window
+            if at > now and last is not None and last > now:
+                return  # a trailing release is already due at the end of this window: it carries this change
+            self._released[item] = at
+        if at <= now:
+            self.add(item)
+        else:
+            self.add_after(item, at - now)
 
     def waiting(self) -> int:
         """Items waiting for their delay to pass."""

@@ -294,6 +294,15 @@ def test_run_options_catch_a_value_the_command_would_refuse() -> None:
         run_options(["run", "--workers=0"])
     with pytest.raises(SystemExit):
         run_options(["run", "--no-such-flag"])
+    with pytest.raises(SystemExit):
+        run_options(["run", "--batch-window=-1"])
+
+
+def test_batch_window_is_auto_by_default_seconds_or_zero() -> None:
+    assert run_options(["run"])[1].batch_seconds is None
+    assert run_options(["run", "--batch-window=auto"])[1].batch_seconds is None
+    assert run_options(["run", "--batch-window=0.05"])[1].batch_seconds == 0.05
+    assert run_options(["run", "--batch-window", "0"])[1].batch_seconds == 0.0
 
 
 def test_chart_crd_is_a_copy_of_the_manifest_crd() -> None:
