@@ -17,7 +17,6 @@ import pytest
 from dataplane_support import check_cells, describe, policy_connects
 from world import World
 
-from harness import agent_model as agent
 from harness.agents import EMPTY_ACCEPT, live_state
 from liqosec.controller.resources import FIREWALL_CONFIGURATIONS
 from liqosec.firewall.capabilities import STATELESS
@@ -82,14 +81,13 @@ def test_pods_added_then_removed_keep_verdicts_as_the_agent_appends(
     final = build_matrix(steps[-1])
     # Then pods leave; their addresses stay as endpoints, now belonging to no pod.
     steps.append([o for o in steps[-1] if (o.get("kind"), o["metadata"].get("name")) not in DEPARTURES])
-    state: agent.NodeState = agent.EMPTY
+    # The controller writes intermediate versions as pods arrive one by one, and Liqo's agent appends
+    # what each adds, so the node's rule order is history's: only the verdicts are checked here (the
+    # order, step by step, is test_agent_fidelity.py's); `converge` checks every node holds exactly the rules.
     for n, objs in enumerate(steps):
-        fcs = fresh.converge(objs)
+        fresh.converge(objs)
         if n == 0:
             fresh.place(final)
-        state = agent.apply(state, fcs)
-        for live in _node_orders(fresh):
-            assert live == {k: agent.rule_order(state, *k) for k in live}, "node order differs from the agent model"
         _check(fresh, objs, final, f"update {scenario} step {n}", cell_report)
 
 
