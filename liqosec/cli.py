@@ -171,27 +171,23 @@ def matrix_json(matrix: Matrix) -> dict[str, Any]:
     }
 
 
+def _emit(out: TextIO, output: str, as_json: Callable[[], Any], as_text: Callable[[], str]) -> int:
+    """Write a command's result in the chosen format (`-o json` or text)."""
+    _write(out, (json.dumps(as_json(), indent=2) if output == "json" else as_text()) + "\n")
+    return 0
+
+
 def _cmd_matrix(args: argparse.Namespace, out: TextIO) -> int:
     objects = _load(args)
     matrix = build_matrix(objects, capabilities=_capabilities(args, objects))
-    if args.output == "json":
-        text = json.dumps(matrix_json(matrix), indent=2) + "\n"
-    else:
-        text = format_matrix(matrix) + "\n"
-    _write(out, text)
-    return 0
+    return _emit(out, args.output, lambda: matrix_json(matrix), lambda: format_matrix(matrix))
 
 
 def _cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
     objects = _load(args)
     results = outcomes(objects, capabilities=_capabilities(args, objects))
     x = explain(objects, args.source, args.destination, peering=args.peering, results=results)
-    if args.output == "json":
-        text = json.dumps(explanation_json(x), indent=2) + "\n"
-    else:
-        text = format_explanation(x) + "\n"
-    _write(out, text)
-    return 0
+    return _emit(out, args.output, lambda: explanation_json(x), lambda: format_explanation(x))
 
 
 EXPLAIN_HELP = (
