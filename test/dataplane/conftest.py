@@ -128,6 +128,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
                 f"{waits[len(waits) // 2]:.2f} s, max {waits[-1]:.2f} s"
             )
         terminalreporter.write_line(
+            f"peerings left at Applying k/n by Liqo's agents' status (rules in place): {world.partial_ready}"
+        )
+        terminalreporter.write_line(
             f"tables left on a node after their FirewallConfiguration was deleted: "
             f"{len(world.stale_tables)} {world.stale_tables[:5]}"
         )
