@@ -21,11 +21,13 @@ Guarantees:
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 from liqosec.api.peeringconnectivity import Action, Group
 from liqosec.compiler.cover import Match, Plan, Term, plan
@@ -54,7 +56,7 @@ class FilterRule:
     matches: Term
     ctstate: tuple[str, ...] = ()
 
-    @property
+    @cached_property
     def expressions(self) -> int:
         """What the kernel holds for this rule once Liqo's agent forged it."""
         return (
@@ -94,8 +96,22 @@ def match_expressions(m: Match) -> int:
     return CIDR_EXPRESSIONS if "/" in m.value else VALUE_EXPRESSIONS
 
 
+_NAMES: dict[tuple[str, Term], str] = {}
+_NAMES_LIMIT = 200_000
+
+
 def rule_name(action: str, matches: Term) -> str:
     """Stable and content-derived: the agent replaces a rule only when this changes."""
+    key = (action, matches)
+    name = _NAMES.get(key)
+    if name is None:
+        if len(_NAMES) >= _NAMES_LIMIT:
+            _NAMES.clear()
+        name = _NAMES[key] = _rule_name(action, matches)
+    return name
+
+
+def _rule_name(action: str, matches: Term) -> str:
     canon = json.dumps([action, [[m.position, m.op, m.value] for m in sorted(matches)]], separators=(",", ":"))
     return f"{action}-{hashlib.sha256(canon.encode()).hexdigest()[:16]}"
 
@@ -168,6 +184,41 @@ def _fits(policy: str, candidate: Plan, max_expressions: int | None) -> bool:
     return exact + CTSTATE_EXPRESSIONS + RULE_OVERHEAD <= max_expressions
 
 
+def _decide(
+    clauses: Sequence[Clause], default: Action, groups: ResolvedGroups
+) -> tuple[Partition, dict[tuple[int, int], str], dict[tuple[int, int], int]]:
+    terms = sorted({*_SCOPE, *(t for c in clauses for t in (c.src, c.dst) if t is not None)})
+    part = partition(terms, [groups.get(t) for t in terms])
+    verdicts, deciders = _verdicts(part, clauses, default)
+    return part, verdicts, deciders
+
+
+def _one_way(
+    clauses: Sequence[Clause],
+    default: Action,
+    verdicts: dict[tuple[int, int], str],
+    deciders: dict[tuple[int, int], int],
+) -> tuple[bool, tuple[Clause, ...]]:
+    one_way_pairs = [(a, b) for (a, b), v in verdicts.items() if v == ACCEPT and verdicts[(b, a)] == DROP]
+    # Out of scope pairs accept without a clause and their reverse is out of scope too.
+    holes = sorted({deciders[pair] for pair in one_way_pairs if pair in deciders})
+    everything = (*clauses, Clause(None, None, default, "defaultAction"))
+    return bool(one_way_pairs), tuple(everything[i] for i in holes)
+
+
+def _chain(
+    action: str, terms: Sequence[Term], capabilities: Capabilities
+) -> tuple[str, tuple[FilterRule, ...]]:
+    rules: dict[str, FilterRule] = {}
+    if capabilities.ctstate:
+        rules[CTSTATE_RULE_NAME] = FilterRule(CTSTATE_RULE_NAME, ACCEPT, (), ("established", "related"))
+    for term in terms:
+        name = rule_name(action, term)
+        if name not in rules:
+            rules[name] = FilterRule(name, action, tuple(sorted(term, key=_match_order)))
+    return (CHAIN_STATEFUL if capabilities.ctstate else CHAIN_STATELESS), tuple(rules.values())
+
+
 def compile_chain(
     clauses: Sequence[Clause],
     default: Action,
@@ -176,31 +227,102 @@ def compile_chain(
     *,
     max_expressions: int | None = None,
 ) -> CompiledChain:
-    terms = sorted({*_SCOPE, *(t for c in clauses for t in (c.src, c.dst) if t is not None)})
-    part = partition(terms, [groups.get(t) for t in terms])
-    verdicts, deciders = _verdicts(part, clauses, default)
+    part, verdicts, deciders = _decide(clauses, default, groups)
     # Fewest rules, then fewest matches; on a tie prefer the accept policy so a
     # half-applied chain fails open for traffic it does not govern. Only a
     # candidate that would win is costed exactly (formatting its terms is slow).
     ranked = sorted(_candidates(part, verdicts), key=lambda c: (c[1].rules, c[1].matches, c[0] != ACCEPT))
     policy, best = next(c for c in ranked if _fits(c[0], c[1], max_expressions))
-    action = DROP if policy == ACCEPT else ACCEPT
-    rules: dict[str, FilterRule] = {}
-    if capabilities.ctstate:
-        rules[CTSTATE_RULE_NAME] = FilterRule(CTSTATE_RULE_NAME, ACCEPT, (), ("established", "related"))
-    for term in best.terms():
-        name = rule_name(action, term)
-        rules.setdefault(name, FilterRule(name, action, tuple(sorted(term, key=_match_order))))
-    chain = CHAIN_STATEFUL if capabilities.ctstate else CHAIN_STATELESS
-    one_way_pairs = [(a, b) for (a, b), v in verdicts.items() if v == ACCEPT and verdicts[(b, a)] == DROP]
-    # Out of scope pairs accept without a clause and their reverse is out of scope too.
-    holes = sorted({deciders[pair] for pair in one_way_pairs if pair in deciders})
-    everything = (*clauses, Clause(None, None, default, "defaultAction"))
+    name, rules = _chain(DROP if policy == ACCEPT else ACCEPT, best.terms(), capabilities)
+    one_way, one_way_clauses = _one_way(clauses, default, verdicts, deciders)
     return CompiledChain(
-        name=chain,
+        name=name,
         policy=policy,
-        rules=tuple(rules.values()),
+        rules=rules,
         atoms=len(part.atoms),
-        one_way=bool(one_way_pairs),
-        one_way_clauses=tuple(everything[i] for i in holes),
+        one_way=one_way,
+        one_way_clauses=one_way_clauses,
     )
+
+
+def _pieces(part: Partition, hosted: AddressSet) -> dict[int, AddressSet]:
+    """`hosted` cut along the atoms: signature -> the hosted addresses of that atom."""
+    bounds = part.sorted_intervals()
+    starts = [iv[0] for iv in bounds]
+    out: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for start, end in hosted.intervals:
+        i = max(0, bisect.bisect_right(starts, start) - 1)
+        while i < len(bounds) and bounds[i][0] <= end:
+            lo, hi, sig = bounds[i]
+            if hi >= start:
+                out[sig].append((max(lo, start), min(hi, end)))
+            i += 1
+    return {sig: AddressSet.from_intervals(ivs) for sig, ivs in out.items()}
+
+
+@dataclass(frozen=True)
+class NodeChains:
+    """One chain per node (see `compile_node_chains`) and what the whole policy says."""
+
+    chains: dict[str, CompiledChain]
+    summary: CompiledChain  # every node's rules, for counts and the status
+
+
+def compile_node_chains(
+    clauses: Sequence[Clause],
+    default: Action,
+    groups: ResolvedGroups,
+    capabilities: Capabilities,
+    hosted: Mapping[str, AddressSet],
+) -> NodeChains:
+    """A chain per node holding only the packets with an end on that node (`hosted[node]`).
+
+    A packet of the peering crosses the forward hook of the node hosting each of its local
+    ends; every such node gives it the policy's verdict, and a node neither end is on (a
+    gateway it only transits) passes it. So node N drops exactly the pairs the policy drops
+    that have an end in N's addresses: rows `N_a x DropRow(a)` and columns `DropCol(b) x N_b`,
+    where `N_a` are N's addresses in atom a. The drop rows and columns are the same for every
+    node, and their spellings are shared (`cover`'s caches): a node's chain costs about its
+    own addresses. Policy accept: an accept-rules chain would have to spell "no end here".
+    """
+    part, verdicts, deciders = _decide(clauses, default, groups)
+    atoms = sorted(part.atoms)
+    drop_row = {a: tuple(b for b in atoms if verdicts[(a, b)] == DROP) for a in atoms}
+    drop_col = {b: tuple(a for a in atoms if verdicts[(a, b)] == DROP) for b in atoms}
+    memo: dict[object, object] = {}
+    chains: dict[str, CompiledChain] = {}
+    everything: dict[str, FilterRule] = {}
+    for node in sorted(hosted):
+        pieces = _pieces(part, hosted[node])
+        rows: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        cols: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        for sig in sorted(pieces):
+            if drop_row[sig]:
+                rows[drop_row[sig]].append(sig)
+            if drop_col[sig]:
+                cols[drop_col[sig]].append(sig)
+        rectangles = [
+            (AddressSet.from_intervals(iv for s in sigs for iv in pieces[s].intervals), part.union(targets))
+            for targets, sigs in rows.items()
+        ] + [
+            (part.union(sources), AddressSet.from_intervals(iv for s in sigs for iv in pieces[s].intervals))
+            for sources, sigs in cols.items()
+        ]
+        name, rules = _chain(DROP, plan(rectangles, memo).terms(), capabilities)
+        chains[node] = CompiledChain(name=name, policy=ACCEPT, rules=rules, atoms=len(part.atoms), one_way=False)
+        everything.update((r.name, r) for r in rules)
+    one_way, one_way_clauses = _one_way(clauses, default, verdicts, deciders)
+    name, _ = _chain(DROP, (), capabilities)
+    summary = CompiledChain(
+        name=name,
+        policy=ACCEPT,
+        rules=tuple(everything.values()),
+        atoms=len(part.atoms),
+        one_way=one_way,
+        one_way_clauses=one_way_clauses,
+    )
+    for node, chain in chains.items():
+        chains[node] = CompiledChain(
+            chain.name, chain.policy, chain.rules, chain.atoms, one_way=one_way, one_way_clauses=one_way_clauses
+        )
+    return NodeChains(chains=chains, summary=summary)

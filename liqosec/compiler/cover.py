@@ -71,14 +71,62 @@ class Spelling:
 NONE = Spelling("none")
 
 
+# Work that repeats from one compile to the next: most intervals, sets and chunks are the
+# same after a pod change (content-defined chunks), so their hashes, costings and
+# formatted matches are kept. Plain dicts emptied when full: a lookup is cheaper than
+# an LRU's bookkeeping, and a refill costs one compile.
+_CACHE_LIMIT = 200_000
+_INTERVAL_HASHES: dict[tuple[int, int], int] = {}
+_RECTANGLES: dict[tuple[Any, Any], tuple[int, int, Spelling, Spelling]] = {}
+_RECTANGLES_LIMIT = 512
+_FORMATTED: dict[tuple[str, tuple[tuple[int, int], ...]], Term] = {}
+_SETS: dict[tuple[tuple[int, int], ...], tuple[Any, tuple[tuple[int, int], ...]]] = {}
+_SETS_LIMIT = 256
+
+
+def _bounded(cache: dict[Any, Any], limit: int = _CACHE_LIMIT) -> dict[Any, Any]:
+    if len(cache) >= limit:
+        cache.clear()
+    return cache
+
+
 def _boundaries(intervals: tuple[tuple[int, int], ...]) -> list[int]:
-    return [zlib.crc32(f"{start}-{end}".encode()) for start, end in intervals]
+    known = _bounded(_INTERVAL_HASHES)
+    out = []
+    for iv in intervals:
+        digest = known.get(iv)
+        if digest is None:
+            digest = known[iv] = zlib.crc32(f"{iv[0]}-{iv[1]}".encode())
+        out.append(digest)
+    return out
+
+
+class _Hashes(list[int]):
+    """Boundary hashes of one set, with the natural cut points found per target (reused across budgets)."""
+
+    def natural(self, target: int) -> list[int]:
+        found: dict[int, list[int]] = self.__dict__.setdefault("_natural", {})
+        if target not in found:
+            found[target] = [i for i, digest in enumerate(self) if digest % target == 0]
+        return found[target]
+
+
+def _set_info(addresses: AddressSet) -> tuple[_Hashes, tuple[tuple[int, int], ...]]:
+    """A set's boundary hashes and its complement, shared by every rectangle that has it as a side."""
+    info = _SETS.get(addresses.intervals)
+    if info is None:
+        info = (_Hashes(_boundaries(addresses.intervals)), addresses.complement().intervals)
+        _bounded(_SETS, _SETS_LIMIT)[addresses.intervals] = info
+    return info
 
 
 def _chunk_ends(hashes: list[int], cap: int) -> tuple[int, ...]:
     """Cut after content-defined boundaries, and wherever a chunk would pass `cap`."""
     target = max(1, cap // 2)
-    natural = [i for i, digest in enumerate(hashes) if digest % target == 0]
+    if isinstance(hashes, _Hashes):
+        natural = hashes.natural(target)
+    else:
+        natural = [i for i, digest in enumerate(hashes) if digest % target == 0]
     ends: list[int] = []
     last = -1
     for end in [*natural, len(hashes) - 1]:
@@ -117,12 +165,19 @@ def _format(spelling: Spelling, position: str) -> list[Term]:
     terms: list[Term] = []
     begin = 0
     for end in spelling.ends:
-        ivs = spelling.intervals[begin : end + 1]
+        terms.append(_format_chunk(spelling.intervals[begin : end + 1], position))
         begin = end + 1
+    return terms
+
+
+def _format_chunk(ivs: tuple[tuple[int, int], ...], position: str) -> Term:
+    key = (position, ivs)
+    term = _FORMATTED.get(key)
+    if term is None:
         span = Match(position, "eq", format_interval(ivs[0][0], ivs[-1][1]))
         gaps = (Match(position, "neq", format_interval(x[1] + 1, y[0] - 1)) for x, y in zip(ivs, ivs[1:]))
-        terms.append((span, *gaps))
-    return terms
+        term = _bounded(_FORMATTED)[key] = (span, *gaps)
+    return term
 
 
 @dataclass(frozen=True)
@@ -143,8 +198,12 @@ class Plan:
 
 def _rectangle(src: AddressSet, dst: AddressSet) -> tuple[int, int, Spelling, Spelling]:
     """The fewest rules (then matches) spelling src x dst within the match budget."""
-    src_hashes, dst_hashes = _boundaries(src.intervals), _boundaries(dst.intervals)
-    src_holes, dst_holes = src.complement().intervals, dst.complement().intervals
+    key = (src.intervals, dst.intervals)
+    known = _RECTANGLES.get(key)
+    if known is not None:
+        return known
+    src_hashes, src_holes = _set_info(src)
+    dst_hashes, dst_holes = _set_info(dst)
     best: tuple[int, int, Spelling, Spelling] | None = None
     for src_budget in _SPLITS:
         s = _spell(src, src_holes, src_hashes, src_budget)
@@ -156,6 +215,7 @@ def _rectangle(src: AddressSet, dst: AddressSet) -> tuple[int, int, Spelling, Sp
             best = (*cost, s, d)
     if best is None:  # pragma: no cover - a 20/20 split always fits
         raise AssertionError("no split fits the match budget")
+    _bounded(_RECTANGLES, _RECTANGLES_LIMIT)[key] = best
     return best
 
 

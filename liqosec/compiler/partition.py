@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from liqosec.firewall.addresses import MAX_IP, AddressSet
 
@@ -19,13 +19,29 @@ from liqosec.firewall.addresses import MAX_IP, AddressSet
 class Partition:
     terms: tuple[str, ...]
     atoms: dict[int, AddressSet]
+    # Candidate plans ask for the same unions again and again.
+    _unions: dict[tuple[int, ...], AddressSet] = field(default_factory=dict, compare=False, repr=False)
+    _sorted: list[tuple[int, int, int]] = field(default_factory=list, compare=False, repr=False)
 
     def bit(self, term: str) -> int:
         return 1 << self.terms.index(term)
 
+    def sorted_intervals(self) -> list[tuple[int, int, int]]:
+        """Every atom's intervals in address order, with the atom's signature."""
+        if not self._sorted:
+            self._sorted.extend(sorted((lo, hi, sig) for sig, s in self.atoms.items() for lo, hi in s.intervals))
+        return self._sorted
+
     def union(self, signatures: Sequence[int]) -> AddressSet:
-        intervals = [iv for sig in signatures for iv in self.atoms[sig].intervals]
-        return AddressSet.from_intervals(intervals)
+        key = tuple(signatures)
+        out = self._unions.get(key)
+        if out is None:
+            if len(key) == 1:
+                out = self.atoms[key[0]]
+            else:
+                out = AddressSet.from_intervals(iv for sig in key for iv in self.atoms[sig].intervals)
+            self._unions[key] = out
+        return out
 
 
 def partition(terms: Sequence[str], sets: Sequence[AddressSet]) -> Partition:

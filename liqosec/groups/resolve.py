@@ -138,8 +138,26 @@ def node_name(pod: Obj) -> str | None:
     return _text(pod, "spec.nodeName", mapping_at(pod, "spec").get("nodeName"))
 
 
+# Parsed addresses per pod object: the store replaces an object on every change, so
+# an object's identity is its version. The object is kept in the entry, so a reused
+# id() never matches a newer object. Emptied when full.
+_PARSED: dict[int, tuple[Obj, tuple[list[int], int]]] = {}
+_PARSED_LIMIT = 250_000
+
+
 def _pod_ips(pod: Obj) -> tuple[list[int], int]:
     """IPv4 addresses (as ints) a pod holds now, and how many IPv6 ones were set aside."""
+    known = _PARSED.get(id(pod))
+    if known is not None and known[0] is pod:
+        return known[1]
+    parsed = _parse_pod_ips(pod)
+    if len(_PARSED) >= _PARSED_LIMIT:
+        _PARSED.clear()
+    _PARSED[id(pod)] = (pod, parsed)
+    return parsed
+
+
+def _parse_pod_ips(pod: Obj) -> tuple[list[int], int]:
     spec, status = mapping_at(pod, "spec"), mapping_at(pod, "status")
     host_network = spec.get("hostNetwork")
     if host_network is not None and not isinstance(host_network, bool):
