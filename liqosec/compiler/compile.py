@@ -26,7 +26,7 @@ import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 from liqosec.api.peeringconnectivity import Action, Group
@@ -55,6 +55,9 @@ class FilterRule:
     action: str
     matches: Term
     ctstate: tuple[str, ...] = ()
+    # Where the rule sits in the address space (the chunk it spells), for placing it in a
+    # shard near the rules a pod change also touches; None for rules about no chunk.
+    locality: int | None = field(default=None, compare=False)
 
     @cached_property
     def expressions(self) -> int:
@@ -207,15 +210,15 @@ def _one_way(
 
 
 def _chain(
-    action: str, terms: Sequence[Term], capabilities: Capabilities
+    action: str, terms: Sequence[tuple[Term, int | None]], capabilities: Capabilities
 ) -> tuple[str, tuple[FilterRule, ...]]:
     rules: dict[str, FilterRule] = {}
     if capabilities.ctstate:
         rules[CTSTATE_RULE_NAME] = FilterRule(CTSTATE_RULE_NAME, ACCEPT, (), ("established", "related"))
-    for term in terms:
+    for term, where in terms:
         name = rule_name(action, term)
         if name not in rules:
-            rules[name] = FilterRule(name, action, tuple(sorted(term, key=_match_order)))
+            rules[name] = FilterRule(name, action, tuple(sorted(term, key=_match_order)), locality=where)
     return (CHAIN_STATEFUL if capabilities.ctstate else CHAIN_STATELESS), tuple(rules.values())
 
 
@@ -233,7 +236,7 @@ def compile_chain(
     # candidate that would win is costed exactly (formatting its terms is slow).
     ranked = sorted(_candidates(part, verdicts), key=lambda c: (c[1].rules, c[1].matches, c[0] != ACCEPT))
     policy, best = next(c for c in ranked if _fits(c[0], c[1], max_expressions))
-    name, rules = _chain(DROP if policy == ACCEPT else ACCEPT, best.terms(), capabilities)
+    name, rules = _chain(DROP if policy == ACCEPT else ACCEPT, best.located_terms(), capabilities)
     one_way, one_way_clauses = _one_way(clauses, default, verdicts, deciders)
     return CompiledChain(
         name=name,
@@ -260,6 +263,36 @@ def _pieces(part: Partition, hosted: AddressSet) -> dict[int, AddressSet]:
     return {sig: AddressSet.from_intervals(ivs) for sig, ivs in out.items()}
 
 
+def _node_duties(
+    part: Partition, verdicts: dict[tuple[int, int], str], anywhere: AddressSet
+) -> tuple[dict[int, AddressSet], dict[int, AddressSet]]:
+    """Per atom, what a node drops from its addresses in it (row) and towards them (column).
+
+    A packet between two hosted addresses crosses both their nodes: one of them dropping
+    it is enough. The source's node drops the whole row when that is the cheaper spelling
+    (fewer intervals; for example "everything but the peer's CIDR"); otherwise only towards
+    addresses no node hosts (the peer, the outside), and the destination's node catches the
+    rest in its column. A column may include sources whose row already drops the packet
+    when that spells shorter.
+    """
+    atoms = sorted(part.atoms)
+    rows: dict[int, AddressSet] = {}
+    full: dict[int, bool] = {}
+    for a in atoms:
+        whole = part.union(tuple(b for b in atoms if verdicts[(a, b)] == DROP))
+        outside = whole.difference(anywhere)
+        full[a] = len(whole.intervals) <= len(outside.intervals)
+        rows[a] = whole if full[a] else outside
+    cols: dict[int, AddressSet] = {}
+    for b in atoms:
+        sources = tuple(a for a in atoms if verdicts[(a, b)] == DROP)
+        widest = part.union(sources)
+        parts = (part.atoms[a].difference(anywhere) if full[a] else part.atoms[a] for a in sources)
+        needed = AddressSet.from_intervals(iv for p in parts for iv in p.intervals)
+        cols[b] = widest if len(widest.intervals) <= len(needed.intervals) else needed
+    return rows, cols
+
+
 @dataclass(frozen=True)
 class NodeChains:
     """One chain per node (see `compile_node_chains`) and what the whole policy says."""
@@ -275,40 +308,40 @@ def compile_node_chains(
     capabilities: Capabilities,
     hosted: Mapping[str, AddressSet],
 ) -> NodeChains:
-    """A chain per node holding only the packets with an end on that node (`hosted[node]`).
+    """A chain per node holding only packets with an end on that node (`hosted[node]`).
 
     A packet of the peering crosses the forward hook of the node hosting each of its local
-    ends; every such node gives it the policy's verdict, and a node neither end is on (a
-    gateway it only transits) passes it. So node N drops exactly the pairs the policy drops
-    that have an end in N's addresses: rows `N_a x DropRow(a)` and columns `DropCol(b) x N_b`,
-    where `N_a` are N's addresses in atom a. The drop rows and columns are the same for every
-    node, and their spellings are shared (`cover`'s caches): a node's chain costs about its
-    own addresses. Policy accept: an accept-rules chain would have to spell "no end here".
+    ends, and a node neither end is on (a gateway it only transits) passes it. Node N drops,
+    from its addresses in atom a, `N_a x row(a)`, and towards them `column(b) x N_b`, with
+    rows and columns from `_node_duties`: every denied packet is dropped by at least one of
+    the nodes it crosses, no allowed one by any. Rows and columns are the same for every
+    node and their spellings are shared (`cover`'s caches), so a node's chain costs about
+    its own addresses, and a pod change rewrites only its node's chain unless it changes a
+    row or a column. Policy accept: an accept-rules chain would have to spell "no end here".
     """
     part, verdicts, deciders = _decide(clauses, default, groups)
-    atoms = sorted(part.atoms)
-    drop_row = {a: tuple(b for b in atoms if verdicts[(a, b)] == DROP) for a in atoms}
-    drop_col = {b: tuple(a for a in atoms if verdicts[(a, b)] == DROP) for b in atoms}
+    anywhere = AddressSet.from_intervals(iv for h in hosted.values() for iv in h.intervals)
+    rows, cols = _node_duties(part, verdicts, anywhere)
     memo: dict[object, object] = {}
     chains: dict[str, CompiledChain] = {}
     everything: dict[str, FilterRule] = {}
     for node in sorted(hosted):
         pieces = _pieces(part, hosted[node])
-        rows: dict[tuple[int, ...], list[int]] = defaultdict(list)
-        cols: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        by_row: dict[AddressSet, list[int]] = defaultdict(list)
+        by_col: dict[AddressSet, list[int]] = defaultdict(list)
         for sig in sorted(pieces):
-            if drop_row[sig]:
-                rows[drop_row[sig]].append(sig)
-            if drop_col[sig]:
-                cols[drop_col[sig]].append(sig)
+            if rows[sig]:
+                by_row[rows[sig]].append(sig)
+            if cols[sig]:
+                by_col[cols[sig]].append(sig)
         rectangles = [
-            (AddressSet.from_intervals(iv for s in sigs for iv in pieces[s].intervals), part.union(targets))
-            for targets, sigs in rows.items()
+            (AddressSet.from_intervals(iv for s in sigs for iv in pieces[s].intervals), targets)
+            for targets, sigs in by_row.items()
         ] + [
-            (part.union(sources), AddressSet.from_intervals(iv for s in sigs for iv in pieces[s].intervals))
-            for sources, sigs in cols.items()
+            (sources, AddressSet.from_intervals(iv for s in sigs for iv in pieces[s].intervals))
+            for sources, sigs in by_col.items()
         ]
-        name, rules = _chain(DROP, plan(rectangles, memo).terms(), capabilities)
+        name, rules = _chain(DROP, plan(rectangles, memo).located_terms(), capabilities)
         chains[node] = CompiledChain(name=name, policy=ACCEPT, rules=rules, atoms=len(part.atoms), one_way=False)
         everything.update((r.name, r) for r in rules)
     one_way, one_way_clauses = _one_way(clauses, default, verdicts, deciders)

@@ -170,6 +170,16 @@ def _format(spelling: Spelling, position: str) -> list[Term]:
     return terms
 
 
+def _locations(spelling: Spelling) -> list[int | None]:
+    """Per chunk, the start of its last interval: near every address the chunk is about.
+
+    (Its first interval may reach far out: a group's complement starts at 0.0.0.0.) A pod
+    change touches neighbouring chunks of each group it is in, and their locations are
+    neighbours too.
+    """
+    return [spelling.intervals[end][0] for end in spelling.ends]
+
+
 def _format_chunk(ivs: tuple[tuple[int, int], ...], position: str) -> Term:
     key = (position, ivs)
     term = _FORMATTED.get(key)
@@ -189,10 +199,20 @@ class Plan:
     matches: int
 
     def terms(self) -> list[Term]:
-        out: list[Term] = []
+        return [term for term, _ in self.located_terms()]
+
+    def located_terms(self) -> list[tuple[Term, int | None]]:
+        """Terms, each with where it sits in the address space (see `_locations`), if anywhere."""
+        out: list[tuple[Term, int | None]] = []
         for s, d in self.pieces:
-            dst_terms = _format(d, "dst")
-            out.extend(a + b for a in _format(s, "src") for b in dst_terms)
+            src_terms, dst_terms = _format(s, "src"), _format(d, "dst")
+            by_src = s.kind == "chunks" and (d.kind != "chunks" or len(s.ends) >= len(d.ends))
+            if by_src:
+                keys = _locations(s)
+                out.extend((a + b, keys[i]) for i, a in enumerate(src_terms) for b in dst_terms)
+            else:
+                keys = _locations(d) if d.kind == "chunks" else [None] * len(dst_terms)
+                out.extend((a + b, keys[j]) for a in src_terms for j, b in enumerate(dst_terms))
         return out
 
 

@@ -18,6 +18,7 @@ one shard's budget.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -26,10 +27,18 @@ from typing import Any
 from liqosec.api.liqo import REMOTE_CLUSTER_ID, TENANT_PREFIX
 from liqosec.api.peeringconnectivity import API_VERSION, KIND, PeeringConnectivity
 from liqosec.api.validation import FieldError, ValidationError
-from liqosec.compiler.compile import CHAIN_PRIORITY, DROP, CompiledChain, FilterRule, compile_chain
+from liqosec.compiler.compile import (
+    CHAIN_PRIORITY,
+    DROP,
+    CompiledChain,
+    FilterRule,
+    compile_chain,
+    compile_node_chains,
+)
 from liqosec.compiler.policy import clauses_of, namespaces_of
+from liqosec.firewall.addresses import int_to_ip
 from liqosec.firewall.capabilities import Capabilities
-from liqosec.groups.resolve import ResolvedGroups, peer_of_namespace, resolve_groups
+from liqosec.groups.resolve import ResolvedGroups, hosted_addresses, peer_of_namespace, resolve_groups
 from liqosec.groups.view import ClusterView, meta
 
 FC_API_VERSION = "networking.liqo.io/v1beta1"
@@ -69,52 +78,103 @@ class Outcome:
         return self.firewalls[0]
 
 
-def firewall_name(peering_name: str, shard: int = 0) -> str:
-    return f"liqosec-{peering_name}" if shard == 0 else f"liqosec-{peering_name}-s{shard}"
+NODE_SCOPE_LABEL = "networking.liqo.io/firewall-unique"  # Liqo's: the node a single-node firewall is for
+ALL_NODES, PER_NODE = "all-nodes", "per-node"  # --firewall-scope
+MAX_NAME = 253
 
 
-def table_name(peer: str, shard: int = 0) -> str:
+def _bounded_name(name: str) -> str:
+    """Object names are at most 253 characters: a long one keeps its start and gains a hash."""
+    if len(name) <= MAX_NAME:
+        return name
+    return f"{name[: MAX_NAME - 9]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
+def firewall_name(peering_name: str, shard: str | int = "", node: str | None = None) -> str:
+    base = f"liqosec-{peering_name}" + (f"-node-{node}" if node is not None else "")
+    return _bounded_name(base if shard in ("", 0) else f"{base}-{shard}")
+
+
+def table_name(peer: str, shard: str | int = "", node: str | None = None) -> str:
     """One nft table per peering and shard on every node: the peer id makes it unique.
 
     `_` cannot occur in a cluster id (a DNS label), so shard names never collide with
-    another peer's table.
+    another peer's table. A node's own firewall (per-node scope) is the only one of the
+    peering that node applies with that table, so the node's name is not needed in it.
     """
-    return f"liqosec-{peer}" if shard == 0 else f"liqosec-{peer}_s{shard}"
+    base = f"liqosec-{peer}" + ("_node" if node is not None else "")
+    return base if shard in ("", 0) else f"{base}_{shard}"
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Part of a chain written as one FirewallConfiguration.
+
+    `label` is "" for the first shard (the one every peering has); any other shard holds
+    the rules whose addresses start in one CIDR, which names it ("10-1-128-0-17").
+    """
+
+    label: str
+    rules: tuple[FilterRule, ...]
+
+
+def _cidr_label(prefix: int, depth: int) -> str:
+    return f"{int_to_ip(prefix).replace('.', '-')}-{depth}"
+
+
+def shards(chain: CompiledChain, max_expressions: int = MAX_EXPRESSIONS_PER_FIREWALL) -> list[Shard]:
+    """The chain's rules cut into shards of at most `max_expressions` each.
+
+    Rules are placed by address: a drop-rules chain spells a group chunk by chunk, and
+    the chunks a pod falls in are neighbours, so they sit in one shard and a pod coming
+    or going rewrites one FirewallConfiguration. A shard is a CIDR, split in two while
+    it holds more than the budget; rules without an address span (complements, "any")
+    go to the first shard. Rules that must come first (the conntrack accept) go into
+    every shard. An accept-rules chain is never cut (the compiler keeps it in budget).
+    """
+    if chain.expressions <= max_expressions or chain.policy == DROP:
+        return [Shard("", chain.rules)]
+    head = tuple(r for r in chain.rules if r.ctstate)
+    room = max_expressions - sum(r.expressions for r in head)
+    first = [r for r in chain.rules if not r.ctstate and r.locality is None]
+    keyed = [(k, r) for r in chain.rules if not r.ctstate and (k := r.locality) is not None]
+    if sum(r.expressions for r in first) > room:
+        raise ValueError(f"{len(first)} rules without an address span pass {max_expressions} expressions")
+    out = [Shard("", head + tuple(first))]
+    pending: list[tuple[int, int, list[tuple[int, FilterRule]]]] = [(0, 0, keyed)]
+    while pending:
+        prefix, depth, items = pending.pop()
+        if sum(r.expressions for _, r in items) <= room:
+            out.append(Shard(_cidr_label(prefix, depth), head + tuple(r for _, r in items)))
+            continue
+        if depth == 32 or len(out) + len(pending) >= MAX_SHARDS:
+            raise ValueError(f"cannot cut {len(keyed)} rules into shards of {max_expressions} expressions")
+        half = 1 << (31 - depth)
+        for bit in (half, 0):
+            part = [(k, r) for k, r in items if (k & half) == bit]
+            if part:
+                pending.append((prefix | bit, depth + 1, part))
+    return [out[0], *sorted(out[1:], key=lambda s: s.label)]
 
 
 def shard(chain: CompiledChain, max_expressions: int = MAX_EXPRESSIONS_PER_FIREWALL) -> list[tuple[FilterRule, ...]]:
-    """The chain's rules cut into shards of at most `max_expressions` each.
-
-    A rule's shard is its content hash modulo a power of two, so a pod coming or
-    going moves no other rule between shards unless the shard count changes.
-    Rules that must come first (the conntrack accept) go into every shard.
-    """
-    if chain.expressions <= max_expressions or chain.policy == DROP:
-        return [chain.rules]
-    head = tuple(r for r in chain.rules if r.ctstate)
-    body = [r for r in chain.rules if not r.ctstate]
-    room = max_expressions - sum(r.expressions for r in head)
-    count = 2
-    while count * room * SHARD_FILL < sum(r.expressions for r in body):
-        count *= 2
-    while count <= MAX_SHARDS:
-        buckets: list[list[FilterRule]] = [[] for _ in range(count)]
-        for r in body:
-            buckets[int(r.name.rsplit("-", 1)[1], 16) % count].append(r)
-        if all(sum(r.expressions for r in b) <= room for b in buckets):
-            return [head + tuple(b) for b in buckets]
-        count *= 2
-    raise ValueError(f"cannot cut {len(body)} rules into {MAX_SHARDS} shards of {max_expressions} expressions")
+    """The rules of each shard, first shard first (see `shards`)."""
+    return [s.rules for s in shards(chain, max_expressions)]
 
 
-def firewall_labels(pc: PeeringConnectivity, peer: str) -> dict[str, str]:
-    return {
+def firewall_labels(pc: PeeringConnectivity, peer: str, node: str | None = None) -> dict[str, str]:
+    """Liqo's agent on a node applies the fabric firewalls labelled all-nodes, and the
+    single-node ones whose firewall-unique label names that node."""
+    labels = {
         CATEGORY_LABEL: "fabric",
-        SUBCATEGORY_LABEL: "all-nodes",
+        SUBCATEGORY_LABEL: "all-nodes" if node is None else "single-node",
         MANAGED_BY_LABEL: MANAGED_BY,
         OWNER_LABEL: pc.name,
         PEER_LABEL: peer,
     }
+    if node is not None:
+        labels[NODE_SCOPE_LABEL] = node
+    return labels
 
 
 def owner_reference(pc: PeeringConnectivity) -> dict[str, Any]:
@@ -133,12 +193,13 @@ def firewall_object(
     peer: str,
     chain: CompiledChain,
     rules: tuple[FilterRule, ...] | None = None,
-    index: int = 0,
+    index: str | int = "",
+    node: str | None = None,
 ) -> dict[str, Any]:
     metadata: dict[str, Any] = {
-        "name": firewall_name(pc.name, index),
+        "name": firewall_name(pc.name, index, node),
         "namespace": pc.namespace,
-        "labels": firewall_labels(pc, peer),
+        "labels": firewall_labels(pc, peer, node),
     }
     if pc.uid:
         metadata["ownerReferences"] = [owner_reference(pc)]
@@ -148,7 +209,7 @@ def firewall_object(
         "metadata": metadata,
         "spec": {
             "table": {
-                "name": table_name(peer, index),
+                "name": table_name(peer, index, node),
                 "family": "IPV4",
                 "chains": [
                     {
@@ -182,27 +243,44 @@ def peer_of(view: ClusterView, pc: PeeringConnectivity) -> str:
     return peer
 
 
-def build(view: ClusterView, pc: PeeringConnectivity, capabilities: Capabilities) -> Outcome:
+def _too_large(pc: PeeringConnectivity, size: int, rules: int) -> ValidationError:
+    return ValidationError(
+        [
+            FieldError(
+                "spec.rules",
+                f"compiles to a FirewallConfiguration of {size} bytes ({rules} rules), over the "
+                f"{MAX_OBJECT_BYTES}-byte bound; narrow the rules or the groups they name",
+                reason="TooLarge",
+            )
+        ],
+        obj=f"{KIND} {pc.key}",
+    )
+
+
+def build(view: ClusterView, pc: PeeringConnectivity, capabilities: Capabilities, scope: str = ALL_NODES) -> Outcome:
+    """The peering's firewalls: one chain for every node (sharded), or one per node (`PER_NODE`)."""
     peer = peer_of(view, pc)
     clauses = clauses_of(pc.spec)
     groups = resolve_groups(view, peer, pc.namespace, namespaces=namespaces_of(clauses))
-    chain = compile_chain(
-        clauses, pc.spec.default_action, groups, capabilities, max_expressions=MAX_EXPRESSIONS_PER_FIREWALL
-    )
-    objs = tuple(firewall_object(pc, peer, chain, rules, i) for i, rules in enumerate(shard(chain)))
+    if scope == PER_NODE:
+        per_node = compile_node_chains(clauses, pc.spec.default_action, groups, capabilities, hosted_addresses(view))
+        chain = per_node.summary
+        objs = tuple(
+            firewall_object(pc, peer, node_chain, s.rules, s.label, node)
+            for node, node_chain in per_node.chains.items()
+            if node_chain.rules
+            for s in shards(node_chain)
+        )
+        if not objs:  # nothing to drop anywhere: the peering still has its (empty) firewall
+            objs = (firewall_object(pc, peer, chain, ()),)
+    else:
+        chain = compile_chain(
+            clauses, pc.spec.default_action, groups, capabilities, max_expressions=MAX_EXPRESSIONS_PER_FIREWALL
+        )
+        objs = tuple(firewall_object(pc, peer, chain, s.rules, s.label) for s in shards(chain))
     size = max(len(json.dumps(obj, separators=(",", ":"))) for obj in objs)
     if size > MAX_OBJECT_BYTES:
-        raise ValidationError(
-            [
-                FieldError(
-                    "spec.rules",
-                    f"compiles to a FirewallConfiguration of {size} bytes ({len(chain.rules)} rules), over the "
-                    f"{MAX_OBJECT_BYTES}-byte bound; narrow the rules or the groups they name",
-                    reason="TooLarge",
-                )
-            ],
-            obj=f"{KIND} {pc.key}",
-        )
+        raise _too_large(pc, size, len(chain.rules))
     return Outcome(peering=pc, peer=peer, groups=groups, chain=chain, firewalls=objs, size_bytes=size)
 
 

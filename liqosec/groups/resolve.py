@@ -417,3 +417,36 @@ def resolve_groups(
     for ns in sorted(set(namespaces)):
         sets[namespace_term(ns)] = c.pods(view.list("Pod", ns))
     return ResolvedGroups(peer=peer, sets=sets, ipv6_skipped=c.ipv6_skipped)
+
+
+def node_pod_cidrs(node: Obj) -> list[tuple[int, int]]:
+    """A Node's IPv4 `spec.podCIDRs` (or the older `spec.podCIDR`): where its pods get addresses."""
+    spec = mapping_at(node, "spec")
+    raw = spec.get("podCIDRs")
+    if raw is None and spec.get("podCIDR"):
+        raw = [spec["podCIDR"]]
+    if raw is not None and not isinstance(raw, list):
+        raise wrong_type(node, "spec.podCIDRs", "a list of CIDRs", raw)
+    found = (_cidr(node, f"spec.podCIDRs[{i}]", v) for i, v in enumerate(raw or ()))
+    return [c for c in found if c is not None]
+
+
+def hosted_addresses(view: ClusterView) -> dict[str, AddressSet]:
+    """Per real node, the addresses that are an end of packets crossing its forward hook.
+
+    A node's pod CIDRs, so a pod is covered from its first packet even before the
+    controller sees its address, plus the addresses of the pods it runs (all of them
+    where the node has no pod CIDR). Virtual nodes host nothing here: their pods'
+    traffic enters through the gateway, and the node of the local end filters it.
+    """
+    virtual = all_virtual_nodes(view)
+    out: dict[str, list[tuple[int, int]]] = {}
+    for node in view.list("Node"):
+        if labels(node).get(NODE_TYPE) != VIRTUAL_NODE:
+            out[name_of(node)] = node_pod_cidrs(node)
+    for pod in view.list("Pod"):
+        node_of = node_name(pod)
+        if not node_of or node_of in virtual or labels(pod).get(SHADOW_POD) == "true":
+            continue
+        out.setdefault(node_of, []).extend((ip, ip) for ip in _pod_ips(pod)[0])
+    return {node: AddressSet.from_intervals(ivs) for node, ivs in out.items() if ivs}

@@ -1,9 +1,16 @@
-"""End-to-end on kind: skipped as a whole, with the reason, where Docker or kind is missing.
+"""End-to-end on kind: a two-node cluster (control plane + worker) built from images made here.
 
-The session builds the image, creates the kind cluster ``liqosec-e2e``, installs Liqo's CRDs
-(hack/liqo-crds, Liqo's at the pinned version) and liqosec, and deletes the cluster at the end
-(``LIQOSEC_E2E_KEEP=1`` keeps it
-for debugging). Tests here only read and write cluster objects through ``KindCluster``.
+The session (each part a named step; a failure says which):
+- image build: hack/images/build.sh builds (or finds cached) the liqosec image from the Dockerfile,
+  Liqo's agent, Prometheus and the kind node image, with no registry pull;
+- cluster create: hack/kind.sh creates ``liqosec-e2e`` from the node image, with its own CNI;
+- kind load: the three images go into both nodes with `kind load docker-image`;
+- liqo: Liqo's CRDs (hack/liqo-crds, Liqo's at the pinned version) and Liqo's agent as a DaemonSet.
+The tests install liqosec with `helm install` themselves. The cluster is deleted at the end
+(``LIQOSEC_E2E_KEEP=1`` keeps it and copies its kubeconfig to ./liqosec-e2e.kubeconfig).
+
+Where no Docker engine can run (hack/docker.sh ensure fails), or ``LIQOSEC_E2E=0``, every test
+skips with the reason; ``LIQOSEC_REQUIRE_E2E=1`` turns that skip into a failure.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,41 +27,91 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from kind_cluster import IMAGE, ROOT, KindCluster, build_image, missing_prerequisite
-
-_REASON = missing_prerequisite()
+from addons import AGENT, AGENT_NAMESPACE, liqo_agent
+from kind_cluster import IMAGE, ROOT, KindCluster, build_images, missing_prerequisite, step
 
 
 def liqo_crds_dir() -> Path:
     return Path(os.environ.get("LIQOSEC_LIQO_CRDS", ROOT / "hack" / "liqo-crds"))
 
 
+_REASON: list[str | None] = []
+
+
+def reason_not_to_run() -> str | None:
+    """Asked once per session (it may start a Docker engine), and only when an e2e test is collected."""
+    if not _REASON:
+        _REASON.append(missing_prerequisite())
+    return _REASON[0]
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        if HERE in Path(str(item.fspath)).resolve().parents:
-            item.add_marker(pytest.mark.e2e)
-            if _REASON:
-                item.add_marker(pytest.mark.skip(reason=f"e2e: {_REASON}"))
+    ours = [item for item in items if HERE in Path(str(item.fspath)).resolve().parents]
+    if not ours:
+        return
+    reason = reason_not_to_run()
+    required = os.environ.get("LIQOSEC_REQUIRE_E2E") == "1"
+    for item in ours:
+        item.add_marker(pytest.mark.e2e)
+        if reason and not required:
+            item.add_marker(pytest.mark.skip(reason=f"e2e: {reason}"))
+
+
+class Session:
+    """The cluster and the images it was given; timings of each step, printed at the end."""
+
+    def __init__(self, kind: KindCluster, images: dict[str, str]) -> None:
+        self.kind = kind
+        self.images = images
+        self.timings: dict[str, float] = {}
 
 
 @pytest.fixture(scope="session")
-def cluster() -> Iterator[KindCluster]:
+def e2e() -> Iterator[Session]:
+    reason = reason_not_to_run()
+    if reason:
+        pytest.fail(f"e2e required (LIQOSEC_REQUIRE_E2E=1) but: {reason}")
     crds = liqo_crds_dir()
     if not crds.is_dir():
         pytest.fail(f"Liqo CRDs not found at {crds} (set LIQOSEC_LIQO_CRDS)")
     with tempfile.TemporaryDirectory(prefix="liqosec-e2e-") as tmp:
         kind = KindCluster(Path(tmp))
-        build_image(IMAGE)
-        kind.create()
+        timings: dict[str, float] = {}
+        t = time.monotonic()
+        with step("image build"):
+            images = build_images("liqosec", "liqo-agent", "prometheus", "node")
+            assert kind.tool  # kind, kubectl and helm built (cached) here, not inside a later step
+        timings["image build"] = time.monotonic() - t
+        session = Session(kind, images)
+        session.timings = timings
         try:
-            kind.load_image(IMAGE)
-            kind.kubectl("apply", "--server-side", "-f", str(crds))
-            kind.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=120s")
-            kind.install_liqosec(IMAGE)
-            yield kind
+            t = time.monotonic()
+            with step("cluster create"):
+                kind.create()
+            timings["cluster create"] = time.monotonic() - t
+            t = time.monotonic()
+            with step("kind load"):
+                kind.load_image(IMAGE, images["liqo-agent"], images["prometheus"])
+            timings["kind load"] = time.monotonic() - t
+            t = time.monotonic()
+            with step("liqo (CRDs and agent DaemonSet)"):
+                kind.kubectl("apply", "--server-side", "-f", str(crds))
+                kind.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=120s")
+                kind.apply(liqo_agent(images["liqo-agent"]))
+                kind.kubectl(
+                    "-n", AGENT_NAMESPACE, "rollout", "status", f"daemonset/{AGENT}", "--timeout=180s", timeout=200
+                )
+            timings["liqo"] = time.monotonic() - t
+            yield session
         finally:
+            print("\ne2e timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in session.timings.items()))
             if os.environ.get("LIQOSEC_E2E_KEEP") == "1":
-                print(f"\nkeeping kind cluster {kind.name}; kubeconfig copied to ./liqosec-e2e.kubeconfig")
+                print(f"keeping kind cluster {kind.name}; kubeconfig copied to ./liqosec-e2e.kubeconfig")
                 Path("liqosec-e2e.kubeconfig").write_bytes(kind.kubeconfig.read_bytes())
             else:
                 kind.delete()
+
+
+@pytest.fixture(scope="session")
+def cluster(e2e: Session) -> KindCluster:
+    return e2e.kind

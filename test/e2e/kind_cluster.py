@@ -1,12 +1,14 @@
 """A throwaway kind cluster with liqosec installed: the e2e suite's only way to touch Docker and kind.
 
 Guarantees:
+- Images, kind, kubectl and helm come from the repo's scripts (hack/images/build.sh, hack/kind.sh,
+  hack/build-helm.sh), built here and cached by version: nothing is pulled from a registry.
 - ``KindCluster.create`` deletes a leftover cluster of the same name first, so a crashed run does
   not poison the next one; ``delete`` is idempotent.
 - Every command runs with the cluster's own kubeconfig file (never the user's ~/.kube/config) and a
   timeout; a failure raises ``CommandError`` carrying the command and its stderr.
-- Nothing is pulled from a registry at test time: test pods run the liqosec image that was just
-  built and loaded into the nodes (it has a Python interpreter to sleep with).
+- ``step(name)`` prefixes any failure with the suite step it happened in (image build, cluster
+  create, helm, convergence, traffic, ...).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,22 +27,25 @@ ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_NAME = "liqosec-e2e"
 IMAGE = "liqosec:e2e"
 NAMESPACE = "liqo"
+RELEASE = "liqosec"
 # kind's defaults, spelled out: the pod-cidr Network must name the CIDR pods really get.
 POD_SUBNET = "10.244.0.0/16"
 SERVICE_SUBNET = "10.96.0.0/16"
+# No kindnetd: hack/kind.sh wires ptp + routes, so pod traffic crosses each node's forward hook.
 KIND_CONFIG = f"""\
 kind: Cluster
 apiVersion: kind.x-k8s.io/v1alpha4
 networking:
   podSubnet: "{POD_SUBNET}"
   serviceSubnet: "{SERVICE_SUBNET}"
+  disableDefaultCNI: true
 nodes:
   - role: control-plane
   - role: worker
 """
-# Cluster creation and image builds take minutes on a cold machine.
-CREATE_TIMEOUT_S = 600
-BUILD_TIMEOUT_S = 900
+# A cold machine builds Kubernetes, etcd, CoreDNS, Prometheus and the images: tens of minutes.
+BUILD_TIMEOUT_S = 3600
+CREATE_TIMEOUT_S = 900
 COMMAND_TIMEOUT_S = 180
 POLL_INTERVAL_S = 2.0
 
@@ -49,9 +55,22 @@ T = TypeVar("T")
 class CommandError(RuntimeError):
     def __init__(self, cmd: Sequence[str], result: subprocess.CompletedProcess[str]) -> None:
         self.stderr = result.stderr
-        super().__init__(
-            f"{' '.join(cmd)} exited {result.returncode}:\n{result.stderr.strip() or result.stdout.strip()}"
-        )
+        tail = "\n".join((result.stderr.strip() or result.stdout.strip()).splitlines()[-40:])
+        super().__init__(f"{' '.join(cmd)} exited {result.returncode}:\n{tail}")
+
+
+class StepFailed(AssertionError):
+    """A failure of one step of the suite, named."""
+
+
+@contextmanager
+def step(name: str) -> Iterator[None]:
+    try:
+        yield
+    except StepFailed:
+        raise
+    except Exception as err:  # every failure is reported with the step it happened in
+        raise StepFailed(f"e2e step '{name}' failed: {type(err).__name__}: {err}") from err
 
 
 def run(
@@ -71,19 +90,21 @@ def run(
 
 
 def missing_prerequisite() -> str | None:
-    """Why the e2e suite cannot run here, or None when it can."""
-    if shutil.which("docker") is None:
+    """Why the e2e suite cannot run here, or None when it can. Starts a Docker engine where none
+    answers and this machine can run one (hack/docker.sh ensure: root, Debian's docker.io)."""
+    if os.environ.get("LIQOSEC_E2E") == "0":
+        return "disabled by LIQOSEC_E2E=0"
+    if shutil.which("docker") is None and shutil.which("apt-get") is None:
         return "no Docker engine: docker CLI not found"
     try:
-        info = run(["docker", "info"], timeout=30, check=False)
+        ensure = run([str(ROOT / "hack" / "docker.sh"), "ensure"], timeout=600, check=False)
     except subprocess.TimeoutExpired:
-        return "no Docker engine: docker info timed out"
-    if info.returncode != 0:
-        return "no Docker engine: docker info failed"
-    if shutil.which("kind") is None:
-        return "kind not found"
-    if shutil.which("kubectl") is None:
-        return "kubectl not found"
+        return "no Docker engine: hack/docker.sh ensure timed out"
+    if ensure.returncode != 0:
+        last = (ensure.stderr.strip().splitlines() or ["?"])[-1]
+        return f"no Docker engine: hack/docker.sh ensure failed: {last}"
+    if shutil.which("go") is None:
+        return "go not found (kind, kubectl and the images are built from Go modules)"
     return None
 
 
@@ -96,7 +117,7 @@ def eventually(probe: Callable[[], T | None], *, timeout: float, what: str) -> T
             value = probe()
             if value is not None:
                 return value
-        except (CommandError, KeyError, ValueError) as err:
+        except (CommandError, KeyError, ValueError, IndexError, TypeError, AssertionError) as err:
             last = err
         time.sleep(POLL_INTERVAL_S)
     raise TimeoutError(
@@ -104,13 +125,24 @@ def eventually(probe: Callable[[], T | None], *, timeout: float, what: str) -> T
     )
 
 
-def helm_binary() -> str | None:
-    """helm from hack/build-helm.sh's cache, else one on PATH; None means install with kustomize."""
-    result = run([str(ROOT / "hack" / "build-helm.sh"), "--print-path"], check=False)
-    path = result.stdout.strip()
-    if result.returncode == 0 and path and os.access(path, os.X_OK):
-        return path
-    return shutil.which("helm")
+def build_images(*targets: str) -> dict[str, str]:
+    """hack/images/build.sh: each target's image reference (built now, or found cached)."""
+    out = run([str(ROOT / "hack" / "images" / "build.sh"), *targets], timeout=BUILD_TIMEOUT_S).stdout
+    refs = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    missing = [t for t in targets if t not in refs]
+    if missing:
+        raise RuntimeError(f"hack/images/build.sh printed no image for {missing}")
+    return refs
+
+
+def tools() -> dict[str, str]:
+    """KIND, KUBECTL and HELM paths (hack/kind.sh tools builds what is missing)."""
+    out = run([str(ROOT / "hack" / "kind.sh"), "tools"], timeout=BUILD_TIMEOUT_S).stdout
+    found = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    for name in ("KIND", "KUBECTL", "HELM"):
+        if not found.get(name) or not os.access(found[name], os.X_OK):
+            raise RuntimeError(f"hack/kind.sh tools gave no usable {name}: {found.get(name)!r}")
+    return found
 
 
 class KindCluster:
@@ -118,36 +150,43 @@ class KindCluster:
         self.name = name
         self.kubeconfig = workdir / "kubeconfig"
         self.workdir = workdir
+        self._tools: dict[str, str] | None = None
+
+    @property
+    def tool(self) -> dict[str, str]:
+        if self._tools is None:
+            self._tools = tools()
+        return self._tools
 
     def create(self) -> None:
-        self.delete()
         config = self.workdir / "kind.yaml"
         config.write_text(KIND_CONFIG)
         run(
-            [
-                "kind",
-                "create",
-                "cluster",
-                "--name",
-                self.name,
-                "--config",
-                str(config),
-                "--kubeconfig",
-                str(self.kubeconfig),
-                "--wait",
-                "180s",
-            ],
+            [str(ROOT / "hack" / "kind.sh"), "create", self.name, str(self.kubeconfig), str(config)],
             timeout=CREATE_TIMEOUT_S,
         )
 
     def delete(self) -> None:
-        run(["kind", "delete", "cluster", "--name", self.name], timeout=CREATE_TIMEOUT_S, check=False)
+        run([str(ROOT / "hack" / "kind.sh"), "delete", self.name], timeout=CREATE_TIMEOUT_S, check=False)
 
-    def load_image(self, image: str) -> None:
-        run(["kind", "load", "docker-image", image, "--name", self.name], timeout=CREATE_TIMEOUT_S)
+    def load_image(self, *images: str) -> None:
+        run([str(ROOT / "hack" / "kind.sh"), "load", self.name, *images], timeout=CREATE_TIMEOUT_S)
+
+    def node_names(self) -> list[str]:
+        nodes = self.get_json("nodes")["items"]
+        # control plane first: a stable order for placing pods
+        return sorted(
+            (n["metadata"]["name"] for n in nodes),
+            key=lambda n: (not n.endswith("control-plane"), n),
+        )
 
     def kubectl(self, *args: str, stdin: str | None = None, timeout: float = COMMAND_TIMEOUT_S) -> str:
-        return run(["kubectl", "--kubeconfig", str(self.kubeconfig), *args], stdin=stdin, timeout=timeout).stdout
+        return run(
+            [self.tool["KUBECTL"], "--kubeconfig", str(self.kubeconfig), *args], stdin=stdin, timeout=timeout
+        ).stdout
+
+    def helm(self, *args: str, timeout: float = 400, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run([self.tool["HELM"], "--kubeconfig", str(self.kubeconfig), *args], timeout=timeout, check=check)
 
     def get_json(self, *args: str) -> dict[str, Any]:
         parsed: dict[str, Any] = json.loads(self.kubectl("get", *args, "-o", "json"))
@@ -163,62 +202,33 @@ class KindCluster:
             stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)}),
         )
 
-    def install_liqosec(self, image: str) -> None:
-        """With helm when available (the chart is the product), else `kubectl apply -k manifests`, image swapped."""
-        helm = helm_binary()
+    def install_liqosec(self, image: str, *extra: str, command: str = "install") -> None:
+        """`helm install` (or `upgrade`) of chart/ with the image loaded into the nodes."""
         repo, _, tag = image.partition(":")
-        if helm:
-            run(
-                [
-                    helm,
-                    "upgrade",
-                    "--install",
-                    "liqosec",
-                    str(ROOT / "chart"),
-                    "--namespace",
-                    NAMESPACE,
-                    "--create-namespace",
-                    "--kubeconfig",
-                    str(self.kubeconfig),
-                    "--set",
-                    f"image.repository={repo}",
-                    "--set",
-                    f"image.tag={tag}",
-                    "--set",
-                    "image.pullPolicy=Never",
-                    "--set",
-                    "logLevel=debug",
-                ],
-                timeout=400,
-            )
-        else:
-            self._apply_kustomize(repo, tag)
-        self.wait_for_a_ready_replica()
-
-    def _apply_kustomize(self, repo: str, tag: str) -> None:
-        overlay = self.workdir / "overlay"
-        overlay.mkdir(exist_ok=True)
-        base = os.path.relpath(ROOT / "manifests", overlay)
-        (overlay / "kustomization.yaml").write_text(
-            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
-            f"resources: [{base}]\nimages:\n  - name: ghcr.io/liqosec/liqosec\n    newName: {repo}\n    newTag: {tag}\n"
+        self.helm(
+            command,
+            RELEASE,
+            str(ROOT / "chart"),
+            "--namespace",
+            NAMESPACE,
+            "--create-namespace",
+            "--set",
+            f"image.repository={repo}",
+            "--set",
+            f"image.tag={tag}",
+            "--set",
+            "image.pullPolicy=Never",
+            *extra,
         )
-        self.kubectl("create", "namespace", NAMESPACE)
-        self.kubectl("apply", "--server-side", "-k", str(overlay))
 
-    def wait_for_a_ready_replica(self) -> None:
+    def wait_for_a_ready_replica(self, timeout: float = 300) -> None:
         """One ready pod, not all: whether the standby reports ready before it leads is the controller's choice."""
         eventually(
             lambda: (
                 True
-                if self.get_json("deployment", "-n", NAMESPACE, "liqosec").get("status", {}).get("readyReplicas", 0)
-                >= 1
+                if self.get_json("deployment", "-n", NAMESPACE, RELEASE).get("status", {}).get("readyReplicas", 0) >= 1
                 else None
             ),
-            timeout=300,
+            timeout=timeout,
             what="a ready liqosec replica",
         )
-
-
-def build_image(image: str) -> None:
-    run(["docker", "build", "-t", image, str(ROOT)], timeout=BUILD_TIMEOUT_S)

@@ -1,15 +1,37 @@
-"""liqosec in a real cluster: a PeeringConnectivity becomes a FirewallConfiguration, status and metrics follow."""
+"""liqosec as operators run it: a Helm release in a two-node kind cluster with Liqo's agent on every
+node, scraped by Prometheus, judged by real pod-to-pod TCP.
+
+The tests run in file order and build on each other (one cluster, one release): seed, install,
+converge, traffic, rule change, pod move, metrics, leader kill, upgrade, RBAC, uninstall.
+"""
 
 from __future__ import annotations
 
 import json
 import re
+import sys
+import time
+import urllib.parse
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from kind_cluster import IMAGE, NAMESPACE, POD_SUBNET, ROOT, CommandError, KindCluster, eventually
+from addons import AGENT, AGENT_NAMESPACE, PROMETHEUS, PROMETHEUS_NAMESPACE, prometheus
+from conftest import Session
+from kind_cluster import (
+    IMAGE,
+    NAMESPACE,
+    POD_SUBNET,
+    RELEASE,
+    ROOT,
+    CommandError,
+    KindCluster,
+    eventually,
+    run,
+    step,
+)
 
 from liqosec.firewall.evaluate import Packet, node_accepts
 from liqosec.render import outcomes
@@ -17,49 +39,67 @@ from liqosec.render import outcomes
 pytestmark = pytest.mark.e2e
 
 EXAMPLE = ROOT / "examples" / "provider-isolate-offloaded.yaml"
+FC = "firewallconfigurations.networking.liqo.io"
 FC_CRD = "firewallconfigurations.networking.liqo.io"
 MANAGED_BY = "app.kubernetes.io/managed-by=liqosec"
 # Not the short name `pc`: PriorityClass owns it and kubectl resolves built-ins first
 # (test/unit/test_manifests.py::test_crd_short_names_do_not_shadow_builtin_resources).
 PC = "peeringconnectivities.security.liqo.io"
-# Compiles, writes and reports status well within this on an idle kind cluster.
+# Compiles, writes, is applied by every node's agent and reports status well within this.
 RECONCILE_TIMEOUT_S = 120
+PORT = 8080
+# Each test pod serves "ok" on PORT: a TCP connection opens only if the request and the reply pass.
+SERVER = f"""
+import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("", {PORT}))
+s.listen(64)
+while True:
+    c, _ = s.accept()
+    try:
+        c.sendall(b"ok")
+    except OSError:
+        pass
+    c.close()
+"""
+# Run in a pod with the addresses to try as arguments; prints one JSON bool per address.
+CLIENT = f"""
+import concurrent.futures, json, socket, sys
+def probe(ip):
+    try:
+        with socket.create_connection((ip, {PORT}), timeout=3) as s:
+            s.settimeout(3)
+            return s.recv(2) == b"ok"
+    except OSError:
+        return False
+ips = sys.argv[1:]
+with concurrent.futures.ThreadPoolExecutor(len(ips)) as ex:
+    print(json.dumps(list(ex.map(probe, ips))))
+"""
 
 
-def example(kind: str) -> dict[str, Any]:
-    [doc] = [d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d and d["kind"] == kind]
-    return dict(doc)
+# ------------------------------------------------------------------------------------ cluster objects
+def namespace(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels or {}}}
 
 
-def tenant_namespace(peer: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Namespace",
-        "metadata": {
-            "name": f"liqo-tenant-{peer}",
-            "labels": {"liqo.io/remote-cluster-id": peer, "liqo.io/tenant-namespace": "true"},
-        },
-    }
-
-
-def namespace(name: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
-
-
-def sleeper(name: str, ns: str, labels: dict[str, str]) -> dict[str, Any]:
-    """A pod that only needs an IP: the liqosec image is already on every node, so nothing is pulled."""
+def server_pod(name: str, ns: str, labels: dict[str, str], node: str) -> dict[str, Any]:
+    """A pod on a chosen node serving TCP; the liqosec image is already on every node, so nothing is pulled."""
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "namespace": ns, "labels": labels},
         "spec": {
+            "nodeName": node,
             "terminationGracePeriodSeconds": 1,
             "containers": [
                 {
-                    "name": "sleep",
+                    "name": "serve",
                     "image": IMAGE,
                     "imagePullPolicy": "Never",
-                    "command": ["python", "-c", "import time; time.sleep(86400)"],
+                    "command": ["python", "-c", SERVER],
+                    "readinessProbe": {"tcpSocket": {"port": PORT}, "periodSeconds": 1},
                     "securityContext": {
                         "runAsNonRoot": True,
                         "allowPrivilegeEscalation": False,
@@ -80,7 +120,7 @@ def configure_peer(cluster: KindCluster, peer: str, remote_pod_cidr: str) -> Non
     tenant = f"liqo-tenant-{peer}"
     cluster.apply(
         [
-            tenant_namespace(peer),
+            namespace(tenant, {"liqo.io/remote-cluster-id": peer, "liqo.io/tenant-namespace": "true"}),
             {
                 "apiVersion": "networking.liqo.io/v1beta1",
                 "kind": "Configuration",
@@ -90,17 +130,11 @@ def configure_peer(cluster: KindCluster, peer: str, remote_pod_cidr: str) -> Non
         ]
     )
     status = {"status": {"remote": {"cidr": {"pod": [remote_pod_cidr], "external": ["10.250.0.0/16"]}}}}
-    cluster.kubectl(
-        "-n",
-        tenant,
-        "patch",
-        "configurations.networking.liqo.io",
-        peer,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps(status),
-    )
+    patch_status(cluster, "configurations.networking.liqo.io", tenant, peer, status)
+
+
+def patch_status(cluster: KindCluster, resource: str, ns: str, name: str, status: dict[str, Any]) -> None:
+    cluster.kubectl("-n", ns, "patch", resource, name, "--subresource=status", "--type=merge", "-p", json.dumps(status))
 
 
 def wait_pods_ready(cluster: KindCluster, ns: str) -> None:
@@ -113,9 +147,7 @@ def pod_ip(cluster: KindCluster, ns: str, name: str) -> str:
 
 def live_firewall(cluster: KindCluster, peer: str) -> dict[str, Any] | None:
     try:
-        return cluster.get_json(
-            "firewallconfigurations.networking.liqo.io", "-n", f"liqo-tenant-{peer}", f"liqosec-{peer}"
-        )
+        return cluster.get_json(FC, "-n", f"liqo-tenant-{peer}", f"liqosec-{peer}")
     except CommandError as err:
         if "NotFound" in err.stderr or "not found" in err.stderr:
             return None
@@ -130,97 +162,256 @@ def accepts(fc: dict[str, Any], src: str, dst: str) -> bool:
     return node_accepts([fc["spec"]["table"]], Packet.of(src, dst))
 
 
-@pytest.fixture(scope="module")
-def rome(cluster: KindCluster) -> Iterator[dict[str, str]]:
-    """Seed Example 1 on a kind cluster: rome offloaded two pods here; a local pod `web` stays out."""
-    cluster.apply(
-        [
-            {
-                "apiVersion": "ipam.liqo.io/v1alpha1",
-                "kind": "Network",
-                "metadata": {
-                    "name": "pod-cidr",
-                    "namespace": NAMESPACE,
-                    "labels": {"ipam.liqo.io/network-type": "pod-cidr"},
-                },
-                "spec": {"cidr": POD_SUBNET},
-            }
-        ]
-    )
-    configure_peer(cluster, "rome", "10.71.0.0/16")
-    cluster.apply(
-        [
-            namespace("shop-rome"),
-            namespace("local-web"),
-            sleeper("cart-0", "shop-rome", offloaded_by("rome")),
-            sleeper("cart-1", "shop-rome", offloaded_by("rome")),
-            sleeper("web", "local-web", {"app": "web"}),
-        ]
-    )
-    wait_pods_ready(cluster, "shop-rome")
-    wait_pods_ready(cluster, "local-web")
-    cluster.apply([example("PeeringConnectivity")])
-    yield {
-        "cart-0": pod_ip(cluster, "shop-rome", "cart-0"),
-        "cart-1": pod_ip(cluster, "shop-rome", "cart-1"),
-        "web": pod_ip(cluster, "local-web", "web"),
-    }
-
-
 def cluster_objects(cluster: KindCluster) -> list[dict[str, Any]]:
-    """What the controller reads, read back from the cluster, for an independent `liqosec render`."""
+    """What the controller reads, read back from the cluster, for an independent `liqosec render`/`matrix`."""
     objects: list[dict[str, Any]] = []
     for args in (
         ("namespaces",),
         ("pods", "-A"),
         ("networks.ipam.liqo.io", "-A"),
         ("configurations.networking.liqo.io", "-A"),
+        ("namespaceoffloadings.offloading.liqo.io", "-A"),
         ("endpointslices.discovery.k8s.io", "-A"),
         ("services", "-A"),
         ("nodes",),
-        ("peeringconnectivities.security.liqo.io", "-A"),
+        (PC, "-A"),
     ):
         objects += cluster.get_json(*args)["items"]
     objects.append(cluster.get_json("crd", FC_CRD))
     return objects
 
 
-def test_firewall_configuration_has_the_peerings_table_and_the_rendered_rules(
-    cluster: KindCluster, rome: dict[str, str]
-) -> None:
-    fc = eventually(
-        lambda: live_firewall(cluster, "rome"), timeout=RECONCILE_TIMEOUT_S, what="FirewallConfiguration liqosec-rome"
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in obj.get("status", {}).get("conditions", []) if c.get("type") == kind), {})
+
+
+def converged(cluster: KindCluster, peer: str) -> dict[str, Any] | None:
+    """The peering's policy is Ready at its generation and its live firewall is `liqosec render` of the live objects."""
+    pc = cluster.get_json(PC, "-n", f"liqo-tenant-{peer}", peer)
+    if pc.get("status", {}).get("observedGeneration") != pc["metadata"]["generation"]:
+        return None
+    if condition(pc, "Ready").get("status") != "True":
+        return None
+    live = live_firewall(cluster, peer)
+    [expected] = [o.firewall for o in outcomes(cluster_objects(cluster)) if o.peer == peer]
+    return live if live and rule_names(live) == rule_names(expected) else None
+
+
+def wait_converged(cluster: KindCluster, peer: str, timeout: float = RECONCILE_TIMEOUT_S) -> dict[str, Any]:
+    return eventually(
+        lambda: converged(cluster, peer),
+        timeout=timeout,
+        what=f"peering {peer}: Ready at its generation, live rules equal to `liqosec render` of the live objects",
     )
+
+
+# ------------------------------------------------------------------------------------------ seeding
+def seed_example(cluster: KindCluster, path: Path) -> list[str]:
+    """An example's objects as cluster objects: its pods become real pods (same names, namespaces and
+    Liqo labels) spread over the nodes as the example spreads them, the pod-cidr Network names the
+    real pod subnet, statuses are written through the status subresource, and addresses of the
+    example's pods elsewhere (EndpointSlices) become the real pods' addresses. The
+    PeeringConnectivities are applied last. Returns the pods as "namespace/name"."""
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    nodes = cluster.node_names()
+    node_of: dict[str, str] = {}
+    declared = {d["metadata"]["name"] for d in docs if d["kind"] == "Namespace"}
+    used = {d["metadata"]["namespace"] for d in docs if d["metadata"].get("namespace")}
+    cluster.apply([d for d in docs if d["kind"] == "Namespace"] + [namespace(n) for n in sorted(used - declared)])
+    for d in docs:
+        if d["kind"] == "Network":
+            d = {**d, "spec": {**d["spec"], "cidr": POD_SUBNET}}
+            cluster.apply([d])
+        elif d["kind"] in ("Configuration", "NamespaceOffloading"):
+            cluster.apply([{k: v for k, v in d.items() if k != "status"}])
+            if "status" in d:
+                resource = {
+                    "Configuration": "configurations.networking.liqo.io",
+                    "NamespaceOffloading": "namespaceoffloadings.offloading.liqo.io",
+                }[d["kind"]]
+                patch_status(
+                    cluster, resource, d["metadata"]["namespace"], d["metadata"]["name"], {"status": d["status"]}
+                )
+    pods = [d for d in docs if d["kind"] == "Pod"]
+    for d in pods:
+        example_node = d.get("spec", {}).get("nodeName", "")
+        node = node_of.setdefault(example_node, nodes[len(node_of) % len(nodes)])
+        meta = d["metadata"]
+        cluster.apply([server_pod(meta["name"], meta["namespace"], dict(meta.get("labels") or {}), node)])
+    for ns in sorted({d["metadata"]["namespace"] for d in pods}):
+        wait_pods_ready(cluster, ns)
+    real = {
+        ip: pod_ip(cluster, d["metadata"]["namespace"], d["metadata"]["name"])
+        for d in pods
+        for ip in [d.get("status", {}).get("podIP")]
+        if ip
+    }
+    for d in docs:
+        if d["kind"] == "EndpointSlice":
+            endpoints = [
+                {**e, "addresses": [real.get(a, a) for a in e.get("addresses", [])]} for e in d.get("endpoints", [])
+            ]
+            cluster.apply([{**d, "endpoints": endpoints}])
+        elif d["kind"] == "Service":
+            spec = {k: v for k, v in d.get("spec", {}).items() if k not in ("clusterIP", "clusterIPs")}
+            cluster.apply([{**d, "spec": spec}])
+    cluster.apply([d for d in docs if d["kind"] == "PeeringConnectivity"])
+    return [f"{d['metadata']['namespace']}/{d['metadata']['name']}" for d in pods]
+
+
+# ------------------------------------------------------------------------------------------ traffic
+def expected_matrix(cluster: KindCluster, pods: list[str], tmp: Path) -> dict[tuple[str, str], bool]:
+    """`liqosec matrix -o json` of the live objects: whether a TCP connection opens, per ordered pair."""
+    dump = tmp / "objects.json"
+    dump.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": cluster_objects(cluster)}))
+    out = run([sys.executable, "-m", "liqosec", "matrix", "-f", str(dump), "-o", "json"]).stdout
+    matrix = json.loads(out)
+    index = {e["name"]: i for i, e in enumerate(matrix["endpoints"])}
+    grid = matrix["node"]["connect"]
+    return {(a, b): bool(grid[index[a]][index[b]]) for a in pods for b in pods if a != b}
+
+
+def measured_traffic(cluster: KindCluster, pods: list[str]) -> dict[tuple[str, str], bool]:
+    """Real TCP connections between the pods, from inside each pod (all destinations in parallel)."""
+    ips = {p: pod_ip(cluster, *p.split("/")) for p in pods}
+    result: dict[tuple[str, str], bool] = {}
+    for a in pods:
+        ns, name = a.split("/")
+        others = [b for b in pods if b != a]
+        out = cluster.kubectl("exec", "-n", ns, name, "--", "python", "-c", CLIENT, *(ips[b] for b in others))
+        for b, ok in zip(others, json.loads(out.strip().splitlines()[-1]), strict=True):
+            result[(a, b)] = bool(ok)
+    return result
+
+
+def traffic_matches_matrix(cluster: KindCluster, pods: list[str], tmp: Path, what: str) -> dict[tuple[str, str], bool]:
+    """Real traffic equals the matrix (retried while Liqo's agents apply the last write); returns the verdicts."""
+    last: list[str] = []
+
+    def matches() -> dict[tuple[str, str], bool] | None:
+        nonlocal last
+        expected = expected_matrix(cluster, pods, tmp)
+        actual = measured_traffic(cluster, pods)
+        last = [
+            f"{a} -> {b}: matrix {'connects' if expected[(a, b)] else 'blocked'}, "
+            f"real {'connects' if actual[(a, b)] else 'blocked'}"
+            for (a, b) in expected
+            if expected[(a, b)] != actual[(a, b)]
+        ]
+        return expected if not last else None
+
+    try:
+        verdicts = eventually(matches, timeout=90, what=f"real TCP to match `liqosec matrix` ({what})")
+    except TimeoutError as err:
+        raise AssertionError(f"{err}; differences:\n  " + "\n  ".join(last)) from err
+    print(f"\ntraffic ({what}): " + ", ".join(f"{a}->{b} {'ok' if v else 'x'}" for (a, b), v in verdicts.items()))
+    return verdicts
+
+
+def nodes_of(cluster: KindCluster, pods: list[str]) -> set[str]:
+    return {cluster.get_json("pod", "-n", *p.split("/"))["spec"]["nodeName"] for p in pods}
+
+
+# ----------------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def seeded(cluster: KindCluster) -> list[str]:
+    """Seed Example 1 (provider isolates what rome offloaded) before liqosec is installed."""
+    with step("seed Example 1"):
+        return seed_example(cluster, EXAMPLE)
+
+
+@pytest.fixture(scope="module")
+def release(e2e: Session, seeded: list[str]) -> Iterator[float]:
+    """`helm install` of chart/ (2 replicas, leader election); yields seconds to the first Ready peering."""
+    cluster = e2e.kind
+    with step("helm install"):
+        start = time.monotonic()
+        cluster.install_liqosec(IMAGE, "--set", "logLevel=debug")
+        cluster.wait_for_a_ready_replica()
+    with step("convergence (first Ready peering)"):
+        wait_converged(cluster, "rome", timeout=300)
+        took = time.monotonic() - start
+    e2e.timings["helm install to first Ready peering"] = took
+    print(f"\nhelm install to the first Ready peering: {took:.1f} s")
+    yield took
+
+
+@pytest.fixture(scope="module")
+def pods(seeded: list[str], release: float) -> list[str]:
+    return seeded
+
+
+# ------------------------------------------------------------------------------------------- tests
+def test_liqo_agent_runs_on_every_node(cluster: KindCluster) -> None:
+    with step("liqo agent"):
+        ds = cluster.get_json("daemonset", "-n", AGENT_NAMESPACE, AGENT)
+        nodes = cluster.node_names()
+        assert len(nodes) == 2
+        assert ds["status"]["numberReady"] == ds["status"]["desiredNumberScheduled"] == len(nodes)
+
+
+def test_helm_release_runs_two_replicas_with_the_charts_service_account(cluster: KindCluster, pods: list[str]) -> None:
+    with step("helm release"):
+        assert "deployed" in cluster.helm("status", RELEASE, "-n", NAMESPACE).stdout
+        items = cluster.get_json("pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/name=liqosec")["items"]
+        assert len(items) == 2
+        assert {p["spec"]["serviceAccountName"] for p in items} == {RELEASE}
+        assert all(p["spec"]["containers"][0]["image"] == IMAGE for p in items)
+        lease = cluster.get_json("lease", "-n", NAMESPACE, RELEASE)
+        assert lease["spec"]["holderIdentity"] in {p["metadata"]["name"] for p in items}
+
+
+def test_seeded_pods_are_on_both_nodes(cluster: KindCluster, pods: list[str]) -> None:
+    assert len(nodes_of(cluster, pods)) == 2
+
+
+def test_firewall_configuration_has_the_peerings_table_and_the_rendered_rules(
+    cluster: KindCluster, pods: list[str]
+) -> None:
+    with step("convergence"):
+        fc = wait_converged(cluster, "rome")
     table = fc["spec"]["table"]
     assert table["name"] == "liqosec-rome"
     assert fc["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "liqosec"
     [owner] = fc["metadata"]["ownerReferences"]
     assert (owner["kind"], owner["name"], owner.get("controller")) == ("PeeringConnectivity", "rome", True)
-
-    def settled() -> dict[str, Any] | None:
-        live = live_firewall(cluster, "rome")
-        [expected] = [o.firewall for o in outcomes(cluster_objects(cluster)) if o.peer == "rome"]
-        return live if live and rule_names(live) == rule_names(expected) else None
-
-    live = eventually(
-        settled, timeout=RECONCILE_TIMEOUT_S, what="live rules to equal `liqosec render` of the live objects"
-    )
-    [chain] = live["spec"]["table"]["chains"]
+    [chain] = table["chains"]
     assert (chain["hook"], chain["type"]) == ("forward", "filter")
 
 
-def test_live_firewall_gives_example_1_verdicts(cluster: KindCluster, rome: dict[str, str]) -> None:
+def test_every_nodes_agent_applied_the_firewall(cluster: KindCluster, pods: list[str]) -> None:
+    nodes = set(cluster.node_names())
+
+    def applied() -> set[str] | None:
+        fc = live_firewall(cluster, "rome") or {}
+        hosts = {
+            c["host"]
+            for c in fc.get("status", {}).get("conditions", [])
+            if c.get("type") == "Applied" and c.get("status") == "True"
+        }
+        return hosts if hosts >= nodes else None
+
+    with step("convergence (Liqo's agents)"):
+        assert eventually(applied, timeout=RECONCILE_TIMEOUT_S, what="Applied=True from every node's agent") >= nodes
+
+
+def test_live_firewall_gives_example_1_verdicts(cluster: KindCluster, pods: list[str]) -> None:
     remote = "10.71.3.4"
+    fc = wait_converged(cluster, "rome")
+    cart0, web = pod_ip(cluster, "shop-rome", "cart-0"), pod_ip(cluster, "default", "web")
+    assert accepts(fc, remote, cart0) and accepts(fc, cart0, remote)
+    assert not accepts(fc, cart0, web), "offloaded pods reach only rome"
+    assert not accepts(fc, remote, web), "rome reaches only its offloaded pods"
+    assert accepts(fc, web, "10.244.200.1"), "local traffic is outside the peering's scope"
 
-    def both_pods_in() -> dict[str, Any] | None:
-        fc = live_firewall(cluster, "rome")
-        return fc if fc and accepts(fc, remote, rome["cart-0"]) and accepts(fc, remote, rome["cart-1"]) else None
 
-    fc = eventually(both_pods_in, timeout=RECONCILE_TIMEOUT_S, what="both offloaded pods in the firewall")
-    assert accepts(fc, remote, rome["cart-0"]) and accepts(fc, rome["cart-0"], remote)
-    assert not accepts(fc, rome["cart-0"], rome["web"]), "offloaded pods reach only rome"
-    assert not accepts(fc, remote, rome["web"]), "rome reaches only its offloaded pods"
-    assert accepts(fc, rome["web"], "10.244.200.1"), "local traffic is outside the peering's scope"
+def test_kubectl_get_peeringconnectivities_shows_ready_true(cluster: KindCluster, pods: list[str]) -> None:
+    def ready() -> str | None:
+        out = cluster.kubectl("get", PC, "-n", "liqo-tenant-rome")
+        return out if printed_column(out, "rome", "READY") == "True" else None
+
+    out = eventually(ready, timeout=RECONCILE_TIMEOUT_S, what="`kubectl get peeringconnectivities` to show READY True")
+    assert printed_column(out, "rome", "MODE") == "FullPodToPod"
 
 
 def printed_column(table: str, row_name: str, column: str) -> str:
@@ -234,26 +425,58 @@ def printed_column(table: str, row_name: str, column: str) -> str:
     return row[starts[i] : end].strip()
 
 
-def test_kubectl_get_peeringconnectivities_shows_ready_true(cluster: KindCluster, rome: dict[str, str]) -> None:
-    def ready() -> str | None:
-        out = cluster.kubectl("get", PC, "-n", "liqo-tenant-rome")
-        return out if printed_column(out, "rome", "READY") == "True" else None
+def test_pod_traffic_matches_the_matrix(cluster: KindCluster, pods: list[str], tmp_path: Path) -> None:
+    with step("traffic (Example 1)"):
+        wait_converged(cluster, "rome")
+        verdicts = traffic_matches_matrix(cluster, pods, tmp_path, "Example 1")
+        assert any(verdicts.values()) and not all(verdicts.values()), "a matrix of one verdict proves little"
+        assert verdicts[("default/web", "monitoring/metrics")], "local pods talk across nodes"
+        assert not verdicts[("shop-rome/cart-0", "shop-rome/cart-1")], "offloaded pods are isolated"
 
-    out = eventually(ready, timeout=RECONCILE_TIMEOUT_S, what="`kubectl get peeringconnectivities` to show READY True")
-    assert printed_column(out, "rome", "MODE") == "FullPodToPod"
+
+def test_traffic_follows_a_rule_change(cluster: KindCluster, pods: list[str], tmp_path: Path) -> None:
+    """Offloaded pods may now use the monitoring namespace, both ways (Liqo's firewall is stateless)."""
     pc = cluster.get_json(PC, "-n", "liqo-tenant-rome", "rome")
-    assert pc["status"]["observedGeneration"] == pc["metadata"]["generation"]
+    hole = [
+        {"source": {"group": "offloaded"}, "destination": {"namespace": "monitoring"}, "action": "allow"},
+        {"source": {"namespace": "monitoring"}, "destination": {"group": "offloaded"}, "action": "allow"},
+    ]
+    rules = hole + pc["spec"]["rules"]
+    with step("rule change"):
+        cluster.kubectl(
+            "-n", "liqo-tenant-rome", "patch", PC, "rome", "--type=merge", "-p", json.dumps({"spec": {"rules": rules}})
+        )
+        wait_converged(cluster, "rome")
+    with step("traffic (after the rule change)"):
+        verdicts = traffic_matches_matrix(cluster, pods, tmp_path, "rule change")
+        assert verdicts[("shop-rome/cart-0", "monitoring/metrics")]
+        assert verdicts[("monitoring/metrics", "shop-rome/cart-1")]
 
 
-def test_metrics_endpoint_serves_reconcile_total(cluster: KindCluster, rome: dict[str, str]) -> None:
+def test_traffic_follows_a_pod_move(cluster: KindCluster, pods: list[str], tmp_path: Path) -> None:
+    """cart-1 moves to the other node (a new address); the firewall and the traffic follow."""
+    old = cluster.get_json("pod", "-n", "shop-rome", "cart-1")
+    old_node, old_ip = old["spec"]["nodeName"], old["status"]["podIP"]
+    [new_node] = [n for n in cluster.node_names() if n != old_node]
+    with step("pod move"):
+        cluster.kubectl("-n", "shop-rome", "delete", "pod", "cart-1", "--wait=true", "--timeout=60s", timeout=80)
+        cluster.apply([server_pod("cart-1", "shop-rome", offloaded_by("rome"), new_node)])
+        wait_pods_ready(cluster, "shop-rome")
+        assert pod_ip(cluster, "shop-rome", "cart-1") != old_ip
+        wait_converged(cluster, "rome")
+    with step("traffic (after the pod move)"):
+        verdicts = traffic_matches_matrix(cluster, pods, tmp_path, "pod move")
+        assert verdicts[("monitoring/metrics", "shop-rome/cart-1")]
+
+
+def test_metrics_endpoint_serves_reconcile_total(cluster: KindCluster, pods: list[str]) -> None:
     """Read through the API server's pod proxy; only the leader reconciles, so one pod has the samples."""
-    eventually(lambda: live_firewall(cluster, "rome"), timeout=RECONCILE_TIMEOUT_S, what="a first reconcile")
-    pods = cluster.get_json("pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/name=liqosec")["items"]
-    assert len(pods) == 2
+    items = cluster.get_json("pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/name=liqosec")["items"]
+    assert len(items) == 2
 
     def reconciled() -> float | None:
         total = 0.0
-        for p in pods:
+        for p in items:
             text = cluster.kubectl(
                 "get", "--raw", f"/api/v1/namespaces/{NAMESPACE}/pods/{p['metadata']['name']}:8080/proxy/metrics"
             )
@@ -266,9 +489,44 @@ def test_metrics_endpoint_serves_reconcile_total(cluster: KindCluster, rome: dic
     assert eventually(reconciled, timeout=RECONCILE_TIMEOUT_S, what="controller_runtime_reconcile_total > 0") > 0
 
 
-def test_a_new_offloaded_pod_reaches_the_firewall(cluster: KindCluster, rome: dict[str, str]) -> None:
+def prometheus_query(cluster: KindCluster, query: str) -> list[dict[str, Any]]:
+    path = (
+        f"/api/v1/namespaces/{PROMETHEUS_NAMESPACE}/services/{PROMETHEUS}:http/proxy/api/v1/query?"
+        + urllib.parse.urlencode({"query": query})
+    )
+    answer = json.loads(cluster.kubectl("get", "--raw", path))
+    assert answer["status"] == "success", answer
+    return list(answer["data"]["result"])
+
+
+def test_prometheus_scrapes_the_metrics_service(e2e: Session, pods: list[str]) -> None:
+    cluster = e2e.kind
+    with step("prometheus"):
+        cluster.apply(prometheus(e2e.images["prometheus"], scrape_namespace=NAMESPACE, service=f"{RELEASE}-metrics"))
+        cluster.kubectl(
+            "-n", PROMETHEUS_NAMESPACE, "rollout", "status", f"deployment/{PROMETHEUS}", "--timeout=180s", timeout=200
+        )
+
+        def targets_up() -> list[dict[str, Any]] | None:
+            up = prometheus_query(cluster, 'up{job="liqosec"} == 1')
+            return up if len(up) == 2 else None
+
+        eventually(targets_up, timeout=RECONCILE_TIMEOUT_S, what="both liqosec replicas scraped (up == 1)")
+
+        def reconciles() -> float | None:
+            result = prometheus_query(cluster, 'sum(controller_runtime_reconcile_total{job="liqosec"})')
+            return float(result[0]["value"][1]) if result and float(result[0]["value"][1]) > 0 else None
+
+        total = eventually(reconciles, timeout=RECONCILE_TIMEOUT_S, what="Prometheus to answer the reconcile counter")
+        assert total > 0
+        writes = prometheus_query(cluster, 'sum(liqosec_firewall_writes_total{peering="liqo-tenant-rome/rome"})')
+        assert writes and float(writes[0]["value"][1]) > 0, writes
+
+
+def test_a_new_offloaded_pod_reaches_the_firewall(cluster: KindCluster, pods: list[str]) -> None:
     configure_peer(cluster, "milan", "10.72.0.0/16")
-    cluster.apply([namespace("shop-milan"), sleeper("api-0", "shop-milan", offloaded_by("milan"))])
+    node = cluster.node_names()[1]
+    cluster.apply([namespace("shop-milan"), server_pod("api-0", "shop-milan", offloaded_by("milan"), node)])
     wait_pods_ready(cluster, "shop-milan")
     cluster.apply(
         [
@@ -295,19 +553,22 @@ def test_a_new_offloaded_pod_reaches_the_firewall(cluster: KindCluster, rome: di
         fc = live_firewall(cluster, "milan")
         return fc if fc and accepts(fc, remote, ip) else None
 
-    eventually(
-        lambda: allowing(pod_ip(cluster, "shop-milan", "api-0")),
-        timeout=RECONCILE_TIMEOUT_S,
-        what="api-0 allowed from milan",
-    )
-    cluster.apply([sleeper("api-1", "shop-milan", offloaded_by("milan"))])
-    wait_pods_ready(cluster, "shop-milan")
-    api_1 = pod_ip(cluster, "shop-milan", "api-1")
-    fc = eventually(lambda: allowing(api_1), timeout=RECONCILE_TIMEOUT_S, what="the new pod api-1 allowed from milan")
-    assert not accepts(fc, remote, rome["web"])
+    with step("convergence (milan)"):
+        eventually(
+            lambda: allowing(pod_ip(cluster, "shop-milan", "api-0")),
+            timeout=RECONCILE_TIMEOUT_S,
+            what="api-0 allowed from milan",
+        )
+        cluster.apply([server_pod("api-1", "shop-milan", offloaded_by("milan"), cluster.node_names()[0])])
+        wait_pods_ready(cluster, "shop-milan")
+        api_1 = pod_ip(cluster, "shop-milan", "api-1")
+        fc = eventually(
+            lambda: allowing(api_1), timeout=RECONCILE_TIMEOUT_S, what="the new pod api-1 allowed from milan"
+        )
+    assert not accepts(fc, remote, pod_ip(cluster, "default", "web"))
 
 
-def test_deleting_the_policy_removes_its_firewall(cluster: KindCluster, rome: dict[str, str]) -> None:
+def test_deleting_the_policy_removes_its_firewall(cluster: KindCluster, pods: list[str]) -> None:
     configure_peer(cluster, "turin", "10.73.0.0/16")
     cluster.apply(
         [
@@ -319,14 +580,179 @@ def test_deleting_the_policy_removes_its_firewall(cluster: KindCluster, rome: di
             }
         ]
     )
-    eventually(
-        lambda: live_firewall(cluster, "turin"), timeout=RECONCILE_TIMEOUT_S, what="FirewallConfiguration liqosec-turin"
-    )
-    cluster.kubectl("delete", PC, "-n", "liqo-tenant-turin", "turin", "--wait=true", "--timeout=120s", timeout=140)
-    eventually(
-        lambda: True if live_firewall(cluster, "turin") is None else None,
-        timeout=RECONCILE_TIMEOUT_S,
-        what="FirewallConfiguration liqosec-turin to be deleted",
-    )
-    managed = cluster.get_json("firewallconfigurations.networking.liqo.io", "-A", "-l", MANAGED_BY)["items"]
+    with step("convergence (turin)"):
+        eventually(
+            lambda: live_firewall(cluster, "turin"),
+            timeout=RECONCILE_TIMEOUT_S,
+            what="FirewallConfiguration liqosec-turin",
+        )
+        cluster.kubectl("delete", PC, "-n", "liqo-tenant-turin", "turin", "--wait=true", "--timeout=120s", timeout=140)
+        eventually(
+            lambda: True if live_firewall(cluster, "turin") is None else None,
+            timeout=RECONCILE_TIMEOUT_S,
+            what="FirewallConfiguration liqosec-turin to be deleted",
+        )
+    managed = cluster.get_json(FC, "-A", "-l", MANAGED_BY)["items"]
     assert "liqo-tenant-turin" not in {f["metadata"]["namespace"] for f in managed}
+
+
+def test_the_standby_takes_over_when_the_leader_is_killed(cluster: KindCluster, pods: list[str]) -> None:
+    items = cluster.get_json("pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/name=liqosec")["items"]
+    names = {p["metadata"]["name"] for p in items}
+    leader = cluster.get_json("lease", "-n", NAMESPACE, RELEASE)["spec"]["holderIdentity"]
+    [standby] = names - {leader}
+    with step("leader kill"):
+        cluster.kubectl("-n", NAMESPACE, "delete", "pod", leader, "--grace-period=0", "--force", "--wait=false")
+        started = time.monotonic()
+        pc = cluster.get_json(PC, "-n", "liqo-tenant-rome", "rome")
+        cluster.kubectl(
+            "-n",
+            "liqo-tenant-rome",
+            "patch",
+            PC,
+            "rome",
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": {"rules": pc["spec"]["rules"][2:]}}),  # the rule change's hole closes again
+        )
+        wait_converged(cluster, "rome", timeout=RECONCILE_TIMEOUT_S + 30)
+        took = time.monotonic() - started
+        holder = cluster.get_json("lease", "-n", NAMESPACE, RELEASE)["spec"]["holderIdentity"]
+        print(f"\nleader {leader} killed; {holder} converged the change in {took:.1f} s")
+        assert holder == standby, f"the lease went to {holder}, not the standby {standby}"
+        fc = live_firewall(cluster, "rome")
+        assert fc and not accepts(fc, pod_ip(cluster, "shop-rome", "cart-0"), pod_ip(cluster, "monitoring", "metrics"))
+    with step("leader kill (replacement replica)"):
+        cluster.kubectl("-n", NAMESPACE, "rollout", "status", f"deployment/{RELEASE}", "--timeout=180s", timeout=200)
+
+
+def test_helm_upgrade_with_changed_values(cluster: KindCluster, pods: list[str]) -> None:
+    with step("helm upgrade"):
+        cluster.install_liqosec(
+            IMAGE,
+            "--reuse-values",
+            "--set",
+            "workers=3",
+            "--set",
+            "logLevel=info",
+            "--set",
+            "podLabels.e2e=upgraded",
+            command="upgrade",
+        )
+        cluster.kubectl("-n", NAMESPACE, "rollout", "status", f"deployment/{RELEASE}", "--timeout=240s", timeout=260)
+        dep = cluster.get_json("deployment", "-n", NAMESPACE, RELEASE)
+        args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert "--workers=3" in args and "--log-level=info" in args, args
+        items = cluster.get_json("pods", "-n", NAMESPACE, "-l", "e2e=upgraded")["items"]
+        assert len([p for p in items if not p["metadata"].get("deletionTimestamp")]) == 2
+    with step("convergence (after the upgrade)"):
+        cluster.apply([server_pod("cart-2", "shop-rome", offloaded_by("rome"), cluster.node_names()[1])])
+        wait_pods_ready(cluster, "shop-rome")
+        cart2 = pod_ip(cluster, "shop-rome", "cart-2")
+        wait_converged(cluster, "rome")
+        fc = live_firewall(cluster, "rome")
+        assert fc and accepts(fc, "10.71.3.4", cart2)
+
+
+def test_a_missing_verb_fails_visibly(cluster: KindCluster, pods: list[str]) -> None:
+    """RBAC for real: without `create` on FirewallConfigurations a new peering must not stall silently."""
+    role = cluster.get_json("clusterrole", RELEASE)
+    original = {k: v for k, v in role.items() if k != "status"}
+    original["metadata"] = {k: v for k, v in role["metadata"].items() if k in ("name", "labels", "annotations")}
+    crippled = json.loads(json.dumps(original))
+    for rule in crippled["rules"]:
+        if "firewallconfigurations" in rule["resources"]:
+            rule["verbs"] = [v for v in rule["verbs"] if v != "create"]
+    with step("rbac (verb removed)"):
+        cluster.kubectl("replace", "-f", "-", stdin=json.dumps(crippled))
+        configure_peer(cluster, "verona", "10.74.0.0/16")
+        cluster.apply(
+            [
+                {
+                    "apiVersion": "security.liqo.io/v1",
+                    "kind": "PeeringConnectivity",
+                    "metadata": {"name": "verona", "namespace": "liqo-tenant-verona"},
+                    "spec": {"rules": [{"source": {"group": "remote-cluster"}, "action": "deny"}]},
+                }
+            ]
+        )
+
+        def visible() -> str | None:
+            pc = cluster.get_json(PC, "-n", "liqo-tenant-verona", "verona")
+            for c in pc.get("status", {}).get("conditions", []):
+                if c.get("status") == "False" and re.search("forbidden|403", c.get("message", ""), re.I):
+                    return f"status condition {c['type']}: {c['message']}"
+            events = cluster.get_json(
+                "events", "-n", "liqo-tenant-verona", "--field-selector", "involvedObject.name=verona"
+            )["items"]
+            for e in events:
+                if e.get("type") == "Warning" and re.search("forbidden|403", e.get("message", ""), re.I):
+                    return f"Warning Event {e.get('reason')}: {e['message']}"
+            return None
+
+        try:
+            seen = eventually(visible, timeout=90, what="a Warning Event or a status condition naming the 403")
+            print(f"\nmissing verb reported: {seen}")
+        finally:
+            cluster.kubectl("replace", "-f", "-", stdin=json.dumps(original))
+        assert live_firewall(cluster, "verona") is None
+    with step("rbac (verb restored)"):
+        wait_converged(cluster, "verona", timeout=RECONCILE_TIMEOUT_S + 60)
+
+
+def test_invalid_values_are_refused_naming_the_field(cluster: KindCluster, pods: list[str]) -> None:
+    with step("helm (invalid values)"):
+        result = cluster.helm(
+            "upgrade",
+            RELEASE,
+            str(ROOT / "chart"),
+            "-n",
+            NAMESPACE,
+            "--reuse-values",
+            "--set",
+            "workers=0",
+            check=False,
+        )
+        assert result.returncode != 0
+        assert "workers" in result.stderr, result.stderr
+        dep = cluster.get_json("deployment", "-n", NAMESPACE, RELEASE)
+        assert "--workers=0" not in dep["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def test_helm_uninstall_leaves_no_liqosec_object(cluster: KindCluster, pods: list[str]) -> None:
+    selector = f"app.kubernetes.io/instance={RELEASE}"
+    with step("helm uninstall"):
+        cluster.helm("uninstall", RELEASE, "-n", NAMESPACE, "--wait", "--timeout", "180s", timeout=200)
+
+        def gone() -> bool | None:
+            left = cluster.kubectl(
+                "get",
+                "deployments,replicasets,pods,services,endpoints,serviceaccounts,roles,rolebindings,configmaps,secrets",
+                "-n",
+                NAMESPACE,
+                "-l",
+                selector,
+                "-o",
+                "name",
+            ).split()
+            left += cluster.kubectl("get", "clusterroles,clusterrolebindings", "-l", selector, "-o", "name").split()
+            left += [
+                f"pod/{p['metadata']['name']}"
+                for p in cluster.get_json("pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/name=liqosec")["items"]
+            ]
+            left += [
+                s["metadata"]["name"]
+                for s in cluster.get_json("secrets", "-n", NAMESPACE)["items"]
+                if s["metadata"]["name"].startswith(f"sh.helm.release.v1.{RELEASE}.")
+            ]
+            if left:
+                raise AssertionError(f"left behind: {left}")
+            return True
+
+        eventually(gone, timeout=120, what="every object of the release to be gone")
+        lease = cluster.get_json("leases", "-n", NAMESPACE)["items"]
+        print(
+            "\nafter helm uninstall, not the chart's: leases "
+            + str([(x["metadata"]["name"], x["spec"].get("holderIdentity")) for x in lease])
+            + f", FirewallConfigurations {len(cluster.get_json(FC, '-A', '-l', MANAGED_BY)['items'])}"
+        )

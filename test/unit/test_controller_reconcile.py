@@ -506,8 +506,8 @@ def test_a_firewall_already_gone_is_no_error() -> None:
 
 
 def _small_shards(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = fcm.shard
-    monkeypatch.setattr(fcm, "shard", lambda chain, max_expressions=60: real(chain, max_expressions))
+    real = fcm.shards
+    monkeypatch.setattr(fcm, "shards", lambda chain, max_expressions=60: real(chain, max_expressions))
 
 
 def _many_pods() -> list[dict[str, Any]]:
@@ -531,7 +531,8 @@ def test_a_shard_no_longer_wanted_is_deleted_after_the_others_are_written(monkey
         f = Fixture([*cluster("rome"), *_many_pods()])
         converge(f, key("rome"))
     shards = sorted(o["metadata"]["name"] for o in f.client.of(FCS))
-    assert len(shards) > 2 and "liqosec-rome-s1" in shards
+    # Shards beyond the first are named after the CIDR whose rules they hold.
+    assert len(shards) > 2 and "liqosec-rome-10-1-64-0-18" in shards
     actions = f.reconcile(key("rome"))  # the normal bound: one firewall holds it all
     writes = [(a.verb, a.name) for a in actions if a.resource == "firewallconfigurations"]
     assert writes[0] == ("update", "liqosec-rome")

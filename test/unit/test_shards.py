@@ -106,3 +106,25 @@ def test_the_budget_turns_an_oversized_accept_chain_into_drop_rules() -> None:
         assert bounded.policy == ACCEPT
     else:
         pytest.fail("the fixture should make the accept-rules form the smallest: adjust it")
+
+
+def test_a_pod_coming_or_going_rewrites_about_one_shard() -> None:
+    """Rules are placed by address: the chunks a pod falls in are neighbours, so they share a shard."""
+    pods = scattered(1500, seed=11)
+
+    def by_label(addresses: list[str]) -> dict[str, set[str]]:
+        chain = compile_chain(ISOLATE, Action.ALLOW, groups(addresses), Capabilities(), max_expressions=1500)
+        return {s.label: {r.name for r in s.rules} for s in fcmod.shards(chain)}
+
+    before = by_label(pods)
+    assert len(before) > 4
+    rng = random.Random(3)
+    rewritten = []
+    for _ in range(20):
+        if rng.random() < 0.5:
+            after = by_label([*pods, scattered(1, seed=rng.randrange(10**6))[0]])
+        else:
+            gone = rng.choice(pods)
+            after = by_label([p for p in pods if p != gone])
+        rewritten.append(sum(1 for label in before.keys() | after.keys() if before.get(label) != after.get(label)))
+    assert max(rewritten) <= 3 and sum(rewritten) / len(rewritten) <= 1.5, rewritten

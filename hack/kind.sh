@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# kind clusters on the node image built here (hack/images/build.sh node), with a CNI of our own.
+#
+#   hack/kind.sh tools                      build (cached) and print KIND=, KUBECTL=, HELM= paths
+#   hack/kind.sh create NAME KUBECONFIG CONFIG
+#                                           create cluster NAME from kind config CONFIG, which must say
+#                                           `disableDefaultCNI: true`; then wire pod networking and
+#                                           wait for every node Ready and CoreDNS (bounded)
+#   hack/kind.sh network NAME KUBECONFIG    (re)write the CNI config and routes on every node
+#   hack/kind.sh load NAME IMAGE...         kind load docker-image into every node
+#   hack/kind.sh delete NAME                delete the cluster (idempotent)
+#
+# Pod networking without kindnetd: on each node, the CNI ptp plugin with host-local addresses from
+# the node's spec.podCIDR (so a pod's traffic is routed through the node's own network namespace,
+# where Liqo's agent programs nftables), plus a route per other node's podCIDR via its address on
+# the kind Docker network. Nothing leaves the Docker network: no masquerade.
+# Env: LIQOSEC_KIND_IMAGE overrides the node image (e.g. an upstream kindest/node on a laptop).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+WAIT_S="${LIQOSEC_KIND_WAIT:-300}"
+
+log() { echo "kind: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+tools() {
+  local kind kubectl helm
+  kind="$("${HERE}/images/build.sh" tool kind)"
+  kubectl="$("${HERE}/images/build.sh" tool kubectl)"
+  helm="$("${HERE}/build-helm.sh" 2>/dev/null | tail -1)"
+  echo "KIND=${kind}"
+  echo "KUBECTL=${kubectl}"
+  echo "HELM=${helm}"
+}
+
+KIND="" KUBECTL=""
+load_tools() {
+  local line
+  while IFS= read -r line; do
+    case "$line" in KIND=*) KIND="${line#KIND=}" ;; KUBECTL=*) KUBECTL="${line#KUBECTL=}" ;; esac
+  done < <(tools)
+  [[ -x "$KIND" && -x "$KUBECTL" ]] || die "kind or kubectl could not be built"
+}
+
+nodes_of() { "$KIND" get nodes --name "$1"; }
+
+network() {
+  local name="$1" kubeconfig="$2" node cidr ip other ocidr oip
+  local -A cidrs=() ips=()
+  for node in $(nodes_of "$name"); do
+    local deadline=$((SECONDS + 120))
+    until cidr="$("$KUBECTL" --kubeconfig "$kubeconfig" get node "$node" -o jsonpath='{.spec.podCIDR}' 2>/dev/null)" \
+      && [[ -n "$cidr" ]]; do
+      ((SECONDS < deadline)) || die "node ${node} got no spec.podCIDR within 120 s"
+      sleep 2
+    done
+    ip="$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$node")"
+    [[ -n "$ip" ]] || die "node ${node} has no IPv4 address on the kind network"
+    cidrs[$node]="$cidr"; ips[$node]="$ip"
+  done
+  for node in "${!cidrs[@]}"; do
+    docker exec -i "$node" sh -c 'mkdir -p /etc/cni/net.d && cat > /etc/cni/net.d/10-liqosec-ptp.conflist.tmp && mv /etc/cni/net.d/10-liqosec-ptp.conflist.tmp /etc/cni/net.d/10-liqosec-ptp.conflist' <<EOF
+{
+  "cniVersion": "0.4.0",
+  "name": "liqosec-ptp",
+  "plugins": [
+    {
+      "type": "ptp",
+      "ipMasq": false,
+      "mtu": 1500,
+      "ipam": {
+        "type": "host-local",
+        "dataDir": "/run/cni-ipam-state",
+        "routes": [{"dst": "0.0.0.0/0"}],
+        "ranges": [[{"subnet": "${cidrs[$node]}"}]]
+      }
+    },
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}
+EOF
+    for other in "${!cidrs[@]}"; do
+      [[ "$other" == "$node" ]] && continue
+      ocidr="${cidrs[$other]}"; oip="${ips[$other]}"
+      docker exec "$node" ip route replace "$ocidr" via "$oip" \
+        || die "cannot add the route ${ocidr} via ${oip} on ${node}"
+    done
+    log "${node}: pods ${cidrs[$node]}, address ${ips[$node]}"
+  done
+}
+
+wait_ready() {
+  local kubeconfig="$1"
+  "$KUBECTL" --kubeconfig "$kubeconfig" wait --for=condition=Ready nodes --all --timeout="${WAIT_S}s" >&2 \
+    || die "nodes not Ready within ${WAIT_S} s"
+  "$KUBECTL" --kubeconfig "$kubeconfig" -n kube-system rollout status deployment/coredns --timeout="${WAIT_S}s" >&2 \
+    || die "CoreDNS not available within ${WAIT_S} s"
+}
+
+create() {
+  local name="$1" kubeconfig="$2" config="$3" image start=$SECONDS
+  grep -Eq '^\s*disableDefaultCNI:\s*true' "$config" || die "${config} must set networking.disableDefaultCNI: true"
+  "${HERE}/docker.sh" ensure
+  load_tools
+  if [[ -n "${LIQOSEC_KIND_IMAGE:-}" ]]; then
+    image="$LIQOSEC_KIND_IMAGE"
+  else
+    image="$("${HERE}/images/build.sh" node | sed -n 's/^node=//p')"
+  fi
+  [[ -n "$image" ]] || die "no node image"
+  # kind bind-mounts /lib/modules read-only; some VMs have none (nothing is read from it here).
+  [[ -d /lib/modules ]] || mkdir -p /lib/modules
+  "$KIND" delete cluster --name "$name" >/dev/null 2>&1 || true
+  log "creating cluster ${name} from ${image}"
+  local retain=()
+  [[ "${LIQOSEC_KIND_RETAIN:-}" == 1 ]] && retain=(--retain)
+  "$KIND" create cluster --name "$name" --image "$image" --config "$config" --kubeconfig "$kubeconfig" \
+    "${retain[@]}" >&2 || die "kind create cluster ${name} failed"
+  network "$name" "$kubeconfig"
+  wait_ready "$kubeconfig"
+  log "cluster ${name} ready in $((SECONDS - start)) s"
+}
+
+case "${1:-}" in
+  tools) tools ;;
+  create) [[ $# -eq 4 ]] || die "usage: hack/kind.sh create NAME KUBECONFIG CONFIG"; create "$2" "$3" "$4" ;;
+  network) [[ $# -eq 3 ]] || die "usage: hack/kind.sh network NAME KUBECONFIG"; load_tools; network "$2" "$3" ;;
+  load)
+    [[ $# -ge 3 ]] || die "usage: hack/kind.sh load NAME IMAGE..."
+    name="$2"; shift 2; load_tools
+    for image in "$@"; do "$KIND" load docker-image "$image" --name "$name" >&2 || die "kind load ${image} failed"; done ;;
+  delete)
+    [[ $# -eq 2 ]] || die "usage: hack/kind.sh delete NAME"
+    kind="$("${HERE}/images/build.sh" tool kind)"
+    "$kind" delete cluster --name "$2" >&2 ;;
+  *) die "usage: hack/kind.sh tools | create NAME KUBECONFIG CONFIG | network NAME KUBECONFIG | load NAME IMAGE... | delete NAME" ;;
+esac

@@ -1,0 +1,197 @@
+"""bench/run.py's parts that need no cluster: statistics, the table, coverage predicates, the address plan, plots."""
+
+from __future__ import annotations
+
+import importlib.util
+import ipaddress
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import bench_report
+from bench_observe import EvaluateCoverage, MentionsCoverage, applies_to_node
+from bench_world import OTHER_IP, SCALES, AddressPlan, peer_names, peering_objects
+
+
+def _load_run_module() -> Any:
+    spec = importlib.util.spec_from_file_location("bench_run_cli", BENCH / "run.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _fc(rules: list[dict[str, Any]], *, node: str | None = None) -> dict[str, Any]:
+    labels = {"security.liqo.io/peering-connectivity": "rome"}
+    if node:
+        labels |= {"networking.liqo.io/firewall-subcategory": "single-node", "networking.liqo.io/firewall-unique": node}
+    return {
+        "metadata": {"name": f"liqosec-rome-{node or 'all'}", "namespace": "liqo-tenant-rome", "labels": labels},
+        "spec": {
+            "table": {
+                "name": "t",
+                "chains": [{"name": "c", "hook": "forward", "policy": "accept", "rules": {"filterRules": rules}}],
+            }
+        },
+    }
+
+
+def _drop_src(value: str) -> dict[str, Any]:
+    return {"name": "r", "action": "drop", "match": [{"op": "eq", "ip": {"position": "src", "value": value}}]}
+
+
+def test_latency_stats_count_timeouts_and_give_ratios_to_the_api_write() -> None:
+    stats = bench_report.latency_stats([0.01, 0.02, None, 0.04], 0.01)
+    assert stats["n"] == 4 and stats["timeouts"] == 1
+    assert stats["p50_s"] == 0.02 and stats["max_s"] == 0.04
+    assert stats["p50_ratio"] == 2.0 and stats["max_ratio"] == 4.0
+    empty = bench_report.latency_stats([None], 0.01)
+    assert empty["p50_s"] is None and empty["p50_ratio"] is None
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(i) for i in range(1, 101)]
+    assert bench_report.percentile(values, 0.5) == 50.0
+    assert bench_report.percentile(values, 0.99) == 99.0
+    assert bench_report.percentile([3.0], 0.99) == 3.0
+
+
+def test_table_renders_a_failed_partial_run() -> None:
+    run = {
+        "scale": "smoke",
+        "controller": {"name": "command", "batch_window": None, "firewall_scope": None},
+        "world": {"pods": 50, "peerings": 1, "nodes": 2, "layout": "scattered"},
+        "error": "the firewalls did not cover every pod within 5.0 s\nmore",
+    }
+    text = bench_report.table([run])
+    assert "| pods / peerings / nodes (layout) | 50 / 1 / 2 (scattered) |" in text
+    assert "**failed** smoke command: the firewalls did not cover every pod within 5.0 s" in text
+
+
+def test_marginal_memory_is_the_slope_between_sizes() -> None:
+    def run(scale: str, pods: int, rss: int) -> dict[str, Any]:
+        return {
+            "scale": scale,
+            "controller": {"name": "liqosec", "batch_window": "auto"},
+            "memory": {"pods_cached": pods, "converged_rss_bytes": rss},
+        }
+
+    [(name, lo, hi, value)] = bench_report.marginal_memory(
+        [run("1k", 1000, 80_000_000), run("10k", 11000, 120_000_000)]
+    )
+    assert (name, lo, hi, value) == ("liqosec (window auto)", 1000, 11000, 4000.0)
+
+
+def test_evaluate_coverage_reads_only_the_firewalls_of_the_pods_node() -> None:
+    cov = EvaluateCoverage()
+    assert cov.covered([_fc([_drop_src("10.1.5.10")])], "10.1.5.10", "worker-1")
+    assert not cov.covered([_fc([_drop_src("10.1.5.10")])], "10.1.5.11", "worker-1")
+    per_node = [_fc([_drop_src("10.1.5.10")], node="worker-2")]
+    assert cov.covered(per_node, "10.1.5.10", "worker-2")
+    assert not cov.covered(per_node, "10.1.5.10", "worker-1")  # another node's firewall does not count
+    assert not cov.covered([], "10.1.5.10", "worker-1")
+    assert not cov.covered([{"metadata": {}, "spec": {"something": "else"}}], "10.1.5.10", "worker-1")
+    assert applies_to_node(_fc([]), "anything")
+
+
+def test_mentions_coverage_matches_whole_addresses() -> None:
+    cov = MentionsCoverage()
+    fcs = [_fc([_drop_src("10.1.5.10/32")])]
+    assert cov.covered(fcs, "10.1.5.10", "worker-1")
+    assert not cov.covered(fcs, "10.1.5.1", "worker-1")
+    assert not cov.covered(fcs, "0.1.5.10", "worker-1")
+
+
+@pytest.mark.parametrize("layout", ["scattered", "per-node"])
+def test_address_plan_never_repeats_and_keeps_per_node_addresses_in_the_nodes_cidr(layout: str) -> None:
+    nodes = ["worker-1", "worker-2", "worker-3"]
+    plan = AddressPlan(layout, nodes, seed=1)
+    taken = []
+    for _ in range(600):
+        node = plan.next_node()
+        ip = plan.take(node)
+        taken.append(ip)
+        cidr = plan.pod_cidr(node) or "10.1.0.0/16"
+        assert ipaddress.ip_address(ip) in ipaddress.ip_network(cidr)
+    assert len(set(taken)) == len(taken)
+    assert OTHER_IP not in taken
+
+
+def test_per_node_plan_runs_out_with_a_clear_error() -> None:
+    plan = AddressPlan("per-node", ["worker-1"])
+    for _ in range(253):
+        plan.take("worker-1")
+    with pytest.raises(RuntimeError, match="exhausted"):
+        plan.take("worker-1")
+
+
+def test_peerings_are_example_1_with_distinct_remote_cidrs() -> None:
+    objs = peering_objects(peer_names(3))
+    pcs = [o for o in objs if o["kind"] == "PeeringConnectivity"]
+    assert [(o["metadata"]["namespace"], o["metadata"]["name"]) for o in pcs] == [
+        ("liqo-tenant-rome", "rome"),
+        ("liqo-tenant-peer001", "peer001"),
+        ("liqo-tenant-peer002", "peer002"),
+    ]
+    assert all(len(o["spec"]["rules"]) == 4 for o in pcs)
+    remote = [o["status"]["remote"]["cidr"]["pod"][0] for o in objs if o["kind"] == "Configuration"]
+    assert remote == ["10.71.0.0/16", "10.72.0.0/16", "10.73.0.0/16"]
+
+
+def test_scales_and_overrides() -> None:
+    run = _load_run_module()
+    assert {"smoke", "1k", "10k"} <= set(SCALES)
+    assert (SCALES["10k"].pods, SCALES["10k"].peerings, SCALES["10k"].nodes) == (10_000, 100, 100)
+    args = run.parse_args(["--scale", "smoke,1k", "--pods", "80", "--burst", "0"])
+    smoke, onek = run.resolve_scales(args)
+    assert (smoke.pods, smoke.burst, onek.pods, onek.peerings) == (80, 0, 80, 10)
+    with pytest.raises(SystemExit):
+        run.resolve_scales(run.parse_args(["--scale", "huge"]))
+    with pytest.raises(SystemExit):
+        run.parse_args(["--batch-window", "soon"])
+
+
+def test_plots_are_written_for_a_run(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    import plot
+
+    phases = [{"name": "start-up", "start": 1.0, "end": 3.0, "cpu_s": 0.5}, {"name": "churn", "start": 3.0, "end": 6.0}]
+    run = {
+        "scale": "smoke",
+        "controller": {"name": "liqosec", "batch_window": "auto", "firewall_scope": None},
+        "world": {"pods": 50, "peerings": 1, "nodes": 2, "layout": "scattered"},
+        "params": {"sample_interval": 0.5},
+        "apiserver": {"p50_s": 0.005},
+        "memory": {
+            "pods_cached": 51,
+            "converged_rss_bytes": 60 * 2**20,
+            "baseline_rss_bytes": 58 * 2**20,
+            "bytes_per_pod": 40_000,
+        },
+        "cpu": {"total_s": 2.0},
+        "startup": {"cpu_s": 0.7},
+        "churn": {
+            "rate_per_s": 5,
+            "latency": {"p50_s": 0.2, "p99_s": 0.5, "p50_ratio": 40.0, "p99_ratio": 100.0},
+            "samples": [
+                {"t": 0.1, "op": "create", "peer": "rome", "latency_s": 0.2},
+                {"t": 0.3, "op": "delete", "peer": "rome", "latency_s": None},
+            ],
+        },
+        "timeline": {
+            "phases": phases,
+            "process": [[1.0 + i / 2, 0.1 * i, 50 * 2**20 + i, "main"] for i in range(10)],
+            "apiserver_writes": [[3.5, 0.005], [4.5, 0.006]],
+        },
+    }
+    bigger = {**run, "scale": "1k", "world": {**run["world"], "pods": 1000}}
+    bigger["memory"] = {**run["memory"], "pods_cached": 1001, "converged_rss_bytes": 70 * 2**20}
+    written = plot.write_all([run, bigger], tmp_path)
+    names = sorted(p.name for p in written)
+    assert "scaling.png" in names and "smoke-liqosec-window-auto-process.png" in names
+    assert all(p.stat().st_size > 1000 for p in written)
