@@ -27,6 +27,7 @@ controller instances (a restart adds the new process's CPU on top).
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
 import os
 import queue
@@ -102,27 +103,49 @@ class EvaluateCoverage:
 
 
 class MentionsCoverage:
-    """The pod's IP appears in some firewall of the peering (for a controller whose output evaluate cannot read)."""
+    """The pod's IP is written in some firewall of the peering, alone or inside a small range or CIDR.
+
+    For a controller whose output `evaluate` cannot read. Literals wider than `MAX_SPAN`
+    addresses are taken for cluster CIDRs, not pods, and ignored.
+    """
 
     name = "mentions"
+    MAX_SPAN = 256
+    LITERAL = re.compile(r"(?<![\d.])(\d{1,3}(?:\.\d{1,3}){3})(?:/(\d{1,2})|-(\d{1,3}(?:\.\d{1,3}){3}))?(?![\d.])")
 
     def __init__(self) -> None:
-        self._text: dict[tuple[str, str], tuple[str, str]] = {}  # (ns, name) -> (resourceVersion, JSON of spec)
+        self._spans: dict[tuple[str, str], tuple[str, list[tuple[int, int]]]] = {}  # (ns, name) -> (rv, spans)
         self._lock = threading.Lock()
 
-    def _json(self, fc: dict[str, Any]) -> str:
+    def _spans_of(self, fc: dict[str, Any]) -> list[tuple[int, int]]:
         meta = fc.get("metadata") or {}
         key, rv = (meta.get("namespace", ""), meta.get("name", "")), meta.get("resourceVersion", "")
         with self._lock:
-            cached = self._text.get(key)
-            if cached is None or cached[0] != rv:
-                cached = (rv, json.dumps(fc.get("spec")))
-                self._text[key] = cached
+            cached = self._spans.get(key)
+        if cached is not None and cached[0] == rv and rv:
             return cached[1]
+        spans = []
+        for m in self.LITERAL.finditer(json.dumps(fc.get("spec"))):
+            try:
+                start = int(ipaddress.IPv4Address(m.group(1)))
+                if m.group(2) is not None:
+                    net = ipaddress.IPv4Network(f"{m.group(1)}/{m.group(2)}", strict=False)
+                    start, end = int(net.network_address), int(net.broadcast_address)
+                elif m.group(3) is not None:
+                    end = int(ipaddress.IPv4Address(m.group(3)))
+                else:
+                    end = start
+            except ValueError:
+                continue
+            if 0 <= end - start < self.MAX_SPAN:
+                spans.append((start, end))
+        with self._lock:
+            self._spans[key] = (rv, spans)
+        return spans
 
     def covered(self, fcs: list[dict[str, Any]], ip: str, node: str) -> bool:
-        pattern = re.compile(r"(?<![\d.])" + re.escape(ip) + r"(?![\d])")
-        return any(pattern.search(self._json(fc)) for fc in fcs)
+        addr = int(ipaddress.IPv4Address(ip))
+        return any(start <= addr <= end for fc in fcs for start, end in self._spans_of(fc))
 
 
 COVERAGES: dict[str, Callable[[], Coverage]] = {"evaluate": EvaluateCoverage, "mentions": MentionsCoverage}

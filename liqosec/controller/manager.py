@@ -29,6 +29,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from liqosec.api.peeringconnectivity import KIND
+from liqosec.compiler.firewallconfiguration import ALL_NODES, PER_NODE
 from liqosec.controller import retire
 from liqosec.controller.events import EventRecorder
 from liqosec.controller.mapping import KeyMapper, Mapper
@@ -77,6 +78,7 @@ class Options:
     batch_seconds: float | None = None  # None: auto (BATCH_SECONDS); 0: every change at once, no window
     pod: tuple[str, str] | None = None  # (namespace, name) of this instance's Pod: Events about the controller go there
     retire_grace_seconds: float = retire.GRACE_SECONDS  # an emptied firewall's wait before its deletion
+    firewall_scope: str = ALL_NODES  # or PER_NODE: one firewall per node (--firewall-scope)
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -85,6 +87,8 @@ class Options:
             raise ValueError("batch window must be >= 0 seconds")
         if self.resync_seconds < 0:
             raise ValueError("resync must be >= 0 seconds (0 disables it)")
+        if self.firewall_scope not in (ALL_NODES, PER_NODE):
+            raise ValueError(f"firewall scope must be {ALL_NODES} or {PER_NODE}")
         if self.retire_grace_seconds < 0:
             raise ValueError("retire grace must be >= 0 seconds")
         if not self.identity:
@@ -132,7 +136,7 @@ class Controller:
         self._reflector_of: dict[str, Reflector] = {}
         self.watched = watched_resources()
         self.view = StoreView(self.stores)
-        keys = KeyMapper(self.view)
+        keys = KeyMapper(self.view, per_node=options.firewall_scope == PER_NODE)
         for watched in self.watched:
             self._add_informer(watched, keys)
         self._recorder = EventRecorder(client, instance=options.identity)
@@ -143,6 +147,7 @@ class Controller:
             recorder=self._recorder,
             metrics=self.metrics,
             retire_grace=options.retire_grace_seconds,
+            scope=options.firewall_scope,
         )
         self._caps_cache: tuple[str, Capabilities] = ("", STATELESS)
         self._missing_crds: tuple[str, ...] = ()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from ipaddress import ip_address, ip_network
 from typing import Any
 
 from liqosec.api.liqo import NODE_TYPE, OFFLOADING_NAME, ORIGIN, REMOTE_CLUSTER_ID, SHADOW_POD, VIRTUAL_NODE
@@ -73,6 +74,19 @@ def pod_facts(pod: Obj | None) -> tuple[Any, ...] | None:
     )
 
 
+def _pod_cidrs(node: Obj) -> list[str]:
+    spec = _section(node, "spec")
+    raw = spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else [])
+    return [str(c) for c in raw] if isinstance(raw, list) else []
+
+
+def _inside(ip: str, cidr: str) -> bool:
+    try:
+        return ip_address(ip) in ip_network(cidr, strict=False)
+    except ValueError:
+        return False
+
+
 def status_only(old: Obj, new: Obj) -> bool:
     """An update that changed nothing but status (a resync hands the same version twice: not this)."""
     m_old, m_new = meta(old), meta(new)
@@ -84,8 +98,27 @@ def status_only(old: Obj, new: Obj) -> bool:
 class KeyMapper:
     """Reads the caches (never the API) to find the peerings an object belongs to."""
 
-    def __init__(self, view: ClusterView) -> None:
+    def __init__(self, view: ClusterView, *, per_node: bool = False) -> None:
         self._view = view
+        self.per_node = per_node  # firewalls per node: where a pod runs matters to every peering
+
+    def moves_hosted_addresses(self, c: Change) -> bool:
+        """Per-node scope: a pod's address joins or leaves its node's outside the node's pod CIDRs."""
+        for pod in c.objs:
+            node_name = str(_section(pod, "spec").get("nodeName") or "")
+            node = self._view.get("Node", node_name) if node_name else None
+            if (
+                node is None
+                or labels(node).get(NODE_TYPE) == VIRTUAL_NODE
+                or bool(_section(pod, "spec").get("hostNetwork"))
+            ):
+                continue
+            cidrs = _pod_cidrs(node)
+            for entry in _section(pod, "status").get("podIPs") or ():
+                ip = entry.get("ip") if isinstance(entry, Mapping) else None
+                if isinstance(ip, str) and not any(_inside(ip, cidr) for cidr in cidrs):
+                    return True
+        return False
 
     def keys(self, mapper: Mapper, old: Obj | None, new: Obj | None) -> Keys:
         """The keys `mapper` (a kind's, from `watched_resources`) gives for one notification."""
@@ -164,13 +197,19 @@ def firewall_configuration_keys(m: KeyMapper, c: Change) -> Keys:
 def pod_keys(m: KeyMapper, c: Change) -> Keys:
     if pod_facts(c.old) == pod_facts(c.new):
         return set()
+    if m.per_node and m.moves_hosted_addresses(c):
+        return m.all_keys()
     peers = {p for o in c.objs for p in m.pod_peers(o)}
     return m.keys_of_peers(peers) | {k for o in c.objs for k in m.keys_naming_namespace(_ns(o))}
 
 
 def node_keys(m: KeyMapper, c: Change) -> Keys:
-    if (pair := c.both) and labels(pair[0]) == labels(pair[1]):
+    """Virtual nodes tie pods to peers; a real node coming, going or changing pod CIDRs is read by all
+    (how many agents must report Applied; per-node firewalls)."""
+    if (pair := c.both) and labels(pair[0]) == labels(pair[1]) and _pod_cidrs(pair[0]) == _pod_cidrs(pair[1]):
         return set()
+    if any(labels(o).get(NODE_TYPE) != VIRTUAL_NODE for o in c.objs):
+        return m.all_keys()
     virtual = [o for o in c.objs if labels(o).get(NODE_TYPE) == VIRTUAL_NODE]
     peers = {p for o in virtual for p in (_name(o), str(labels(o).get(REMOTE_CLUSTER_ID) or ""))}
     return m.keys_of_peers(peers)

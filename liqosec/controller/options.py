@@ -12,6 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+# Spelled here so `liqosec --help` needs no compiler import; checked against the compiler's by a test.
+ALL_NODES, PER_NODE = "all-nodes", "per-node"
+
 if TYPE_CHECKING:
     from http.server import ThreadingHTTPServer
 
@@ -47,6 +50,13 @@ def add_run_parser(sub: Any) -> None:
         "window is reconciled at once (leading edge); later ones in the window, or during its reconcile, "
         "coalesce into one reconcile at the window's end (trailing edge), so no change waits longer. "
         "auto (default): 0.5 s windows; SECONDS: that window; 0: no window, every change at once",
+    )
+    p.add_argument(
+        "--firewall-scope",
+        choices=(ALL_NODES, PER_NODE),
+        default=_env("LIQOSEC_FIREWALL_SCOPE", ALL_NODES),
+        help="all-nodes (default): one firewall (sharded) every node applies; per-node: one firewall per node "
+        "with only the packets that have an end on that node, so a pod change rewrites its node's only",
     )
     p.add_argument(
         "--retire-grace",
@@ -156,6 +166,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
             resync_seconds=args.resync,
             batch_seconds=args.batch_window,
             retire_grace_seconds=args.retire_grace,
+            firewall_scope=args.firewall_scope,
             leader_elect=args.leader_elect,
             leader_election_namespace=args.leader_election_namespace,
             leader_election_id=args.leader_election_id,

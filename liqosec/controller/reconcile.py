@@ -31,6 +31,7 @@ from liqosec.api.liqo import NODE_TYPE, VIRTUAL_NODE
 from liqosec.api.peeringconnectivity import API_VERSION, KIND
 from liqosec.api.validation import ValidationError, parse_peering_connectivity
 from liqosec.compiler.firewallconfiguration import (
+    ALL_NODES,
     FC_KIND,
     MANAGED_BY,
     MANAGED_BY_LABEL,
@@ -139,7 +140,9 @@ class Reconciler:
         metrics: WriteMetrics,
         retire_grace: float = retire.GRACE_SECONDS,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        scope: str = ALL_NODES,
     ) -> None:
+        self._scope = scope
         self._retire_grace = retire_grace
         self._now = now
         self._client = client
@@ -203,7 +206,11 @@ class Reconciler:
             fw["metadata"]["name"]: self._view.get(FC_KIND, fw["metadata"]["name"], namespace)
             for fw in outcome.firewalls
         }
-        nodes = sum(1 for n in self._view.list("Node") if (_meta(n).get("labels") or {}).get(NODE_TYPE) != VIRTUAL_NODE)
+        nodes = [
+            str(_meta(n).get("name"))
+            for n in self._view.list("Node")
+            if (_meta(n).get("labels") or {}).get(NODE_TYPE) != VIRTUAL_NODE
+        ]
         return rollout(outcome.firewalls, live, nodes)
 
     # ----- phases -----
@@ -215,7 +222,7 @@ class Reconciler:
                 Invalid("Conflict", f"metadata.name: the peering of {namespace!r} is already governed by {winner!r}")
             )
         try:
-            return build(self._view, parse_peering_connectivity(obj), caps)
+            return build(self._view, parse_peering_connectivity(obj), caps, self._scope)
         except ValidationError as err:
             reason = err.errors[0].reason if err.errors else "InvalidSpec"
             raise _InvalidSpec(Invalid(reason, "; ".join(str(e) for e in err.errors))) from err

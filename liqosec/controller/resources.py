@@ -87,7 +87,13 @@ def _slim_crd(obj: JsonDict) -> JsonDict:
 
 
 def _slim_node(obj: JsonDict) -> JsonDict:
-    return {"metadata": slim(obj).get("metadata", {})}
+    """Identity and labels; a Node's pod CIDRs too (where its pods get addresses, per-node scope)."""
+    out: JsonDict = {"metadata": slim(obj).get("metadata", {})}
+    spec = obj.get("spec") or {}
+    kept = {k: spec[k] for k in ("podCIDR", "podCIDRs") if isinstance(spec, dict) and spec.get(k)}
+    if kept:
+        out["spec"] = kept
+    return out
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from liqosec.compiler.compile import CompiledChain
-from liqosec.compiler.firewallconfiguration import MAX_OBJECT_BYTES, Outcome
+from liqosec.compiler.firewallconfiguration import MAX_OBJECT_BYTES, NODE_SCOPE_LABEL, Outcome
 
 VALID, READY, STATELESS, LARGE = "Valid", "Ready", "StatelessFiltering", "LargeFirewall"
 # Warn well before the bound, while there is room to act.
@@ -44,9 +44,17 @@ class Rollout:
         return f"{min(self.applied, self.nodes)}/{self.nodes}" if self.nodes else f"{self.applied}/?"
 
 
-def rollout(desired: Sequence[Mapping[str, Any]], live: Mapping[str, Mapping[str, Any] | None], nodes: int) -> Rollout:
-    """Read the agents' conditions off the live shards (by name)."""
-    pending, failed, hosts = [], set(), None
+def rollout(
+    desired: Sequence[Mapping[str, Any]], live: Mapping[str, Mapping[str, Any] | None], nodes: int | Sequence[str]
+) -> Rollout:
+    """Read the agents' conditions off the live firewalls (by name).
+
+    A host counts as applied when it reports Applied=True on every firewall meant for it:
+    all of them in the all-nodes scope; those of all nodes plus its own in the per-node one.
+    """
+    names = None if isinstance(nodes, int) else list(nodes)
+    pending, failed = [], set()
+    reports: list[tuple[str | None, set[str]]] = []  # (the one node it is for, or None: all), hosts applied
     for fc in desired:
         name = fc["metadata"]["name"]
         got = live.get(name)
@@ -55,9 +63,17 @@ def rollout(desired: Sequence[Mapping[str, Any]], live: Mapping[str, Mapping[str
             continue
         conds = [c for c in (got.get("status") or {}).get("conditions") or () if c.get("type") == AGENT_APPLIED]
         failed |= {str(c.get("host")) for c in conds if c.get("status") == "False"}
-        ok = {str(c.get("host")) for c in conds if c.get("status") == "True"}
-        hosts = ok if hosts is None else hosts & ok
-    return Rollout(nodes=nodes, applied=len(hosts or ()), failed=tuple(sorted(failed)), pending=tuple(pending))
+        for_node = (fc["metadata"].get("labels") or {}).get(NODE_SCOPE_LABEL)
+        reports.append((for_node, {str(c.get("host")) for c in conds if c.get("status") == "True"}))
+    if names is not None and any(node is not None for node, _ in reports):
+        applied = sum(1 for n in names if all(n in ok for node, ok in reports if node in (None, n)))
+    else:
+        hosts: set[str] | None = None
+        for _, ok in reports:
+            hosts = set(ok) if hosts is None else hosts & ok
+        applied = len(hosts or ())
+    count = nodes if isinstance(nodes, int) else len(nodes)
+    return Rollout(nodes=count, applied=applied, failed=tuple(sorted(failed)), pending=tuple(pending))
 
 
 def ready_condition(outcome: Outcome, progress: Rollout | None) -> Condition:

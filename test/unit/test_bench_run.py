@@ -99,12 +99,15 @@ def test_evaluate_coverage_reads_only_the_firewalls_of_the_pods_node() -> None:
     assert applies_to_node(_fc([]), "anything")
 
 
-def test_mentions_coverage_matches_whole_addresses() -> None:
+def test_mentions_coverage_matches_addresses_and_small_spans_only() -> None:
     cov = MentionsCoverage()
-    fcs = [_fc([_drop_src("10.1.5.10/32")])]
+    fcs = [_fc([_drop_src("10.1.5.10/32"), _drop_src("10.1.6.10-10.1.6.20"), _drop_src("10.1.0.0/16")])]
     assert cov.covered(fcs, "10.1.5.10", "worker-1")
     assert not cov.covered(fcs, "10.1.5.1", "worker-1")
     assert not cov.covered(fcs, "0.1.5.10", "worker-1")
+    assert cov.covered(fcs, "10.1.6.15", "worker-1")
+    assert not cov.covered(fcs, "10.1.6.21", "worker-1")
+    assert not cov.covered(fcs, "10.1.200.1", "worker-1")  # only in the /16: a cluster CIDR, not a pod
 
 
 @pytest.mark.parametrize("layout", ["scattered", "per-node"])

@@ -211,12 +211,17 @@ def test_a_pod_in_an_offloaded_or_named_namespace_wakes_those_peerings() -> None
 
 
 # ----- Node, Namespace -----
-def test_a_virtual_node_wakes_its_peer_and_a_physical_one_nobody() -> None:
+def test_a_virtual_node_wakes_its_peer_and_a_physical_one_every_peering() -> None:
+    """A physical node is one more agent to report Applied, and one more per-node firewall."""
     f = world()
     v = virtual_node("liqo-rome", "rome")
     assert keys(f, "Node", None, v) == {ROME}
     assert keys(f, "Node", v, changed(v)) == set()  # a heartbeat: labels unchanged
-    assert keys(f, "Node", None, node("worker-2")) == set()
+    worker = node("worker-2")
+    assert keys(f, "Node", None, worker) == keys(f, "Node", worker, None) == {ROME, MILAN, PARIS}
+    assert keys(f, "Node", worker, changed(worker)) == set()
+    with_cidr = {**worker, "spec": {"podCIDRs": ["10.1.9.0/24"]}}
+    assert keys(f, "Node", worker, with_cidr) == {ROME, MILAN, PARIS}
     named = node("milan", **{"liqo.io/type": "virtual-node"})
     assert keys(f, "Node", named, None) == {MILAN}
 

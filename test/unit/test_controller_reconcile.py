@@ -345,10 +345,10 @@ def test_a_fault_compiling_one_peering_leaves_the_others_converging(monkeypatch:
     converge(f, key("milan"))
     real = reconcile_module.build
 
-    def faulty(view: Any, pc: Any, caps: Any) -> Any:
+    def faulty(view: Any, pc: Any, caps: Any, *scope: Any) -> Any:
         if pc.name == "rome":
             raise RuntimeError("injected\nfault")
-        return real(view, pc, caps)
+        return real(view, pc, caps, *scope)
 
     monkeypatch.setattr(reconcile_module, "build", faulty)
     rome_rv = fc_rv(f, "liqosec-rome", ROME)

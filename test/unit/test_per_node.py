@@ -29,7 +29,7 @@ GROUPS = ["local-cluster", "remote-cluster", "offloaded", "vc-local", None]
 NODES = 4
 
 
-def world(seed: int, pods: int = 60) -> tuple[ResolvedGroups, dict[str, AddressSet], dict[int, str]]:
+def world(seed: int, pods: int = 40) -> tuple[ResolvedGroups, dict[str, AddressSet], dict[int, str]]:
     """Pods on NODES nodes (node k owns 10.1.k.0/24), some offloaded, some vc-local; where each pod runs."""
     rng = random.Random(seed)
     where: dict[int, str] = {}
@@ -69,7 +69,7 @@ def node_of(ip: int, hosted: dict[str, AddressSet]) -> str | None:
     return next((n for n, h in hosted.items() if ip in h), None)
 
 
-@pytest.mark.parametrize("seed", range(40))
+@pytest.mark.parametrize("seed", range(24))
 def test_every_packet_with_a_hosted_end_gets_the_all_nodes_verdict(seed: int) -> None:
     rng = random.Random(seed)
     groups, hosted, where = world(seed)
@@ -153,3 +153,9 @@ def test_ten_thousand_scattered_pods_on_a_hundred_nodes_stay_small_per_node() ->
         for s in fcmod.shards(c)
     ]
     assert len(sizes) >= 100 and max(sizes) < 64 * 1024
+
+
+def test_the_run_flag_spells_the_compilers_scopes() -> None:
+    from liqosec.controller import options
+
+    assert (options.ALL_NODES, options.PER_NODE) == (fcmod.ALL_NODES, fcmod.PER_NODE)

@@ -61,3 +61,26 @@ def test_ready_follows_the_rollout() -> None:
     for progress, (status, reason, text) in cases.items():
         cond = ready_condition(Outcome(), progress)  # type: ignore[arg-type]
         assert (cond.type, cond.status, cond.reason) == (READY, status, reason) and text in cond.message
+
+
+def for_node(name: str, node: str, *conds: tuple[str, str, str]) -> dict[str, Any]:
+    out = fc(name, *conds)
+    out["metadata"]["labels"] = {"networking.liqo.io/firewall-unique": node}
+    return out
+
+
+def test_per_node_firewalls_wait_for_their_own_node_only() -> None:
+    """Per-node scope: node n1's firewall is applied by n1 alone; a node with no firewall needs nothing."""
+    desired = [for_node("a-n1", "n1"), for_node("a-n2", "n2")]
+    live = {
+        "a-n1": for_node("a-n1", "n1", ("n1", "Applied", "True")),
+        "a-n2": for_node("a-n2", "n2"),
+    }
+    assert rollout(desired, live, nodes=["n1", "n2", "n3"]) == Rollout(nodes=3, applied=2)
+    live["a-n2"] = for_node("a-n2", "n2", ("n2", "Applied", "True"))
+    assert ready_condition_status(desired, live, ["n1", "n2", "n3"]) == (True, "3/3")
+
+
+def ready_condition_status(desired: list[dict[str, Any]], live: dict[str, Any], nodes: list[str]) -> tuple[bool, str]:
+    progress = rollout(desired, live, nodes)
+    return progress.applied == progress.nodes, progress.summary
