@@ -413,6 +413,11 @@ class FirewallWatch:
                 f"firewalls seen: {objs[:4] or 'none'}{' ...' if len(objs) > 4 else ''}"
             )
         lines.append(f"  firewall writes seen so far: {len(self.writes)}; watch errors: {self.watch_errors[-2:]}")
+        if self.coverage.name == "mentions" and self.writes:
+            lines.append(
+                "  (coverage 'mentions' sees addresses written out, alone or in small ranges; a firewall that "
+                "spells a group as a wide range with exceptions, as liqosec does, needs --coverage evaluate)"
+            )
         return "\n".join(lines)
 
     def drain(self, timeout: float = 10.0) -> None:

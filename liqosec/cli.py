@@ -105,7 +105,7 @@ def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def _cmd_render(args: argparse.Namespace, out: TextIO) -> int:
     objects = _load(args)
-    firewalls = render(objects, capabilities=_capabilities(args, objects))
+    firewalls = render(objects, capabilities=_capabilities(args, objects), scope=args.firewall_scope)
     if args.output == "json":
         text = json.dumps(firewalls, indent=2) + "\n"
     else:
@@ -218,6 +218,12 @@ def parser(*, with_run: bool = True) -> argparse.ArgumentParser:
     )
     _add_input(r)
     r.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
+    r.add_argument(
+        "--firewall-scope",
+        choices=("all-nodes", "per-node"),
+        default="all-nodes",
+        help="as `liqosec run --firewall-scope`: per-node writes one firewall per node that runs pods",
+    )
     r.set_defaults(func=_cmd_render)
     m = sub.add_parser(
         "matrix",

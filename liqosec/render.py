@@ -45,7 +45,7 @@ from yaml.scanner import Scanner
 
 from liqosec.api.peeringconnectivity import KIND
 from liqosec.api.validation import FieldError, ValidationError, parse_peering_connectivity
-from liqosec.compiler.firewallconfiguration import Outcome, build, governing
+from liqosec.compiler.firewallconfiguration import ALL_NODES, Outcome, build, governing
 from liqosec.firewall.capabilities import FIREWALL_CRD_NAME, STATELESS, Capabilities, from_crd
 from liqosec.groups.resolve import READ_KINDS as RESOLVED_KINDS
 from liqosec.groups.resolve import check_object
@@ -687,14 +687,16 @@ def capabilities_of(objects: Iterable[Mapping[str, Any]]) -> Capabilities:
     return STATELESS
 
 
-def outcomes(objects: Sequence[Mapping[str, Any]], *, capabilities: Capabilities | None = None) -> list[Outcome]:
+def outcomes(
+    objects: Sequence[Mapping[str, Any]], *, capabilities: Capabilities | None = None, scope: str = ALL_NODES
+) -> list[Outcome]:
     try:
-        return _outcomes(objects, capabilities)
+        return _outcomes(objects, capabilities, scope)
     except ClusterStateError as err:
         raise RenderError([str(err)], problems=[err]) from err
 
 
-def _outcomes(objects: Sequence[Mapping[str, Any]], capabilities: Capabilities | None) -> list[Outcome]:
+def _outcomes(objects: Sequence[Mapping[str, Any]], capabilities: Capabilities | None, scope: str) -> list[Outcome]:
     caps = capabilities if capabilities is not None else capabilities_of(objects)
     view = Snapshot(objects)
     peerings = [o for o in objects if o.get("kind") == KIND]
@@ -719,7 +721,7 @@ def _outcomes(objects: Sequence[Mapping[str, Any]], capabilities: Capabilities |
                     obj=f"{KIND} {ns}/{name}",
                 )
             pc = parse_peering_connectivity(obj)
-            results.append(build(view, pc, caps))
+            results.append(build(view, pc, caps, scope))
         except ValidationError as err:
             errors.append(str(err))
         except ClusterStateError as err:  # an object this peering reads; another peering may read it too
@@ -731,5 +733,7 @@ def _outcomes(objects: Sequence[Mapping[str, Any]], capabilities: Capabilities |
     return results
 
 
-def render(objects: Sequence[Mapping[str, Any]], *, capabilities: Capabilities | None = None) -> list[dict[str, Any]]:
-    return [fw for o in outcomes(objects, capabilities=capabilities) for fw in o.firewalls]
+def render(
+    objects: Sequence[Mapping[str, Any]], *, capabilities: Capabilities | None = None, scope: str = ALL_NODES
+) -> list[dict[str, Any]]:
+    return [fw for o in outcomes(objects, capabilities=capabilities, scope=scope) for fw in o.firewalls]

@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -21,11 +22,13 @@ from harness.agents import AgentMissing, Agents, find_agent, node_object
 from harness.controlplane import ControlPlane, ControlPlaneUnavailable, find_binaries
 from harness.netns import Cluster, sweep
 from harness.objects import apply
+from liqosec.compiler.firewallconfiguration import ALL_NODES, PER_NODE
 from liqosec.kube.client import RestKubeClient
 
 PREFIX = f"lqs-{os.getpid()}-"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NODES = 2
+PER_NODE_NODES = 3
 
 
 def _missing() -> list[str]:
@@ -66,31 +69,53 @@ def sweep_namespaces() -> Iterator[None]:
         sweep(PREFIX)
 
 
-@pytest.fixture(scope="session")
-def world() -> Iterator[World]:
-    """The whole chain, built once per session: API server, liqosec, one Liqo agent per node."""
+@contextmanager
+def built_world(nodes: int, name: str, *controller_args: str, scope: str = ALL_NODES) -> Iterator[World]:
+    """The whole chain: API server, `liqosec run` (with these flags), one Liqo agent per node namespace."""
     _require_machine()
     try:
         binaries = find_binaries(REPO_ROOT)
         agent = find_agent()
     except (ControlPlaneUnavailable, AgentMissing) as err:
         pytest.fail(f"{err} (hack/test.sh builds everything)")
-    logs = Path(tempfile.mkdtemp(prefix="liqosec-dataplane-"))
+    logs = Path(tempfile.mkdtemp(prefix=f"liqosec-dataplane-{name}-"))
     with ControlPlane(binaries) as cp:
         cp.install_crds([REPO_ROOT / "hack" / "liqo-crds", REPO_ROOT / "manifests" / "crds"])
-        with cp.api_client() as api, Cluster(NODES, prefix=f"{PREFIX}w-") as cluster:
+        with cp.api_client() as api, Cluster(nodes, prefix=f"{PREFIX}{name}-") as cluster:
             kube = RestKubeClient(api)
-            apply(kube, [node_object(i) for i in range(NODES)])
+            apply(kube, [node_object(i) for i in range(nodes)])
             agents = Agents(cluster, cp.kubeconfig_path, logs, agent=agent)
             try:
                 agents.start_agents()
-                agents.start_controller("--batch-window=0.05", "--retire-grace=2")
-                world = World(cp, kube, cluster, agents)
+                agents.start_controller("--batch-window=0.05", "--retire-grace=2", *controller_args)
+                world = World(cp, kube, cluster, agents, scope=scope)
                 _WORLDS.append(world)
                 yield world
             finally:
                 agents.stop()
-    print(f"\ndataplane logs: {logs}")
+    print(f"\ndataplane logs ({name}): {logs}")
+
+
+@pytest.fixture(scope="session")
+def world() -> Iterator[World]:
+    """The chain every test shares: two nodes, all-nodes firewalls."""
+    with built_world(NODES, "w") as w:
+        yield w
+
+
+@pytest.fixture(scope="session")
+def per_node_world() -> Iterator[World]:
+    """Three nodes, `--firewall-scope per-node`: each node's agent applies only its own firewalls."""
+    with built_world(PER_NODE_NODES, "pn", "--firewall-scope=per-node", scope=PER_NODE) as w:
+        yield w
+
+
+@pytest.fixture
+def fresh_per_node(per_node_world: World) -> Iterator[World]:
+    try:
+        yield per_node_world
+    finally:
+        per_node_world.reset()
 
 
 @pytest.fixture

@@ -15,10 +15,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.agents import Agents
+from harness.agents import Agents, node_name
 from harness.controlplane import ControlPlane
 from harness.netns import Cluster
 from harness.objects import apply, ensure_namespace, remove
+from liqosec.compiler.firewallconfiguration import ALL_NODES, NODE_SCOPE_LABEL
 from liqosec.controller.resources import FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES
 from liqosec.firewall.capabilities import STATELESS
 from liqosec.kube import errors
@@ -46,6 +47,22 @@ class World:
     stale_tables: list[str] = field(default_factory=list)
     apply_seconds: list[float] = field(default_factory=list)
     partial_ready: list[str] = field(default_factory=list)  # peerings Liqo's agents left at Applying k/n
+    scope: str = ALL_NODES  # the controller's --firewall-scope
+
+    def wait_applied(self, firewalls: Sequence[Mapping[str, Any]], *, timeout: float = 60.0) -> float:
+        """Every node holds the tables of the firewalls meant for it (all-nodes ones, and its own)."""
+        if self.scope == ALL_NODES:
+            return self.agents.wait_applied(firewalls, timeout=timeout)
+        started = time.monotonic()
+        for i in range(len(self.cluster.nodes)):
+            mine = [
+                f
+                for f in firewalls
+                if (f["metadata"].get("labels") or {}).get(NODE_SCOPE_LABEL, node_name(i)) == node_name(i)
+            ]
+            left = max(1.0, timeout - (time.monotonic() - started))
+            self.agents.wait_applied(mine, nodes=[i], timeout=left)
+        return time.monotonic() - started
 
     def converge(self, objects: Sequence[Mapping[str, Any]], *, timeout: float = 60.0) -> list[dict[str, Any]]:
         """Make the API server hold exactly these objects; wait until every node enforces their firewalls."""
@@ -53,8 +70,8 @@ class World:
         remove(self.kube, [o for k, o in self.applied.items() if k not in wanted])
         apply(self.kube, [o for k, o in wanted.items() if self.applied.get(k) != o])
         self.applied = dict(wanted)
-        expected = render(list(objects), capabilities=STATELESS)
-        self.apply_seconds.append(self.agents.wait_applied(expected, timeout=timeout))
+        expected = render(list(objects), capabilities=STATELESS, scope=self.scope)
+        self.apply_seconds.append(self.wait_applied(expected, timeout=timeout))
         return expected
 
     def wait_ready(self, objects: Sequence[Mapping[str, Any]], *, timeout: float = 20.0) -> dict[str, Any]:
