@@ -41,7 +41,8 @@ def label(run: dict[str, Any]) -> str:
     extra = [f"window {ctl['batch_window']}"] if ctl.get("batch_window") is not None else []
     if ctl.get("firewall_scope"):
         extra.append(ctl["firewall_scope"])
-    return f"{run['scale']} {who}" + (f" ({', '.join(extra)})" if extra else "")
+    scale = run["scale"] + ("*" if run.get("overrides") else "")  # * : a knob of the scale was overridden
+    return f"{scale} {who}" + (f" ({', '.join(extra)})" if extra else "")
 
 
 def _g(run: dict[str, Any], *path: str) -> Any:

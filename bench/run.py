@@ -144,6 +144,11 @@ class Bench:
                 "seed": args.seed,
             },
             "params": {f: getattr(scale, f) for f in SCALE_FIELDS if f != "name"} | {"quiet_s": self.quiet},
+            "overrides": {
+                f: getattr(scale, f)
+                for f in SCALE_FIELDS
+                if f != "name" and getattr(scale, f) != getattr(SCALES[scale.name], f)
+            },
             "machine": {
                 "cpus": os.cpu_count(),
                 "python": platform.python_version(),

@@ -35,8 +35,8 @@ from liqosec.compiler.compile import (
     compile_chain,
     compile_node_chains,
 )
-from liqosec.compiler.policy import clauses_of, namespaces_of
-from liqosec.firewall.addresses import int_to_ip
+from liqosec.compiler.policy import Clause, clauses_of, namespaces_of
+from liqosec.firewall.addresses import AddressSet, int_to_ip
 from liqosec.firewall.capabilities import Capabilities
 from liqosec.groups.resolve import ResolvedGroups, hosted_addresses, peer_of_namespace, resolve_groups
 from liqosec.groups.view import ClusterView, meta
@@ -257,13 +257,30 @@ def _too_large(pc: PeeringConnectivity, size: int, rules: int) -> ValidationErro
     )
 
 
-def build(view: ClusterView, pc: PeeringConnectivity, capabilities: Capabilities, scope: str = ALL_NODES) -> Outcome:
-    """The peering's firewalls: one chain for every node (sharded), or one per node (`PER_NODE`)."""
+@dataclass(frozen=True)
+class Inputs:
+    """Everything a peering's firewalls are compiled from: equal inputs, equal firewalls."""
+
+    peering: PeeringConnectivity
+    peer: str
+    clauses: tuple[Clause, ...]
+    groups: ResolvedGroups
+    hosted: Mapping[str, AddressSet] | None  # per node (per-node scope only)
+
+
+def gather(view: ClusterView, pc: PeeringConnectivity, scope: str = ALL_NODES) -> Inputs:
+    """Read the cluster for one peering: its peer, its groups' addresses and, per node, the node's."""
     peer = peer_of(view, pc)
-    clauses = clauses_of(pc.spec)
+    clauses = tuple(clauses_of(pc.spec))
     groups = resolve_groups(view, peer, pc.namespace, namespaces=namespaces_of(clauses))
-    if scope == PER_NODE:
-        per_node = compile_node_chains(clauses, pc.spec.default_action, groups, capabilities, hosted_addresses(view))
+    return Inputs(pc, peer, clauses, groups, hosted_addresses(view) if scope == PER_NODE else None)
+
+
+def compile_inputs(inputs: Inputs, capabilities: Capabilities) -> Outcome:
+    """The peering's firewalls: one chain for every node (sharded), or one per node (`hosted` given)."""
+    pc, peer, clauses, groups = inputs.peering, inputs.peer, inputs.clauses, inputs.groups
+    if inputs.hosted is not None:
+        per_node = compile_node_chains(clauses, pc.spec.default_action, groups, capabilities, inputs.hosted)
         chain = per_node.summary
         objs = tuple(
             firewall_object(pc, peer, node_chain, s.rules, s.label, node)
@@ -282,6 +299,11 @@ def build(view: ClusterView, pc: PeeringConnectivity, capabilities: Capabilities
     if size > MAX_OBJECT_BYTES:
         raise _too_large(pc, size, len(chain.rules))
     return Outcome(peering=pc, peer=peer, groups=groups, chain=chain, firewalls=objs, size_bytes=size)
+
+
+def build(view: ClusterView, pc: PeeringConnectivity, capabilities: Capabilities, scope: str = ALL_NODES) -> Outcome:
+    """The whole pure pipeline for one peering (`gather`, then `compile_inputs`)."""
+    return compile_inputs(gather(view, pc, scope), capabilities)
 
 
 def governing(peerings: Iterable[Mapping[str, Any]]) -> dict[str, str]:

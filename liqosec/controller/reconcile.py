@@ -36,9 +36,11 @@ from liqosec.compiler.firewallconfiguration import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
     OWNER_LABEL,
+    Inputs,
     Outcome,
-    build,
+    compile_inputs,
     firewall_name,
+    gather,
     governing,
 )
 from liqosec.controller import retire
@@ -150,6 +152,9 @@ class Reconciler:
         self._capabilities = capabilities
         self._recorder = recorder
         self._metrics = metrics
+        # The last compile per key, reused while its inputs are equal (compiling is most of a
+        # reconcile's CPU; reading the inputs is a few lookups in the caches).
+        self._compiled: dict[str, tuple[Inputs, Capabilities, Outcome]] = {}
         # The last warning emitted per key: the status in the cache may lag our own write,
         # and one problem must make one Event, not one per pass.
         self._warned: dict[str, str] = {}
@@ -161,6 +166,7 @@ class Reconciler:
         obj = self._view.get(KIND, name, namespace)
         if obj is None or _meta(obj).get("deletionTimestamp"):
             self._warned.pop(key, None)
+            self._compiled.pop(key, None)
             wait = self._remove_orphans(namespace, name, log)
             if wait is None and obj is not None:
                 self._set_finalizer(obj, present=False)
@@ -216,13 +222,20 @@ class Reconciler:
     # ----- phases -----
     def _compile(self, obj: Mapping[str, Any], caps: Capabilities) -> Outcome:
         namespace, name = str(_meta(obj).get("namespace")), str(_meta(obj).get("name"))
+        key = f"{namespace}/{name}"
         winner = governing(self._view.list(KIND, namespace)).get(namespace)
         if winner != name:
             raise _InvalidSpec(
                 Invalid("Conflict", f"metadata.name: the peering of {namespace!r} is already governed by {winner!r}")
             )
         try:
-            return build(self._view, parse_peering_connectivity(obj), caps, self._scope)
+            inputs = gather(self._view, parse_peering_connectivity(obj), self._scope)
+            last = self._compiled.get(key)
+            if last is not None and last[0] == inputs and last[1] == caps:
+                return last[2]  # an echo of our own write, a resync, a change resolution does not read
+            outcome = compile_inputs(inputs, caps)
+            self._compiled[key] = (inputs, caps, outcome)
+            return outcome
         except ValidationError as err:
             reason = err.errors[0].reason if err.errors else "InvalidSpec"
             raise _InvalidSpec(Invalid(reason, "; ".join(str(e) for e in err.errors))) from err

@@ -343,14 +343,14 @@ def test_a_fault_compiling_one_peering_leaves_the_others_converging(monkeypatch:
     f = Fixture(cluster("rome", "milan"))
     converge(f, key("rome"))
     converge(f, key("milan"))
-    real = reconcile_module.build
+    real = reconcile_module.compile_inputs
 
-    def faulty(view: Any, pc: Any, caps: Any, *scope: Any) -> Any:
-        if pc.name == "rome":
+    def faulty(inputs: Any, caps: Any) -> Any:
+        if inputs.peering.name == "rome":
             raise RuntimeError("injected\nfault")
-        return real(view, pc, caps, *scope)
+        return real(inputs, caps)
 
-    monkeypatch.setattr(reconcile_module, "build", faulty)
+    monkeypatch.setattr(reconcile_module, "compile_inputs", faulty)
     rome_rv = fc_rv(f, "liqosec-rome", ROME)
     f.seed(
         pod("rome-1", "shop-rome", "10.1.40.40", origin="rome"),
@@ -364,7 +364,7 @@ def test_a_fault_compiling_one_peering_leaves_the_others_converging(monkeypatch:
     assert cond(f, "milan", MILAN, "Ready")["status"] == "True"
     assert [e["involvedObject"]["name"] for e in warnings(f)] == ["rome"]
 
-    monkeypatch.setattr(reconcile_module, "build", real)
+    monkeypatch.setattr(reconcile_module, "compile_inputs", real)
     converge(f, key("rome"))
     assert "10.1.40.40" in str(f.client.stored(FCS, "liqosec-rome", ROME))
     assert cond(f, "rome", ROME, "Ready")["status"] == "True"
@@ -374,7 +374,7 @@ def test_an_unexpected_error_is_named_and_bounded(monkeypatch: pytest.MonkeyPatc
     def huge(*_: Any) -> Any:
         raise KeyError("x" * 10_000)
 
-    monkeypatch.setattr(reconcile_module, "build", huge)
+    monkeypatch.setattr(reconcile_module, "compile_inputs", huge)
     f = Fixture(cluster("rome"))
     f.reconcile(key("rome"))
     message = cond(f, "rome", ROME, "Valid")["message"]
@@ -386,7 +386,7 @@ def test_api_errors_while_compiling_go_back_to_the_worker(monkeypatch: pytest.Mo
     def unavailable(*_: Any) -> Any:
         raise errors.ServiceUnavailable(503, "ServiceUnavailable", "later")
 
-    monkeypatch.setattr(reconcile_module, "build", unavailable)
+    monkeypatch.setattr(reconcile_module, "gather", unavailable)
     f = Fixture(cluster("rome"))
     with pytest.raises(errors.ServiceUnavailable):
         f.reconcile(key("rome"))
@@ -533,6 +533,7 @@ def test_a_shard_no_longer_wanted_is_deleted_after_the_others_are_written(monkey
     shards = sorted(o["metadata"]["name"] for o in f.client.of(FCS))
     # Shards beyond the first are named after the CIDR whose rules they hold.
     assert len(shards) > 2 and "liqosec-rome-10-1-64-0-18" in shards
+    f.seed(pod("rome-late", "shop-rome", "10.1.250.10", origin="rome"))  # new inputs: compiled again
     actions = f.reconcile(key("rome"))  # the normal bound: one firewall holds it all
     writes = [(a.verb, a.name) for a in actions if a.resource == "firewallconfigurations"]
     assert writes[0] == ("update", "liqosec-rome")
@@ -545,3 +546,23 @@ def test_a_shard_no_longer_wanted_is_deleted_after_the_others_are_written(monkey
     f.sync()
     assert [o["metadata"]["name"] for o in f.client.of(FCS)] == ["liqosec-rome"]
     assert status_of(f, "rome", ROME)["firewallShards"] == 1
+
+
+def test_equal_inputs_are_not_compiled_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An echo of our own write or a resync costs a read of the caches, not a compile."""
+    calls: list[str] = []
+    real = reconcile_module.compile_inputs
+
+    def counting(inputs: Any, caps: Any) -> Any:
+        calls.append(inputs.peering.name)
+        return real(inputs, caps)
+
+    monkeypatch.setattr(reconcile_module, "compile_inputs", counting)
+    f = Fixture(cluster("rome"))
+    converge(f, key("rome"))
+    compiled = len(calls)
+    assert verbs(f.reconcile(key("rome"))) == []
+    assert len(calls) == compiled
+    f.seed(pod("rome-9", "shop-rome", "10.1.49.49", origin="rome"))
+    converge(f, key("rome"))
+    assert len(calls) == compiled + 1 and "10.1.49.49" in str(f.client.stored(FCS, "liqosec-rome", ROME))
