@@ -426,11 +426,12 @@ class Bench:
         stats = bench_report.latency_stats([r["latency_s"] for r in rounds], self.api_p50)
         # Writes per change: those after a round's write and before the next round's.
         bounds = [r["t"] for r in rounds] + [end]
-        objects, nodes = [], []
+        objects, nodes, peerings = [], [], []
         for a, b in zip(bounds, bounds[1:]):
             ws = self.watch.writes_between(a, b)
             objects.append(len({w.name for w in ws}))
             nodes.append(len({w.node for w in ws if w.node}))
+            peerings.append(len({w.peer for w in ws}))
         self.result["latency"] = {
             **stats,
             "gap_s": ROUND_GAP_S,
@@ -439,6 +440,7 @@ class Bench:
             "objects_written_mean": round(sum(objects) / len(objects), 2) if objects else None,
             "objects_written_max": max(objects, default=None),
             "single_node_objects_written_mean": round(sum(nodes) / len(nodes), 2) if nodes else None,
+            "peerings_written_mean": round(sum(peerings) / len(peerings), 2) if peerings else None,
         }
         _progress(
             f"[{self.clock():7.1f}s] {sc.name}: pod to firewall p50 {stats['p50_s']} s, p99 {stats['p99_s']} s "

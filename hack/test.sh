@@ -20,6 +20,19 @@ hack/liqo.sh agent >/dev/null   # Liqo's own firewall agent, from its Go module 
 hack/liqo.sh check-crds         # hack/liqo-crds is Liqo's, at the version pinned in hack/liqo-agent/go.mod
 export LIQOSEC_REQUIRE_HELM=1  # built just above: the chart tests must run, not skip
 
+# --- e2e (kind) prerequisites: a Docker engine (started here when none answers), the images and
+# kind/kubectl, all built on this machine and cached (docs/images.md). Where no engine can run,
+# the e2e suite skips with the reason instead (LIQOSEC_REQUIRE_E2E stays unset).
+if hack/docker.sh ensure; then
+  log "building the e2e images (cached after the first run)"
+  hack/images/build.sh liqosec liqo-agent prometheus node >/dev/null
+  hack/kind.sh tools >/dev/null
+  export LIQOSEC_REQUIRE_E2E=1
+else
+  log "no Docker engine: the e2e suite will skip"
+fi
+# --- end of e2e prerequisites
+
 log "static checks"
 python3 -m ruff check .
 python3 -m ruff format --check . >/dev/null || { python3 -m ruff format --diff . | head -40; log "run: ruff format ."; exit 1; }

@@ -17,7 +17,8 @@
 #   all         every target above
 #
 # Every image is tagged by a key of what went into it (versions, the files that build it, its
-# base's key), so a warm run finds the tag and builds nothing. Intermediate files live in
+# base's key, and a recipe revision: bump base-N, node-N, prometheus-N when this script changes
+# what it puts into an image), so a warm run finds the tag and builds nothing. Intermediate files live in
 # ${LIQOSEC_CACHE:-$HOME/.cache/liqosec}/images; Go binaries in .../bin.
 # Needs a Docker engine (hack/docker.sh ensure) and, for base, root and debootstrap (apt).
 set -euo pipefail
@@ -125,11 +126,19 @@ pause_binary() {
 }
 
 # ------------------------------------------------------------------------------------------ images
-base_key() { printf '%s\n' "$DEBIAN_SUITE" "$DEBIAN_MIRROR" "$(declare -f build_base)" | hash_of; }
+# LIQOSEC_BASE_IMAGE (e.g. debian:bookworm-slim, pulled) replaces the debootstrap on a machine
+# that reaches a registry but has no debootstrap or is not root.
+BASE_IMAGE="${LIQOSEC_BASE_IMAGE:-}"
+base_key() { printf '%s\n' base-2 "$DEBIAN_SUITE" "$DEBIAN_MIRROR" "$BASE_IMAGE" | hash_of; }
 base_ref() { echo "${REPO}/debian:${DEBIAN_SUITE}-$(base_key)"; }
 build_base() {
   local ref; ref="$(base_ref)"
   present "$ref" && { log "cached ${ref}"; return; }
+  if [[ -n "$BASE_IMAGE" ]]; then
+    present "$BASE_IMAGE" || docker pull "$BASE_IMAGE" >/dev/null || die "cannot pull ${BASE_IMAGE}"
+    docker tag "$BASE_IMAGE" "$ref"
+    return
+  fi
   local tar="${WORK}/debian-${DEBIAN_SUITE}-$(base_key).tar"
   if [[ ! -f "$tar" ]]; then
     command -v debootstrap >/dev/null || {
@@ -145,6 +154,15 @@ build_base() {
     rm -rf "${rootfs}"/var/lib/apt/lists/* "${rootfs}"/var/cache/apt/*.bin "${rootfs}"/var/cache/apt/archives/*.deb \
       "${rootfs}"/var/log/* "${rootfs}"/tmp/*
     printf 'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\n' >"${rootfs}/etc/apt/apt.conf.d/99liqosec"
+    # As Debian's slim images: no documentation, manual pages or translations, now or later.
+    printf '%s\n' 'path-exclude /usr/share/doc/*' 'path-include /usr/share/doc/*/copyright' \
+      'path-exclude /usr/share/man/*' 'path-exclude /usr/share/info/*' 'path-exclude /usr/share/lintian/*' \
+      'path-exclude /usr/share/locale/*' 'path-include /usr/share/locale/locale.alias' \
+      >"${rootfs}/etc/dpkg/dpkg.cfg.d/90liqosec-slim"
+    find "${rootfs}/usr/share/doc" -type f ! -name copyright -delete
+    find "${rootfs}/usr/share/doc" -type l -delete
+    rm -rf "${rootfs}"/usr/share/man/* "${rootfs}"/usr/share/info/* "${rootfs}"/usr/share/lintian/*
+    find "${rootfs}/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name locale.alias -exec rm -rf {} +
     tar --numeric-owner -C "$rootfs" -cf "${tar}.tmp" . && mv -f "${tar}.tmp" "$tar"
     rm -rf "$rootfs"
   fi
@@ -200,6 +218,7 @@ build_liqo_agent() {
   bin="$(agent_binary)"
   ctx="${WORK}/ctx/liqo-agent"; rm -rf "$ctx"; mkdir -p "$ctx"
   cp "$bin" "${ctx}/liqo-agent"
+  strip "${ctx}/liqo-agent" 2>/dev/null || true
   DOCKER_BUILDKIT=0 docker build -q --build-arg "BASE=$(base_ref)" --label "${LABEL}=$(liqo_agent_key)" \
     -t "$ref" -f "${HERE}/liqo-agent.Dockerfile" "$ctx" >/dev/null
 }
@@ -226,7 +245,7 @@ static_image() {
   rm -rf "$root"
 }
 
-prometheus_key() { { echo "$PROMETHEUS_MODULE_VERSION"; declare -f static_image; } | hash_of; }
+prometheus_key() { printf '%s\n' prometheus-1 "$PROMETHEUS_MODULE_VERSION" | hash_of; }
 prometheus_ref() { echo "${REPO}/prometheus:${PROMETHEUS_VERSION}-$(prometheus_key)"; }
 build_prometheus() {
   local ref bin; ref="$(prometheus_ref)"
@@ -247,7 +266,7 @@ preload_refs() {
 node_files_hash() { (cd "${HERE}/node" && find . -type f | LC_ALL=C sort | xargs sha256sum) | hash_of; }
 node_key() {
   printf '%s\n' "$(base_key)" "$KUBE_VERSION" "$KIND_VERSION" "$ETCD_VERSION" "$COREDNS_VERSION" "$PAUSE_VERSION" \
-    "$CRICTL_VERSION" "$(node_files_hash)" "$(declare -f build_node build_preload static_image)" | hash_of
+    "$CRICTL_VERSION" "$(node_files_hash)" node-1 | hash_of
 }
 node_ref() { echo "${REPO}/kind-node:${KUBE_VERSION}-$(node_key)"; }
 
@@ -300,8 +319,6 @@ build_node() {
   preload="$(build_preload "$kube")"
   local cid
   cid="$(docker run -d --privileged --entrypoint=sleep -v "${preload}:/preload.tar:ro" "$stage" infinity)"
-  # shellcheck disable=SC2064
-  trap "docker rm -f -v ${cid} >/dev/null 2>&1 || true" RETURN
   docker exec "$cid" bash -c '
     set -e
     nohup containerd >/tmp/containerd.log 2>&1 &
@@ -309,12 +326,14 @@ build_node() {
     ctr --namespace=k8s.io images import --label=io.cri-containerd.pinned=pinned --all-platforms --no-unpack --digests /preload.tar >/dev/null
     ctr --namespace=k8s.io images list -q | grep -v "^sha256:" | sort
     pkill containerd; for i in $(seq 1 30); do pgrep containerd >/dev/null || break; sleep 1; done
-    rm -f /tmp/containerd.log' >&2 || die "importing the preloaded images into the node image failed"
+    rm -f /tmp/containerd.log' >&2 \
+    || { docker rm -f -v "$cid" >/dev/null 2>&1; die "importing the preloaded images into the node image failed"; }
   docker commit \
     --change 'ENTRYPOINT [ "/usr/local/bin/entrypoint", "/sbin/init" ]' \
     --change 'CMD []' \
     --change "LABEL ${LABEL}=$(node_key)" \
     "$cid" "$ref" >/dev/null
+  docker rm -f -v "$cid" >/dev/null
   docker rmi "$stage" >/dev/null 2>&1 || true
 }
 

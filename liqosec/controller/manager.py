@@ -47,17 +47,17 @@ from liqosec.kube.store import Store
 
 # How often `run` looks at informer sync and the stop flag while starting.
 SYNC_POLL_SECONDS = 0.1
-# Pods and endpoints churn in bursts (a rollout, a scale-up). Their changes go
-# through a leading- and trailing-edge window per peering (the queue's
-# `add_throttled`): a change to a peering quiet for a window is reconciled at
-# once; changes inside the window coalesce into one reconcile at its end, and
-# those arriving while the peering is being reconciled into one right after it
-# (the queue's dirty mark). A burst thus makes about one write of a large
-# FirewallConfiguration per window instead of one per pod, and no change waits
-# more than a window. Policy changes skip it. Our own FirewallConfiguration
-# writes echo back as events: windowed too, so echoes and agents' status
-# reports coalesce with the burst instead of each costing a compile.
-BATCH_SECONDS = 0.5  # the window of `--batch-window auto`
+# Pods and endpoints churn in bursts (a rollout, a scale-up). Their changes are
+# coalesced per peering (the queue's `add_coalesced`): a change to a peering with
+# no change in the last QUIET_SECONDS is reconciled at once (leading edge); later
+# ones are held until the peering has been quiet for QUIET_SECONDS, or for at most
+# the window since the first held one (trailing edge). A burst thus costs a write
+# at its start, one per window while it lasts and one at its end, whatever its
+# length; an isolated change waits for nothing. Policy changes skip it. Our own
+# FirewallConfiguration writes echo back as events: coalesced too, so echoes and
+# agents' status reports join a burst instead of each costing a reconcile.
+BATCH_SECONDS = 2.0  # `--batch-window auto`: the longest a change waits while a burst goes on
+QUIET_SECONDS = 0.1  # a burst ends after this long without a change
 BATCHED_KINDS = frozenset({"Pod", "EndpointSlice", "FirewallConfiguration"})
 
 
@@ -172,7 +172,7 @@ class Controller:
     def _enqueuer(self, kind: str) -> Callable[[str], None]:
         window = self.batch_window()
         if kind in BATCHED_KINDS and window > 0:
-            return lambda key: self.queue.add_throttled(key, window)
+            return lambda key: self.queue.add_coalesced(key, min(QUIET_SECONDS, window), window)
         return self.queue.add
 
     def batch_window(self) -> float:

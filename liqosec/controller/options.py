@@ -46,10 +46,11 @@ def add_run_parser(sub: Any) -> None:
         type=parse_batch_window,
         default=None,
         metavar="auto|SECONDS",
-        help="how pod, endpoint and firewall changes coalesce, per peering: a change to a peering quiet for a "
-        "window is reconciled at once (leading edge); later ones in the window, or during its reconcile, "
-        "coalesce into one reconcile at the window's end (trailing edge), so no change waits longer. "
-        "auto (default): 0.5 s windows; SECONDS: that window; 0: no window, every change at once",
+        help="how pod, endpoint and firewall changes coalesce, per peering: a change to a peering with none "
+        "in the last 0.1 s is reconciled at once (leading edge); later ones are held until 0.1 s pass "
+        "without a change, or the window passes (trailing edge), so a burst costs a write at its start, "
+        "one per window and one at its end, and no change waits longer than the window. "
+        "auto (default): 2 s; SECONDS: that window; 0: no coalescing, every change at once",
     )
     p.add_argument(
         "--firewall-scope",

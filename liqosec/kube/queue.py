@@ -14,8 +14,11 @@ An item not released by ``add_throttled`` within the last ``window`` seconds is 
 later calls inside the window wait for its end and coalesce into one add there. So an isolated
 change is handed out at once, a burst costs at most one hand-out per window (plus one more when
 a release finds the item being processed: the dirty mark), and no change waits more than
-``window``. ``RateLimitingQueue`` adds ``add_rate_limited``/``forget``/
-``num_requeues`` over a ``RateLimiter``.
+``window``. ``add_coalesced(item, quiet, cap)`` is the debounced form: an item not released in
+the last ``quiet`` seconds is added at once; later changes are held until ``quiet`` seconds pass
+without one, or ``cap`` seconds after the first held one, so a burst of any length costs a
+hand-out at its start, one per ``cap`` while it lasts, and one at its end.
+``RateLimitingQueue`` adds ``add_rate_limited``/``forget``/``num_requeues`` over a ``RateLimiter``.
 
 Caller duties:
 - Call ``done(item)`` after every ``get()`` that returned an item, even when processing fails.
@@ -247,6 +250,9 @@ class DelayingQueue(WorkQueue[T]):
         self._heap: list[tuple[float, int, T]] = []
         self._seq = itertools.count()  # heap tie-break: items need not be orderable
         self._released: dict[T, float] = {}  # add_throttled: when each item was last (or will next be) added
+        # add_coalesced: held items -> (first held change, last change, quiet, cap); their own heap
+        self._held: dict[T, tuple[float, float, float, float]] = {}
+        self._held_heap: list[tuple[float, int, T]] = []
         self._delay_thread = threading.Thread(target=self._delay_loop, name=f"workqueue-delay-{name}", daemon=True)
         self._delay_thread.start()
 
@@ -285,10 +291,50 @@ class DelayingQueue(WorkQueue[T]):
         else:
             self.add_after(item, at - now)
 
+    def add_coalesced(self, item: T, quiet: float, cap: float) -> None:
+        """At once when ``item`` was not released in the last ``quiet`` seconds; else held (see module doc)."""
+        if cap <= 0:
+            self.add(item)
+            return
+        quiet = min(quiet, cap)
+        with self._delay_cond:
+            now = self._clock.now()
+            held = self._held.get(item)
+            last = self._released.get(item)
+            if held is None and (last is None or now >= last + quiet):
+                if len(self._released) > 1024:  # forget items quiet for a while: they are isolated again
+                    self._released = {k: t for k, t in self._released.items() if t + quiet > now}
+                self._released[item] = now
+            else:
+                first = held[0] if held is not None else now
+                self._held[item] = (first, now, quiet, cap)
+                heapq.heappush(self._held_heap, (min(now + quiet, first + cap), next(self._seq), item))
+                self._delay_cond.notify()
+                return
+        self.add(item)
+
+    def _release_held(self, now: float) -> list[T]:
+        """Held items whose quiet time or cap has come; the others go back on their heap."""
+        due: list[T] = []
+        while self._held_heap and self._held_heap[0][0] <= now:
+            _, _, item = heapq.heappop(self._held_heap)
+            held = self._held.get(item)
+            if held is None:
+                continue  # released by an earlier entry
+            first, last, quiet, cap = held
+            at = min(last + quiet, first + cap)
+            if at > now:
+                heapq.heappush(self._held_heap, (at, next(self._seq), item))
+                continue
+            del self._held[item]
+            self._released[item] = now
+            due.append(item)
+        return due
+
     def waiting(self) -> int:
         """Items waiting for their delay to pass."""
         with self._delay_cond:
-            return len(self._ready_at)
+            return len(self._ready_at) + len(self._held)
 
     def _pop_due(self, now: float) -> list[T]:
         due: list[T] = []
@@ -303,11 +349,13 @@ class DelayingQueue(WorkQueue[T]):
         with self._delay_cond:
             while not self.shutting_down():
                 now = self._clock.now()
-                for item in self._pop_due(now):
+                for item in self._pop_due(now) + self._release_held(now):
                     self.add(item)  # lock order: delay_cond then cond, never the reverse
                 wait = MAX_DELAY_LOOP_WAIT
                 if self._heap:
                     wait = min(wait, self._heap[0][0] - now)
+                if self._held_heap:
+                    wait = min(wait, self._held_heap[0][0] - now)
                 self._clock.wait_condition(self._delay_cond, wait)
 
     def _wake_delay_loop(self) -> None:

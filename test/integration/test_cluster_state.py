@@ -130,17 +130,17 @@ def test_a_fault_compiling_one_peering_leaves_the_other_converging(
     kube: KubeClient, two_peerings: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     a, b = two_peerings
-    real = reconcile_module.build
+    real = reconcile_module.compile_inputs
 
-    def faulty(view: Any, pc: Any, caps: Any) -> Any:
-        if pc.name == a:
+    def faulty(inputs: Any, caps: Any) -> Any:
+        if inputs.peering.name == a:
             raise RuntimeError(f"injected fault for {a}")
-        return real(view, pc, caps)
+        return real(inputs, caps)
 
     with running_controller(kube) as run:
         rv_a = wait_for("A settled", lambda: settled(kube, a))
         wait_for("B settled", lambda: settled(kube, b))
-        monkeypatch.setattr(reconcile_module, "build", faulty)
+        monkeypatch.setattr(reconcile_module, "compile_inputs", faulty)
 
         apply(kube, [offloaded_pod("cart-9", f"shop-{a}-{a}", "10.1.7.8", a)])
         bad = wait_for("A to report the fault", lambda: valid(kube, a, "False"))
@@ -158,7 +158,7 @@ def test_a_fault_compiling_one_peering_leaves_the_other_converging(
         assert firewall(kube, a)["metadata"]["resourceVersion"] == rv_a  # type: ignore[index]
         assert len(cluster_state_warnings(kube, a)) == 1
 
-        monkeypatch.setattr(reconcile_module, "build", real)
+        monkeypatch.setattr(reconcile_module, "compile_inputs", real)
         apply(kube, [offloaded_pod("cart-11", f"shop-{a}-{a}", "10.1.7.10", a)])  # the next change brings A back
         wait_for("A valid again", lambda: valid(kube, a, "True"))
         for ip in ("10.1.7.8", "10.1.7.9", "10.1.7.10"):

@@ -350,3 +350,46 @@ class QueueModel(RuleBasedStateMachine):
 
 TestQueueModel = QueueModel.TestCase
 TestQueueModel.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
+
+
+def test_add_coalesced_leading_edge_then_holds_a_burst_until_it_is_quiet() -> None:
+    clock = FakeClock()
+    q: DelayingQueue[str] = DelayingQueue(clock=clock)
+    q.add_coalesced("a", 0.1, 2.0)  # isolated: at once
+    assert len(q) == 1 and q.waiting() == 0
+    q.get()
+    q.done("a")
+    for _ in range(10):  # a burst, 50 ms apart: held while it goes on
+        clock.advance(0.05)
+        q.add_coalesced("a", 0.1, 2.0)
+    assert len(q) == 0 and q.waiting() == 1
+    clock.advance(0.1)  # quiet for 0.1 s: one trailing add
+    wait_until(lambda: len(q) == 1)
+    assert q.waiting() == 0
+    q.get()
+    q.done("a")
+    clock.advance(0.2)
+    q.add_coalesced("a", 0.1, 2.0)  # quiet since the release: isolated again
+    assert len(q) == 1
+    q.add_coalesced("b", 0.1, 2.0)  # per item
+    assert len(q) == 2
+    q.shutdown()
+
+
+def test_add_coalesced_releases_a_long_burst_at_the_cap() -> None:
+    clock = FakeClock()
+    q: DelayingQueue[str] = DelayingQueue(clock=clock)
+    q.add_coalesced("a", 0.1, 0.5)
+    q.get()
+    q.done("a")
+    released = 0
+    for _ in range(40):  # 2 s of changes every 50 ms: never quiet
+        clock.advance(0.05)
+        q.add_coalesced("a", 0.1, 0.5)
+        time.sleep(0.03)  # real time for the delay loop to look at the new time
+        if len(q):
+            q.get()
+            q.done("a")
+            released += 1
+    assert 3 <= released <= 4  # once per cap (0.5 s) while it lasts
+    q.shutdown()
