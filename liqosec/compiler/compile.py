@@ -69,10 +69,20 @@ class FilterRule:
         )
 
     def to_api(self) -> dict[str, object]:
+        """The rule as the CRD spells it. Kept: shared by every object built from this rule, never mutated."""
+        return self._api
+
+    @cached_property
+    def _api(self) -> dict[str, object]:
         match: list[dict[str, object]] = [m.to_api() for m in self.matches]
         if self.ctstate:
             match.insert(0, {"op": "eq", "ctstate": {"value": list(self.ctstate)}})
         return {"name": self.name, "action": self.action, "counter": True, "match": match}
+
+    @cached_property
+    def json_size(self) -> int:
+        """Bytes of the rule as compact JSON, for an object's size without encoding it whole."""
+        return len(json.dumps(self._api, separators=(",", ":")))
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,13 @@ def _boundaries(intervals: tuple[tuple[int, int], ...]) -> list[int]:
 class _Hashes(list[int]):
     """Boundary hashes of one set, with the natural cut points found per target (reused across budgets)."""
 
+    def ends(self, cap: int) -> tuple[int, ...]:
+        """`_chunk_ends` of these hashes, kept per cap: every rectangle with this side asks again."""
+        found: dict[int, tuple[int, ...]] = self.__dict__.setdefault("_ends", {})
+        if cap not in found:
+            found[cap] = _chunk_ends(self, cap)
+        return found[cap]
+
     def natural(self, target: int) -> list[int]:
         found: dict[int, list[int]] = self.__dict__.setdefault("_natural", {})
         if target not in found:
@@ -149,7 +156,8 @@ def _spell(
         return Spelling("any")
     if budget <= 0:
         return None
-    chunks = Spelling("chunks", addresses.intervals, _chunk_ends(hashes, budget))
+    ends = hashes.ends(budget) if isinstance(hashes, _Hashes) else _chunk_ends(hashes, budget)
+    chunks = Spelling("chunks", addresses.intervals, ends)
     if len(holes) <= budget and (chunks.terms > 1 or len(holes) < len(addresses.intervals)):
         return Spelling("holes", holes)
     return chunks

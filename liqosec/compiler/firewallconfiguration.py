@@ -276,26 +276,35 @@ def gather(view: ClusterView, pc: PeeringConnectivity, scope: str = ALL_NODES) -
     return Inputs(pc, peer, clauses, groups, hosted_addresses(view) if scope == PER_NODE else None)
 
 
+def object_size(fc: Mapping[str, Any], rules: tuple[FilterRule, ...]) -> int:
+    """len(json.dumps(fc, separators=(",", ":"))) of a one-chain object holding `rules`, without
+    encoding the rules again (each keeps its own size)."""
+    table = fc["spec"]["table"]
+    hollow = {**fc, "spec": {"table": {**table, "chains": [{**table["chains"][0], "rules": {"filterRules": []}}]}}}
+    return len(json.dumps(hollow, separators=(",", ":"))) + sum(r.json_size for r in rules) + max(0, len(rules) - 1)
+
+
 def compile_inputs(inputs: Inputs, capabilities: Capabilities) -> Outcome:
     """The peering's firewalls: one chain for every node (sharded), or one per node (`hosted` given)."""
     pc, peer, clauses, groups = inputs.peering, inputs.peer, inputs.clauses, inputs.groups
     if inputs.hosted is not None:
         per_node = compile_node_chains(clauses, pc.spec.default_action, groups, capabilities, inputs.hosted)
         chain = per_node.summary
-        objs = tuple(
-            firewall_object(pc, peer, node_chain, s.rules, s.label, node)
+        built = [
+            (firewall_object(pc, peer, node_chain, s.rules, s.label, node), s.rules)
             for node, node_chain in per_node.chains.items()
             if node_chain.rules
             for s in shards(node_chain)
-        )
-        if not objs:  # nothing to drop anywhere: the peering still has its (empty) firewall
-            objs = (firewall_object(pc, peer, chain, ()),)
+        ]
+        if not built:  # nothing to drop anywhere: the peering still has its (empty) firewall
+            built = [(firewall_object(pc, peer, chain, ()), ())]
     else:
         chain = compile_chain(
             clauses, pc.spec.default_action, groups, capabilities, max_expressions=MAX_EXPRESSIONS_PER_FIREWALL
         )
-        objs = tuple(firewall_object(pc, peer, chain, s.rules, s.label) for s in shards(chain))
-    size = max(len(json.dumps(obj, separators=(",", ":"))) for obj in objs)
+        built = [(firewall_object(pc, peer, chain, s.rules, s.label), s.rules) for s in shards(chain)]
+    objs = tuple(obj for obj, _ in built)
+    size = max(object_size(obj, rules) for obj, rules in built)
     if size > MAX_OBJECT_BYTES:
         raise _too_large(pc, size, len(chain.rules))
     return Outcome(peering=pc, peer=peer, groups=groups, chain=chain, firewalls=objs, size_bytes=size)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -128,3 +129,11 @@ def test_a_pod_coming_or_going_rewrites_about_one_shard() -> None:
             after = by_label([p for p in pods if p != gone])
         rewritten.append(sum(1 for label in before.keys() | after.keys() if before.get(label) != after.get(label)))
     assert max(rewritten) <= 3 and sum(rewritten) / len(rewritten) <= 1.5, rewritten
+
+
+def test_object_size_is_the_compact_json_length() -> None:
+    for pods in ([], scattered(30), scattered(2000, seed=2)):
+        chain = compile_chain(ISOLATE, Action.ALLOW, groups(pods), Capabilities(), max_expressions=1500)
+        for s in fcmod.shards(chain):
+            fc = fcmod.firewall_object(PC, "rome", chain, s.rules, s.label)
+            assert fcmod.object_size(fc, s.rules) == len(json.dumps(fc, separators=(",", ":")))
