@@ -12,14 +12,16 @@ Addresses (`AddressPlan`): every pod IP the run hands out is drawn once and neve
 deleted pod's address cannot be confused with a new pod's:
 - `scattered` (default): uniformly at random over the /16, the worst case for aggregation;
   Node objects carry no podCIDR.
-- `per-node`: node i owns 10.1.i.0/24 (its spec.podCIDR) and its pods' IPs come from it, at
-  random within the /24.
+- `per-node`: node i owns the i-th /24 of the /16 (10.1.i.0/24; bigger blocks when the run needs
+  more addresses than /24s hold), its spec.podCIDR, and its pods' IPs come from it, at random.
 Bulk pods go to the Node objects round-robin, churn pods to a random node.
 """
 
 from __future__ import annotations
 
 import copy
+import ipaddress
+import math
 import random
 import threading
 import time
@@ -44,7 +46,6 @@ SERVICE_ACCOUNTS = ResourceRef("", "v1", "serviceaccounts", True, "ServiceAccoun
 CREATE_THREADS = 8
 SERVICE_ACCOUNT_WAIT_S = 60.0
 MAX_PEERINGS = 150  # remote pod CIDRs 10.71.0.0/16 .. 10.220.0.0/16
-MAX_PER_NODE_NODES = 256  # 10.1.i.0/24
 
 
 @dataclass(frozen=True)
@@ -99,44 +100,71 @@ def pod_namespace(peer: str) -> str:
 
 
 class AddressPlan:
-    """Hands out pod IPs of 10.1.0.0/16, each once; thread-safe."""
+    """Hands out pod IPs of 10.1.0.0/16, each once; thread-safe.
 
-    def __init__(self, layout: str, nodes: list[str], seed: int = 7) -> None:
+    `per-node`: node i owns the i-th block of the /16, a /24 unless `capacity` (addresses the run
+    will hand out in all) needs bigger blocks, with 30% to spare for churn's random node choice.
+    """
+
+    def __init__(self, layout: str, nodes: list[str], seed: int = 7, capacity: int = 0) -> None:
         if layout not in ("scattered", "per-node"):
             raise ValueError(f"layout must be scattered or per-node, got {layout!r}")
-        if layout == "per-node" and len(nodes) > MAX_PER_NODE_NODES:
-            raise ValueError(f"per-node layout holds at most {MAX_PER_NODE_NODES} nodes (a /24 each)")
         self.layout = layout
         self.nodes = nodes
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._next_node = 0
+        self.prefix = 24
         if layout == "scattered":
             pool = [f"10.1.{a}.{b}" for a in range(256) for b in range(1, 255)]
             pool.remove(OTHER_IP)
             self._rng.shuffle(pool)
             self._pools = {"*": pool}
-        else:
-            self._pools = {}
-            for i, node in enumerate(nodes):
-                pool = [f"10.1.{i}.{b}" for b in range(2, 255)]  # .1: the node's gateway
-                if OTHER_IP in pool:
-                    pool.remove(OTHER_IP)
-                self._rng.shuffle(pool)
-                self._pools[node] = pool
+            return
+        per_node = math.ceil(1.3 * capacity / len(nodes))
+        while per_node > 2 ** (32 - self.prefix) - 3 and self.prefix > 16:
+            self.prefix -= 1
+        size = 2 ** (32 - self.prefix)
+        if len(nodes) * size > 2**16:
+            raise ValueError(
+                f"per-node layout: {len(nodes)} nodes of /{self.prefix} (for {capacity} addresses) "
+                "do not fit in 10.1.0.0/16: more nodes per address, or fewer pods"
+            )
+        self._pools = {}
+        base = int(ipaddress.IPv4Address("10.1.0.0"))
+        for i, node in enumerate(nodes):
+            start = base + i * size
+            # not the block's network, gateway (.1) or broadcast address
+            pool = [str(ipaddress.IPv4Address(a)) for a in range(start + 2, start + size - 1)]
+            if OTHER_IP in pool:
+                pool.remove(OTHER_IP)
+            self._rng.shuffle(pool)
+            self._pools[node] = pool
 
     def pod_cidr(self, node: str) -> str | None:
-        return f"10.1.{self.nodes.index(node)}.0/24" if self.layout == "per-node" else None
+        if self.layout != "per-node":
+            return None
+        size = 2 ** (32 - self.prefix)
+        start = int(ipaddress.IPv4Address("10.1.0.0")) + self.nodes.index(node) * size
+        return f"{ipaddress.IPv4Address(start)}/{self.prefix}"
+
+    def _has_room(self, node: str) -> bool:
+        return bool(self._pools["*" if self.layout == "scattered" else node])
 
     def next_node(self) -> str:
+        """Round-robin over the nodes (skipping a per-node block that is used up)."""
         with self._lock:
-            node = self.nodes[self._next_node % len(self.nodes)]
-            self._next_node += 1
+            for _ in range(len(self.nodes)):
+                node = self.nodes[self._next_node % len(self.nodes)]
+                self._next_node += 1
+                if self._has_room(node):
+                    return node
             return node
 
     def random_node(self) -> str:
         with self._lock:
-            return self._rng.choice(self.nodes)
+            roomy = [n for n in self.nodes if self._has_room(n)]
+            return self._rng.choice(roomy or self.nodes)
 
     def take(self, node: str) -> str:
         with self._lock:

@@ -111,7 +111,8 @@ class Bench:
         self.args = args
         self.t0 = time.monotonic()
         self.peers = peer_names(scale.peerings)
-        self.plan = AddressPlan(args.layout, node_names(scale.nodes), seed=args.seed)
+        capacity = scale.pods + scale.rounds + int(scale.churn_rate * scale.churn_seconds) + scale.burst
+        self.plan = AddressPlan(args.layout, node_names(scale.nodes), seed=args.seed, capacity=capacity)
         self.rng = random.Random(args.seed)
         self.lock = threading.Lock()
         self.pods: dict[str, PodRef] = {}  # every pod with an IP the bench made, by name (in the group or not)

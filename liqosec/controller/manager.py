@@ -53,11 +53,13 @@ SYNC_POLL_SECONDS = 0.1
 # ones are held until the peering has been quiet for QUIET_SECONDS, or for at most
 # the window since the first held one (trailing edge). A burst thus costs a write
 # at its start, one per window while it lasts and one at its end, whatever its
-# length; an isolated change waits for nothing. Policy changes skip it. Our own
-# FirewallConfiguration writes echo back as events: coalesced too, so echoes and
-# agents' status reports join a burst instead of each costing a reconcile.
+# length; an isolated change waits for nothing. Policy changes skip it.
+# FirewallConfiguration events (echoes of our writes, agents' Applied reports)
+# follow: inside a held burst they wait for its release, without extending it;
+# otherwise they are reconciled at once (cheap: the inputs did not change), so
+# Ready moves on without starting a burst of their own.
 BATCH_SECONDS = 2.0  # `--batch-window auto`: the longest a change waits while a burst goes on
-QUIET_SECONDS = 0.1  # a burst ends after this long without a change
+QUIET_SECONDS = 0.2  # a burst ends after this long without a change
 BATCHED_KINDS = frozenset({"Pod", "EndpointSlice", "FirewallConfiguration"})
 
 
@@ -172,7 +174,8 @@ class Controller:
     def _enqueuer(self, kind: str) -> Callable[[str], None]:
         window = self.batch_window()
         if kind in BATCHED_KINDS and window > 0:
-            return lambda key: self.queue.add_coalesced(key, min(QUIET_SECONDS, window), window)
+            follow = kind == "FirewallConfiguration"  # echoes and agents' reports: not news
+            return lambda key: self.queue.add_coalesced(key, min(QUIET_SECONDS, window), window, follow=follow)
         return self.queue.add
 
     def batch_window(self) -> float:

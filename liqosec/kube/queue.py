@@ -291,8 +291,12 @@ class DelayingQueue(WorkQueue[T]):
         else:
             self.add_after(item, at - now)
 
-    def add_coalesced(self, item: T, quiet: float, cap: float) -> None:
-        """At once when ``item`` was not released in the last ``quiet`` seconds; else held (see module doc)."""
+    def add_coalesced(self, item: T, quiet: float, cap: float, *, follow: bool = False) -> None:
+        """At once when ``item`` was not released in the last ``quiet`` seconds; else held (see module doc).
+
+        ``follow``: a consequence of earlier work (an echo of our own write), not news: it joins a
+        held burst without extending it, and otherwise is added at once without starting one.
+        """
         if cap <= 0:
             self.add(item)
             return
@@ -300,17 +304,20 @@ class DelayingQueue(WorkQueue[T]):
         with self._delay_cond:
             now = self._clock.now()
             held = self._held.get(item)
-            last = self._released.get(item)
-            if held is None and (last is None or now >= last + quiet):
+            if follow:
+                if held is not None:
+                    return  # the burst's release reads everything, this included
+            else:
+                last = self._released.get(item)
+                if held is not None or (last is not None and now < last + quiet):
+                    first = held[0] if held is not None else now
+                    self._held[item] = (first, now, quiet, cap)
+                    heapq.heappush(self._held_heap, (min(now + quiet, first + cap), next(self._seq), item))
+                    self._delay_cond.notify()
+                    return
                 if len(self._released) > 1024:  # forget items quiet for a while: they are isolated again
                     self._released = {k: t for k, t in self._released.items() if t + quiet > now}
                 self._released[item] = now
-            else:
-                first = held[0] if held is not None else now
-                self._held[item] = (first, now, quiet, cap)
-                heapq.heappush(self._held_heap, (min(now + quiet, first + cap), next(self._seq), item))
-                self._delay_cond.notify()
-                return
         self.add(item)
 
     def _release_held(self, now: float) -> list[T]:

@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.parse
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -206,12 +207,18 @@ def wait_converged(cluster: KindCluster, peer: str, timeout: float = RECONCILE_T
 
 
 # ------------------------------------------------------------------------------------------ seeding
-def seed_example(cluster: KindCluster, path: Path) -> list[str]:
+@dataclass
+class Seed:
+    pods: list[str]  # "namespace/name"
+    policies: list[dict[str, Any]]  # applied once liqosec's chart has installed their CRD
+
+
+def seed_example(cluster: KindCluster, path: Path) -> Seed:
     """An example's objects as cluster objects: its pods become real pods (same names, namespaces and
     Liqo labels) spread over the nodes as the example spreads them, the pod-cidr Network names the
     real pod subnet, statuses are written through the status subresource, and addresses of the
     example's pods elsewhere (EndpointSlices) become the real pods' addresses. The
-    PeeringConnectivities are applied last. Returns the pods as "namespace/name"."""
+    PeeringConnectivities are returned, to apply once their CRD is installed (by the chart)."""
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
     nodes = cluster.node_names()
     node_of: dict[str, str] = {}
@@ -255,8 +262,10 @@ def seed_example(cluster: KindCluster, path: Path) -> list[str]:
         elif d["kind"] == "Service":
             spec = {k: v for k, v in d.get("spec", {}).items() if k not in ("clusterIP", "clusterIPs")}
             cluster.apply([{**d, "spec": spec}])
-    cluster.apply([d for d in docs if d["kind"] == "PeeringConnectivity"])
-    return [f"{d['metadata']['namespace']}/{d['metadata']['name']}" for d in pods]
+    return Seed(
+        pods=[f"{d['metadata']['namespace']}/{d['metadata']['name']}" for d in pods],
+        policies=[d for d in docs if d["kind"] == "PeeringConnectivity"],
+    )
 
 
 # ------------------------------------------------------------------------------------------ traffic
@@ -314,19 +323,20 @@ def nodes_of(cluster: KindCluster, pods: list[str]) -> set[str]:
 
 # ----------------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def seeded(cluster: KindCluster) -> list[str]:
+def seeded(cluster: KindCluster) -> Seed:
     """Seed Example 1 (provider isolates what rome offloaded) before liqosec is installed."""
     with step("seed Example 1"):
         return seed_example(cluster, EXAMPLE)
 
 
 @pytest.fixture(scope="module")
-def release(e2e: Session, seeded: list[str]) -> Iterator[float]:
+def release(e2e: Session, seeded: Seed) -> Iterator[float]:
     """`helm install` of chart/ (2 replicas, leader election); yields seconds to the first Ready peering."""
     cluster = e2e.kind
     with step("helm install"):
         start = time.monotonic()
         cluster.install_liqosec(IMAGE, "--set", "logLevel=debug")
+        cluster.apply(seeded.policies)
         cluster.wait_for_a_ready_replica()
     with step("convergence (first Ready peering)"):
         wait_converged(cluster, "rome", timeout=300)
@@ -337,8 +347,8 @@ def release(e2e: Session, seeded: list[str]) -> Iterator[float]:
 
 
 @pytest.fixture(scope="module")
-def pods(seeded: list[str], release: float) -> list[str]:
-    return seeded
+def pods(seeded: Seed, release: float) -> list[str]:
+    return seeded.pods
 
 
 # ------------------------------------------------------------------------------------------- tests

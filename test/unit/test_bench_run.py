@@ -133,6 +133,17 @@ def test_per_node_plan_runs_out_with_a_clear_error() -> None:
         plan.take("worker-1")
 
 
+def test_per_node_blocks_grow_with_the_addresses_needed() -> None:
+    nodes = [f"worker-{i + 1}" for i in range(10)]
+    assert AddressPlan("per-node", nodes, capacity=1_000).pod_cidr("worker-2") == "10.1.1.0/24"
+    plan = AddressPlan("per-node", nodes, capacity=3_120)  # the 1k scale: 1,000 + 20 + 300 + 2,000
+    assert (plan.pod_cidr("worker-1"), plan.pod_cidr("worker-2")) == ("10.1.0.0/23", "10.1.2.0/23")
+    taken = [plan.take(plan.next_node()) for _ in range(3_120)]
+    assert len(set(taken)) == 3_120
+    with pytest.raises(ValueError, match="do not fit"):
+        AddressPlan("per-node", [f"n{i}" for i in range(100)], capacity=100_000)
+
+
 def test_peerings_are_example_1_with_distinct_remote_cidrs() -> None:
     objs = peering_objects(peer_names(3))
     pcs = [o for o in objs if o["kind"] == "PeeringConnectivity"]

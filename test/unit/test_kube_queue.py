@@ -393,3 +393,24 @@ def test_add_coalesced_releases_a_long_burst_at_the_cap() -> None:
             released += 1
     assert 3 <= released <= 4  # once per cap (0.5 s) while it lasts
     q.shutdown()
+
+
+def test_add_coalesced_follow_neither_starts_nor_extends_a_burst() -> None:
+    clock = FakeClock()
+    q: DelayingQueue[str] = DelayingQueue(clock=clock)
+    q.add_coalesced("a", 0.1, 2.0)
+    q.get()
+    q.done("a")
+    q.add_coalesced("a", 0.1, 2.0, follow=True)  # an echo right after: at once, no burst
+    assert len(q) == 1 and q.waiting() == 0
+    q.get()
+    q.done("a")
+    clock.advance(0.01)
+    q.add_coalesced("a", 0.1, 2.0)  # news inside the quiet time: held
+    assert q.waiting() == 1
+    clock.advance(0.05)
+    q.add_coalesced("a", 0.1, 2.0, follow=True)  # joins the held burst, does not extend it
+    assert len(q) == 0 and q.waiting() == 1
+    clock.advance(0.06)  # 0.11 s after the held change: released
+    wait_until(lambda: len(q) == 1)
+    q.shutdown()
