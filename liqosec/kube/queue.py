@@ -14,10 +14,11 @@ An item not released by ``add_throttled`` within the last ``window`` seconds is 
 later calls inside the window wait for its end and coalesce into one add there. So an isolated
 change is handed out at once, a burst costs at most one hand-out per window (plus one more when
 a release finds the item being processed: the dirty mark), and no change waits more than
-``window``. ``add_coalesced(item, quiet, cap)`` is the debounced form: an item not released in
-the last ``quiet`` seconds is added at once; later changes are held until ``quiet`` seconds pass
-without one, or ``cap`` seconds after the first held one, so a burst of any length costs a
-hand-out at its start, one per ``cap`` while it lasts, and one at its end.
+``window``. ``add_coalesced(item, quiet, cap)`` adapts: changes to an item are added at once
+until they come as a burst (several within ``quiet`` seconds); a burst is held until ``quiet``
+seconds pass without a change, or ``cap`` seconds after its first held change, so a burst of any
+length costs the hand-outs before it was recognised, one per ``cap`` while it lasts, and one at
+its end, while steady changes slower than that wait for nothing.
 ``RateLimitingQueue`` adds ``add_rate_limited``/``forget``/``num_requeues`` over a ``RateLimiter``.
 
 Caller duties:
@@ -250,7 +251,9 @@ class DelayingQueue(WorkQueue[T]):
         self._heap: list[tuple[float, int, T]] = []
         self._seq = itertools.count()  # heap tie-break: items need not be orderable
         self._released: dict[T, float] = {}  # add_throttled: when each item was last (or will next be) added
-        # add_coalesced: held items -> (first held change, last change, quiet, cap); their own heap
+        # add_coalesced: held items -> (first held change, last change, quiet, cap); their own heap;
+        # each item's latest change times (to tell a burst)
+        self._recent: dict[T, list[float]] = {}
         self._held: dict[T, tuple[float, float, float, float]] = {}
         self._held_heap: list[tuple[float, int, T]] = []
         self._delay_thread = threading.Thread(target=self._delay_loop, name=f"workqueue-delay-{name}", daemon=True)
@@ -291,11 +294,13 @@ class DelayingQueue(WorkQueue[T]):
         else:
             self.add_after(item, at - now)
 
-    def add_coalesced(self, item: T, quiet: float, cap: float, *, follow: bool = False) -> None:
-        """At once when ``item`` was not released in the last ``quiet`` seconds; else held (see module doc).
+    def add_coalesced(self, item: T, quiet: float, cap: float, *, burst: int = 4, follow: bool = False) -> None:
+        """At once unless ``item`` is in a burst; then held (see module doc).
 
-        ``follow``: a consequence of earlier work (an echo of our own write), not news: it joins a
-        held burst without extending it, and otherwise is added at once without starting one.
+        A burst is ``burst`` changes or more within ``quiet`` seconds. Slower changes are each
+        added at once (one arriving while the item is processed is its dirty mark: one more
+        pass right after). ``follow``: a consequence of earlier work (an echo of our own write),
+        not news: it joins a held burst without extending it, and otherwise is added at once.
         """
         if cap <= 0:
             self.add(item)
@@ -308,16 +313,16 @@ class DelayingQueue(WorkQueue[T]):
                 if held is not None:
                     return  # the burst's release reads everything, this included
             else:
-                last = self._released.get(item)
-                if held is not None or (last is not None and now < last + quiet):
+                recent = [t for t in self._recent.get(item, ()) if t > now - quiet][-(burst - 1) :] + [now]
+                self._recent[item] = recent
+                if len(self._recent) > 1024:  # forget items quiet for a while
+                    self._recent = {k: v for k, v in self._recent.items() if v[-1] > now - quiet}
+                if held is not None or len(recent) >= burst:
                     first = held[0] if held is not None else now
                     self._held[item] = (first, now, quiet, cap)
                     heapq.heappush(self._held_heap, (min(now + quiet, first + cap), next(self._seq), item))
                     self._delay_cond.notify()
                     return
-                if len(self._released) > 1024:  # forget items quiet for a while: they are isolated again
-                    self._released = {k: t for k, t in self._released.items() if t + quiet > now}
-                self._released[item] = now
         self.add(item)
 
     def _release_held(self, now: float) -> list[T]:
@@ -334,7 +339,6 @@ class DelayingQueue(WorkQueue[T]):
                 heapq.heappush(self._held_heap, (at, next(self._seq), item))
                 continue
             del self._held[item]
-            self._released[item] = now
             due.append(item)
         return due
 

@@ -352,26 +352,30 @@ TestQueueModel = QueueModel.TestCase
 TestQueueModel.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
 
 
-def test_add_coalesced_leading_edge_then_holds_a_burst_until_it_is_quiet() -> None:
+def test_add_coalesced_adds_slow_changes_at_once_and_holds_a_burst_until_it_is_quiet() -> None:
     clock = FakeClock()
     q: DelayingQueue[str] = DelayingQueue(clock=clock)
-    q.add_coalesced("a", 0.1, 2.0)  # isolated: at once
-    assert len(q) == 1 and q.waiting() == 0
+    for _ in range(5):  # steady changes 0.1 s apart: fewer than 4 within 0.2 s, each at once
+        q.add_coalesced("a", 0.2, 2.0)
+        assert len(q) == 1 and q.waiting() == 0
+        q.get()
+        q.done("a")
+        clock.advance(0.1)
+    clock.advance(1)
+    for _ in range(10):  # a burst, 20 ms apart: the first three at once (coalesced), then held
+        q.add_coalesced("a", 0.2, 2.0)
+        clock.advance(0.02)
+    assert len(q) == 1 and q.waiting() == 1
     q.get()
     q.done("a")
-    for _ in range(10):  # a burst, 50 ms apart: held while it goes on
-        clock.advance(0.05)
-        q.add_coalesced("a", 0.1, 2.0)
-    assert len(q) == 0 and q.waiting() == 1
-    clock.advance(0.1)  # quiet for 0.1 s: one trailing add
+    clock.advance(0.2)  # quiet for 0.2 s: one trailing add
     wait_until(lambda: len(q) == 1)
     assert q.waiting() == 0
     q.get()
     q.done("a")
-    clock.advance(0.2)
-    q.add_coalesced("a", 0.1, 2.0)  # quiet since the release: isolated again
+    q.add_coalesced("a", 0.2, 2.0)  # after the burst: at once again
     assert len(q) == 1
-    q.add_coalesced("b", 0.1, 2.0)  # per item
+    q.add_coalesced("b", 0.2, 2.0)  # per item
     assert len(q) == 2
     q.shutdown()
 
@@ -379,38 +383,33 @@ def test_add_coalesced_leading_edge_then_holds_a_burst_until_it_is_quiet() -> No
 def test_add_coalesced_releases_a_long_burst_at_the_cap() -> None:
     clock = FakeClock()
     q: DelayingQueue[str] = DelayingQueue(clock=clock)
-    q.add_coalesced("a", 0.1, 0.5)
-    q.get()
-    q.done("a")
     released = 0
-    for _ in range(40):  # 2 s of changes every 50 ms: never quiet
+    for _ in range(60):  # 3 s of changes every 50 ms: a burst that is never quiet for 0.2 s
+        q.add_coalesced("a", 0.2, 0.5)
         clock.advance(0.05)
-        q.add_coalesced("a", 0.1, 0.5)
         time.sleep(0.03)  # real time for the delay loop to look at the new time
         if len(q):
             q.get()
             q.done("a")
             released += 1
-    assert 3 <= released <= 4  # once per cap (0.5 s) while it lasts
+    assert 6 <= released <= 9  # the first few at once, then once per cap (0.5 s)
     q.shutdown()
 
 
 def test_add_coalesced_follow_neither_starts_nor_extends_a_burst() -> None:
     clock = FakeClock()
     q: DelayingQueue[str] = DelayingQueue(clock=clock)
-    q.add_coalesced("a", 0.1, 2.0)
-    q.get()
-    q.done("a")
-    q.add_coalesced("a", 0.1, 2.0, follow=True)  # an echo right after: at once, no burst
+    q.add_coalesced("a", 0.1, 2.0, follow=True)  # an echo: at once
     assert len(q) == 1 and q.waiting() == 0
     q.get()
     q.done("a")
-    clock.advance(0.01)
-    q.add_coalesced("a", 0.1, 2.0)  # news inside the quiet time: held
+    for _ in range(4):  # news, a burst: held from the fourth
+        q.add_coalesced("a", 0.1, 2.0)
+        clock.advance(0.01)
     assert q.waiting() == 1
     clock.advance(0.05)
     q.add_coalesced("a", 0.1, 2.0, follow=True)  # joins the held burst, does not extend it
-    assert len(q) == 0 and q.waiting() == 1
-    clock.advance(0.06)  # 0.11 s after the held change: released
-    wait_until(lambda: len(q) == 1)
+    assert q.waiting() == 1
+    clock.advance(0.06)  # 0.1 s after the last news: released
+    wait_until(lambda: q.waiting() == 0)
     q.shutdown()
