@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -144,6 +146,9 @@ def test_a_controller_that_never_converges_fails_with_a_message(tmp_path: Path) 
         timeout=300,
         cwd=ROOT,
     )
+    kept = re.search(r"controller logs kept in (\S+)\)", proc.stderr)
+    if kept:
+        shutil.rmtree(kept.group(1), ignore_errors=True)
     assert proc.returncode == 1
     assert "did not cover every pod within" in proc.stderr and "rome: 50 of 50 pods uncovered" in proc.stderr
     [run] = json.loads((tmp_path / "r.json").read_text())["runs"]
