@@ -211,7 +211,16 @@ def peering_objects(peers: list[str]) -> list[dict[str, Any]]:
         pc = copy.deepcopy(pc_t)
         pc["metadata"] = {"name": peer, "namespace": tenant_namespace(peer)}
         app_ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": pod_namespace(peer)}}
-        out += [ns, app_ns, conf, pc]
+        # Liqo also keeps the peer's pod CIDR as a Network `<peer>-pod` in the tenant namespace: liqosec
+        # reads the Configuration first, the Go original only this.
+        remote = {
+            "apiVersion": "ipam.liqo.io/v1alpha1",
+            "kind": "Network",
+            "metadata": {"name": f"{peer}-pod", "namespace": tenant_namespace(peer)},
+            "spec": {"cidr": f"10.{71 + k}.0.0/16"},
+            "status": {"cidr": f"10.{71 + k}.0.0/16"},
+        }
+        out += [ns, app_ns, conf, pc, remote]
     return out
 
 

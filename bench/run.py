@@ -266,7 +266,12 @@ class Bench:
             stack.callback(self.sampler.stop)
             with self.phase("control plane"):
                 self.cp = stack.enter_context(ControlPlane(binaries))
-                self.cp.install_crds([REPO / "hack" / "liqo-crds", REPO / "manifests" / "crds"])
+                crds = (
+                    [Path(d) for d in self.args.crds]
+                    if self.args.crds
+                    else [REPO / "hack" / "liqo-crds", REPO / "manifests" / "crds"]
+                )
+                self.cp.install_crds(crds)
             self.kube = RestKubeClient(stack.enter_context(self.cp.api_client()))
             watch_kube = RestKubeClient(stack.enter_context(self.cp.api_client()))
             api_kube = RestKubeClient(stack.enter_context(self.cp.api_client()))
@@ -729,6 +734,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument(
+        "--crds",
+        action="append",
+        metavar="DIR",
+        help="install these CRD directories instead of Liqo's (hack/liqo-crds) and ours: for --controller-cmd",
+    )
     p.add_argument("--quiet", type=float, help="seconds without a firewall write that count as settled")
     p.add_argument("--ready-wait", type=float, default=5.0, help="for a command without {health_port}")
     for f, kind in (

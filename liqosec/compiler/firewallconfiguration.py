@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -268,12 +268,18 @@ class Inputs:
     hosted: Mapping[str, AddressSet] | None  # per node (per-node scope only)
 
 
-def gather(view: ClusterView, pc: PeeringConnectivity, scope: str = ALL_NODES) -> Inputs:
-    """Read the cluster for one peering: its peer, its groups' addresses and, per node, the node's."""
+def gather(
+    view: ClusterView,
+    pc: PeeringConnectivity,
+    scope: str = ALL_NODES,
+    hosted: Callable[[ClusterView], Mapping[str, AddressSet]] = hosted_addresses,
+) -> Inputs:
+    """Read the cluster for one peering: its peer, its groups' addresses and, per node, the node's
+    (`hosted`: the same for every peering, so a caller may keep it between peerings)."""
     peer = peer_of(view, pc)
     clauses = tuple(clauses_of(pc.spec))
     groups = resolve_groups(view, peer, pc.namespace, namespaces=namespaces_of(clauses))
-    return Inputs(pc, peer, clauses, groups, hosted_addresses(view) if scope == PER_NODE else None)
+    return Inputs(pc, peer, clauses, groups, hosted(view) if scope == PER_NODE else None)
 
 
 def object_size(fc: Mapping[str, Any], rules: tuple[FilterRule, ...]) -> int:

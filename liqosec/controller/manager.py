@@ -48,18 +48,18 @@ from liqosec.kube.store import Store
 # How often `run` looks at informer sync and the stop flag while starting.
 SYNC_POLL_SECONDS = 0.1
 # Pods and endpoints churn in bursts (a rollout, a scale-up). Their changes are
-# coalesced per peering (the queue's `add_coalesced`): changes slower than a burst
-# are reconciled at once, and one arriving during a reconcile runs right after it
-# (the queue's dirty mark). Four or more within QUIET_SECONDS make a burst: it is
-# held until the peering has been quiet for QUIET_SECONDS, or for at most the
-# window since its first held change. A burst thus costs a write or two at its
-# start, one per window while it lasts and one at its end, whatever its length;
-# steady churn and isolated changes wait for nothing. Policy changes skip it.
+# coalesced per peering (the queue's `add_coalesced`): a change is reconciled at
+# once unless the peering is being reconciled or the changes come as a burst (four
+# or more within QUIET_SECONDS); then it is held until the peering has been quiet
+# for QUIET_SECONDS, or for at most the window since the first held change. A
+# burst thus costs a write at its start, one per window while it lasts and one at
+# its end, whatever its length; steady churn and isolated changes wait for
+# nothing. Policy changes skip it.
 # FirewallConfiguration events (echoes of our writes, agents' Applied reports)
 # follow: inside a held burst they wait for its release, without extending it;
 # otherwise they are reconciled at once (cheap: the inputs did not change), so
 # Ready moves on without starting a burst of their own.
-BATCH_SECONDS = 2.0  # `--batch-window auto`: the longest a change waits while a burst goes on
+BATCH_SECONDS = 5.0  # `--batch-window auto`: the longest a change waits while a burst goes on
 QUIET_SECONDS = 0.2  # a burst ends after this long without a change
 BATCHED_KINDS = frozenset({"Pod", "EndpointSlice", "FirewallConfiguration"})
 

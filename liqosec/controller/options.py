@@ -46,11 +46,11 @@ def add_run_parser(sub: Any) -> None:
         type=parse_batch_window,
         default=None,
         metavar="auto|SECONDS",
-        help="how pod, endpoint and firewall changes coalesce, per peering: changes are reconciled at once "
-        "until four or more come within 0.2 s (a burst); a burst is held until 0.2 s pass without a change, "
-        "or the window passes, so it costs a write or two at its start, one per window and one at its end, "
-        "and no change waits longer than the window. auto (default): 2 s; SECONDS: that window; "
-        "0: no coalescing beyond the queue's",
+        help="how pod, endpoint and firewall changes coalesce, per peering: a change is reconciled at once "
+        "unless the peering is being reconciled or four or more changes came within 0.2 s (a burst); then it "
+        "is held until 0.2 s pass without a change, or the window passes, so a burst costs a write at its "
+        "start, one per window and one at its end, and no change waits longer than the window. "
+        "auto (default): 5 s; SECONDS: that window; 0: no holding",
     )
     p.add_argument(
         "--firewall-scope",

@@ -55,7 +55,9 @@ from liqosec.controller.status import (
     rollout,
     valid_conditions,
 )
+from liqosec.firewall.addresses import AddressSet
 from liqosec.firewall.capabilities import Capabilities
+from liqosec.groups.resolve import hosted_addresses
 from liqosec.groups.view import ClusterStateError
 from liqosec.kube import errors
 from liqosec.kube.client import JsonDict, KubeClient
@@ -155,6 +157,7 @@ class Reconciler:
         # The last compile per key, reused while its inputs are equal (compiling is most of a
         # reconcile's CPU; reading the inputs is a few lookups in the caches).
         self._compiled: dict[str, tuple[Inputs, Capabilities, Outcome]] = {}
+        self._hosted_kept: tuple[tuple[int, int], Mapping[str, AddressSet]] | None = None
         # The last warning emitted per key: the status in the cache may lag our own write,
         # and one problem must make one Event, not one per pass.
         self._warned: dict[str, str] = {}
@@ -191,6 +194,14 @@ class Reconciler:
         conds = valid_conditions(outcome, stateful=caps.ctstate, progress=progress)
         self._write_status(key, obj, conds, outcome, log, progress)
         return wait
+
+    def _hosted(self, view: Any) -> Mapping[str, AddressSet]:
+        """Per-node addresses, derived once per change of the pods or nodes, not once per peering."""
+        stamp = (self._view.generation("Pod"), self._view.generation("Node"))
+        kept = self._hosted_kept
+        if kept is None or kept[0] != stamp or stamp[0] < 0:
+            kept = self._hosted_kept = (stamp, hosted_addresses(view))
+        return kept[1]
 
     def _set_finalizer(self, obj: Mapping[str, Any], *, present: bool) -> None:
         """Our finalizer holds a deleted peering until its firewalls are retired (see `retire`)."""
@@ -229,7 +240,7 @@ class Reconciler:
                 Invalid("Conflict", f"metadata.name: the peering of {namespace!r} is already governed by {winner!r}")
             )
         try:
-            inputs = gather(self._view, parse_peering_connectivity(obj), self._scope)
+            inputs = gather(self._view, parse_peering_connectivity(obj), self._scope, self._hosted)
             last = self._compiled.get(key)
             if last is not None and last[0] == inputs and last[1] == caps:
                 return last[2]  # an echo of our own write, a resync, a change resolution does not read

@@ -172,6 +172,11 @@ class StoreView:
             return store.list()
         return store.by_index(NAMESPACE_INDEX, namespace)
 
+    def generation(self, kind: str) -> int:
+        """The kind's store generation (-1 when not watched): equal, nothing of that kind changed."""
+        store = self._stores.get(kind)
+        return -1 if store is None else store.generation
+
     def by_label(self, kind: str, key: str, value: str) -> Iterable[Obj]:
         """Raises `MissingIndex` when `kind` is not indexed by `key`: a silent scan would hide a wiring bug."""
         store = self._store(kind)

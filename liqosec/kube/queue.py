@@ -14,11 +14,11 @@ An item not released by ``add_throttled`` within the last ``window`` seconds is 
 later calls inside the window wait for its end and coalesce into one add there. So an isolated
 change is handed out at once, a burst costs at most one hand-out per window (plus one more when
 a release finds the item being processed: the dirty mark), and no change waits more than
-``window``. ``add_coalesced(item, quiet, cap)`` adapts: changes to an item are added at once
-until they come as a burst (several within ``quiet`` seconds); a burst is held until ``quiet``
-seconds pass without a change, or ``cap`` seconds after its first held change, so a burst of any
-length costs the hand-outs before it was recognised, one per ``cap`` while it lasts, and one at
-its end, while steady changes slower than that wait for nothing.
+``window``. ``add_coalesced(item, quiet, cap)`` adapts: a change to an item is added at once
+unless the item is being processed or the changes come as a burst (several within ``quiet``
+seconds); then it is held until ``quiet`` seconds pass without a change, or ``cap`` seconds after
+the first held change. A burst of any length costs a hand-out at its start, one per ``cap`` while
+it lasts and one at its end; steady changes slower than a burst wait for nothing.
 ``RateLimitingQueue`` adds ``add_rate_limited``/``forget``/``num_requeues`` over a ``RateLimiter``.
 
 Caller duties:
@@ -295,12 +295,12 @@ class DelayingQueue(WorkQueue[T]):
             self.add_after(item, at - now)
 
     def add_coalesced(self, item: T, quiet: float, cap: float, *, burst: int = 4, follow: bool = False) -> None:
-        """At once unless ``item`` is in a burst; then held (see module doc).
+        """At once unless ``item`` is being processed or in a burst; then held (see module doc).
 
-        A burst is ``burst`` changes or more within ``quiet`` seconds. Slower changes are each
-        added at once (one arriving while the item is processed is its dirty mark: one more
-        pass right after). ``follow``: a consequence of earlier work (an echo of our own write),
-        not news: it joins a held burst without extending it, and otherwise is added at once.
+        A burst is ``burst`` changes or more within ``quiet`` seconds. A change arriving while the
+        item is processed is held too: with what follows it, it makes the next pass. ``follow``:
+        a consequence of earlier work (an echo of our own write), not news: it joins a held burst
+        without extending it, and otherwise is added at once.
         """
         if cap <= 0:
             self.add(item)
@@ -317,7 +317,9 @@ class DelayingQueue(WorkQueue[T]):
                 self._recent[item] = recent
                 if len(self._recent) > 1024:  # forget items quiet for a while
                     self._recent = {k: v for k, v in self._recent.items() if v[-1] > now - quiet}
-                if held is not None or len(recent) >= burst:
+                with self._cond:  # lock order: delay_cond then cond
+                    busy = item in self._processing
+                if held is not None or busy or len(recent) >= burst:
                     first = held[0] if held is not None else now
                     self._held[item] = (first, now, quiet, cap)
                     heapq.heappush(self._held_heap, (min(now + quiet, first + cap), next(self._seq), item))

@@ -177,6 +177,12 @@ class Store:
         self._indices: dict[str, dict[str, set[str]]] = {name: {} for name in self._indexers}
         self._transform: Transform = transform or _identity
         self._resource_version = ""
+        self._generation = 0  # bumped by every change: lets readers keep what they derived
+
+    @property
+    def generation(self) -> int:
+        """Changes so far; equal generations, equal contents."""
+        return self._generation
 
     # ----- index bookkeeping (lock held) -----
     def _unindex(self, key: str, obj: JsonDict) -> None:
@@ -203,6 +209,7 @@ class Store:
             self._unindex(key, old)
         self._items[key] = stored
         self._index(key, stored)
+        self._generation += 1
         return old, stored
 
     # ----- mutations -----
@@ -220,6 +227,7 @@ class Store:
             old = self._items.pop(key, None)
             if old is not None:
                 self._unindex(key, old)
+                self._generation += 1
             return old
 
     def transform(self, obj: JsonDict) -> JsonDict:
@@ -255,6 +263,8 @@ class Store:
                 self._items[key] = new
                 self._index(key, new)
             self._resource_version = rv
+            if delta.added or delta.updated or delta.deleted:
+                self._generation += 1
         return delta
 
     # ----- reads -----

@@ -413,3 +413,20 @@ def test_add_coalesced_follow_neither_starts_nor_extends_a_burst() -> None:
     clock.advance(0.06)  # 0.1 s after the last news: released
     wait_until(lambda: q.waiting() == 0)
     q.shutdown()
+
+
+def test_add_coalesced_holds_a_change_arriving_while_the_item_is_processed() -> None:
+    """It joins what follows into the next pass, instead of a pass of its own right after."""
+    clock = FakeClock()
+    q: DelayingQueue[str] = DelayingQueue(clock=clock)
+    q.add_coalesced("a", 0.2, 5.0)
+    q.get()
+    q.add_coalesced("a", 0.2, 5.0)  # during the pass
+    q.done("a")
+    assert len(q) == 0 and q.waiting() == 1
+    clock.advance(0.1)
+    q.add_coalesced("a", 0.2, 5.0)  # joins it
+    clock.advance(0.2)
+    wait_until(lambda: len(q) == 1)
+    assert q.waiting() == 0
+    q.shutdown()
