@@ -46,7 +46,7 @@ from liqosec.kube.reflector import ClientListWatch, Reflector
 from liqosec.kube.store import Store
 
 # How often `run` looks at informer sync and the stop flag while starting.
-SYNC_POLL_SECONDS = 0.1
+SYNC_POLL_SECONDS = 0.01
 # Pods and endpoints churn in bursts (a rollout, a scale-up). Their changes are
 # coalesced per peering (the queue's `add_coalesced`): a change is reconciled at
 # once unless the peering is being reconciled or the changes come as a burst (four

@@ -174,7 +174,7 @@ class Reconciler:
             if wait is None and obj is not None:
                 self._set_finalizer(obj, present=False)
             return wait
-        self._set_finalizer(obj, present=True)
+        obj = self._set_finalizer(obj, present=True)
         caps = self._capabilities()
         try:
             outcome = self._compile(obj, caps)
@@ -203,19 +203,24 @@ class Reconciler:
             kept = self._hosted_kept = (stamp, hosted_addresses(view))
         return kept[1]
 
-    def _set_finalizer(self, obj: Mapping[str, Any], *, present: bool) -> None:
-        """Our finalizer holds a deleted peering until its firewalls are retired (see `retire`)."""
+    def _set_finalizer(self, obj: Mapping[str, Any], *, present: bool) -> Mapping[str, Any]:
+        """Our finalizer holds a deleted peering until its firewalls are retired (see `retire`).
+
+        Returns the peering as it now is (the patch's answer), so the status written later in
+        this pass carries the new resourceVersion instead of meeting a conflict.
+        """
         finalizers = list(_meta(obj).get("finalizers") or ())
         if (retire.FINALIZER in finalizers) == present:
-            return
+            return obj
         wanted = [*finalizers, retire.FINALIZER] if present else [f for f in finalizers if f != retire.FINALIZER]
         patch = {"metadata": {"finalizers": wanted, "resourceVersion": _meta(obj).get("resourceVersion")}}
         try:
-            self._client.patch(
+            patched = self._client.patch(
                 PEERING_CONNECTIVITIES, str(_meta(obj)["name"]), patch, namespace=str(_meta(obj).get("namespace"))
             )
         except errors.NotFound:
-            return
+            return obj
+        return patched if isinstance(patched, Mapping) and patched.get("metadata") else obj
 
     def _rollout(self, namespace: str, outcome: Outcome) -> Rollout:
         """Liqo's agents' reports, from the cache: a report arriving brings this key back."""
