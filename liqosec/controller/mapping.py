@@ -95,12 +95,53 @@ def status_only(old: Obj, new: Obj) -> bool:
     return all(m_old.get(k) == m_new.get(k) for k in ("generation", "labels", "deletionTimestamp", "uid"))
 
 
+@dataclass(frozen=True)
+class _PeeringIndex:
+    by_peer: Mapping[str, frozenset[str]]  # peer -> keys of its peerings
+    naming: Mapping[str, frozenset[str]]  # namespace -> keys of peerings whose rules name it
+
+    @classmethod
+    def of(cls, view: ClusterView) -> _PeeringIndex:
+        by_peer: dict[str, set[str]] = {}
+        naming: dict[str, set[str]] = {}
+        for pc in view.list(KIND):
+            key = f"{_ns(pc)}/{_name(pc)}"
+            peer = peer_of_namespace(view, _ns(pc))
+            if peer is not None:
+                by_peer.setdefault(peer, set()).add(key)
+            rules = _section(pc, "spec").get("rules")
+            for rule in rules if isinstance(rules, list) else ():
+                if not isinstance(rule, Mapping):
+                    continue
+                for end in (rule.get("source"), rule.get("destination")):
+                    if isinstance(end, Mapping) and isinstance(end.get("namespace"), str):
+                        naming.setdefault(end["namespace"], set()).add(key)
+        return cls(
+            {p: frozenset(k) for p, k in by_peer.items()},
+            {n: frozenset(k) for n, k in naming.items()},
+        )
+
+
 class KeyMapper:
     """Reads the caches (never the API) to find the peerings an object belongs to."""
 
     def __init__(self, view: ClusterView, *, per_node: bool = False) -> None:
         self._view = view
         self.per_node = per_node  # firewalls per node: where a pod runs matters to every peering
+        # Peerings by peer and by the namespaces their rules name, rebuilt when a peering or a
+        # namespace changes: a pod event then costs a lookup, not a pass over every peering.
+        self._indexes: tuple[tuple[int, int], _PeeringIndex] | None = None
+
+    def _index(self) -> _PeeringIndex:
+        generation = getattr(self._view, "generation", None)
+        stamp = (generation(KIND), generation("Namespace")) if callable(generation) else None
+        kept = self._indexes
+        if stamp is not None and kept is not None and kept[0] == stamp:
+            return kept[1]
+        index = _PeeringIndex.of(self._view)
+        if stamp is not None and min(stamp) >= 0:
+            self._indexes = (stamp, index)
+        return index
 
     def moves_hosted_addresses(self, c: Change) -> bool:
         """Per-node scope: a pod's address joins or leaves its node's outside the node's pod CIDRs."""
@@ -133,24 +174,11 @@ class KeyMapper:
         return {f"{namespace}/{_name(pc)}" for pc in self._view.list(KIND, namespace)}
 
     def keys_of_peers(self, peers: Iterable[str]) -> Keys:
-        wanted = {p for p in peers if p}
-        if not wanted:
-            return set()
-        return {
-            f"{_ns(pc)}/{_name(pc)}" for pc in self._view.list(KIND) if peer_of_namespace(self._view, _ns(pc)) in wanted
-        }
+        by_peer = self._index().by_peer
+        return {k for p in peers if p for k in by_peer.get(p, ())}
 
     def keys_naming_namespace(self, namespace: str) -> Keys:
-        out: Keys = set()
-        for pc in self._view.list(KIND):
-            rules = _section(pc, "spec").get("rules")
-            for rule in rules if isinstance(rules, list) else ():
-                if not isinstance(rule, Mapping):
-                    continue
-                ends = (rule.get("source") or {}, rule.get("destination") or {})
-                if any(isinstance(e, Mapping) and e.get("namespace") == namespace for e in ends):
-                    out.add(f"{_ns(pc)}/{_name(pc)}")
-        return out
+        return set(self._index().naming.get(namespace, ()))
 
     # ----- facts to peers -----
     def is_tenant(self, namespace: str) -> bool:
