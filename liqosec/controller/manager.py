@@ -72,7 +72,7 @@ class Exit(enum.Enum):
 @dataclass(frozen=True)
 class Options:
     identity: str
-    workers: int = 2
+    workers: int = 4
     resync_seconds: float = 600.0
     leader_elect: bool = True
     leader_election_namespace: str = "liqo"

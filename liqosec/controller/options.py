@@ -37,7 +37,12 @@ def add_run_parser(sub: Any) -> None:
         help="kubeconfig path (default: in-cluster, then ~/.kube/config)",
     )
     p.add_argument("--context", default=None, help="kubeconfig context")
-    p.add_argument("--workers", type=int, default=int(_env("LIQOSEC_WORKERS", "2")), help="concurrent reconciles")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=int(_env("LIQOSEC_WORKERS", "4")),
+        help="concurrent reconciles (they mostly wait on the API server)",
+    )
     p.add_argument(
         "--resync", type=float, default=600.0, help="seconds between full re-checks of every peering (0: never)"
     )

@@ -68,6 +68,8 @@ CONFLICT_RETRIES = 3
 INVALID_CLUSTER_STATE = "InvalidClusterState"
 # An unexpected exception's text goes on a status condition and an Event: bounded.
 MAX_ERROR_CHARS = 512
+# At most one FirewallUpdated Event per peering in this many seconds (creates always get one).
+UPDATE_EVENT_SECONDS = 60.0
 
 
 class Recorder(Protocol):
@@ -157,6 +159,7 @@ class Reconciler:
         # The last compile per key, reused while its inputs are equal (compiling is most of a
         # reconcile's CPU; reading the inputs is a few lookups in the caches).
         self._compiled: dict[str, tuple[Inputs, Capabilities, Outcome]] = {}
+        self._update_events: dict[str, datetime] = {}  # when each peering last had a FirewallUpdated Event
         self._hosted_kept: tuple[tuple[int, int], Mapping[str, AddressSet]] | None = None
         # The last warning emitted per key: the status in the cache may lag our own write,
         # and one problem must make one Event, not one per pass.
@@ -335,6 +338,13 @@ class Reconciler:
             shards=len(outcome.firewalls),
             bytes=outcome.size_bytes,
         )
+        if operation == "update":
+            # Pods churn: one Event per update would be an extra API write per pod change.
+            last = self._update_events.get(key)
+            now = self._now()
+            if last is not None and (now - last).total_seconds() < UPDATE_EVENT_SECONDS:
+                return
+            self._update_events[key] = now
         message = f"FirewallConfiguration {name} {operation}d: {rules} rules"
         self._recorder.event(obj, kind=KIND, reason=f"Firewall{operation.capitalize()}d", message=message)
 
