@@ -92,7 +92,7 @@ def test_defaults_render_a_leader_elected_pair_with_metrics_service(helm: str) -
     assert deployment["spec"]["replicas"] == 2
     args = args_of(objects)
     assert args[0] == "run"
-    assert {"--workers=2", "--resync=600", "--leader-elect", "--log-format=json", "--log-level=info"} <= set(args)
+    assert {"--workers=4", "--resync=600", "--leader-elect", "--log-format=json", "--log-level=info"} <= set(args)
     assert "--leader-election-namespace=$(POD_NAMESPACE)" in args
     assert checks.deployment_faults(deployment) == []
     assert all(o["metadata"].get("namespace") in (None, NAMESPACE) for o in objects)
