@@ -46,6 +46,7 @@ from liqosec.compiler.firewallconfiguration import (
 from liqosec.controller import retire
 from liqosec.controller.resources import FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES, StoreView
 from liqosec.controller.status import (
+    READY,
     VALID,
     Condition,
     Rollout,
@@ -191,7 +192,11 @@ class Reconciler:
             self._reject(key, obj, cluster_state_problem(err), log, err)
             return None
         self._warned.pop(key, None)
-        wait = self._apply_firewalls(key, obj, outcome, log)
+        try:
+            wait = self._apply_firewalls(key, obj, outcome, log)
+        except errors.Forbidden as err:
+            self._forbidden(key, obj, outcome, caps, err, log)
+            raise  # the worker retries with backoff: fixing the RBAC brings it back
         self._metrics.compiled(key, outcome)
         progress = self._rollout(namespace, outcome)
         conds = valid_conditions(outcome, stateful=caps.ctstate, progress=progress)
@@ -205,6 +210,28 @@ class Reconciler:
         if kept is None or kept[0] != stamp or stamp[0] < 0:
             kept = self._hosted_kept = (stamp, hosted_addresses(view))
         return kept[1]
+
+    def _forbidden(
+        self, key: str, obj: Mapping[str, Any], outcome: Outcome, caps: Capabilities, err: errors.ApiError, log: Any
+    ) -> None:
+        """A write our RBAC does not allow: say so where the user looks, not only in our log."""
+        detail = " ".join(str(err).split())[:MAX_ERROR_CHARS]
+        message = (
+            f"forbidden: the controller may not write the FirewallConfigurations ({detail}); "
+            "check its ServiceAccount's RBAC (the chart's rbac.yaml)"
+        )
+        if self._warned.get(key) != message:
+            log.warning("firewall write forbidden", error=detail)
+            self._recorder.event(obj, kind=KIND, reason="Forbidden", message=message, warning=True)
+        self._warned[key] = message
+        conds = [
+            c if c.type != READY else Condition(READY, False, "Forbidden", message)
+            for c in valid_conditions(outcome, stateful=caps.ctstate)
+        ]
+        try:
+            self._write_status(key, obj, conds, outcome, log)
+        except errors.ApiError:
+            pass  # the status may be forbidden too: the Event and the log remain
 
     def _set_finalizer(self, obj: Mapping[str, Any], *, present: bool) -> Mapping[str, Any]:
         """Our finalizer holds a deleted peering until its firewalls are retired (see `retire`).

@@ -566,3 +566,19 @@ def test_equal_inputs_are_not_compiled_again(monkeypatch: pytest.MonkeyPatch) ->
     f.seed(pod("rome-9", "shop-rome", "10.1.49.49", origin="rome"))
     converge(f, key("rome"))
     assert len(calls) == compiled + 1 and "10.1.49.49" in str(f.client.stored(FCS, "liqosec-rome", ROME))
+
+
+def test_a_forbidden_firewall_write_is_a_warning_and_a_ready_condition_not_only_a_log() -> None:
+    """RBAC missing `create` on FirewallConfigurations: the user sees it on the peering."""
+    f = Fixture(cluster("rome"))
+    f.client.fail_once(
+        "create", FCS, errors.Forbidden(403, "Forbidden", 'firewallconfigurations is forbidden: cannot "create"')
+    )
+    with pytest.raises(errors.Forbidden):
+        f.reconcile(key("rome"))
+    ready = cond(f, "rome", ROME, "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "Forbidden" and "RBAC" in ready["message"]
+    assert [e["reason"] for e in warnings(f)] == ["Forbidden"]
+    converge(f, key("rome"))  # allowed again: the retry writes it
+    assert cond(f, "rome", ROME, "Ready")["reason"] != "Forbidden"
+    assert f.client.stored(FCS, "liqosec-rome", ROME) is not None
