@@ -4,6 +4,7 @@
 #   hack/images/build.sh TARGET...      build what is missing, print one IMAGE line per target
 #   hack/images/build.sh --print TARGET print the image reference only; exit 3 if it is not built
 #   hack/images/build.sh sizes          the size of every image built here
+#   hack/images/build.sh prune          remove images of earlier keys (liqosec.local/*)
 #   hack/images/build.sh tool kind|kubectl   build (cached) and print the path of kind or kubectl
 #
 # Targets:
@@ -13,13 +14,13 @@
 #               also tagged liqosec:e2e
 #   liqo-agent  Liqo's firewall agent (hack/liqo.sh agent) on base, for the DaemonSet
 #   prometheus  Prometheus server from the Go module github.com/prometheus/prometheus
-#   node        a kind node image for Kubernetes $KUBE_VERSION (hack/images/node/README.md)
+#   node        a kind node image for Kubernetes $KUBE_VERSION (docs/images.md)
 #   all         every target above
 #
 # Every image is tagged by a key of what went into it (versions, the files that build it, its
 # base's key, and a recipe revision: bump base-N, node-N, prometheus-N when this script changes
-# what it puts into an image), so a warm run finds the tag and builds nothing. Intermediate files live in
-# ${LIQOSEC_CACHE:-$HOME/.cache/liqosec}/images; Go binaries in .../bin.
+# what it puts into an image), so a warm run finds the tag and builds nothing. Intermediate files
+# live in ${LIQOSEC_CACHE:-$HOME/.cache/liqosec}/images; Go binaries in .../bin.
 # Needs a Docker engine (hack/docker.sh ensure) and, for base, root and debootstrap (apt).
 set -euo pipefail
 
@@ -50,10 +51,10 @@ hash_of() { sha256sum | cut -c1-12; }
 present() { docker image inspect "$1" >/dev/null 2>&1; }
 
 # ---------------------------------------------------------------------------------------- Go builds
-# go_binary NAME MODULE VERSION PACKAGE [LDFLAGS]: a static binary built from a Go module in a
-# wrapper module generated in the cache (no checkout, no repo files); cached as bin/NAME-VERSION.
+# go_binary NAME MODULE VERSION PACKAGE [LDFLAGS [TAGS]]: a static binary built from a Go module
+# in a wrapper module generated in the cache (no checkout, no repo files); cached as bin/NAME-VERSION.
 go_binary() {
-  local name="$1" module="$2" version="$3" pkg="$4" ldflags="${5:-}"
+  local name="$1" module="$2" version="$3" pkg="$4" ldflags="${5:-}" tags="${6:-}"
   local out="${BIN_DIR}/${name}-${version}"
   if [[ -x "$out" ]]; then echo "$out"; return; fi
   command -v go >/dev/null || die "go is not on PATH (needed to build ${name})"
@@ -65,7 +66,7 @@ go_binary() {
     export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
     go mod init liqosec.dev/images/"${name}" >/dev/null 2>&1
     go get "${pkg}@${version}" >get.log 2>&1 || { tail -20 get.log >&2; exit 1; }
-    go build -trimpath -ldflags="-s -w ${ldflags}" -o "${out}.tmp" "$pkg" >build.log 2>&1 \
+    go build -trimpath -tags="$tags" -ldflags="-s -w ${ldflags}" -o "${out}.tmp" "$pkg" >build.log 2>&1 \
       || { tail -30 build.log >&2; exit 1; }
   ) || { rm -f "${out}.tmp"; die "go build of ${name} ${version} failed (see ${work})"; }
   mv -f "${out}.tmp" "$out"
@@ -103,11 +104,14 @@ crictl_binary() {
   go_binary crictl sigs.k8s.io/cri-tools "$CRICTL_VERSION" sigs.k8s.io/cri-tools/cmd/crictl \
     "-X sigs.k8s.io/cri-tools/pkg/version.Version=${CRICTL_VERSION}"
 }
+# Service discovery: Kubernetes, file and HTTP only (Prometheus' own build tags): the cloud SDs'
+# SDKs would triple the build time.
 prometheus_binary() {
   local v=github.com/prometheus/common/version
-  go_binary prometheus github.com/prometheus/prometheus "$PROMETHEUS_MODULE_VERSION" \
+  go_binary prometheus-k8s-sd github.com/prometheus/prometheus "$PROMETHEUS_MODULE_VERSION" \
     github.com/prometheus/prometheus/cmd/prometheus \
-    "-X ${v}.Version=${PROMETHEUS_VERSION#v} -X ${v}.Branch=HEAD -X ${v}.Revision=${PROMETHEUS_MODULE_VERSION}"
+    "-X ${v}.Version=${PROMETHEUS_VERSION#v} -X ${v}.Branch=HEAD -X ${v}.Revision=${PROMETHEUS_MODULE_VERSION}" \
+    remove_all_sd,enable_kubernetes_sd
 }
 # pause.c is Kubernetes' own (build/pause/linux in the k8s.io/kubernetes module), static with gcc.
 pause_binary() {
@@ -245,7 +249,7 @@ static_image() {
   rm -rf "$root"
 }
 
-prometheus_key() { printf '%s\n' prometheus-1 "$PROMETHEUS_MODULE_VERSION" | hash_of; }
+prometheus_key() { printf '%s\n' prometheus-2 "$PROMETHEUS_MODULE_VERSION" | hash_of; }
 prometheus_ref() { echo "${REPO}/prometheus:${PROMETHEUS_VERSION}-$(prometheus_key)"; }
 build_prometheus() {
   local ref bin; ref="$(prometheus_ref)"
@@ -335,6 +339,8 @@ build_node() {
     "$cid" "$ref" >/dev/null
   docker rm -f -v "$cid" >/dev/null
   docker rmi "$stage" >/dev/null 2>&1 || true
+  # Only the node image is kept: the archive and the context are rebuilt from cached binaries.
+  rm -rf "$preload" "$ctx"
 }
 
 # ------------------------------------------------------------------------------------------- main
@@ -363,13 +369,32 @@ build() {
 }
 
 sizes() {
-  docker images --filter "label=${LABEL}" --format '{{.Repository}}:{{.Tag}}\t{{.Size}}' | sort
+  docker images --filter "label=${LABEL}" --filter dangling=false --format '{{.Repository}}:{{.Tag}}\t{{.Size}}' | sort
+}
+
+# Remove the images an earlier key left behind (liqosec.local/* tags that are not current).
+prune() {
+  local keep=() ref
+  for t in base python liqosec liqo-agent prometheus node; do keep+=("$(ref_of "$t")"); done
+  docker images --format '{{.Repository}}:{{.Tag}}' | grep "^${REPO}/" | while read -r ref; do
+    [[ " ${keep[*]} " == *" ${ref} "* ]] || { log "removing ${ref}"; docker rmi "$ref" >/dev/null || true; }
+  done
+  docker image prune -f --filter "label=${LABEL}" >/dev/null
+  local f
+  for f in "${WORK}"/preload-*.tar "${WORK}"/debian-*.tar; do
+    [[ -e "$f" ]] || continue
+    case "$f" in
+      */preload-"$(node_key)".tar | */debian-"${DEBIAN_SUITE}-$(base_key)".tar) ;;
+      *) log "removing ${f}"; rm -f "$f" ;;
+    esac
+  done
 }
 
 main() {
   [[ $# -gt 0 ]] || die "usage: hack/images/build.sh [--print] TARGET... | sizes (targets: base python liqosec liqo-agent prometheus node all)"
   case "$1" in
     sizes) sizes; return ;;
+    prune) prune; return ;;
     tool)
       case "${2:-}" in
         kind) kind_binary ;;
@@ -378,8 +403,10 @@ main() {
       esac
       return ;;
     --print)
-      shift; local ref
-      for t in "$@"; do ref="$(ref_of "$t")"; echo "${t}=${ref}"; present "$ref" || exit 3; done
+      shift; local ref rc=0
+      [[ "${1:-}" == all ]] && set -- base python liqosec liqo-agent prometheus node
+      for t in "$@"; do ref="$(ref_of "$t")"; echo "${t}=${ref}"; present "$ref" || rc=3; done
+      return "$rc"
       return ;;
   esac
   mkdir -p "$WORK" "$BIN_DIR"

@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from addons import AGENT, AGENT_NAMESPACE, liqo_agent
-from kind_cluster import IMAGE, ROOT, KindCluster, build_images, missing_prerequisite, step
+from kind_cluster import IMAGE, ROOT, KindCluster, Session, build_images, missing_prerequisite, step
 
 
 def liqo_crds_dir() -> Path:
@@ -55,15 +55,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(pytest.mark.e2e)
         if reason and not required:
             item.add_marker(pytest.mark.skip(reason=f"e2e: {reason}"))
-
-
-class Session:
-    """The cluster and the images it was given; timings of each step, printed at the end."""
-
-    def __init__(self, kind: KindCluster, images: dict[str, str]) -> None:
-        self.kind = kind
-        self.images = images
-        self.timings: dict[str, float] = {}
 
 
 @pytest.fixture(scope="session")

@@ -232,3 +232,12 @@ class KindCluster:
             timeout=timeout,
             what="a ready liqosec replica",
         )
+
+
+class Session:
+    """The e2e session's cluster and the images it was given; timings of each step, printed at the end."""
+
+    def __init__(self, kind: KindCluster, images: dict[str, str]) -> None:
+        self.kind = kind
+        self.images = images
+        self.timings: dict[str, float] = {}
