@@ -91,6 +91,28 @@ def _capped(lines: Sequence[str]) -> list[str]:
     return shown
 
 
+def _read_live(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The live cluster's objects, read through --kubeconfig (or the pod's ServiceAccount)."""
+    from liqosec.controller.live import read_cluster
+    from liqosec.controller.options import StartupError, _connect
+    from liqosec.kube import errors
+
+    try:
+        client, _ = _connect(args.kubeconfig or None, args.context)
+        objects, warnings = read_cluster(client)
+    except StartupError as err:
+        raise _LiveError(str(err)) from None
+    except errors.ApiError as err:
+        raise _LiveError(f"reading the cluster failed: {err}") from None
+    for line in _capped(warnings):
+        print(f"liqosec {args.command}: warning: {line}", file=sys.stderr)
+    return objects
+
+
+class _LiveError(Exception):
+    """The live cluster could not be read: one line for the user, exit 1."""
+
+
 def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
     loaded = load(args.filename, max_bytes=args.max_bytes)
     for line in _capped(loaded.warnings):
@@ -184,7 +206,7 @@ def _cmd_matrix(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
-    objects = _load(args)
+    objects = _load(args) if args.filename else _read_live(args)
     results = outcomes(objects, capabilities=_capabilities(args, objects))
     x = explain(objects, args.source, args.destination, peering=args.peering, results=results)
     return _emit(out, args.output, lambda: explanation_json(x), lambda: format_explanation(x))
@@ -241,7 +263,12 @@ def parser(*, with_run: bool = True) -> argparse.ArgumentParser:
         formatter_class=raw,
     )
     _add_input(e, required=False)
-    e.add_argument("--kubeconfig", default=None, help="read the live cluster (not yet implemented: use -f)")
+    e.add_argument(
+        "--kubeconfig",
+        default=None,
+        help="read the live cluster instead of -f ('' for the in-cluster ServiceAccount or ~/.kube/config)",
+    )
+    e.add_argument("--context", default=None, help="kubeconfig context (with --kubeconfig)")
     e.add_argument(
         "--peering", default=None, metavar="NS/NAME", help="the PeeringConnectivity (optional when there is one)"
     )
@@ -267,12 +294,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     p = parser(with_run=argv[:1] not in (["render"], ["matrix"], ["explain"]))
     args = p.parse_args(argv)
     if args.func is _cmd_explain:
-        if args.kubeconfig is not None:
-            p.error(
-                "explain --kubeconfig: reading the live cluster is not implemented yet; dump the objects and use -f"
-            )
-        if not args.filename:
-            p.error("explain: the following arguments are required: -f/--filename")
+        if args.kubeconfig is not None and args.filename:
+            p.error("explain: use -f/--filename or --kubeconfig, not both")
+        if args.kubeconfig is None and not args.filename:
+            p.error("explain: one of -f/--filename or --kubeconfig is required")
     if args.func not in (_cmd_render, _cmd_matrix, _cmd_explain):  # `run` reports its own failures, tracebacks included
         try:
             return int(args.func(args, out or sys.stdout))
@@ -290,7 +315,7 @@ def _guarded(command: str, run: Callable[[], int], to_stdout: bool) -> int:
     """Run a pure command: invalid input is exit 1 with its message; anything else is a bug, said in one line."""
     try:
         return run()
-    except ExplainError as err:
+    except (ExplainError, _LiveError) as err:
         print(f"liqosec {command}: {_shorten(str(err))}", file=sys.stderr)
         return EXIT_INVALID
     except RenderError as err:

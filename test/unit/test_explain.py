@@ -259,11 +259,16 @@ def test_invalid_input_is_reported_as_for_render(tmp_path: Path, capsys: pytest.
     assert "spec.rules[0].source.group: unknown group 'ofloaded'" in capsys.readouterr().err
 
 
-def test_kubeconfig_is_not_yet_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exit_:
-        run("explain", "--kubeconfig", "/dev/null", "--from", "10.0.0.1", "--to", "10.0.0.2")
-    assert exit_.value.code == 2
-    assert "not implemented yet" in capsys.readouterr().err
+def test_kubeconfig_and_filename_together_are_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        run("explain", "--kubeconfig", "/dev/null", "-f", "x.yaml", "--from", "10.0.0.1", "--to", "10.0.0.2")
+    assert "not both" in capsys.readouterr().err
+
+
+def test_a_missing_kubeconfig_is_one_line_not_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _ = run("explain", "--kubeconfig", "/nonexistent/kubeconfig", "--from", "10.0.0.1", "--to", "10.0.0.2")
+    err = capsys.readouterr().err
+    assert code == 1 and "/nonexistent/kubeconfig does not exist" in err and "Traceback" not in err
 
 
 def test_filename_is_required_without_kubeconfig(capsys: pytest.CaptureFixture[str]) -> None:

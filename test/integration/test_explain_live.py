@@ -1,0 +1,40 @@
+"""`liqosec explain --kubeconfig`: the live cluster read as a dump would be, same answer as `-f`."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from harness.controlplane import ControlPlane
+from harness.objects import apply, remove
+from liqosec.cli import main
+from liqosec.render import load_objects
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "provider-isolate-offloaded.yaml"
+
+
+def explain(*argv: str) -> tuple[int, dict[str, Any]]:
+    out = io.StringIO()
+    code = main(["explain", *argv, "-o", "json"], out=out)
+    return code, json.loads(out.getvalue()) if out.getvalue() else {}
+
+
+def test_explain_reads_the_live_cluster_as_it_reads_a_dump(control_plane: ControlPlane, kube: Any) -> None:
+    objects = load_objects([str(EXAMPLE)])
+    apply(kube, objects)
+    try:
+        kubeconfig = str(control_plane.kubeconfig_path)
+        opens = {}
+        for src, dst in (("shop-rome/cart-0", "default/web"), ("10.71.0.9", "shop-rome/cart-0")):
+            live_code, live = explain("--kubeconfig", kubeconfig, "--from", src, "--to", dst)
+            file_code, dumped = explain("-f", str(EXAMPLE), "--from", src, "--to", dst)
+            assert live_code == file_code == 0
+            assert live == dumped, (src, dst)
+            opens[(src, dst)] = live["connection"]["opens"]
+        # Example 1: offloaded pods talk to rome only
+        assert opens == {("shop-rome/cart-0", "default/web"): False, ("10.71.0.9", "shop-rome/cart-0"): True}
+    finally:
+        remove(kube, objects)
