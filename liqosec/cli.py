@@ -106,6 +106,15 @@ def _read_live(args: argparse.Namespace) -> list[dict[str, Any]]:
         raise _LiveError(f"reading the cluster failed: {err}") from None
     for line in _capped(warnings):
         print(f"liqosec {args.command}: warning: {line}", file=sys.stderr)
+    if args.peering:
+        # A cluster holds other peerings, some maybe invalid: compile only the one asked about.
+        ns, _, name = str(args.peering).partition("/")
+        objects = [
+            o
+            for o in objects
+            if o.get("kind") != "PeeringConnectivity"
+            or ((o.get("metadata") or {}).get("namespace"), (o.get("metadata") or {}).get("name")) == (ns, name)
+        ]
     return objects
 
 

@@ -14,12 +14,38 @@ from liqosec.render import load_objects
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "provider-isolate-offloaded.yaml"
+PEERING = "liqo-tenant-rome/rome"
 
 
 def explain(*argv: str) -> tuple[int, dict[str, Any]]:
     out = io.StringIO()
     code = main(["explain", *argv, "-o", "json"], out=out)
     return code, json.loads(out.getvalue()) if out.getvalue() else {}
+
+
+def test_other_peerings_in_the_cluster_do_not_stop_explaining_one(control_plane: ControlPlane, kube: Any) -> None:
+    objects = load_objects([str(EXAMPLE)])
+    stray = {
+        "apiVersion": "security.liqo.io/v1",
+        "kind": "PeeringConnectivity",
+        "metadata": {"name": "stray", "namespace": "default"},  # not a tenant namespace: invalid
+        "spec": {"rules": [{"source": {"group": "offloaded"}, "action": "deny"}]},
+    }
+    apply(kube, [*objects, stray])
+    try:
+        code, got = explain(
+            "--kubeconfig",
+            str(control_plane.kubeconfig_path),
+            "--peering",
+            PEERING,
+            "--from",
+            "shop-rome/cart-0",
+            "--to",
+            "default/web",
+        )
+        assert code == 0 and got["connection"]["opens"] is False
+    finally:
+        remove(kube, [*objects, stray])
 
 
 def test_explain_reads_the_live_cluster_as_it_reads_a_dump(control_plane: ControlPlane, kube: Any) -> None:
@@ -29,8 +55,9 @@ def test_explain_reads_the_live_cluster_as_it_reads_a_dump(control_plane: Contro
         kubeconfig = str(control_plane.kubeconfig_path)
         opens = {}
         for src, dst in (("shop-rome/cart-0", "default/web"), ("10.71.0.9", "shop-rome/cart-0")):
-            live_code, live = explain("--kubeconfig", kubeconfig, "--from", src, "--to", dst)
-            file_code, dumped = explain("-f", str(EXAMPLE), "--from", src, "--to", dst)
+            # --peering: the shared API server holds other tests' peerings, some invalid on purpose
+            live_code, live = explain("--kubeconfig", kubeconfig, "--peering", PEERING, "--from", src, "--to", dst)
+            file_code, dumped = explain("-f", str(EXAMPLE), "--peering", PEERING, "--from", src, "--to", dst)
             assert live_code == file_code == 0
             assert live == dumped, (src, dst)
             opens[(src, dst)] = live["connection"]["opens"]
