@@ -19,6 +19,9 @@ from typing import Any, TextIO
 
 import yaml
 
+from liqosec.compiler import ipv6
+from liqosec.compiler.firewallconfiguration import Outcome
+from liqosec.compiler.ports import L4, parse_port
 from liqosec.explain import ExplainError, explain, explanation_json, format_explanation
 from liqosec.firewall.capabilities import Capabilities
 from liqosec.matrix import Matrix, build_matrix
@@ -134,15 +137,67 @@ def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
     return list(loaded.objects)
 
 
+def _ipv6_warnings(args: argparse.Namespace, results: Sequence[Outcome]) -> None:
+    """Pods of a policy's groups holding IPv6 addresses pass unfiltered: say so, as the status does."""
+    for line in _capped(ipv6.notes(results)):
+        print(f"liqosec {args.command}: warning: {line}", file=sys.stderr)
+
+
+def _with_ports(objects: Sequence[dict[str, Any]]) -> list[str]:
+    """PeeringConnectivities whose rules name destination ports (per-node scope compiles them for all nodes)."""
+    out = []
+    for o in objects:
+        if o.get("kind") != "PeeringConnectivity" or not isinstance(o.get("spec"), dict):
+            continue
+        rules = o["spec"].get("rules")
+        if isinstance(rules, list) and any(
+            isinstance(r, dict) and isinstance(r.get("destination"), dict) and r["destination"].get("ports")
+            for r in rules
+        ):
+            meta = o.get("metadata") if isinstance(o.get("metadata"), dict) else {}
+            out.append(f"{meta.get('namespace')}/{meta.get('name')}")
+    return out
+
+
 def _cmd_render(args: argparse.Namespace, out: TextIO) -> int:
     objects = _load(args)
-    firewalls = render(objects, capabilities=_capabilities(args, objects), scope=args.firewall_scope)
+    firewalls = render(
+        objects,
+        capabilities=_capabilities(args, objects),
+        scope=args.firewall_scope,
+        report=lambda results: _ipv6_warnings(args, results),
+    )
+    _print_dry_run_notes(args, objects)
+    if args.firewall_scope == "per-node":
+        for key in _with_ports(objects):
+            print(
+                f"liqosec {args.command}: note: PeeringConnectivity {key} names ports: compiled for all nodes, "
+                "not per node",
+                file=sys.stderr,
+            )
     if args.output == "json":
         text = json.dumps(firewalls, indent=2) + "\n"
     else:
         text = yaml.dump_all(firewalls, Dumper=_DUMPER, sort_keys=False)
     _write(out, text)
     return 0
+
+
+def _key(obj: dict[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace')}/{meta.get('name')}"
+
+
+def _print_dry_run_notes(args: argparse.Namespace, objects: Sequence[dict[str, Any]]) -> None:
+    """A DryRun policy's firewall is shown as it would be enforced; stdout stays the answer, the note goes to stderr."""
+    for obj in objects:
+        spec = obj.get("spec")
+        if obj.get("kind") == "PeeringConnectivity" and isinstance(spec, dict) and spec.get("enforcement") == "DryRun":
+            print(
+                f"liqosec {args.command}: note: {_key(obj)} is a dry run (spec.enforcement: DryRun): the controller "
+                "writes none of its FirewallConfigurations; shown is what it would enforce",
+                file=sys.stderr,
+            )
 
 
 def _write(out: TextIO, text: str) -> None:
@@ -170,7 +225,13 @@ def format_matrix(matrix: Matrix) -> str:
         lines.append("all peerings together (as on a node)")
         lines.extend(_grid_lines(matrix, None, width))
         lines.append("")
-    lines.append("rows: source, columns: destination; Y = a TCP connection opens, - = it does not, . = itself")
+    if matrix.port is None:
+        probe = "a TCP connection opens"
+        if any(r.ports for o in matrix.outcomes for r in o.peering.spec.rules):
+            probe += " (to a port no rule names; --port 80/tcp probes a port)"
+    else:
+        probe = f"a {matrix.port[0].upper()} connection to port {matrix.port[1]} opens"
+    lines.append(f"rows: source, columns: destination; Y = {probe}, - = it does not, . = itself")
     return "\n".join(lines)
 
 
@@ -199,6 +260,7 @@ def matrix_json(matrix: Matrix) -> dict[str, Any]:
             for o in matrix.outcomes
         },
         "node": {"connect": matrix.grid()},
+        **({"probe": {"protocol": matrix.port[0], "port": matrix.port[1]}} if matrix.port else {}),
     }
 
 
@@ -210,14 +272,18 @@ def _emit(out: TextIO, output: str, as_json: Callable[[], Any], as_text: Callabl
 
 def _cmd_matrix(args: argparse.Namespace, out: TextIO) -> int:
     objects = _load(args)
-    matrix = build_matrix(objects, capabilities=_capabilities(args, objects))
+    matrix = build_matrix(objects, capabilities=_capabilities(args, objects), port=args.port)
+    _ipv6_warnings(args, matrix.outcomes)
+    _print_dry_run_notes(args, objects)
     return _emit(out, args.output, lambda: matrix_json(matrix), lambda: format_matrix(matrix))
 
 
 def _cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
     objects = _load(args) if args.filename else _read_live(args)
     results = outcomes(objects, capabilities=_capabilities(args, objects))
-    x = explain(objects, args.source, args.destination, peering=args.peering, results=results)
+    x = explain(objects, args.source, args.destination, peering=args.peering, results=results, port=args.port)
+    _ipv6_warnings(args, [o for o in results if o.peering.key == x.peering])
+    _print_dry_run_notes(args, [o for o in objects if o.get("kind") != "PeeringConnectivity" or _key(o) == x.peering])
     return _emit(out, args.output, lambda: explanation_json(x), lambda: format_explanation(x))
 
 
@@ -237,6 +303,24 @@ def _add_input(p: argparse.ArgumentParser, *, required: bool = True) -> None:
     state = p.add_mutually_exclusive_group()
     state.add_argument("--ctstate", dest="ctstate", action="store_true", default=None, help="assume conntrack matches")
     state.add_argument("--no-ctstate", dest="ctstate", action="store_false", help="assume a stateless firewall")
+
+
+def _port(text: str) -> L4:
+    try:
+        return parse_port(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _add_port(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--port",
+        type=_port,
+        default=None,
+        metavar="PORT/PROTO",
+        help="probe this destination port and protocol (80/tcp, 53/udp; default: TCP to a port no rule names); "
+        "replies go back to an ephemeral port",
+    )
 
 
 def parser(*, with_run: bool = True) -> argparse.ArgumentParser:
@@ -264,6 +348,7 @@ def parser(*, with_run: bool = True) -> argparse.ArgumentParser:
     )
     _add_input(m)
     m.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    _add_port(m)
     m.set_defaults(func=_cmd_matrix)
     e = sub.add_parser(
         "explain",
@@ -284,6 +369,7 @@ def parser(*, with_run: bool = True) -> argparse.ArgumentParser:
     e.add_argument("--from", dest="source", required=True, metavar="POD|IP", help="namespace/name of a pod, or IPv4")
     e.add_argument("--to", dest="destination", required=True, metavar="POD|IP", help="namespace/name or IPv4")
     e.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    _add_port(e)
     e.set_defaults(func=_cmd_explain)
     if with_run:
         _add_run(sub)

@@ -14,20 +14,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from ipaddress import AddressValueError, IPv4Address
+from ipaddress import AddressValueError, IPv4Address, IPv6Address
 from typing import Any
 
 from liqosec.api.liqo import SERVICE_NAME
 from liqosec.api.peeringconnectivity import PEER_GROUPS, Action, Group
+from liqosec.compiler import ipv6
 from liqosec.compiler.compile import CHAIN_STATEFUL
 from liqosec.compiler.firewallconfiguration import Outcome
 from liqosec.compiler.policy import Clause, clauses_of, first_match, in_scope
-from liqosec.firewall.evaluate import Packet, connects, deciding_rule, node_accepts, tables_of
+from liqosec.compiler.ports import L4, describe_spans
+from liqosec.firewall.evaluate import EPHEMERAL_PORT, Packet, connects, deciding_rule, node_accepts, tables_of
 from liqosec.groups.resolve import (
     OFFLOADED_SERVICE_BACKENDS,
     OUTSIDE_POD_CIDRS,
     REFLECTED_SERVICE_BACKENDS,
     pod_addresses,
+    pod_ipv6_addresses,
     slice_addresses,
 )
 from liqosec.groups.view import ClusterStateError, labels, name_of, namespace_of
@@ -53,6 +56,7 @@ class End:
     terms: tuple[str, ...]  # namespace parties and internal terms of the security modes
     services: tuple[str, ...]  # namespace/service whose EndpointSlices hold the address
     peer_space: bool  # in remote-cluster, offloaded or vc-remote: makes a packet this peering's
+    ipv6: tuple[str, ...] = ()  # the pod's IPv6 addresses: their packets pass the IPv4 tables unfiltered
 
     @property
     def label(self) -> str:
@@ -124,6 +128,7 @@ class Explanation:
     reply_by_address: Step  # the reply judged by the address rules: what stateless filtering does
     node_opens: bool  # every peering's tables together, as on a node (`liqosec matrix`'s grid)
     dropped_by: tuple[str, ...]  # other peerings whose tables stop the connection
+    port: L4 | None = None  # the probe's protocol and destination port (None: TCP, a port no rule lists)
 
     @property
     def opens(self) -> bool:
@@ -157,6 +162,8 @@ def term_meaning(term: str, peer: str) -> str:
     """A term as a person reads it: namespace parties and internal terms spelled out."""
     if term.startswith("namespace:"):
         return f"namespace {term[len('namespace:') :]}"
+    if term.startswith("pods{"):  # a selector party (`Party.describe`)
+        return f"{term} (pods selected by labels: pods{{...}} of the pod, ns{{...}} of its namespace)"
     meaning = _TERM_MEANING.get(term, "an internal term of the security modes" if term.startswith("@") else "")
     return f"{term} ({meaning.format(peer=peer)})" if meaning else term
 
@@ -165,7 +172,12 @@ def _parse_ip(text: str, what: str) -> str:
     try:
         return str(IPv4Address(text))
     except (AddressValueError, ValueError):
+        pass
+    try:
+        v6 = IPv6Address(text)
+    except (AddressValueError, ValueError):
         raise ExplainError(f"{what} {text!r} is neither a pod (namespace/name) nor an IPv4 address") from None
+    raise ExplainError(f"{what} {v6} is an IPv6 address: no firewall of liqosec judges its packets ({ipv6.WHY})")
 
 
 def _pods(objects: Sequence[Mapping[str, Any]]) -> list[tuple[str, list[str]]]:
@@ -183,11 +195,25 @@ def endpoint_address(objects: Sequence[Mapping[str, Any]], text: str, what: str)
         for name, ips in pods:
             if name == text:
                 if not ips:
+                    v6 = _pod_ipv6(objects, name)
+                    if v6:
+                        raise ExplainError(
+                            f"{what} pod {text} holds IPv6 addresses only ({', '.join(v6)}): "
+                            f"no firewall of liqosec judges its packets ({ipv6.WHY})"
+                        )
                     raise ExplainError(f"{what} pod {text} holds no IPv4 address (no IP yet, hostNetwork, or finished)")
                 return ips[0], name
         raise ExplainError(f"{what} pod {text} is not in the input")
     ip = _parse_ip(text, what)
     return ip, next((name for name, ips in pods if ip in ips), None)
+
+
+def _pod_ipv6(objects: Sequence[Mapping[str, Any]], pod: str | None) -> tuple[str, ...]:
+    """The IPv6 addresses of pod `namespace/name` in the input."""
+    for obj in objects:
+        if pod is not None and obj.get("kind") == "Pod" and f"{namespace_of(obj)}/{name_of(obj)}" == pod:
+            return pod_ipv6_addresses(obj)
+    return ()
 
 
 def _services(objects: Sequence[Mapping[str, Any]], ip: str) -> tuple[str, ...]:
@@ -206,28 +232,31 @@ def describe_end(objects: Sequence[Mapping[str, Any]], outcome: Outcome, ip: str
     terms = tuple(t for t in sorted(sets) if t not in {g.value for g in Group} and ip in outcome.groups.get(t))
     namespace = pod.split("/", 1)[0] if pod else None
     peer_space = any(ip in outcome.groups.get(g.value) for g in PEER_GROUPS)
-    return End(ip, pod, namespace, groups, terms, _services(objects, ip), peer_space)
+    return End(ip, pod, namespace, groups, terms, _services(objects, ip), peer_space, _pod_ipv6(objects, pod))
 
 
 # ----- one packet -----
 
 
-def _decision(outcome: Outcome, src: str, dst: str) -> Decision:
+def _decision(outcome: Outcome, src: str, dst: str, l4: L4) -> Decision:
     groups, spec = outcome.groups, outcome.peering.spec
     if not in_scope(groups, src, dst):
         return Decision(OUT_OF_SCOPE, None, None, None, None, "accept")
     clauses: Sequence[Clause] = clauses_of(spec)
-    clause = first_match(clauses, groups, src, dst)
+    clause = first_match(clauses, groups, src, dst, l4)
     if clause is None:
         action = spec.default_action
         return Decision(DEFAULT_ACTION, None, None, None, action.value, _verdict(action))
     position = clauses.index(clause)
     index = position if clause.origin != PRESET else position - len(spec.rules)
+    destination = clause.dst or "any"
+    if clause.ports:
+        destination += f" ports {describe_spans(clause.ports)}"
     return Decision(
         clause.origin,
         index,
         clause.src or "any",
-        clause.dst or "any",
+        destination,
         clause.action.value,
         _verdict(clause.action),
     )
@@ -244,7 +273,10 @@ def format_match(m: Mapping[str, Any]) -> str:
     if m.get("ctstate") is not None:
         return f"ct state {op} {','.join(m['ctstate'].get('value') or ())}"
     if m.get("proto") is not None:
-        return f"proto {op} {m['proto'].get('value')}"
+        return f"proto == {m['proto'].get('value')}"  # Liqo's agent ignores op for proto
+    if m.get("port") is not None:
+        value = str(m["port"].get("value"))
+        return f"port {m['port'].get('position')} {'in' if '-' in value else op} {value}"
     return str(dict(m))
 
 
@@ -278,13 +310,15 @@ def _enforcement(outcome: Outcome, packet: Packet) -> Enforcement:
     return (drops or by_rule or found)[0]
 
 
-def _step(outcome: Outcome, src: str, dst: str, *, established: bool = False) -> Step:
-    packet = Packet.of(src, dst, established=established)
+def _step(outcome: Outcome, src: str, dst: str, probe: L4, *, established: bool = False, reply: bool = False) -> Step:
+    """One packet of the probe: the request to its port, or (`reply`) the reply back to the client's ephemeral port."""
+    proto, port = probe
+    sport, dport = (port, EPHEMERAL_PORT) if reply else (EPHEMERAL_PORT, port)
+    packet = Packet.of(src, dst, established=established, proto=proto, sport=sport, dport=dport)
     enforcement = _enforcement(outcome, packet)
     passes = node_accepts(tables_of(outcome.firewalls), packet)
-    return Step(
-        src, dst, established, in_scope(outcome.groups, src, dst), _decision(outcome, src, dst), enforcement, passes
-    )
+    decision = _decision(outcome, src, dst, (proto, dport))
+    return Step(src, dst, established, in_scope(outcome.groups, src, dst), decision, enforcement, passes)
 
 
 # ----- the whole question -----
@@ -317,8 +351,11 @@ def explain_outcome(
     *,
     src_pod: str | None = None,
     dst_pod: str | None = None,
+    port: L4 | None = None,
 ) -> Explanation:
     others = [o for o in results if o is not outcome]
+    probe = port if port is not None else ("tcp", 0)
+    proto, number = probe
     everything = tables_of([fw for o in results for fw in o.firewalls])
     spec = outcome.peering.spec
     return Explanation(
@@ -329,11 +366,14 @@ def explain_outcome(
         stateful=outcome.chain.name == CHAIN_STATEFUL,
         source=describe_end(objects, outcome, src, src_pod),
         destination=describe_end(objects, outcome, dst, dst_pod),
-        request=_step(outcome, src, dst),
-        reply=_step(outcome, dst, src, established=True),
-        reply_by_address=_step(outcome, dst, src),
-        node_opens=connects(everything, src, dst),
-        dropped_by=tuple(o.peering.key for o in others if not connects(tables_of(o.firewalls), src, dst)),
+        request=_step(outcome, src, dst, probe),
+        reply=_step(outcome, dst, src, probe, established=True, reply=True),
+        reply_by_address=_step(outcome, dst, src, probe, reply=True),
+        node_opens=connects(everything, src, dst, proto=proto, port=number),
+        dropped_by=tuple(
+            o.peering.key for o in others if not connects(tables_of(o.firewalls), src, dst, proto=proto, port=number)
+        ),
+        port=port,
     )
 
 
@@ -344,10 +384,12 @@ def explain(
     *,
     peering: str | None = None,
     results: Sequence[Outcome] | None = None,
+    port: L4 | None = None,
 ) -> Explanation:
     """Why a TCP connection from `source` to `destination` (pods as namespace/name, or IPv4 addresses) opens or not.
 
-    `results` are the input's outcomes when the caller already has them (`render.outcomes`).
+    `results` are the input's outcomes when the caller already has them (`render.outcomes`); `port` the
+    protocol and destination port probed (None: TCP to a port no rule lists, as `liqosec matrix`).
     """
     if results is None:
         results = outcomes(objects)
@@ -357,7 +399,7 @@ def explain(
         dst, dst_pod = endpoint_address(objects, destination, "--to")
     except ClusterStateError as err:
         raise RenderError([str(err)], problems=[err]) from err
-    return explain_outcome(objects, results, outcome, src, dst, src_pod=src_pod, dst_pod=dst_pod)
+    return explain_outcome(objects, results, outcome, src, dst, src_pod=src_pod, dst_pod=dst_pod, port=port)
 
 
 # ----- output -----
@@ -372,7 +414,7 @@ def _end_json(end: End, peer: str) -> dict[str, Any]:
         "terms": [{"term": t, "meaning": term_meaning(t, peer)} for t in end.terms],
         "services": list(end.services),
         "peerSpace": end.peer_space,
-    }
+    } | ({"ipv6Unfiltered": list(end.ipv6)} if end.ipv6 else {})
 
 
 def _step_json(step: Step) -> dict[str, Any]:
@@ -441,6 +483,8 @@ def _end_lines(title: str, end: End, peer: str) -> list[str]:
         lines.extend(f"             {m}" for m in meanings[1:])
     if end.services:
         lines.append(f"  backend of {', '.join(end.services)}")
+    if end.ipv6:
+        lines.append(f"  IPv6:      {', '.join(end.ipv6)}: its IPv6 packets pass unfiltered ({ipv6.WHY})")
     return lines
 
 
@@ -478,8 +522,9 @@ def format_explanation(x: Explanation) -> str:
         if ends
         else f"neither end is in {x.peer}'s address space: this peering's chain accepts it"
     )
+    probe = "TCP" if x.port is None else f"{x.port[0].upper()} port {x.port[1]}:"
     lines = [
-        f"TCP {x.source.label} -> {x.destination.label}",
+        f"{probe} {x.source.label} -> {x.destination.label}",
         f"peering {x.peering} (peer {x.peer}, securityMode {x.security_mode}, defaultAction {x.default_action}, "
         f"{'stateful: replies of allowed flows pass' if x.stateful else 'stateless'})",
         "",

@@ -16,6 +16,7 @@ from typing import Any
 
 from liqosec.api.peeringconnectivity import Group
 from liqosec.compiler.firewallconfiguration import Outcome
+from liqosec.compiler.ports import L4
 from liqosec.firewall.addresses import AddressSet, int_to_ip, ip_to_int
 from liqosec.firewall.capabilities import Capabilities
 from liqosec.firewall.evaluate import Packet, connects, node_accepts, tables_of
@@ -44,6 +45,12 @@ class Matrix:
     endpoints: tuple[Endpoint, ...]
     firewalls: tuple[dict[str, Any], ...]
     outcomes: tuple[Outcome, ...] = field(default=(), compare=False)
+    # The probe: protocol and destination port (`--port 80/tcp`); None is TCP to a port no rule names.
+    port: L4 | None = None
+
+    @property
+    def probe(self) -> tuple[str, int]:
+        return self.port if self.port is not None else ("tcp", 0)
 
     def _tables(self, peer: str | None) -> list[Mapping[str, Any]]:
         chosen = [fw for o in self.outcomes if peer is None or o.peer == peer for fw in o.firewalls]
@@ -51,14 +58,17 @@ class Matrix:
 
     def packet(self, src: str, dst: str, *, peer: str | None = None) -> bool:
         """A new packet from src to dst passes every table (or only `peer`'s)."""
-        return node_accepts(self._tables(peer), Packet.of(src, dst))
+        proto, port = self.probe
+        return node_accepts(self._tables(peer), Packet.of(src, dst, proto=proto, dport=port))
 
     def connect(self, src: str, dst: str, *, peer: str | None = None) -> bool:
-        return connects(self._tables(peer), src, dst)
+        proto, port = self.probe
+        return connects(self._tables(peer), src, dst, proto=proto, port=port)
 
     def grid(self, *, peer: str | None = None) -> list[list[bool]]:
         tables = self._tables(peer)
-        return [[connects(tables, a.ip, b.ip) for b in self.endpoints] for a in self.endpoints]
+        proto, port = self.probe
+        return [[connects(tables, a.ip, b.ip, proto=proto, port=port) for b in self.endpoints] for a in self.endpoints]
 
     @property
     def peers(self) -> list[str]:
@@ -91,6 +101,9 @@ def _label(ep: Endpoint, outcomes_: Sequence[Outcome]) -> Endpoint:
         for g in Group:
             if g is not Group.PRIVATE_SUBNETS and ip_to_int(ep.ip) in o.groups.get(g.value):
                 groups.append(f"{g.value}" if len(outcomes_) == 1 else f"{g.value}@{o.peer}")
+        for term in sorted(t for t in o.groups.sets if t.startswith("pods{")):  # selector parties the pod is in
+            if ip_to_int(ep.ip) in o.groups.get(term):
+                groups.append(term if len(outcomes_) == 1 else f"{term}@{o.peer}")
     return Endpoint(ep.name, ep.ip, ep.kind, tuple(groups))
 
 
@@ -99,8 +112,10 @@ def build_matrix(
     *,
     capabilities: Capabilities | None = None,
     max_endpoints: int | None = MAX_ENDPOINTS,
+    port: L4 | None = None,
 ) -> Matrix:
-    """Endpoints and verdicts; `max_endpoints` bounds the grid a person is shown (None: no bound)."""
+    """Endpoints and verdicts; `max_endpoints` bounds the grid a person is shown (None: no bound);
+    `port` is the probe's protocol and destination port (None: TCP to a port no rule names)."""
     results = outcomes(objects, capabilities=capabilities)
     try:
         endpoints = _pod_endpoints(objects)
@@ -109,7 +124,7 @@ def build_matrix(
     used = AddressSet.of(ep.ip for ep in endpoints)
     samples: dict[str, str] = {}
     for o in results:
-        for group in (Group.LOCAL_CLUSTER, Group.REMOTE_CLUSTER):
+        for group in (Group.LOCAL_CLUSTER, Group.REMOTE_CLUSTER, Group.LEAF):  # leaf: only when a rule names it
             ip = _sample(o.groups.get(group.value), used)
             if ip and ip not in samples.values():
                 samples[group.value if group is Group.LOCAL_CLUSTER else f"{group.value}/{o.peer}"] = ip
@@ -123,4 +138,4 @@ def build_matrix(
             ]
         )
     labelled = tuple(_label(ep, results) for ep in endpoints)
-    return Matrix(labelled, tuple(fw for o in results for fw in o.firewalls), tuple(results))
+    return Matrix(labelled, tuple(fw for o in results for fw in o.firewalls), tuple(results), port)

@@ -734,6 +734,14 @@ def _outcomes(objects: Sequence[Mapping[str, Any]], capabilities: Capabilities |
 
 
 def render(
-    objects: Sequence[Mapping[str, Any]], *, capabilities: Capabilities | None = None, scope: str = ALL_NODES
+    objects: Sequence[Mapping[str, Any]],
+    *,
+    capabilities: Capabilities | None = None,
+    scope: str = ALL_NODES,
+    report: Callable[[Sequence[Outcome]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    return [fw for o in outcomes(objects, capabilities=capabilities, scope=scope) for fw in o.firewalls]
+    """The FirewallConfigurations; `report` sees the outcomes first (the CLI's IPv6 warnings)."""
+    results = outcomes(objects, capabilities=capabilities, scope=scope)
+    if report is not None:
+        report(results)
+    return [fw for o in results for fw in o.firewalls]

@@ -15,6 +15,12 @@ NETWORK_TYPE = "ipam.liqo.io/network-type"  # "pod-cidr" on the local pod CIDR N
 CIDR_TYPE = "configuration.liqo.io/cidr-type"  # "pod" on a peer's remapped pod CIDR Networks
 SERVICE_NAME = "kubernetes.io/service-name"  # Kubernetes' own, on EndpointSlices
 OFFLOADING_NAME = "offloading"  # the name of every NamespaceOffloading
+CIDR_TYPE_EXTERNAL = "external"  # CIDR_TYPE's value on a peer's remapped external CIDR Networks
+# Local Networks (NETWORK_TYPE values) holding the cluster's own address space, never the Internet.
+LOCAL_NETWORK_TYPES: tuple[str, ...] = ("pod-cidr", "service-cidr", "external-cidr", "internal-cidr")
+# Kubernetes' cluster DNS: the Service every kubelet points pods at, and where it lives.
+DNS_NAMESPACE = "kube-system"
+DNS_SERVICE = "kube-dns"
 
 # Label keys resolution looks objects up by; an indexed view must index these.
 INDEXED_LABELS: tuple[str, ...] = (ORIGIN, SHADOW_POD, NODE_TYPE, REMOTE_CLUSTER_ID, NETWORK_TYPE, CIDR_TYPE)

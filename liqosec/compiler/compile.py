@@ -25,16 +25,18 @@ import bisect
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from liqosec.api.peeringconnectivity import Action, Group
+from liqosec.api.peeringconnectivity import MAX_PORT, Action, Group
 from liqosec.compiler.cover import Match, Plan, Term, plan
 from liqosec.compiler.partition import Partition, partition
 from liqosec.compiler.policy import Clause
+from liqosec.compiler.ports import PortSpan, port_classes, signature
 from liqosec.firewall.addresses import AddressSet
 from liqosec.firewall.capabilities import Capabilities
+from liqosec.firewall.evaluate import EPHEMERAL_PORT
 from liqosec.groups.resolve import ResolvedGroups
 
 ACCEPT, DROP = "accept", "drop"
@@ -46,6 +48,8 @@ CTSTATE_RULE_NAME = "accept-established-related"
 # bitwise and cmp; an address or a range is payload and cmp (or range); a ct state match
 # is ct and bitwise and cmp; every rule adds a counter and a verdict.
 CIDR_EXPRESSIONS, VALUE_EXPRESSIONS, CTSTATE_EXPRESSIONS, RULE_OVERHEAD = 3, 2, 3, 2
+# A port range is payload and two cmps; a protocol is meta and cmp, a single port payload and cmp.
+PORT_RANGE_EXPRESSIONS = 3
 _SCOPE = (Group.REMOTE_CLUSTER.value, Group.OFFLOADED.value, Group.VC_REMOTE.value)
 
 
@@ -95,6 +99,9 @@ class CompiledChain:
     # The clauses (explicit rules, the mode's, or the default as origin "defaultAction")
     # that allow such a flow, in evaluation order: where replies need a rule of their own.
     one_way_clauses: tuple[Clause, ...] = ()
+    # Drop rules with protocol and port matches that cannot join this chain (its policy is drop):
+    # a chain of their own, in a table of its own, which the packet must pass too (`compile_ports`).
+    ports_chain: CompiledChain | None = None
 
     @property
     def match_count(self) -> int:
@@ -106,6 +113,8 @@ class CompiledChain:
 
 
 def match_expressions(m: Match) -> int:
+    if m.kind == "port" and "-" in m.value:
+        return PORT_RANGE_EXPRESSIONS
     return CIDR_EXPRESSIONS if "/" in m.value else VALUE_EXPRESSIONS
 
 
@@ -125,24 +134,39 @@ def rule_name(action: str, matches: Term) -> str:
 
 
 def _rule_name(action: str, matches: Term) -> str:
-    canon = json.dumps([action, [[m.position, m.op, m.value] for m in sorted(matches)]], separators=(",", ":"))
+    canon = json.dumps(
+        [
+            action,
+            [
+                [m.position, m.op, m.value] if m.kind == "ip" else [m.kind, m.position, m.op, m.value]
+                for m in sorted(matches)
+            ],
+        ],
+        separators=(",", ":"),
+    )
     return f"{action}-{hashlib.sha256(canon.encode()).hexdigest()[:16]}"
 
 
-def _match_order(m: Match) -> tuple[bool, str, str]:
-    return (m.position != "src", m.op, m.value)
+def _match_order(m: Match) -> tuple[bool, bool, bool, str, str]:
+    """Addresses (sources first), then the protocol, then the port."""
+    return (m.kind != "ip", m.kind != "proto", m.position != "src", m.op, m.value)
 
 
 def _verdicts(
-    part: Partition, clauses: Sequence[Clause], default: Action
+    part: Partition, clauses: Sequence[Clause], default: Action, active: frozenset[int] | None = None
 ) -> tuple[dict[tuple[int, int], str], dict[tuple[int, int], int]]:
-    """The verdict of every pair of atoms, and which clause decided it (len(clauses): the default)."""
+    """The verdict of every pair of atoms, and which clause decided it (len(clauses): the default).
+
+    `active`: only these clauses can match (the others' ports do not cover the packets judged).
+    """
     scope = 0
     for term in _SCOPE:
         scope |= part.bit(term)
     masks = [
         (None if c.src is None else part.bit(c.src), None if c.dst is None else part.bit(c.dst), c.action)
-        for c in clauses
+        if active is None or i in active
+        else (0, 0, c.action)
+        for i, c in enumerate(clauses)
     ]
     out: dict[tuple[int, int], str] = {}
     deciders: dict[tuple[int, int], int] = {}
@@ -197,11 +221,15 @@ def _fits(policy: str, candidate: Plan, max_expressions: int | None) -> bool:
     return exact + CTSTATE_EXPRESSIONS + RULE_OVERHEAD <= max_expressions
 
 
+def _partition(clauses: Sequence[Clause], groups: ResolvedGroups) -> Partition:
+    terms = sorted({*_SCOPE, *(t for c in clauses for t in (c.src, c.dst) if t is not None)})
+    return partition(terms, [groups.get(t) for t in terms])
+
+
 def _decide(
     clauses: Sequence[Clause], default: Action, groups: ResolvedGroups
 ) -> tuple[Partition, dict[tuple[int, int], str], dict[tuple[int, int], int]]:
-    terms = sorted({*_SCOPE, *(t for c in clauses for t in (c.src, c.dst) if t is not None)})
-    part = partition(terms, [groups.get(t) for t in terms])
+    part = _partition(clauses, groups)
     verdicts, deciders = _verdicts(part, clauses, default)
     return part, verdicts, deciders
 
@@ -212,11 +240,18 @@ def _one_way(
     verdicts: dict[tuple[int, int], str],
     deciders: dict[tuple[int, int], int],
 ) -> tuple[bool, tuple[Clause, ...]]:
-    one_way_pairs = [(a, b) for (a, b), v in verdicts.items() if v == ACCEPT and verdicts[(b, a)] == DROP]
-    # Out of scope pairs accept without a clause and their reverse is out of scope too.
-    holes = sorted({deciders[pair] for pair in one_way_pairs if pair in deciders})
+    one_way, holes = _one_way_holes(verdicts, deciders, verdicts)
     everything = (*clauses, Clause(None, None, default, "defaultAction"))
-    return bool(one_way_pairs), tuple(everything[i] for i in holes)
+    return one_way, tuple(everything[i] for i in sorted(holes))
+
+
+def _one_way_holes(
+    verdicts: dict[tuple[int, int], str], deciders: dict[tuple[int, int], int], back: dict[tuple[int, int], str]
+) -> tuple[bool, set[int]]:
+    """Whether some pair is accepted (`verdicts`) while its reply is dropped (`back`), and the deciding clauses."""
+    one_way_pairs = [(a, b) for (a, b), v in verdicts.items() if v == ACCEPT and back[(b, a)] == DROP]
+    # Out of scope pairs accept without a clause and their reverse is out of scope too.
+    return bool(one_way_pairs), {deciders[pair] for pair in one_way_pairs if pair in deciders}
 
 
 def _chain(
@@ -240,6 +275,8 @@ def compile_chain(
     *,
     max_expressions: int | None = None,
 ) -> CompiledChain:
+    if any(c.ports for c in clauses):
+        return compile_ports(clauses, default, groups, capabilities, max_expressions=max_expressions)
     part, verdicts, deciders = _decide(clauses, default, groups)
     # Fewest rules, then fewest matches; on a tie prefer the accept policy so a
     # half-applied chain fails open for traffic it does not govern. Only a
@@ -256,6 +293,135 @@ def compile_chain(
         one_way=one_way,
         one_way_clauses=one_way_clauses,
     )
+
+
+class ChainTooLarge(ValueError):
+    """An accept-rules chain over one FirewallConfiguration's budget: it cannot be cut into shards."""
+
+
+L4_MATCHES = 2  # a protocol and a port: what a rule of a port class adds to its addresses
+
+
+def _l4_terms(spans: Sequence[PortSpan]) -> list[Term]:
+    """One term per span: the protocol, and the destination port or range unless it is every port."""
+    out: list[Term] = []
+    for proto, lo, hi in spans:
+        proto_match = Match("", "eq", proto, "proto")
+        if (lo, hi) == (0, MAX_PORT):
+            out.append((proto_match,))
+        else:
+            out.append((proto_match, Match("dst", "eq", str(lo) if lo == hi else f"{lo}-{hi}", "port")))
+    return out
+
+
+def _smallest(part: Partition, region: set[tuple[int, int]], memo: dict[object, object], reserve: int) -> Plan:
+    plans = [plan(_rectangles(part, region, by_source), memo, reserve) for by_source in (True, False)]
+    return min(plans, key=lambda p: (p.rules, p.matches))
+
+
+def _with_l4(located: Sequence[tuple[Term, int | None]], spans: Sequence[PortSpan]) -> list[tuple[Term, int | None]]:
+    return [(term + l4, where) for term, where in located for l4 in _l4_terms(spans)]
+
+
+def compile_ports(
+    clauses: Sequence[Clause],
+    default: Action,
+    groups: ResolvedGroups,
+    capabilities: Capabilities,
+    *,
+    max_expressions: int | None = None,
+) -> CompiledChain:
+    """`compile_chain` for clauses with destination ports, still order-proof.
+
+    The (protocol, port) space is cut into classes (`ports.port_classes`); B is the verdict of
+    every pair of atoms for the base class (other protocols, ports no clause names) and V_c for
+    class c. Where V_c = B everywhere, this is `compile_chain` of B. Otherwise, per class,
+    X_c = pairs B accepts and V_c drops, Y_c = pairs B drops and V_c accepts. Liqo's firewall
+    can match a protocol and a port only positively, so:
+    - with no Y_c, the chain is B's, and X_c's rectangles become drop rules carrying the class's
+      protocol and port; they join B's chain when its policy is accept;
+    - with some Y_c, the chain has policy drop and accept rules: B's accepted pairs (no protocol
+      match) and Y_c's rectangles with the class's protocol and port;
+    - drop rules that cannot join a policy-drop chain go into `ports_chain`, a policy-accept chain
+      in a table of its own: every chain on the forward hook must accept, so the verdict is
+      (B or Y_c) and not X_c, which is V_c for class c and B elsewhere.
+    Replies are judged at the client's ephemeral port (`ports.EPHEMERAL_PORT`) for the one-way analysis.
+    """
+    part = _partition(clauses, groups)
+    spans = [c.ports for c in clauses]
+    classes = [pc for pc in port_classes(spans) if pc.clauses]
+    portless = frozenset(i for i, c in enumerate(clauses) if not c.ports)
+    judged: dict[frozenset[int], tuple[dict[tuple[int, int], str], dict[tuple[int, int], int]]] = {}
+
+    def verdicts_of(sig: frozenset[int]) -> tuple[dict[tuple[int, int], str], dict[tuple[int, int], int]]:
+        if sig not in judged:
+            judged[sig] = _verdicts(part, clauses, default, portless | sig)
+        return judged[sig]
+
+    base, _ = verdicts_of(frozenset())
+    memo: dict[object, object] = {}
+    drops: list[tuple[Term, int | None]] = []
+    accepts: list[tuple[Term, int | None]] = []
+    for pc in classes:
+        v, _ = verdicts_of(pc.clauses)
+        x = {pair for pair, verdict in v.items() if verdict == DROP and base[pair] == ACCEPT}
+        y = {pair for pair, verdict in v.items() if verdict == ACCEPT and base[pair] == DROP}
+        if x:
+            drops += [] and _with_l4(_smallest(part, x, memo, L4_MATCHES).located_terms(), pc.spans)
+        if y:
+            accepts += _with_l4(_smallest(part, y, memo, L4_MATCHES).located_terms(), pc.spans)
+    if accepts:
+        policy = DROP
+        main = _smallest(part, {pair for pair, verdict in base.items() if verdict == ACCEPT}, memo, 0)
+        name, rules = _chain(ACCEPT, [*main.located_terms(), *accepts], capabilities)
+        expressions = sum(r.expressions for r in rules)
+        if max_expressions is not None and expressions > max_expressions:
+            raise ChainTooLarge(
+                f"the rules with ports compile to an accept-rules chain of {expressions} kernel expressions, "
+                f"over the {max_expressions} one FirewallConfiguration may hold; name fewer ports or narrower groups"
+            )
+    else:
+        ranked = sorted(_candidates(part, base), key=lambda c: (c[1].rules, c[1].matches, c[0] != ACCEPT))
+        policy, best = next(c for c in ranked if _fits(c[0], c[1], max_expressions))
+        joined = drops if policy == ACCEPT else []
+        name, rules = _chain(DROP if policy == ACCEPT else ACCEPT, [*best.located_terms(), *joined], capabilities)
+    one_way, holes = _port_one_way(spans, [pc.spans for pc in port_classes(spans)], verdicts_of)
+    everything = (*clauses, Clause(None, None, default, "defaultAction"))
+    one_way_clauses = tuple(everything[i] for i in sorted(holes))
+    ports_chain = None
+    if drops and policy == DROP:
+        ports_name, ports_rules = _chain(DROP, drops, capabilities)
+        ports_chain = CompiledChain(
+            ports_name, ACCEPT, ports_rules, len(part.atoms), one_way=one_way, one_way_clauses=one_way_clauses
+        )
+    return CompiledChain(
+        name=name,
+        policy=policy,
+        rules=rules,
+        atoms=len(part.atoms),
+        one_way=one_way,
+        one_way_clauses=one_way_clauses,
+        ports_chain=ports_chain,
+    )
+
+
+def _port_one_way(
+    spans: Sequence[Sequence[PortSpan]],
+    all_spans: Sequence[Sequence[PortSpan]],
+    verdicts_of: Callable[[frozenset[int]], tuple[dict[tuple[int, int], str], dict[tuple[int, int], int]]],
+) -> tuple[bool, set[int]]:
+    """One-way flows of every class: a request of a class, its reply at the ephemeral port of its protocol."""
+    kinds = {(frozenset[int](), frozenset[int]())}  # other protocols: request and reply in the base class
+    for class_spans in all_spans:
+        for proto, lo, _ in class_spans:
+            kinds.add((signature(spans, (proto, lo)), signature(spans, (proto, EPHEMERAL_PORT))))
+    found, holes = False, set()
+    for request, reply in sorted(kinds, key=lambda k: (sorted(k[0]), sorted(k[1]))):
+        verdicts, deciders = verdicts_of(request)
+        one_way, these = _one_way_holes(verdicts, deciders, verdicts_of(reply)[0])
+        found |= one_way
+        holes |= these
+    return found, holes
 
 
 def _pieces(part: Partition, hosted: AddressSet) -> dict[int, AddressSet]:

@@ -36,12 +36,15 @@ _SPLITS = (0, 1, 2, 4, 8, 12, 16, 18, 19, 20)
 
 @dataclass(frozen=True, order=True)
 class Match:
-    position: str  # "src" | "dst"
+    position: str  # "src" | "dst" ("" for a protocol)
     op: str  # "eq" | "neq"
     value: str
+    kind: str = "ip"  # "ip" | "proto" (value tcp or udp) | "port" (a port or a range "a-b")
 
     def to_api(self) -> dict[str, object]:
-        return {"op": self.op, "ip": {"position": self.position, "value": self.value}}
+        if self.kind == "proto":
+            return {"op": self.op, "proto": {"value": self.value}}
+        return {"op": self.op, self.kind: {"position": self.position, "value": self.value}}
 
 
 Term = tuple[Match, ...]
@@ -77,7 +80,7 @@ NONE = Spelling("none")
 # an LRU's bookkeeping, and a refill costs one compile.
 _CACHE_LIMIT = 200_000
 _INTERVAL_HASHES: dict[tuple[int, int], int] = {}
-_RECTANGLES: dict[tuple[Any, Any], tuple[int, int, Spelling, Spelling]] = {}
+_RECTANGLES: dict[tuple[Any, ...], tuple[int, int, Spelling, Spelling]] = {}
 _RECTANGLES_LIMIT = 512
 _FORMATTED: dict[tuple[str, tuple[tuple[int, int], ...]], Term] = {}
 _SETS: dict[tuple[tuple[int, int], ...], tuple[Any, tuple[tuple[int, int], ...]]] = {}
@@ -224,9 +227,9 @@ class Plan:
         return out
 
 
-def _rectangle(src: AddressSet, dst: AddressSet) -> tuple[int, int, Spelling, Spelling]:
-    """The fewest rules (then matches) spelling src x dst within the match budget."""
-    key = (src.intervals, dst.intervals)
+def _rectangle(src: AddressSet, dst: AddressSet, reserve: int = 0) -> tuple[int, int, Spelling, Spelling]:
+    """The fewest rules (then matches) spelling src x dst within the match budget, less `reserve`."""
+    key: tuple[Any, ...] = (src.intervals, dst.intervals) if not reserve else (src.intervals, dst.intervals, reserve)
     known = _RECTANGLES.get(key)
     if known is not None:
         return known
@@ -234,8 +237,10 @@ def _rectangle(src: AddressSet, dst: AddressSet) -> tuple[int, int, Spelling, Sp
     dst_hashes, dst_holes = _set_info(dst)
     best: tuple[int, int, Spelling, Spelling] | None = None
     for src_budget in _SPLITS:
+        if src_budget > MAX_MATCHES_PER_RULE - reserve:
+            continue
         s = _spell(src, src_holes, src_hashes, src_budget)
-        d = _spell(dst, dst_holes, dst_hashes, MAX_MATCHES_PER_RULE - src_budget)
+        d = _spell(dst, dst_holes, dst_hashes, MAX_MATCHES_PER_RULE - reserve - src_budget)
         if s is None or d is None:
             continue
         cost = (s.terms * d.terms, s.matches * d.terms + d.matches * s.terms)
@@ -247,14 +252,19 @@ def _rectangle(src: AddressSet, dst: AddressSet) -> tuple[int, int, Spelling, Sp
     return best
 
 
-def plan(rectangles: Iterable[tuple[AddressSet, AddressSet]], memo: dict[Any, Any] | None = None) -> Plan:
-    """Spell rectangles; `memo` shares work across candidate plans of one compile."""
+def plan(
+    rectangles: Iterable[tuple[AddressSet, AddressSet]], memo: dict[Any, Any] | None = None, reserve: int = 0
+) -> Plan:
+    """Spell rectangles; `memo` shares work across candidate plans of one compile; `reserve`
+    keeps that many matches of each rule free (for a protocol and a port)."""
     memo = {} if memo is None else memo
     pieces, rules, matches = [], 0, 0
     for src, dst in rectangles:
-        key = (src.intervals, dst.intervals)
+        key: tuple[Any, ...] = (
+            (src.intervals, dst.intervals) if not reserve else (src.intervals, dst.intervals, reserve)
+        )
         if key not in memo:
-            memo[key] = _rectangle(src, dst)
+            memo[key] = _rectangle(src, dst, reserve)
         n_rules, n_matches, s, d = memo[key]
         pieces.append((s, d))
         rules += n_rules

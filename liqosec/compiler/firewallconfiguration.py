@@ -30,12 +30,13 @@ from liqosec.api.validation import FieldError, ValidationError
 from liqosec.compiler.compile import (
     CHAIN_PRIORITY,
     DROP,
+    ChainTooLarge,
     CompiledChain,
     FilterRule,
     compile_chain,
     compile_node_chains,
 )
-from liqosec.compiler.policy import Clause, clauses_of, namespaces_of
+from liqosec.compiler.policy import Clause, clauses_of, namespaces_of, selections_of
 from liqosec.firewall.addresses import AddressSet, int_to_ip
 from liqosec.firewall.capabilities import Capabilities
 from liqosec.groups.resolve import ResolvedGroups, hosted_addresses, peer_of_namespace, resolve_groups
@@ -162,6 +163,11 @@ def shard(chain: CompiledChain, max_expressions: int = MAX_EXPRESSIONS_PER_FIREW
     return [s.rules for s in shards(chain, max_expressions)]
 
 
+def ports_shard(label: str) -> str:
+    """The shard index of the port drop rules' firewall (`liqosec-<name>-ports`, table `liqosec-<peer>_ports`)."""
+    return "ports" if not label else f"ports-{label}"
+
+
 def firewall_labels(pc: PeeringConnectivity, peer: str, node: str | None = None) -> dict[str, str]:
     """Liqo's agent on a node applies the fabric firewalls labelled all-nodes, and the
     single-node ones whose firewall-unique label names that node."""
@@ -278,7 +284,14 @@ def gather(
     (`hosted`: the same for every peering, so a caller may keep it between peerings)."""
     peer = peer_of(view, pc)
     clauses = tuple(clauses_of(pc.spec))
-    groups = resolve_groups(view, peer, pc.namespace, namespaces=namespaces_of(clauses))
+    groups = resolve_groups(
+        view,
+        peer,
+        pc.namespace,
+        namespaces=namespaces_of(clauses),
+        selections=selections_of(pc.spec),
+        named=[t for c in clauses for t in (c.src, c.dst)],
+    )
     return Inputs(pc, peer, clauses, groups, hosted(view) if scope == PER_NODE else None)
 
 
@@ -293,7 +306,9 @@ def object_size(fc: Mapping[str, Any], rules: tuple[FilterRule, ...]) -> int:
 def compile_inputs(inputs: Inputs, capabilities: Capabilities) -> Outcome:
     """The peering's firewalls: one chain for every node (sharded), or one per node (`hosted` given)."""
     pc, peer, clauses, groups = inputs.peering, inputs.peer, inputs.clauses, inputs.groups
-    if inputs.hosted is not None:
+    # Per-node chains hold drop rules by address only; a peering whose rules name ports is
+    # compiled for all nodes instead (docs/semantics.md, "Per-node scope"), never wrongly.
+    if inputs.hosted is not None and not any(c.ports for c in clauses):
         per_node = compile_node_chains(clauses, pc.spec.default_action, groups, capabilities, inputs.hosted)
         chain = per_node.summary
         built = [
@@ -305,10 +320,19 @@ def compile_inputs(inputs: Inputs, capabilities: Capabilities) -> Outcome:
         if not built:  # nothing to drop anywhere: the peering still has its (empty) firewall
             built = [(firewall_object(pc, peer, chain, ()), ())]
     else:
-        chain = compile_chain(
-            clauses, pc.spec.default_action, groups, capabilities, max_expressions=MAX_EXPRESSIONS_PER_FIREWALL
-        )
+        try:
+            chain = compile_chain(
+                clauses, pc.spec.default_action, groups, capabilities, max_expressions=MAX_EXPRESSIONS_PER_FIREWALL
+            )
+        except ChainTooLarge as err:
+            problem = FieldError("spec.rules", str(err), reason="TooLarge")
+            raise ValidationError([problem], obj=f"{KIND} {pc.key}") from err
         built = [(firewall_object(pc, peer, chain, s.rules, s.label), s.rules) for s in shards(chain)]
+        if chain.ports_chain is not None:  # its own table: a packet must pass both (`compile_ports`)
+            built += [
+                (firewall_object(pc, peer, chain.ports_chain, s.rules, ports_shard(s.label)), s.rules)
+                for s in shards(chain.ports_chain)
+            ]
     objs = tuple(obj for obj, _ in built)
     size = max(object_size(obj, rules) for obj, rules in built)
     if size > MAX_OBJECT_BYTES:

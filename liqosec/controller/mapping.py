@@ -15,12 +15,23 @@ informer handler wakes every peering when a mapper fails anyway.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import ip_address, ip_network
 from typing import Any
 
-from liqosec.api.liqo import NODE_TYPE, OFFLOADING_NAME, ORIGIN, REMOTE_CLUSTER_ID, SHADOW_POD, VIRTUAL_NODE
-from liqosec.api.peeringconnectivity import KIND
+from liqosec.api.liqo import (
+    DNS_NAMESPACE,
+    DNS_SERVICE,
+    NODE_TYPE,
+    OFFLOADING_NAME,
+    ORIGIN,
+    REMOTE_CLUSTER_ID,
+    SERVICE_NAME,
+    SHADOW_POD,
+    VIRTUAL_NODE,
+)
+from liqosec.api.peeringconnectivity import KIND, NAMESPACE_NAME_LABEL, Group, Party
+from liqosec.api.validation import ValidationError, parse_peering_connectivity
 from liqosec.compiler.firewallconfiguration import OWNER_LABEL
 from liqosec.firewall.capabilities import FIREWALL_CRD_NAME
 from liqosec.groups.resolve import is_tenant_namespace, peer_of_namespace
@@ -99,11 +110,15 @@ def status_only(old: Obj, new: Obj) -> bool:
 class _PeeringIndex:
     by_peer: Mapping[str, frozenset[str]]  # peer -> keys of its peerings
     naming: Mapping[str, frozenset[str]]  # namespace -> keys of peerings whose rules name it
+    selecting: tuple[tuple[str, tuple[Party, ...]], ...] = ()  # keys of peerings with selector parties
+    using: Mapping[str, frozenset[str]] = field(default_factory=dict)  # group -> keys of peerings naming it
 
     @classmethod
     def of(cls, view: ClusterView) -> _PeeringIndex:
         by_peer: dict[str, set[str]] = {}
         naming: dict[str, set[str]] = {}
+        selecting: list[tuple[str, tuple[Party, ...]]] = []
+        using: dict[str, set[str]] = {}
         for pc in view.list(KIND):
             key = f"{_ns(pc)}/{_name(pc)}"
             peer = peer_of_namespace(view, _ns(pc))
@@ -116,10 +131,39 @@ class _PeeringIndex:
                 for end in (rule.get("source"), rule.get("destination")):
                     if isinstance(end, Mapping) and isinstance(end.get("namespace"), str):
                         naming.setdefault(end["namespace"], set()).add(key)
+                    if isinstance(end, Mapping) and isinstance(end.get("group"), str):
+                        using.setdefault(end["group"], set()).add(key)
+            if parties := _selector_parties(pc):
+                selecting.append((key, parties))
         return cls(
             {p: frozenset(k) for p, k in by_peer.items()},
             {n: frozenset(k) for n, k in naming.items()},
+            tuple(selecting),
+            {g: frozenset(k) for g, k in using.items()},
         )
+
+
+def _selector_parties(pc: Obj) -> tuple[Party, ...]:
+    """The selector parties of a peering's rules; none for an invalid spec (pods cannot change its verdict)."""
+    rules = _section(pc, "spec").get("rules")
+    if not isinstance(rules, list) or not any(
+        isinstance(end, Mapping) and ("podSelector" in end or "namespaceSelector" in end)
+        for rule in rules
+        if isinstance(rule, Mapping)
+        for end in (rule.get("source"), rule.get("destination"))
+    ):
+        return ()
+    try:
+        spec = parse_peering_connectivity(pc).spec
+    except ValidationError:
+        return ()
+    return tuple({p for r in spec.rules for p in (r.source, r.destination) if p.selects_pods})
+
+
+def _namespace_labels(ns: Obj) -> dict[str, str]:
+    found = {str(k): str(v) for k, v in labels(ns).items()}
+    found.setdefault(NAMESPACE_NAME_LABEL, _name(ns))
+    return found
 
 
 class KeyMapper:
@@ -131,6 +175,7 @@ class KeyMapper:
         # Peerings by peer and by the namespaces their rules name, rebuilt when a peering or a
         # namespace changes: a pod event then costs a lookup, not a pass over every peering.
         self._indexes: tuple[tuple[int, int], _PeeringIndex] | None = None
+        self._dry_run: tuple[int, frozenset[str]] | None = None  # (peerings' generation, keys in DryRun)
 
     def _index(self) -> _PeeringIndex:
         generation = getattr(self._view, "generation", None)
@@ -180,6 +225,54 @@ class KeyMapper:
     def keys_naming_namespace(self, namespace: str) -> Keys:
         return set(self._index().naming.get(namespace, ()))
 
+    def keys_in_dry_run(self) -> Keys:
+        """Peerings in DryRun: their report counts every pod of their groups, any local pod included."""
+        generation = getattr(self._view, "generation", None)
+        stamp = generation(KIND) if callable(generation) else -1
+        kept = self._dry_run
+        if kept is not None and kept[0] == stamp and stamp >= 0:
+            return set(kept[1])
+        keys = frozenset(
+            f"{_ns(pc)}/{_name(pc)}"
+            for pc in self._view.list(KIND)
+            if _section(pc, "spec").get("enforcement") == "DryRun"
+        )
+        self._dry_run = (stamp, keys)
+        return set(keys)
+
+    def keys_naming_group(self, group: str) -> Keys:
+        """Peerings whose rules name `group` (the groups resolved only on demand: `internet`, `nameserver`)."""
+        return set(self._index().using.get(group, ()))
+
+    def keys_selecting_pod(self, pod: Obj) -> Keys:
+        """Peerings with a selector party that selects `pod` (its group aside: a superset is safe)."""
+        selecting = self._index().selecting
+        if not selecting:
+            return set()
+        namespace = _ns(pod)
+        ns = self._view.get("Namespace", namespace)
+        ns_labels = _namespace_labels(ns) if ns is not None else {NAMESPACE_NAME_LABEL: namespace}
+        pod_labels = labels(pod)
+        return {
+            key
+            for key, parties in selecting
+            if any(
+                (p.namespace is None or p.namespace == namespace)
+                and (p.namespace_selector is None or p.namespace_selector.matches(ns_labels))
+                and (p.pod_selector is None or p.pod_selector.matches(pod_labels))
+                for p in parties
+            )
+        }
+
+    def keys_selecting_namespace(self, namespace: Obj) -> Keys:
+        """Peerings with a namespaceSelector that selects `namespace` with its labels as they are in it."""
+        ns_labels = _namespace_labels(namespace)
+        return {
+            key
+            for key, parties in self._index().selecting
+            if any(p.namespace_selector is not None and p.namespace_selector.matches(ns_labels) for p in parties)
+        }
+
     # ----- facts to peers -----
     def is_tenant(self, namespace: str) -> bool:
         return is_tenant_namespace(self._view, namespace)
@@ -228,7 +321,8 @@ def pod_keys(m: KeyMapper, c: Change) -> Keys:
     if m.per_node and m.moves_hosted_addresses(c):
         return m.all_keys()
     peers = {p for o in c.objs for p in m.pod_peers(o)}
-    return m.keys_of_peers(peers) | {k for o in c.objs for k in m.keys_naming_namespace(_ns(o))}
+    naming = {k for o in c.objs for k in m.keys_naming_namespace(_ns(o)) | m.keys_selecting_pod(o)}
+    return m.keys_of_peers(peers) | naming | m.keys_in_dry_run()
 
 
 def node_keys(m: KeyMapper, c: Change) -> Keys:
@@ -246,7 +340,8 @@ def node_keys(m: KeyMapper, c: Change) -> Keys:
 def namespace_keys(m: KeyMapper, c: Change) -> Keys:
     if (pair := c.both) and labels(pair[0]) == labels(pair[1]):
         return set()
-    return {k for o in c.objs for k in m.keys_in_namespace(_name(o))}
+    # A relabel moves the namespace's pods in or out of namespaceSelectors: matching before or after.
+    return {k for o in c.objs for k in m.keys_in_namespace(_name(o)) | m.keys_selecting_namespace(o)}
 
 
 def network_keys(m: KeyMapper, c: Change) -> Keys:
@@ -254,11 +349,12 @@ def network_keys(m: KeyMapper, c: Change) -> Keys:
     out: Keys = set()
     for o in c.objs:
         out |= m.keys_in_namespace(_ns(o)) if m.is_tenant(_ns(o)) else m.all_keys()
-    return out
+    return out | m.keys_naming_group(Group.INTERNET.value)  # every CIDR of the cluster is kept out of it
 
 
 def configuration_keys(m: KeyMapper, c: Change) -> Keys:
-    return {k for o in c.objs for k in m.keys_in_namespace(_ns(o))}
+    """The tenant's peerings (remote-cluster, leaf), and those naming `internet`, which every peer's CIDRs leave."""
+    return {k for o in c.objs for k in m.keys_in_namespace(_ns(o))} | m.keys_naming_group(Group.INTERNET.value)
 
 
 def namespace_offloading_keys(m: KeyMapper, c: Change) -> Keys:
@@ -282,7 +378,8 @@ def endpoint_slice_keys(m: KeyMapper, c: Change) -> Keys:
         return set()
     peers = {str(labels(o).get(ORIGIN) or "") for o in c.objs}
     peers |= {p for o in c.objs for p in m.peers_offloading_namespace(_ns(o))}
-    return m.keys_of_peers(peers)
+    dns = any(_ns(o) == DNS_NAMESPACE and labels(o).get(SERVICE_NAME) == DNS_SERVICE for o in c.objs)
+    return m.keys_of_peers(peers) | (m.keys_naming_group(Group.NAMESERVER.value) if dns else set())
 
 
 def crd_keys(m: KeyMapper, c: Change) -> Keys:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from liqosec.compiler.dryrun import DryRunReport
 from liqosec.compiler.firewallconfiguration import Outcome
 
 CONTROLLER = "peeringconnectivity"
+DRY_RUN_CHANGES = ("newly_denied", "newly_allowed")  # values of liqosec_dryrun_pairs' `change` label
 # controller-runtime's reconcile time buckets, in seconds.
 RECONCILE_BUCKETS = (
     0.005,
@@ -118,6 +120,18 @@ class ControllerMetrics:
         self.addresses = Gauge(
             "liqosec_group_addresses", "Addresses resolved per group", ["peering", "group"], registry=registry
         )
+        self.dry_run_pairs = Gauge(
+            "liqosec_dryrun_pairs",
+            "Running pod pairs whose TCP connection enforcing a DryRun policy would change",
+            ["peering", "change"],
+            registry=registry,
+        )
+        self.dry_run_compared = Gauge(
+            "liqosec_dryrun_compared_pairs",
+            "Running pod pairs of a DryRun peering's traffic compared (fewer than the pairs when capped)",
+            ["peering"],
+            registry=registry,
+        )
         for result in ("success", "error"):
             self.reconcile_total.labels(CONTROLLER, result)
         self.reconcile_errors.labels(CONTROLLER)
@@ -141,3 +155,20 @@ class ControllerMetrics:
         self.bytes.labels(peering).set(outcome.size_bytes)
         for group, count in outcome.groups.counts().items():
             self.addresses.labels(peering, group).set(count)
+
+    def dry_run(self, peering: str, report: DryRunReport | None) -> None:
+        """The DryRun counts; None (enforced, or deleted) removes the series, so no stale count lingers."""
+        if report is None:
+            for change in DRY_RUN_CHANGES:
+                try:
+                    self.dry_run_pairs.remove(peering, change)
+                except KeyError:
+                    pass
+            try:
+                self.dry_run_compared.remove(peering)
+            except KeyError:
+                pass
+            return
+        self.dry_run_pairs.labels(peering, "newly_denied").set(report.newly_denied)
+        self.dry_run_pairs.labels(peering, "newly_allowed").set(report.newly_allowed)
+        self.dry_run_compared.labels(peering).set(report.compared_pairs)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from liqosec.kube.client import KubeClient, RestKubeClient
 
 EXIT_LOST_LEADERSHIP = 1
+WEBHOOK_CERT_DIR = "/tmp/k8s-webhook-server/serving-certs"  # where controller-runtime looks too
 EXIT_STARTUP = 1
 
 
@@ -87,6 +88,17 @@ def add_run_parser(sub: Any) -> None:
         "--log-level", default=_env("LIQOSEC_LOG_LEVEL", "info"), choices=("debug", "info", "warning", "error")
     )
     p.add_argument("--log-format", default=_env("LIQOSEC_LOG_FORMAT", "auto"), choices=("auto", "json", "console"))
+    p.add_argument(
+        "--webhook-bind-address",
+        default="0",
+        help="host:port for the validating admission webhook (POST /validate, GET /healthz, HTTPS; "
+        "'0', the default, disables it); see README, \"Admission\"",
+    )
+    p.add_argument(
+        "--webhook-cert-dir",
+        default=WEBHOOK_CERT_DIR,
+        help="directory holding the webhook's serving certificate, tls.crt and tls.key (reloaded when they change)",
+    )
     p.set_defaults(func=run_command)
 
 
@@ -140,6 +152,7 @@ def _run(args: argparse.Namespace) -> int:
     client, server = _connect(args.kubeconfig, args.context)
     controller = Controller(client, options)
     servers = _listen(args, controller)
+    servers += _listen_webhook(args, client, servers)
     try:
         _preflight(client, server)
     except StartupError:
@@ -254,6 +267,27 @@ def _listen(args: argparse.Namespace, controller: Controller) -> list[ThreadingH
                 f"{flag} ('0' disables it)"
             ) from None
     return servers
+
+
+def _listen_webhook(
+    args: argparse.Namespace, client: KubeClient, started: list[ThreadingHTTPServer]
+) -> list[ThreadingHTTPServer]:
+    """The admission webhook, when asked for; its lookups use the controller's client."""
+    if getattr(args, "webhook_bind_address", "0") == "0":
+        return []
+    from liqosec.admission.server import ClusterLookup, serve
+
+    try:
+        return [serve(args.webhook_bind_address, args.webhook_cert_dir, ClusterLookup(client))]
+    except (OSError, ValueError) as err:
+        for running in started:
+            running.shutdown()
+            running.server_close()
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else _one_line(err)
+        raise StartupError(
+            f"cannot serve the webhook on {args.webhook_bind_address} ({reason}): check --webhook-bind-address "
+            "and the tls.crt and tls.key in --webhook-cert-dir ('0' disables the webhook)"
+        ) from None
 
 
 def _preflight(client: KubeClient, server: str) -> None:

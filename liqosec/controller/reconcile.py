@@ -28,8 +28,9 @@ from typing import Any, Protocol
 import structlog
 
 from liqosec.api.liqo import NODE_TYPE, VIRTUAL_NODE
-from liqosec.api.peeringconnectivity import API_VERSION, KIND
+from liqosec.api.peeringconnectivity import API_VERSION, KIND, Enforcement
 from liqosec.api.validation import ValidationError, parse_peering_connectivity
+from liqosec.compiler.dryrun import DryRunReport, report_for
 from liqosec.compiler.firewallconfiguration import (
     ALL_NODES,
     FC_KIND,
@@ -52,12 +53,14 @@ from liqosec.controller.status import (
     Rollout,
     condition,
     desired_status,
+    dry_run_conditions,
     invalid_conditions,
     rollout,
     valid_conditions,
 )
 from liqosec.firewall.addresses import AddressSet
 from liqosec.firewall.capabilities import Capabilities
+from liqosec.firewall.evaluate import tables_of
 from liqosec.groups.resolve import hosted_addresses
 from liqosec.groups.view import ClusterStateError
 from liqosec.kube import errors
@@ -87,6 +90,8 @@ class WriteMetrics(Protocol):
     def compiled(self, peering: str, outcome: Outcome) -> None: ...
 
     def cluster_state_invalid(self, peering: str) -> None: ...
+
+    def dry_run(self, peering: str, report: DryRunReport | None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -162,6 +167,8 @@ class Reconciler:
         self._compiled: dict[str, tuple[Inputs, Capabilities, Outcome]] = {}
         self._update_events: dict[str, datetime] = {}  # when each peering last had a FirewallUpdated Event
         self._hosted_kept: tuple[tuple[int, int], Mapping[str, AddressSet]] | None = None
+        # The last DryRun report per key, reused while its outcome and the pods are the same.
+        self._reports: dict[str, tuple[Outcome, int, DryRunReport]] = {}
         # The last warning emitted per key: the status in the cache may lag our own write,
         # and one problem must make one Event, not one per pass.
         self._warned: dict[str, str] = {}
@@ -174,6 +181,8 @@ class Reconciler:
         if obj is None or _meta(obj).get("deletionTimestamp"):
             self._warned.pop(key, None)
             self._compiled.pop(key, None)
+            self._reports.pop(key, None)
+            self._metrics.dry_run(key, None)
             wait = self._remove_orphans(namespace, name, log)
             if wait is None and obj is not None:
                 self._set_finalizer(obj, present=False)
@@ -191,7 +200,20 @@ class Reconciler:
             self._metrics.cluster_state_invalid(key)
             self._reject(key, obj, cluster_state_problem(err), log, err)
             return None
+        if outcome.peering.spec.enforcement is Enforcement.DRY_RUN:
+            try:
+                report = self._dry_run_report(key, outcome)
+            except errors.ApiError:
+                raise
+            except Exception as err:  # a firewall or pod the comparison cannot read: this peering's alone
+                self._metrics.cluster_state_invalid(key)
+                self._reject(key, obj, cluster_state_problem(err), log, err)
+                return None
+            self._warned.pop(key, None)
+            return self._dry_run(key, obj, outcome, report, caps, log)
         self._warned.pop(key, None)
+        self._reports.pop(key, None)
+        self._metrics.dry_run(key, None)
         try:
             wait = self._apply_firewalls(key, obj, outcome, log)
         except errors.Forbidden as err:
@@ -202,6 +224,32 @@ class Reconciler:
         conds = valid_conditions(outcome, stateful=caps.ctstate, progress=progress)
         self._write_status(key, obj, conds, outcome, log, progress)
         return wait
+
+    def _dry_run(
+        self, key: str, obj: Mapping[str, Any], outcome: Outcome, report: DryRunReport, caps: Capabilities, log: Any
+    ) -> float | None:
+        """DryRun: retire liqosec's firewalls of the peering as on deletion, and say what enforcing would change."""
+        namespace, _, name = key.partition("/")
+        wait = self._remove_orphans(namespace, name, log)
+        self._metrics.compiled(key, outcome)
+        self._metrics.dry_run(key, report)
+        conds = dry_run_conditions(outcome, report, stateful=caps.ctstate)
+        self._write_status(key, obj, conds, outcome, log, dry_run=report.to_status())
+        return wait
+
+    def _dry_run_report(self, key: str, outcome: Outcome) -> DryRunReport:
+        """Computed only in DryRun, and again only when the compiled outcome or the pods changed.
+
+        What is enforced now is no firewall at all: DryRun retires liqosec's own (the same pass
+        empties it, then deletes it), and no other firewall of the peering is liqosec's to read.
+        """
+        pods = self._view.generation("Pod")
+        kept = self._reports.get(key)
+        if kept is not None and kept[0] is outcome and kept[1] == pods and pods >= 0:
+            return kept[2]
+        report = report_for(outcome.peer, outcome.groups, self._view.list("Pod"), tables_of(outcome.firewalls))
+        self._reports[key] = (outcome, pods, report)
+        return report
 
     def _hosted(self, view: Any) -> Mapping[str, AddressSet]:
         """Per-node addresses, derived once per change of the pods or nodes, not once per peering."""
@@ -280,6 +328,11 @@ class Reconciler:
             if last is not None and last[0] == inputs and last[1] == caps:
                 return last[2]  # an echo of our own write, a resync, a change resolution does not read
             outcome = compile_inputs(inputs, caps)
+            if inputs.hosted is not None and any(c.ports for c in inputs.clauses):
+                if last is None or last[0].clauses != inputs.clauses:  # once per spec, not per pod change
+                    structlog.get_logger(__name__).info(
+                        "rules name ports: the peering is compiled for all nodes, not per node", peering=key
+                    )
             self._compiled[key] = (inputs, caps, outcome)
             return outcome
         except ValidationError as err:
@@ -383,11 +436,13 @@ class Reconciler:
         outcome: Outcome | None,
         log: Any,
         progress: Rollout | None = None,
+        dry_run: Mapping[str, Any] | None = None,
     ) -> None:
         current: Mapping[str, Any] = obj
         for attempt in range(CONFLICT_RETRIES):
             status = current.get("status") or {}
-            desired = desired_status(status, conds, int(_meta(current).get("generation") or 0), outcome, progress)
+            generation = int(_meta(current).get("generation") or 0)
+            desired = desired_status(status, conds, generation, outcome, progress, dry_run)
             if desired == status:
                 return
             body = {

@@ -12,8 +12,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from liqosec.compiler import ipv6
 from liqosec.compiler.compile import CompiledChain
+from liqosec.compiler.dryrun import CONDITION as DRY_RUN
+from liqosec.compiler.dryrun import DryRunReport
 from liqosec.compiler.firewallconfiguration import MAX_OBJECT_BYTES, NODE_SCOPE_LABEL, Outcome
+from liqosec.compiler.ports import EPHEMERAL_RANGE, describe_spans
 
 VALID, READY, STATELESS, LARGE = "Valid", "Ready", "StatelessFiltering", "LargeFirewall"
 # Warn well before the bound, while there is room to act.
@@ -127,6 +131,9 @@ def valid_conditions(outcome: Outcome, *, stateful: bool, progress: Rollout | No
         conds.append(
             Condition(LARGE, True, "NearSizeBound", f"{outcome.size_bytes} bytes of {MAX_OBJECT_BYTES} allowed")
         )
+    unfiltered = ipv6.unfiltered(outcome)
+    if unfiltered:  # absent otherwise, as LargeFirewall: policies without IPv6 pods read as before
+        conds.append(Condition(ipv6.CONDITION, True, ipv6.REASON, ipv6.describe(unfiltered)))
     return conds
 
 
@@ -144,6 +151,12 @@ def _one_way_message(chain: CompiledChain) -> str:
             holes.append("defaultAction allows flows whose replies a deny drops")
             continue
         src, dst = _term(c.src), _term(c.dst)
+        if c.ports:  # replies go to the client's ephemeral port, not to the ports the rule names
+            holes.append(
+                f"{c.origin} ({src} -> {dst} {describe_spans(c.ports)}) needs an allow of {dst} -> {src} "
+                f"(with no ports, or ports {EPHEMERAL_RANGE[0]}-{EPHEMERAL_RANGE[1]}) for its replies"
+            )
+            continue
         holes.append(f"{c.origin} ({src} -> {dst}) needs an allow of {dst} -> {src} for its replies")
     more = len(chain.one_way_clauses) - MAX_HOLES_NAMED
     if more > 0:
@@ -153,6 +166,19 @@ def _one_way_message(chain: CompiledChain) -> str:
         "such connections do not open unless a rule evaluated before any deny of them allows the replies; "
         + "; ".join(holes)
     )
+
+
+def dry_run_conditions(outcome: Outcome, report: DryRunReport, *, stateful: bool) -> list[Condition]:
+    """A valid policy in DryRun: not Ready (nothing is written, by request), and what enforcing would change."""
+    ready = Condition(
+        READY,
+        False,
+        "DryRun",
+        "spec.enforcement is DryRun: no FirewallConfiguration is written; set it to Enforce to write it",
+    )
+    conds = [ready if c.type == READY else c for c in valid_conditions(outcome, stateful=stateful)]
+    conds.insert(2, Condition(DRY_RUN, True, "WouldChange" if report.changes else "NoChange", report.message()))
+    return conds
 
 
 def invalid_conditions(
@@ -198,8 +224,13 @@ def desired_status(
     generation: int,
     outcome: Outcome | None,
     progress: Rollout | None = None,
+    dry_run: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The whole status; compiler figures stay from the last good outcome when the spec is invalid."""
+    """The whole status; compiler figures stay from the last good outcome when the spec is invalid.
+
+    `dry_run` is the DryRun report (`status.dryRun`): with a compiled outcome and no report,
+    the policy is enforced and the block goes; with a report, no firewall is applied anywhere.
+    """
     status: dict[str, Any] = {k: v for k, v in current.items() if k not in ("conditions", "observedGeneration")}
     if outcome is not None:
         status.update(
@@ -211,6 +242,11 @@ def desired_status(
             addresses=outcome.groups.counts(),
             ipv6Skipped=outcome.groups.ipv6_skipped,
         )
+    if outcome is not None and dry_run is None:
+        status.pop("dryRun", None)
+    elif dry_run is not None:
+        status["dryRun"] = dict(dry_run)
+        status.pop("appliedNodes", None)
     if progress is not None:
         status["appliedNodes"] = progress.summary
     status["observedGeneration"] = generation

@@ -18,15 +18,31 @@ from liqosec.firewall.addresses import ip_to_int, parse_value
 TERMINAL = frozenset({"accept", "drop", "reject"})
 
 
+# The client's port of a probe, hence the destination port of its reply (Linux's ephemeral range).
+EPHEMERAL_PORT = 40000
+
+
 @dataclass(frozen=True)
 class Packet:
     src: int
     dst: int
     established: bool = False  # conntrack state: a reply of an accepted flow
+    proto: str = "tcp"  # "tcp", "udp", or another protocol's name (which no proto match takes)
+    sport: int = EPHEMERAL_PORT
+    dport: int = 0  # 0: a port no rule names (the probe of `liqosec matrix` without --port)
 
     @classmethod
-    def of(cls, src: str, dst: str, *, established: bool = False) -> Packet:
-        return cls(ip_to_int(src), ip_to_int(dst), established)
+    def of(
+        cls,
+        src: str,
+        dst: str,
+        *,
+        established: bool = False,
+        proto: str = "tcp",
+        sport: int = EPHEMERAL_PORT,
+        dport: int = 0,
+    ) -> Packet:
+        return cls(ip_to_int(src), ip_to_int(dst), established, proto, sport, dport)
 
 
 def _match(m: Mapping[str, Any], packet: Packet) -> bool:
@@ -39,7 +55,16 @@ def _match(m: Mapping[str, Any], packet: Packet) -> bool:
         state = "established" if packet.established else "new"
         hit = state in set(m["ctstate"].get("value") or ())
     elif "proto" in m and m["proto"] is not None:
-        hit = m["proto"].get("value") == "tcp"  # the matrix probes with TCP
+        return bool(m["proto"].get("value") == packet.proto)  # Liqo's agent ignores op for proto: always eq
+    elif "port" in m and m["port"] is not None:
+        if packet.proto not in ("tcp", "udp"):
+            return False  # no transport header with ports to read (the compiler pairs ports with a proto)
+        value = str(m["port"]["value"])
+        port = packet.sport if m["port"]["position"] == "src" else packet.dport
+        if "-" in value:  # Liqo's agent ignores op for a range: always "in range"
+            first, _, last = value.partition("-")
+            return int(first) <= port <= int(last)
+        hit = port == int(value)
     else:
         raise ValueError(f"unsupported match {dict(m)!r}")
     return hit != negate
@@ -74,13 +99,15 @@ def node_accepts(tables: Sequence[Mapping[str, Any]], packet: Packet, *, hook: s
     return True
 
 
-def connects(tables: Sequence[Mapping[str, Any]], src: str, dst: str) -> bool:
-    """A TCP connection from src to dst opens: the SYN passes, and so does the reply.
+def connects(tables: Sequence[Mapping[str, Any]], src: str, dst: str, *, proto: str = "tcp", port: int = 0) -> bool:
+    """A connection from src to dst (TCP, or UDP, to `port`) opens: the request passes, and so does the reply.
 
     The kernel always sees the reply as established; only a chain with a
     ctstate rule lets that through, otherwise the reply is judged by the
     address rules, which is how one-way rules break stateless connections.
+    The reply goes from `port` back to the client's ephemeral port.
     """
-    if not node_accepts(tables, Packet.of(src, dst)):
+    if not node_accepts(tables, Packet.of(src, dst, proto=proto, dport=port)):
         return False
-    return node_accepts(tables, Packet.of(dst, src, established=True))
+    reply = Packet.of(dst, src, established=True, proto=proto, sport=port, dport=EPHEMERAL_PORT)
+    return node_accepts(tables, reply)

@@ -4,7 +4,8 @@ Pure: the same view gives the same groups. Where each fact lives in Liqo is
 docs/semantics.md ("Where Liqo keeps each fact"); each lookup below names its label and fallback.
 Pods contribute their IPv4 addresses only while they hold them: no IP,
 `hostNetwork`, or a finished phase contributes nothing. IPv6 addresses are
-set aside and counted, not dropped silently.
+set aside, counted, and the pods holding them named per group (`ResolvedGroups.ipv6`),
+never dropped silently: the firewall is IPv4 only (`liqosec.compiler.ipv6`).
 
 Every field is read through an accessor that checks it (`pod_addresses`,
 `network_cidr`, ...): a malformed object raises `ClusterStateError` naming it
@@ -23,6 +24,10 @@ from typing import Any
 
 from liqosec.api.liqo import (
     CIDR_TYPE,
+    CIDR_TYPE_EXTERNAL,
+    DNS_NAMESPACE,
+    DNS_SERVICE,
+    LOCAL_NETWORK_TYPES,
     NETWORK_TYPE,
     NODE_TYPE,
     OFFLOADING_NAME,
@@ -33,7 +38,7 @@ from liqosec.api.liqo import (
     TENANT_PREFIX,
     VIRTUAL_NODE,
 )
-from liqosec.api.peeringconnectivity import Group
+from liqosec.api.peeringconnectivity import NAMESPACE_NAME_LABEL, Group, Operator, Party
 from liqosec.firewall.addresses import EMPTY, AddressSet
 from liqosec.groups.view import (
     ClusterStateError,
@@ -50,6 +55,26 @@ from liqosec.groups.view import (
 
 FINISHED_PHASES = frozenset({"Succeeded", "Failed"})
 PRIVATE_SUBNETS = AddressSet.of(["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"])
+# Never the Internet's (`internet` leaves them out): RFC 1918 and the special-purpose ranges no
+# public host holds (RFC 6890). The documentation ranges (TEST-NET, RFC 5737) stay in: examples
+# and `liqosec matrix` use one to stand for the Internet.
+NOT_INTERNET = AddressSet.of(
+    [
+        "0.0.0.0/8",  # "this network"
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",  # shared address space: carrier-grade NAT (RFC 6598)
+        "127.0.0.0/8",  # loopback
+        "169.254.0.0/16",  # link-local
+        "198.18.0.0/15",  # benchmarking (RFC 2544)
+        "224.0.0.0/4",  # multicast
+        "240.0.0.0/4",  # reserved, and the limited broadcast
+    ]
+)
+# Groups resolved only when a policy names them: `internet` is nearly the whole address space,
+# and a policy that names none of them resolves, compiles and reports exactly as before.
+ON_DEMAND_GROUPS: frozenset[str] = frozenset({Group.INTERNET.value, Group.NAMESERVER.value, Group.LEAF.value})
 
 # Internal terms the security modes use; not selectable in a spec.
 OFFLOADED_SERVICE_BACKENDS = "@offloaded-service-backends"
@@ -141,12 +166,12 @@ def node_name(pod: Obj) -> str | None:
 # Parsed addresses per pod object: the store replaces an object on every change, so
 # an object's identity is its version. The object is kept in the entry, so a reused
 # id() never matches a newer object. Emptied when full.
-_PARSED: dict[int, tuple[Obj, tuple[list[int], int]]] = {}
+_PARSED: dict[int, tuple[Obj, tuple[list[int], tuple[str, ...]]]] = {}
 _PARSED_LIMIT = 250_000
 
 
-def _pod_ips(pod: Obj) -> tuple[list[int], int]:
-    """IPv4 addresses (as ints) a pod holds now, and how many IPv6 ones were set aside."""
+def _pod_ips(pod: Obj) -> tuple[list[int], tuple[str, ...]]:
+    """IPv4 addresses (as ints) a pod holds now, and the IPv6 ones the IPv4 firewall cannot filter."""
     known = _PARSED.get(id(pod))
     if known is not None and known[0] is pod:
         return known[1]
@@ -157,7 +182,7 @@ def _pod_ips(pod: Obj) -> tuple[list[int], int]:
     return parsed
 
 
-def _parse_pod_ips(pod: Obj) -> tuple[list[int], int]:
+def _parse_pod_ips(pod: Obj) -> tuple[list[int], tuple[str, ...]]:
     spec, status = mapping_at(pod, "spec"), mapping_at(pod, "status")
     host_network = spec.get("hostNetwork")
     if host_network is not None and not isinstance(host_network, bool):
@@ -166,26 +191,31 @@ def _parse_pod_ips(pod: Obj) -> tuple[list[int], int]:
     raw = status.get("podIPs")
     if raw is not None and not isinstance(raw, list):
         raise wrong_type(pod, "status.podIPs", "a list of {ip: ...}", raw)
-    parsed: list[int | None] = []
+    parsed: list[tuple[int | None, str]] = []
     for i, entry in enumerate(raw or ()):
         if not isinstance(entry, Mapping):
             raise wrong_type(pod, f"status.podIPs[{i}]", "an object {ip: ...}", entry)
         if entry.get("ip") not in (None, ""):
-            parsed.append(_address(pod, f"status.podIPs[{i}].ip", entry["ip"]))
+            parsed.append((_address(pod, f"status.podIPs[{i}].ip", entry["ip"]), entry["ip"]))
     single = status.get("podIP")
     if single not in (None, ""):  # checked even when podIPs wins: the API server keeps them equal
         address = _address(pod, "status.podIP", single)
-        parsed = parsed or [address]
+        parsed = parsed or [(address, single)]
     if host_network or phase in FINISHED_PHASES:
-        return [], 0
-    v4 = [ip for ip in parsed if ip is not None]
-    return v4, len(parsed) - len(v4)
+        return [], ()
+    v4 = [ip for ip, _ in parsed if ip is not None]
+    return v4, tuple(str(IPv6Address(text)) for ip, text in parsed if ip is None)
 
 
 def pod_addresses(pod: Obj) -> tuple[list[str], int]:
     """IPv4 addresses a pod holds now, and how many IPv6 ones were set aside."""
     v4, v6 = _pod_ips(pod)
-    return [str(IPv4Address(ip)) for ip in v4], v6
+    return [str(IPv4Address(ip)) for ip in v4], len(v6)
+
+
+def pod_ipv6_addresses(pod: Obj) -> tuple[str, ...]:
+    """The IPv6 addresses a pod holds now: an IPv4 firewall never sees their packets."""
+    return _pod_ips(pod)[1]
 
 
 def network_cidr(network: Obj, section: str) -> tuple[int, int] | None:
@@ -202,6 +232,19 @@ def configuration_pod_cidrs(conf: Obj) -> list[tuple[int, int] | None]:
     if not isinstance(raw, list):
         raise wrong_type(conf, "status.remote.cidr.pod", "a list of CIDRs", raw)
     return [_cidr(conf, f"status.remote.cidr.pod[{i}]", c) for i, c in enumerate(raw)]
+
+
+def configuration_external_cidrs(conf: Obj) -> list[tuple[int, int] | None]:
+    """`status.remote.cidr.external` of a Configuration: the peer's external CIDRs as remapped here (None: IPv6).
+
+    As for the pod CIDR, never `.spec`: that is the peer's own view, which Liqo may remap here.
+    """
+    raw = mapping_at(conf, "status", "remote", "cidr").get("external")
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise wrong_type(conf, "status.remote.cidr.external", "a list of CIDRs", raw)
+    return [_cidr(conf, f"status.remote.cidr.external[{i}]", c) for i, c in enumerate(raw)]
 
 
 def slice_addresses(endpoint_slice: Obj) -> list[int | None]:
@@ -225,6 +268,16 @@ def slice_addresses(endpoint_slice: Obj) -> list[int | None]:
     return out
 
 
+def _slice_ipv6(endpoint_slice: Obj) -> tuple[str, ...]:
+    """The IPv6 endpoint addresses of a slice `slice_addresses` has already checked."""
+    return tuple(
+        str(IPv6Address(a))
+        for ep in endpoint_slice.get("endpoints") or ()
+        for a in ep.get("addresses") or ()
+        if _parse_address(a) is None
+    )
+
+
 def offloading_peers(nso: Obj) -> Mapping[str, Any]:
     """`status.remoteNamespacesConditions` of a NamespaceOffloading: keyed by the peers it offloads to."""
     value = mapping_at(nso, "status").get("remoteNamespacesConditions")
@@ -238,7 +291,7 @@ def offloading_peers(nso: Obj) -> Mapping[str, Any]:
 _CHECKS: Mapping[str, Callable[[Obj], object]] = {
     "Pod": lambda o: (_pod_ips(o), node_name(o)),
     "Network": lambda o: (network_cidr(o, "spec"), network_cidr(o, "status")),
-    "Configuration": configuration_pod_cidrs,
+    "Configuration": lambda o: (configuration_pod_cidrs(o), configuration_external_cidrs(o)),
     "EndpointSlice": slice_addresses,
     "NamespaceOffloading": offloading_peers,
     "Namespace": labels,
@@ -270,13 +323,31 @@ class _Collector:
     """Accumulates addresses while resolving; frozen into ResolvedGroups at the end."""
 
     ipv6_skipped: int = 0
+    ipv6: dict[str, list[IPv6Member]] = field(default_factory=dict)  # per term, its members holding IPv6
 
-    def pods(self, pods: Iterable[Obj]) -> AddressSet:
+    def pods(self, pods: Iterable[Obj], term: str | None = None) -> AddressSet:
+        """The pods' IPv4 addresses; with `term`, its pods holding IPv6 addresses are recorded under it."""
         values: list[tuple[int, int]] = []
         for pod in pods:
             v4, v6 = _pod_ips(pod)
-            self.ipv6_skipped += v6
+            self.ipv6_skipped += len(v6)
             values.extend((ip, ip) for ip in v4)
+            if v6 and term is not None:
+                member = IPv6Member("Pod", f"{namespace_of(pod)}/{name_of(pod)}", v6)
+                self.ipv6.setdefault(term, []).append(member)
+        return AddressSet.from_intervals(values)
+
+    def slices(self, slices: Iterable[Obj], term: str) -> AddressSet:
+        """The slices' IPv4 endpoint addresses; slices holding IPv6 ones are recorded under `term`."""
+        values: list[tuple[int, int]] = []
+        for endpoint_slice in slices:
+            addresses = slice_addresses(endpoint_slice)
+            values.extend((a, a) for a in addresses if a is not None)
+            v6 = _slice_ipv6(endpoint_slice) if None in addresses else ()
+            self.ipv6_skipped += len(v6)
+            if v6:
+                name = f"{namespace_of(endpoint_slice)}/{name_of(endpoint_slice)}"
+                self.ipv6.setdefault(term, []).append(IPv6Member("EndpointSlice", name, v6))
         return AddressSet.from_intervals(values)
 
     def addresses(self, addrs: Iterable[int | None]) -> AddressSet:
@@ -290,15 +361,38 @@ class _Collector:
 
 
 @dataclass(frozen=True)
+class IPv6Member:
+    """A pod (or an EndpointSlice) of a group holding IPv6 addresses: its IPv6 packets pass unfiltered.
+
+    liqosec writes IPv4 tables only (docs/semantics.md, "IPv6"), so these are named, not enforced.
+    """
+
+    kind: str  # "Pod" or "EndpointSlice"
+    name: str  # namespace/name
+    addresses: tuple[str, ...]
+
+    def __str__(self) -> str:
+        who = self.name if self.kind == "Pod" else f"{self.kind} {self.name}"
+        return f"{who} ({', '.join(self.addresses)})"
+
+
+@dataclass(frozen=True)
 class ResolvedGroups:
     """The address sets of one peering, keyed by group value or internal term."""
 
     peer: str
     sets: Mapping[str, AddressSet] = field(default_factory=dict)
     ipv6_skipped: int = 0
+    # Per term, the members holding IPv6 addresses the IPv4 firewall cannot match (pod groups only).
+    ipv6: Mapping[str, tuple[IPv6Member, ...]] = field(default_factory=dict)
 
     def get(self, term: str) -> AddressSet:
         return self.sets.get(term, EMPTY)
+
+    def ipv6_members(self, terms: Iterable[str]) -> tuple[IPv6Member, ...]:
+        """Members of any of `terms` holding IPv6 addresses, each once, by kind and name."""
+        found = {m for t in terms for m in self.ipv6.get(t, ())}
+        return tuple(sorted(found, key=lambda m: (m.kind != "Pod", m.name)))
 
     @property
     def peer_space(self) -> AddressSet:
@@ -377,9 +471,17 @@ def _offloaded_service_backends(view: ClusterView, namespaces: Iterable[str]) ->
 
 
 def resolve_groups(
-    view: ClusterView, peer: str, tenant_namespace: str, *, namespaces: Iterable[str] = ()
+    view: ClusterView,
+    peer: str,
+    tenant_namespace: str,
+    *,
+    namespaces: Iterable[str] = (),
+    selections: Iterable[Party] = (),
+    named: Iterable[str | None] = (),
 ) -> ResolvedGroups:
-    """Every group of peering `peer`, plus the namespace parties asked for."""
+    """Every group of peering `peer`, plus the namespace and selector parties asked for (keyed by
+    `namespace_term` and by `Party.describe`). The groups of `ON_DEMAND_GROUPS` only when
+    `named` (the terms of the policy's clauses) or a selector party names them."""
     c = _Collector()
     local = local_pod_cidr(view)
     remote = remote_pod_cidr(view, tenant_namespace)
@@ -396,9 +498,9 @@ def resolve_groups(
     sets: dict[str, AddressSet] = {
         Group.LOCAL_CLUSTER.value: local,
         Group.REMOTE_CLUSTER.value: remote,
-        Group.OFFLOADED.value: c.pods(view.by_label("Pod", ORIGIN, peer)),
-        Group.VC_LOCAL.value: c.pods(vc_local_pods),
-        Group.VC_REMOTE.value: c.pods(shadows),
+        Group.OFFLOADED.value: c.pods(view.by_label("Pod", ORIGIN, peer), Group.OFFLOADED.value),
+        Group.VC_LOCAL.value: c.pods(vc_local_pods, Group.VC_LOCAL.value),
+        Group.VC_REMOTE.value: c.pods(shadows, Group.VC_REMOTE.value),
         Group.PRIVATE_SUBNETS.value: PRIVATE_SUBNETS,
         OFFLOADED_SERVICE_BACKENDS: c.addresses(_offloaded_service_backends(view, offloaded_ns)),
         REFLECTED_SERVICE_BACKENDS: c.addresses(_slice_addresses(view.by_label("EndpointSlice", ORIGIN, peer))),
@@ -414,9 +516,112 @@ def resolve_groups(
     ):
         virtual_cluster = virtual_cluster.union(sets[term])
     sets[VIRTUAL_CLUSTER] = virtual_cluster
+    c.ipv6[VIRTUAL_CLUSTER] = [
+        m for t in (Group.VC_LOCAL.value, Group.VC_REMOTE.value, Group.OFFLOADED.value) for m in c.ipv6.get(t, ())
+    ]
+    selections = tuple(selections)
+    wanted = {t for t in named if t is not None} | {p.group.value for p in selections if p.group is not None}
+    for term in sorted(ON_DEMAND_GROUPS & wanted):
+        sets[term] = _on_demand(view, c, term, tenant_namespace)
     for ns in sorted(set(namespaces)):
-        sets[namespace_term(ns)] = c.pods(view.list("Pod", ns))
-    return ResolvedGroups(peer=peer, sets=sets, ipv6_skipped=c.ipv6_skipped)
+        sets[namespace_term(ns)] = c.pods(view.list("Pod", ns), namespace_term(ns))
+    for party in sorted(set(selections), key=Party.describe):
+        # Its IPv6 pods are named under its term; a group's IPv4 addresses cannot say which belong to it.
+        selected = c.pods(selected_pods(view, party), party.describe() if party.group is None else None)
+        if party.group is not None:  # narrowed to the group's addresses: `offloaded` pods labelled so
+            selected = selected.intersection(sets.get(party.group.value, EMPTY))
+        sets[party.describe()] = selected
+    ipv6 = {term: tuple(members) for term, members in c.ipv6.items() if members}
+    return ResolvedGroups(peer=peer, sets=sets, ipv6_skipped=c.ipv6_skipped, ipv6=ipv6)
+
+
+def _on_demand(view: ClusterView, c: _Collector, term: str, tenant_namespace: str) -> AddressSet:
+    if term == Group.NAMESERVER.value:
+        return c.slices(dns_slices(view), term)
+    if term == Group.LEAF.value:
+        return remote_external_cidr(view, tenant_namespace)
+    return internet(view)
+
+
+def dns_slices(view: ClusterView) -> list[Obj]:
+    """The cluster DNS's EndpointSlices: Service kube-dns of kube-system (none: `nameserver` is empty)."""
+    return [s for s in view.list("EndpointSlice", DNS_NAMESPACE) if labels(s).get(SERVICE_NAME) == DNS_SERVICE]
+
+
+def remote_external_cidr(view: ClusterView, tenant_namespace: str) -> AddressSet:
+    """The peer's external CIDRs as remapped here (`leaf`): the Configuration's status, else the tenant
+    namespace's Networks labelled `configuration.liqo.io/cidr-type=external`; never `.spec`."""
+    cidrs: list[tuple[int, int] | None] = []
+    for conf in view.list("Configuration", tenant_namespace):
+        cidrs.extend(configuration_external_cidrs(conf))
+    if not cidrs:
+        for net in view.by_label("Network", CIDR_TYPE, CIDR_TYPE_EXTERNAL):
+            if namespace_of(net) == tenant_namespace:
+                cidrs.append(network_cidr(net, "status"))
+    return _v4(cidrs)
+
+
+def cluster_cidrs(view: ClusterView) -> AddressSet:
+    """Every CIDR the cluster routes: its own Networks (pod, service, external, internal), its nodes'
+    pod CIDRs, and every peer's pod and external CIDRs as remapped here."""
+    found: list[tuple[int, int] | None] = []
+    for network_type in LOCAL_NETWORK_TYPES:
+        for net in view.by_label("Network", NETWORK_TYPE, network_type):
+            if not is_tenant_namespace(view, namespace_of(net)):
+                found += [network_cidr(net, "spec"), network_cidr(net, "status")]
+    for cidr_type in ("pod", CIDR_TYPE_EXTERNAL):
+        found += [network_cidr(net, "status") for net in view.by_label("Network", CIDR_TYPE, cidr_type)]
+    for conf in view.list("Configuration"):
+        found += configuration_pod_cidrs(conf) + configuration_external_cidrs(conf)
+    for node in view.list("Node"):
+        found += node_pod_cidrs(node)
+    return _v4(found)
+
+
+def internet(view: ClusterView) -> AddressSet:
+    """Public addresses: outside `NOT_INTERNET` and outside every CIDR of the cluster (`cluster_cidrs`)."""
+    return NOT_INTERNET.union(cluster_cidrs(view)).complement()
+
+
+def namespace_labels(view: ClusterView, namespace: str) -> Mapping[str, str]:
+    """A namespace's labels, with the name label the API server gives every namespace (a file may omit it)."""
+    ns = view.get("Namespace", namespace)
+    found = dict(labels(ns)) if ns is not None else {}
+    found.setdefault(NAMESPACE_NAME_LABEL, namespace)
+    return found
+
+
+def _named_namespaces(party: Party) -> frozenset[str] | None:
+    """The namespaces a party can only be in, when its selectors say so by name (a lookup, not a scan)."""
+    if party.namespace is not None:
+        return frozenset({party.namespace})
+    for req in party.namespace_selector.requirements if party.namespace_selector is not None else ():
+        if req.key == NAMESPACE_NAME_LABEL and req.operator is Operator.IN:
+            return frozenset(req.values)
+    return None
+
+
+def selected_pods(view: ClusterView, party: Party) -> list[Obj]:
+    """The pods a selector party selects, every pod of the cluster considered (local, offloaded here,
+    shadow pods): labels matching `podSelector`, namespace (where the pod object lives here)
+    matching `namespaceSelector` and, when given, `namespace`. Narrowing to `group` is the caller's."""
+    names = _named_namespaces(party)
+    pods: Iterable[Obj] = (
+        [p for ns in sorted(names) for p in view.list("Pod", ns)] if names is not None else view.list("Pod")
+    )
+    ns_selector, pod_selector = party.namespace_selector, party.pod_selector
+    namespace_ok: dict[str, bool] = {}
+    out: list[Obj] = []
+    for pod in pods:
+        if ns_selector is not None:
+            ns = namespace_of(pod)
+            if ns not in namespace_ok:
+                namespace_ok[ns] = ns_selector.matches(namespace_labels(view, ns))
+            if not namespace_ok[ns]:
+                continue
+        if pod_selector is None or pod_selector.matches(labels(pod)):
+            out.append(pod)
+    return out
 
 
 def node_pod_cidrs(node: Obj) -> list[tuple[int, int]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -117,10 +118,60 @@ _PROTECTED_BORDERS = [("@vc", "@vc", "allow"), (None, None, "deny")]
 _ALIASES = {"slice-local": "vc-local", "slice-remote": "vc-remote"}  # "Groups"
 
 
-def _term(party: dict[str, str] | None) -> str | None:
+def _term(party: dict[str, Any] | None) -> str | None:
     if not party:
         return None
+    if "podSelector" in party or "namespaceSelector" in party:  # read by `_selected`, from the YAML
+        return "@selector:" + json.dumps(party, sort_keys=True)
     return _ALIASES.get(party["group"], party["group"]) if "group" in party else f"namespace:{party['namespace']}"
+
+
+def _label_selector_holds(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
+    """Kubernetes' label selector semantics, re-derived: every matchLabels pair and expression holds."""
+    if selector is None:
+        return True
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for e in selector.get("matchExpressions") or ():
+        present, value = e["key"] in labels, labels.get(e["key"])
+        holds = {
+            "In": present and value in e.get("values", []),
+            "NotIn": not (present and value in e.get("values", [])),
+            "Exists": present,
+            "DoesNotExist": not present,
+        }[e["operator"]]
+        if not holds:
+            return False
+    return True
+
+
+def _selected(objects: Sequence[dict[str, Any]], party: dict[str, Any]) -> set[int]:
+    """The pod IPs a selector party names (docs/semantics.md, "Selector parties"); its group applied by the caller."""
+    from liqosec.firewall.addresses import ip_to_int
+
+    ns_labels = {
+        o["metadata"]["name"]: {
+            "kubernetes.io/metadata.name": o["metadata"]["name"],
+            **(o["metadata"].get("labels") or {}),
+        }
+        for o in objects
+        if o.get("kind") == "Namespace"
+    }
+    out: set[int] = set()
+    for o in objects:
+        if o.get("kind") != "Pod" or (o.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            continue
+        ns = o["metadata"].get("namespace", "default")
+        if party.get("namespace") not in (None, ns):
+            continue
+        if not _label_selector_holds(
+            party.get("namespaceSelector"), ns_labels.get(ns, {"kubernetes.io/metadata.name": ns})
+        ):
+            continue
+        if not _label_selector_holds(party.get("podSelector"), o["metadata"].get("labels") or {}):
+            continue
+        out |= {ip_to_int(p["ip"]) for p in (o.get("status") or {}).get("podIPs") or () if "." in p["ip"]}
+    return out
 
 
 def policy_connects(objects: Sequence[dict[str, Any]], *, stateful: bool) -> Callable[[str, str], bool]:
@@ -158,6 +209,10 @@ def policy_connects(objects: Sequence[dict[str, Any]], *, stateful: bool) -> Cal
             return addr not in groups.get("local-cluster") and addr not in groups.get("remote-cluster")
         if term == "@vc":
             return any(addr in groups.get(g) for g in _VIRTUAL_CLUSTER)
+        if term.startswith("@selector:"):
+            party = json.loads(term[len("@selector:") :])
+            group = _ALIASES.get(party.get("group", ""), party.get("group"))
+            return addr in _selected(objects, party) and (group is None or addr in groups.get(group))
         return addr in groups.get(term)
 
     def accepts(src: int, dst: int, *, reply: bool) -> bool:

@@ -99,6 +99,24 @@ READER: dict[str, list[tuple[str, str, bool, bool]]] = {
         ("default/web", "shop/backend", False, True),  # one-way allow to vc-remote
         (REMOTE_ROME, "default/web", False, False),
     ],
+    "selector-parties.yaml": [
+        ("shop/frontend-0", REMOTE_ROME, True, True),  # app=frontend in shop: allowed both ways
+        (REMOTE_ROME, "guest-rome/job-0", True, True),  # app=frontend offloaded here, in guest-rome
+        ("default/web", REMOTE_ROME, False, False),  # app=frontend but not in shop or guest-rome
+        ("shop/cache", REMOTE_ROME, False, False),  # in shop but not a frontend
+        (REMOTE_ROME, "billing/ledger", False, False),  # team money: not web
+        ("guest-rome/job-1", "default/web", False, False),  # offloaded batch pods are cut off
+        ("guest-rome/job-0", "default/web", True, True),  # offloaded, not batch: default allow
+        ("default/web", "billing/ledger", True, True),  # local traffic is out of scope
+    ],
+    "more-groups.yaml": [
+        ("guest-rome/cart-0", "kube-system/coredns-0", True, True),  # offloaded -> nameserver, and back
+        ("guest-rome/cart-1", "(leaf/rome)", True, True),  # rome's external CIDR
+        ("guest-rome/cart-0", "(internet)", False, False),  # nothing public
+        ("guest-rome/cart-0", "default/web", False, False),  # nor local pods
+        (REMOTE_ROME, "guest-rome/cart-1", True, True),  # the dual-stack pod's IPv4 address is enforced
+        ("default/web", "(internet)", True, True),  # local pods keep the Internet: not the peering's traffic
+    ],
     "two-peerings.yaml": [
         (REMOTE_ROME, "default/web", True, True),
         ("(remote-cluster/paris)", "guest-paris/task", False, False),

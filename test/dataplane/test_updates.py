@@ -107,6 +107,33 @@ def test_a_pod_changing_address_and_labels_moves_between_groups(fresh: World, ce
         _check(fresh, objs, build_matrix(objs), f"pod re-addressed/relabelled step {n}", cell_report)
 
 
+def test_selector_parties_follow_pod_and_namespace_labels(fresh: World, cell_report: Any) -> None:
+    """A pod relabelled into a podSelector, then a namespace relabelled out of a namespaceSelector
+    and back: the live firewall follows each, with no change to the policy."""
+
+    def relabelled(objs: list[dict[str, Any]], kind: str, name: str, **labels: str) -> list[dict[str, Any]]:
+        out = copy.deepcopy(objs)
+        target = next(o for o in out if o["kind"] == kind and o["metadata"]["name"] == name)
+        target["metadata"]["labels"] = {**target["metadata"].get("labels", {}), **labels}
+        return out
+
+    base = load_objects([str(HERE / "scenarios" / "selector-parties.yaml")])
+    cache_frontend = relabelled(base, "Pod", "cache", app="frontend")  # joins the shop frontends
+    billing_web = relabelled(cache_frontend, "Namespace", "billing", team="web")  # leaves team NotIn web
+    billing_back = relabelled(billing_web, "Namespace", "billing", team="money")
+    steps = [base, cache_frontend, billing_web, billing_back]
+    fresh.converge(base)
+    fresh.place(build_matrix(base))
+    ip = {e.name: e.ip for e in build_matrix(base).endpoints}
+    cache, rome = ip["shop/cache"], ip["(remote-cluster/rome)"]
+    opened = []
+    for n, objs in enumerate(steps):
+        fresh.converge(objs)
+        _check(fresh, objs, build_matrix(objs), f"selector relabel step {n}", cell_report)
+        opened.append(fresh.cluster.probe(cache, rome))
+    assert opened == [False, True, True, True]  # the relabelled pod reaches rome once it is a frontend
+
+
 def test_rules_changed_on_a_live_peering(fresh: World, cell_report: Any) -> None:
     """Rules reordered, flipped and removed: the agent keeps, replaces and appends; verdicts follow."""
     objects = load_objects([str(HERE / "scenarios" / "ordering-deny-first.yaml")])

@@ -45,6 +45,10 @@ from types import TracebackType
 from typing import Any
 
 PORT = 8080
+# Ports probes may use besides PORT (`Cluster.listen_on`); every endpoint listens on all of them.
+# UDP endpoints echo each datagram back, so a probe sees the reply from the port to its own.
+EXTRA_TCP_PORTS = (22, 443, 8443)
+UDP_PORTS = (53, 8053)
 GATEWAY = "169.254.1.1"
 FABRIC_NET = "169.254.200"
 # Routes a cluster adds for endpoints on other nodes carry this protocol number, so
@@ -128,6 +132,9 @@ class Cluster:
         self._listeners: list[socket.socket] = []
         self._stop = threading.Event()
         self._acceptor: threading.Thread | None = None
+        # What endpoints attached from now on listen on: PORT only unless a test asks for more.
+        self.tcp_ports: tuple[int, ...] = (PORT,)
+        self.udp_ports: tuple[int, ...] = ()
         try:
             self._build()
         except BaseException:
@@ -225,6 +232,7 @@ class Cluster:
         kernel gets round to freeing it, and their routes would clash with the next scenario's.
         """
         self._stop_listeners()
+        self.tcp_ports, self.udp_ports = (PORT,), ()
         for i, node in enumerate(self.nodes):
             cmds = [f"link del {e.veth}" for e in self.endpoints.values() if e.node == i]
             if cmds:
@@ -255,14 +263,22 @@ class Cluster:
             )
             self._acceptor.start()
         for e in endpoints:
-            with in_netns(e.netns):
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((e.ip, PORT))
-            s.listen(256)
-            s.setblocking(False)
-            self._selector.register(s, selectors.EVENT_READ)
-            self._listeners.append(s)
+            for kind, port in [(socket.SOCK_STREAM, p) for p in self.tcp_ports] + [
+                (socket.SOCK_DGRAM, p) for p in self.udp_ports
+            ]:
+                with in_netns(e.netns):
+                    s = socket.socket(socket.AF_INET, kind)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind((e.ip, port))
+                if kind == socket.SOCK_STREAM:
+                    s.listen(256)
+                s.setblocking(False)
+                self._selector.register(s, selectors.EVENT_READ)
+                self._listeners.append(s)
+
+    def listen_on(self, tcp: Sequence[int] = (PORT, *EXTRA_TCP_PORTS), udp: Sequence[int] = UDP_PORTS) -> None:
+        """Endpoints attached from now on listen on these TCP ports and echo UDP on these (until reset)."""
+        self.tcp_ports, self.udp_ports = tuple(tcp), tuple(udp)
 
     @staticmethod
     def _accept_loop(sel: selectors.BaseSelector, stop: threading.Event) -> None:
@@ -274,9 +290,14 @@ class Cluster:
                 time.sleep(0.05)  # a listener was closed under us; its unregister follows
                 continue
             for key, _ in ready:
+                sock: socket.socket = key.fileobj  # type: ignore[assignment]
                 try:
-                    conn, _addr = key.fileobj.accept()  # type: ignore[union-attr]
-                    conn.close()
+                    if sock.type == socket.SOCK_DGRAM:
+                        data, peer = sock.recvfrom(2048)
+                        sock.sendto(data, peer)  # the reply, from the probed port back to the client's
+                    else:
+                        conn, _addr = sock.accept()
+                        conn.close()
                 except OSError:
                     pass
 
@@ -327,25 +348,43 @@ class Cluster:
 
     # ---- packets ----
 
-    def probe(self, src: str, dst: str, *, timeout: float = CONNECT_TIMEOUT) -> bool:
-        """True when a TCP connection from src's namespace to dst completes within timeout."""
+    def probe(
+        self, src: str, dst: str, *, timeout: float = CONNECT_TIMEOUT, port: int = PORT, proto: str = "tcp"
+    ) -> bool:
+        """True when a TCP connection from src's namespace to dst:port completes within timeout, or
+        (proto "udp") when a datagram to dst:port comes back echoed within it."""
+        kind = socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM
         with in_netns(self.endpoints[src].netns):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s = socket.socket(socket.AF_INET, kind)
         try:
             s.settimeout(timeout)
-            s.connect((dst, PORT))
-            return True
-        except OSError:
+            if kind == socket.SOCK_STREAM:
+                s.connect((dst, port))
+                return True
+            token = os.urandom(8)
+            s.sendto(token, (dst, port))
+            deadline = time.monotonic() + timeout
+            while True:  # only our own echo counts
+                s.settimeout(max(0.001, deadline - time.monotonic()))
+                data, peer = s.recvfrom(64)
+                if data == token and peer == (dst, port):
+                    return True
+        except OSError:  # a timeout, refused, unreachable
             return False
         finally:
             s.close()
 
     def probe_pairs(
-        self, pairs: Sequence[tuple[str, str]], *, timeout: float = CONNECT_TIMEOUT
+        self,
+        pairs: Sequence[tuple[str, str]],
+        *,
+        timeout: float = CONNECT_TIMEOUT,
+        port: int = PORT,
+        proto: str = "tcp",
     ) -> dict[tuple[str, str], bool]:
         """Probe many (src, dst) pairs concurrently with a bounded pool."""
         with ThreadPoolExecutor(max_workers=min(PROBE_WORKERS, max(1, len(pairs)))) as pool:
-            results = list(pool.map(lambda p: self.probe(p[0], p[1], timeout=timeout), pairs))
+            results = list(pool.map(lambda p: self.probe(p[0], p[1], timeout=timeout, port=port, proto=proto), pairs))
         return dict(zip(pairs, results))
 
     def all_pairs(self) -> list[tuple[str, str]]:

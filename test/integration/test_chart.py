@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import os
 import subprocess
@@ -300,3 +301,101 @@ def test_api_server_refuses_what_the_controller_does_not_need(installed_chart: A
     assert not can_i(installed_chart, "create", "", "pods/exec", namespace="default")
     assert not can_i(installed_chart, "update", "coordination.k8s.io", "leases", namespace="default")
     assert not can_i(installed_chart, "delete", "security.liqo.io", "peeringconnectivities", namespace=None)
+
+
+# ----- the optional admission webhook -----
+
+
+def named(objects: Sequence[Mapping[str, Any]], kind: str, name: str) -> Mapping[str, Any]:
+    [found] = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    return found
+
+
+def webhook_parts(objects: Sequence[Mapping[str, Any]]) -> tuple[Mapping[str, Any], Mapping[str, Any], Any, Any]:
+    """The registered webhook, the Service it calls, and the controller's parsed flags and container."""
+    [hook] = checks.one(objects, "ValidatingWebhookConfiguration")["webhooks"]
+    ref = hook["clientConfig"]["service"]
+    service = named([o for o in objects if o["kind"] == "Service"], "Service", ref["name"])
+    container = checks.controller_container(checks.one(objects, "Deployment"))
+    parsed, _ = checks.run_options(container["args"], NAMESPACE)
+    return hook, service, parsed, container
+
+
+def test_webhook_is_off_by_default(helm: str) -> None:
+    objects = template(helm)
+    assert "ValidatingWebhookConfiguration" not in kinds(objects)
+    assert not any("webhook" in a for a in args_of(objects))
+
+
+def test_webhook_renders_a_service_port_and_certificate_that_fit_together(helm: str) -> None:
+    from cryptography import x509
+
+    objects = template(helm, "webhook.enabled=true")
+    hook, service, parsed, container = webhook_parts(objects)
+    ref = hook["clientConfig"]["service"]
+    # The API server calls the Service's port, which reaches the port the controller listens on.
+    assert (ref["namespace"], ref["path"]) == (NAMESPACE, "/validate")
+    [port] = service["spec"]["ports"]
+    assert port["port"] == ref["port"]
+    [target] = [p for p in container["ports"] if p["name"] == port["targetPort"]]
+    assert target["containerPort"] == checks.port_of(parsed.webhook_bind_address)
+    assert set(service["spec"]["selector"].items()) <= set(checks.pod_labels(checks.one(objects, "Deployment")).items())
+    # The Secret is mounted where the controller reads its certificate.
+    [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == parsed.webhook_cert_dir]
+    volumes = checks.one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    [volume] = [v for v in volumes if v["name"] == mount["name"]]
+    secret = named(objects, "Secret", volume["secret"]["secretName"])
+    assert secret["type"] == "kubernetes.io/tls"
+    # The CA the API server trusts signed the serving certificate, made out to the Service's name.
+    assert hook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
+    ca = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["ca.crt"]))
+    cert = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    cert.verify_directly_issued_by(ca)
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+    assert f"{ref['name']}.{NAMESPACE}.svc" in names
+    assert base64.b64decode(secret["data"]["tls.key"]).startswith(b"-----BEGIN RSA PRIVATE KEY-----")
+    # What is checked, and what happens when no replica answers.
+    [rule] = hook["rules"]
+    assert (rule["apiGroups"], rule["resources"], rule["operations"]) == (
+        ["security.liqo.io"],
+        ["peeringconnectivities"],
+        ["CREATE", "UPDATE"],
+    )
+    assert (hook["failurePolicy"], hook["sideEffects"], hook["admissionReviewVersions"]) == ("Ignore", "None", ["v1"])
+    assert checks.deployment_faults(checks.one(objects, "Deployment")) == []
+
+
+def test_webhook_with_cert_manager_gets_its_ca_injected(helm: str) -> None:
+    objects = template(helm, "webhook.enabled=true", "webhook.certManager.enabled=true", "webhook.failurePolicy=Fail")
+    hook, service, parsed, container = webhook_parts(objects)
+    assert "Secret" not in kinds(objects) and "caBundle" not in hook["clientConfig"]
+    assert hook["failurePolicy"] == "Fail"
+    certificate = checks.one(objects, "Certificate")
+    vwc = checks.one(objects, "ValidatingWebhookConfiguration")
+    injected = f"{certificate['metadata']['namespace']}/{certificate['metadata']['name']}"
+    assert vwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == injected
+    assert f"{service['metadata']['name']}.{NAMESPACE}.svc" in certificate["spec"]["dnsNames"]
+    volumes = checks.one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == parsed.webhook_cert_dir]
+    [volume] = [v for v in volumes if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == certificate["spec"]["secretName"]
+    issuer = checks.one(objects, "Issuer")
+    assert issuer["spec"] == {"selfSigned": {}}
+    assert certificate["spec"]["issuerRef"] == {"name": issuer["metadata"]["name"], "kind": "Issuer"}
+    own = template(
+        helm,
+        "webhook.enabled=true",
+        "webhook.certManager.enabled=true",
+        "webhook.certManager.issuerRef.name=corp-ca",
+        "webhook.certManager.issuerRef.kind=ClusterIssuer",
+    )
+    assert "Issuer" not in kinds(own)
+    assert checks.one(own, "Certificate")["spec"]["issuerRef"] == {"name": "corp-ca", "kind": "ClusterIssuer"}
+
+
+def test_webhook_values_pass_lint_and_the_schema_refuses_a_typo(helm: str) -> None:
+    for settings in (["webhook.enabled=true"], ["webhook.enabled=true", "webhook.certManager.enabled=true"]):
+        cmd = [helm, "lint", "--strict", str(CHART)] + [a for s in settings for a in ("--set", s)]
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+    assert "failurePolicy" in template_error(helm, "webhook.enabled=true", "webhook.failurePolicy=Sometimes")

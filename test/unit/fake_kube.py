@@ -479,3 +479,19 @@ def cluster(*peers: str) -> list[JsonDict]:
 
 def key(peer: str) -> str:
     return f"liqo-tenant-{peer}/{peer}"
+
+
+def endpoint_slice(name: str, ns: str, service: str, *addresses: str, address_type: str = "IPv4") -> JsonDict:
+    """An EndpointSlice of Service `service`, one endpoint per address."""
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": name, "namespace": ns, "labels": {"kubernetes.io/service-name": service}},
+        "addressType": address_type,
+        "endpoints": [{"addresses": [a]} for a in addresses],
+    }
+
+
+def dns_slice(name: str, *addresses: str, address_type: str = "IPv4") -> JsonDict:
+    """A slice of the cluster DNS (Service kube-dns in kube-system): the `nameserver` group."""
+    return endpoint_slice(name, "kube-system", "kube-dns", *addresses, address_type=address_type)

@@ -31,8 +31,9 @@ def test_defaults_match_the_api_types() -> None:
 
 def test_one_selector_per_party_is_a_cel_rule() -> None:
     for end in ("source", "destination"):
-        [rule] = SPEC["rules"]["items"]["properties"][end]["x-kubernetes-validations"]
-        assert "has(self.group) && has(self.namespace)" in rule["rule"]
+        rules = [r["rule"] for r in SPEC["rules"]["items"]["properties"][end]["x-kubernetes-validations"]]
+        assert any("has(self.group) && has(self.namespace)" in r for r in rules)
+        assert any("has(self.namespace) && has(self.namespaceSelector)" in r for r in rules)
 
 
 def test_every_example_policy_fits_the_schema() -> None:

@@ -1,0 +1,1 @@
+"""The optional validating admission webhook for PeeringConnectivity (README, "Admission")."""

@@ -1,0 +1,111 @@
+"""Scope: destination ports through the real chain: every ordered pair x several TCP and UDP ports, each cell vs
+`liqosec matrix --port`.
+
+The scenarios in `ports/` go to a real API server; `liqosec run` writes the FirewallConfigurations (with
+proto and port matches, and for ProtectedBorders with a port deny a second table); Liqo's agent applies
+them on two node namespaces. Each endpoint listens on TCP 8080, 22, 443 and 8443 and echoes UDP on 53
+and 8053; a TCP probe opens a connection, a UDP probe waits for its echo (the reply from the port back
+to the client's ephemeral port), both within a bounded timeout.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dataplane_support import RECHECK_TIMEOUT
+from world import World
+
+from harness.netns import EXTRA_TCP_PORTS, PORT, UDP_PORTS
+from liqosec.matrix import build_matrix
+from liqosec.render import load_objects, render
+
+pytestmark = pytest.mark.dataplane
+
+HERE = Path(__file__).parent
+SCENARIOS = sorted((HERE / "ports").glob("*.yaml"))
+PROBES = [("tcp", p) for p in (PORT, *EXTRA_TCP_PORTS)] + [("udp", p) for p in UDP_PORTS]
+MILAN = "(remote-cluster/milan)"
+
+# What a reader of each policy expects, by endpoint name: (src, dst, proto, port, opens).
+READER: dict[str, list[tuple[str, str, str, int, bool]]] = {
+    "ports-protected-borders.yaml": [
+        (MILAN, "shop/frontend", "tcp", 443, True),  # the hole, replies allowed by rule 2
+        (MILAN, "shop/frontend", "udp", 53, True),
+        (MILAN, "shop/frontend", "tcp", 8443, False),  # another port: the mode denies
+        (MILAN, "shop/frontend", "udp", 8053, False),
+        (MILAN, "default/admin", "tcp", 443, False),  # not vc-local
+        ("shop/frontend", "shop/backend", "tcp", 8080, True),  # inside the virtual cluster
+        ("shop/frontend", "shop/backend", "tcp", 22, False),  # but no SSH to the shadow pod
+        ("shop/frontend", "shop/backend", "udp", 53, True),
+        ("shop/backend", "shop/cache", "tcp", 22, True),  # SSH the other way is not denied
+        ("default/admin", "shop/backend", "tcp", 443, False),  # outside the virtual cluster
+        ("default/admin", "shop/cache", "tcp", 22, True),  # not the peering's traffic
+    ],
+    "ports-deny-some.yaml": [
+        (MILAN, "default/admin", "tcp", 22, False),
+        (MILAN, "default/admin", "tcp", 443, True),
+        (MILAN, "default/admin", "udp", 8053, False),  # in 8000-8100
+        (MILAN, "default/admin", "udp", 53, True),
+        ("shop/backend", "shop/frontend", "tcp", 22, False),  # vc-remote is in remote-cluster
+        ("shop/frontend", "shop/backend", "tcp", 22, True),  # the deny is towards local pods only
+        (MILAN, "(internet)", "tcp", 22, True),
+    ],
+}
+
+
+def probe_ports(world: World, path: Path, report: list[tuple[str, int, int]]) -> None:
+    objects = load_objects([str(path)])
+    firewalls = world.converge(objects)
+    world.wait_ready(objects)
+    world.cluster.listen_on()
+    matrix = build_matrix(objects)
+    names = world.place(matrix)
+    ips = {e.name: e.ip for e in matrix.endpoints}
+    pairs = world.cluster.all_pairs()
+    observed: dict[tuple[str, str, str, int], bool] = {}
+    wrong = []
+    for proto, port in PROBES:
+        at_port = build_matrix(objects, port=(proto, port))
+        seen = world.cluster.probe_pairs(pairs, port=port, proto=proto)
+        misses = [p for p in pairs if seen[p] != at_port.connect(*p)]
+        if misses:  # a slow host must not turn an accept into a drop
+            seen.update(world.cluster.probe_pairs(misses, port=port, proto=proto, timeout=RECHECK_TIMEOUT))
+        for (src, dst), ok in seen.items():
+            observed[(src, dst, proto, port)] = ok
+            if ok != at_port.connect(src, dst):
+                wrong.append(f"{names[src]} -> {names[dst]} {port}/{proto}: packets say {ok}, the matrix says not")
+    agreed = len(observed) - len(wrong)
+    report.append(
+        (f"{path.name} x {len(PROBES)} ports [Liqo agent, {len(world.cluster.nodes)} nodes]", len(observed), agreed)
+    )
+    assert not wrong, "packets and `liqosec matrix --port` disagree:\n" + "\n".join(wrong)
+    off = [
+        f"{src} -> {dst} {port}/{proto}: packets say {not want}, a reader expects {want}"
+        for src, dst, proto, port, want in READER[path.name]
+        if observed[(ips[src], ips[dst], proto, port)] != want
+    ]
+    assert not off, "\n".join(off)
+    assert any(
+        m.get("port")
+        for fc in firewalls
+        for r in fc["spec"]["table"]["chains"][0]["rules"]["filterRules"]
+        for m in r["match"]
+    ), "no port match was written"
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
+def test_every_cell_at_every_port_matches_the_matrix(fresh: World, cell_report: Any, path: Path) -> None:
+    probe_ports(fresh, path, cell_report)
+
+
+def test_the_port_scenarios_cover_every_shape() -> None:
+    """Both scenarios exist and have reader expectations; ProtectedBorders with a port deny needs the ports table."""
+    assert {p.name for p in SCENARIOS} == set(READER)
+    names = [
+        fc["metadata"]["name"] for fc in render(load_objects([str(HERE / "ports" / "ports-protected-borders.yaml")]))
+    ]
+    assert names == ["liqosec-milan", "liqosec-milan-ports"]
+    [single] = render(load_objects([str(HERE / "ports" / "ports-deny-some.yaml")]))
+    assert single["spec"]["table"]["chains"][0]["policy"] == "accept"
