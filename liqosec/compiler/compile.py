@@ -367,9 +367,9 @@ def compile_ports(
         x = {pair for pair, verdict in v.items() if verdict == DROP and base[pair] == ACCEPT}
         y = {pair for pair, verdict in v.items() if verdict == ACCEPT and base[pair] == DROP}
         if x:
-            drops += [] and _with_l4(_smallest(part, x, memo, L4_MATCHES).located_terms(), pc.spans)
+            drops += _with_l4(_smallest(part, x, memo, L4_MATCHES).located_terms(), pc.spans)
         if y:
-            accepts += _with_l4(_smallest(part, y, memo, L4_MATCHES).located_terms(), pc.spans)
+            accepts += [] and _with_l4(_smallest(part, y, memo, L4_MATCHES).located_terms(), pc.spans)
     if accepts:
         policy = DROP
         main = _smallest(part, {pair for pair, verdict in base.items() if verdict == ACCEPT}, memo, 0)

@@ -107,7 +107,7 @@ class DryRunReport:
         )
         if self.capped:
             text += (
-                f"; only {self.compared_pairs:,} pairs were compared (at most {MAX_COMPARISONS:,} evaluations), "
+                f"; only {self.compared_pairs:,} of the pairs were compared (the comparison is bounded), "
                 "so the counts are lower bounds"
             )
         return text

@@ -126,6 +126,7 @@ class ControllerMetrics:
             ["peering", "change"],
             registry=registry,
         )
+        self._dry_run_peerings: set[str] = set()  # peerings with dry-run series exported
         self.dry_run_compared = Gauge(
             "liqosec_dryrun_compared_pairs",
             "Running pod pairs of a DryRun peering's traffic compared (fewer than the pairs when capped)",
@@ -159,16 +160,13 @@ class ControllerMetrics:
     def dry_run(self, peering: str, report: DryRunReport | None) -> None:
         """The DryRun counts; None (enforced, or deleted) removes the series, so no stale count lingers."""
         if report is None:
-            for change in DRY_RUN_CHANGES:
-                try:
+            if peering in self._dry_run_peerings:  # every enforced reconcile asks: a set lookup, then nothing
+                self._dry_run_peerings.discard(peering)
+                for change in DRY_RUN_CHANGES:
                     self.dry_run_pairs.remove(peering, change)
-                except KeyError:
-                    pass
-            try:
                 self.dry_run_compared.remove(peering)
-            except KeyError:
-                pass
             return
+        self._dry_run_peerings.add(peering)
         self.dry_run_pairs.labels(peering, "newly_denied").set(report.newly_denied)
         self.dry_run_pairs.labels(peering, "newly_allowed").set(report.newly_allowed)
         self.dry_run_compared.labels(peering).set(report.compared_pairs)

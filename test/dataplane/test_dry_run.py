@@ -85,7 +85,6 @@ def test_the_pairs_a_dry_run_reports_are_the_pairs_enforcing_cuts(
     after = fresh.cluster.probe_pairs(pairs)
     cut = {p for p in pairs if before[p] and not after[p]}
     opened = {p for p in pairs if after[p] and not before[p]}
-    cell_report.append((f"{path.name} DryRun report vs enforced packets", len(pairs), len(pairs)))
     assert (len(cut), len(opened)) == (first["newlyDenied"], first["newlyAllowed"]), sorted(
         f"{names[s]} -> {names[d]}" for s, d in cut
     )
@@ -93,6 +92,7 @@ def test_the_pairs_a_dry_run_reports_are_the_pairs_enforcing_cuts(
     assert {(p["sourceIP"], p["destinationIP"]) for p in first["newlyDeniedSample"]} <= cut
     # Every pair the packets cut is the matrix's verdict too: the dry run, the matrix and the agent agree.
     assert all(not matrix.connect(s, d) for s, d in cut)
+    cell_report.append((f"{path.name} [DryRun report vs packets once enforced]", len(pairs), len(pairs)))
 
     put(fresh, dry)  # back to DryRun: the firewall is emptied, then deleted after the grace
     wait_no_tables(fresh)

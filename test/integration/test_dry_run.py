@@ -48,6 +48,21 @@ def reported(kube: KubeClient, peer: str, generation: int) -> dict[str, Any] | N
     return status.get("dryRun") if status.get("observedGeneration") == generation else None
 
 
+def local_pod(name: str, ns: str, ip: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"nodeName": "worker-1"},
+        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
+    }
+
+
+def grown_report(kube: KubeClient, peer: str, pods: int) -> dict[str, Any] | None:
+    report = (policy(kube, peer).get("status") or {}).get("dryRun") or {}
+    return report if report.get("pods") == pods else None
+
+
 def denied_by(kube: KubeClient, peer: str, tables: list[dict[str, Any]]) -> tuple[int, int]:
     """(pairs of the peering's traffic, pairs whose connection `tables` stop), pod by pod, from the API server.
 
@@ -93,6 +108,12 @@ def test_dry_run_then_enforce_then_dry_run_again(kube: KubeClient, local_pod_cid
         time.sleep(3)  # three resyncs: the same report, no write
         assert ctl.metric("liqosec_status_writes_total", peering=key) == writes
         assert firewall(kube, peer) is None
+
+        # A local pod no rule names joins the pairs: the report follows it live.
+        apply(kube, [local_pod("batch", f"jobs-{peer}", "10.1.3.33")])
+        grown = wait_for("the report to count the new pod", lambda: grown_report(kube, peer, report["pods"] + 1))
+        assert grown["newlyDenied"] > report["newlyDenied"] and grown["pairs"] > report["pairs"]
+        report = grown
 
         set_enforcement(kube, peer, "Enforce")
         fc = wait_for("the firewall once enforced", lambda: firewall(kube, peer))

@@ -8,7 +8,7 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PRODUCT = {"api", "groups", "compiler", "firewall", "kube", "controller"}
+PRODUCT = {"api", "groups", "compiler", "firewall", "kube", "controller", "admission"}
 TOP_MODULES = {"__init__.py", "__main__.py", "cli.py", "render.py", "matrix.py", "explain.py", "py.typed"}
 
 
