@@ -369,7 +369,7 @@ def compile_ports(
         if x:
             drops += _with_l4(_smallest(part, x, memo, L4_MATCHES).located_terms(), pc.spans)
         if y:
-            accepts += [] and _with_l4(_smallest(part, y, memo, L4_MATCHES).located_terms(), pc.spans)
+            accepts += _with_l4(_smallest(part, y, memo, L4_MATCHES).located_terms(), pc.spans)
     if accepts:
         policy = DROP
         main = _smallest(part, {pair for pair, verdict in base.items() if verdict == ACCEPT}, memo, 0)
@@ -383,7 +383,7 @@ def compile_ports(
     else:
         ranked = sorted(_candidates(part, base), key=lambda c: (c[1].rules, c[1].matches, c[0] != ACCEPT))
         policy, best = next(c for c in ranked if _fits(c[0], c[1], max_expressions))
-        joined = drops if policy == ACCEPT else []
+        joined = []
         name, rules = _chain(DROP if policy == ACCEPT else ACCEPT, [*best.located_terms(), *joined], capabilities)
     one_way, holes = _port_one_way(spans, [pc.spans for pc in port_classes(spans)], verdicts_of)
     everything = (*clauses, Clause(None, None, default, "defaultAction"))
