@@ -24,7 +24,7 @@ from liqosec.compiler.firewallconfiguration import Outcome
 from liqosec.compiler.ports import L4, parse_port
 from liqosec.explain import ExplainError, explain, explanation_json, format_explanation
 from liqosec.firewall.capabilities import Capabilities
-from liqosec.matrix import Matrix, build_matrix
+from liqosec.matrix import Matrix, build_matrix, in_force
 from liqosec.render import (
     MAX_INPUT_BYTES_ENV,
     READ_KINDS,
@@ -154,7 +154,8 @@ def _with_ports(objects: Sequence[dict[str, Any]]) -> list[str]:
             isinstance(r, dict) and isinstance(r.get("destination"), dict) and r["destination"].get("ports")
             for r in rules
         ):
-            meta = o.get("metadata") if isinstance(o.get("metadata"), dict) else {}
+            raw = o.get("metadata")
+            meta: dict[str, Any] = raw if isinstance(raw, dict) else {}
             out.append(f"{meta.get('namespace')}/{meta.get('name')}")
     return out
 
@@ -216,10 +217,10 @@ def format_matrix(matrix: Matrix) -> str:
     for o in matrix.outcomes:
         mode = "stateful (replies of allowed flows pass)" if o.chain.name.endswith("-ct") else "stateless"
         lines.append(
-            f"peering {o.peer} ({o.peering.key}): {len(o.chain.rules)} rules, "
+            f"peering {o.peer} ({o.peering.key}): {o.chain.rule_count} rules, "
             f"policy {o.chain.policy}, {mode}, {o.size_bytes} bytes"
         )
-        lines.extend(_grid_lines(matrix, o.peer, width))
+        lines.extend(_grid_lines(matrix, o.peering.key, width))
         lines.append("")
     if len(matrix.outcomes) > 1:
         lines.append("all peerings together (as on a node)")
@@ -248,14 +249,16 @@ def _grid_lines(matrix: Matrix, peer: str | None, width: int) -> list[str]:
 
 
 def matrix_json(matrix: Matrix) -> dict[str, Any]:
+    by_peer = {id(o) for o in in_force(matrix.outcomes)}
     return {
         "endpoints": [{"name": e.name, "ip": e.ip, "kind": e.kind, "groups": list(e.groups)} for e in matrix.endpoints],
         "peerings": {
-            o.peer: {
+            # By peer; a staged policy beside its peering's enforced one, by its own ns/name.
+            (o.peer if id(o) in by_peer else o.peering.key): {
                 "peeringConnectivity": o.peering.key,
-                "rules": len(o.chain.rules),
+                "rules": o.chain.rule_count,
                 "policy": o.chain.policy,
-                "connect": matrix.grid(peer=o.peer),
+                "connect": matrix.grid(peer=o.peering.key),
             }
             for o in matrix.outcomes
         },
@@ -292,6 +295,7 @@ EXPLAIN_HELP = (
 examples:
   liqosec explain -f examples/provider-isolate-offloaded.yaml --from default/web --to shop-rome/cart-0
   liqosec explain -f examples/ --peering liqo-tenant-rome/rome --from 10.71.0.9 --to default/web -o json
+  liqosec explain -f policy.yaml --from 10.71.0.9 --to shop/front --port 443/tcp
 
 """
     + INPUT_HELP

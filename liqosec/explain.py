@@ -456,6 +456,7 @@ def explanation_json(x: Explanation) -> dict[str, Any]:
             "defaultAction": x.default_action,
             "stateful": x.stateful,
         },
+        **({"probe": {"protocol": x.port[0], "port": x.port[1]}} if x.port is not None else {}),
         "from": _end_json(x.source, x.peer),
         "to": _end_json(x.destination, x.peer),
         "inScope": x.request.in_scope,

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from liqosec.api.peeringconnectivity import Group
+from liqosec.api.peeringconnectivity import Enforcement, Group
 from liqosec.compiler.firewallconfiguration import Outcome
 from liqosec.compiler.ports import L4
 from liqosec.firewall.addresses import AddressSet, int_to_ip, ip_to_int
@@ -53,7 +53,9 @@ class Matrix:
         return self.port if self.port is not None else ("tcp", 0)
 
     def _tables(self, peer: str | None) -> list[Mapping[str, Any]]:
-        chosen = [fw for o in self.outcomes if peer is None or o.peer == peer for fw in o.firewalls]
+        """Every table in force (None), a peer's, or one PeeringConnectivity's (`peer` its `ns/name`)."""
+        picked = in_force([o for o in self.outcomes if peer is None or peer in (o.peer, o.peering.key)])
+        chosen = [fw for o in picked for fw in o.firewalls]
         return tables_of(chosen if self.outcomes else self.firewalls)
 
     def packet(self, src: str, dst: str, *, peer: str | None = None) -> bool:
@@ -73,6 +75,13 @@ class Matrix:
     @property
     def peers(self) -> list[str]:
         return [o.peer for o in self.outcomes]
+
+
+def in_force(outcomes_: Sequence[Outcome]) -> list[Outcome]:
+    """What nodes apply: the enforced policies' firewalls; a DryRun policy's only where its peering has no
+    enforced policy (shown as it would enforce). A staged policy beside an enforced one is shown on its own."""
+    enforced = {o.peer for o in outcomes_ if o.peering.spec.enforcement is not Enforcement.DRY_RUN}
+    return [o for o in outcomes_ if o.peering.spec.enforcement is not Enforcement.DRY_RUN or o.peer not in enforced]
 
 
 def _pod_endpoints(objects: Sequence[Mapping[str, Any]]) -> list[Endpoint]:
@@ -104,7 +113,7 @@ def _label(ep: Endpoint, outcomes_: Sequence[Outcome]) -> Endpoint:
         for term in sorted(t for t in o.groups.sets if t.startswith("pods{")):  # selector parties the pod is in
             if ip_to_int(ep.ip) in o.groups.get(term):
                 groups.append(term if len(outcomes_) == 1 else f"{term}@{o.peer}")
-    return Endpoint(ep.name, ep.ip, ep.kind, tuple(groups))
+    return Endpoint(ep.name, ep.ip, ep.kind, tuple(dict.fromkeys(groups)))  # a peering's policies share groups
 
 
 def build_matrix(

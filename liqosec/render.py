@@ -45,7 +45,7 @@ from yaml.scanner import Scanner
 
 from liqosec.api.peeringconnectivity import KIND
 from liqosec.api.validation import FieldError, ValidationError, parse_peering_connectivity
-from liqosec.compiler.firewallconfiguration import ALL_NODES, Outcome, build, governing
+from liqosec.compiler.firewallconfiguration import ALL_NODES, Outcome, build, governing, staged
 from liqosec.firewall.capabilities import FIREWALL_CRD_NAME, STATELESS, Capabilities, from_crd
 from liqosec.groups.resolve import READ_KINDS as RESOLVED_KINDS
 from liqosec.groups.resolve import check_object
@@ -715,7 +715,7 @@ def _outcomes(objects: Sequence[Mapping[str, Any]], capabilities: Capabilities |
     for obj in peerings:
         ns, name = namespace_of(obj), name_of(obj)
         try:
-            if winners.get(ns) != name:
+            if winners.get(ns) != name and not staged(obj):  # DryRun policies sit beside the enforced one
                 raise ValidationError(
                     [FieldError("metadata.name", f"peering in {ns!r} is already governed by {winners.get(ns)!r}")],
                     obj=f"{KIND} {ns}/{name}",

@@ -1,7 +1,7 @@
 """Answer an AdmissionReview for a PeeringConnectivity: allowed, or refused naming every field.
 
 The webhook refuses what the controller would report on its `Valid` condition (the same parser and
-the same tenant-namespace and one-policy-per-peering rules, so the same messages), plus what only
+the same tenant-namespace and one-enforced-policy-per-peering rules, so the same messages), plus what only
 a reading of the whole spec can tell (`checks`: rules that can never decide, selectors that can
 never match). It cannot refuse what depends on the pods (a firewall past the size bound): the
 controller still reports that.
@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from liqosec.admission.checks import static_problems
 from liqosec.api.peeringconnectivity import GROUP, KIND, PeeringConnectivity
 from liqosec.api.validation import FieldError, ValidationError, parse_peering_connectivity
-from liqosec.compiler.firewallconfiguration import governing, peer_of
+from liqosec.compiler.firewallconfiguration import conflict_message, governing, peer_of, staged
 from liqosec.groups.view import Snapshot
 
 REVIEW_KIND = "AdmissionReview"
@@ -89,7 +89,7 @@ def check(
     errors: list[FieldError] = []
     warnings: list[str] = []
     if lookup is not None:
-        errors += _cluster_problems(obj, pc, operation, lookup, warnings)
+        errors += _cluster_problems(obj, pc, operation, lookup, warnings, old)
     errors += static_problems(pc.spec)
     return Verdict(tuple(errors), tuple(warnings))
 
@@ -102,9 +102,14 @@ def with_namespace(obj: Mapping[str, Any], namespace: str) -> Mapping[str, Any]:
 
 
 def _cluster_problems(
-    obj: Mapping[str, Any], pc: PeeringConnectivity, operation: str, lookup: Lookup, warnings: list[str]
+    obj: Mapping[str, Any],
+    pc: PeeringConnectivity,
+    operation: str,
+    lookup: Lookup,
+    warnings: list[str],
+    old: Any = None,
 ) -> list[FieldError]:
-    """The controller's own rules that need the cluster: a tenant namespace, one policy per peering."""
+    """The controller's own rules that need the cluster: a tenant namespace, one enforced policy per peering."""
     namespace, name = pc.namespace, pc.name
     errors: list[FieldError] = []
     try:
@@ -115,6 +120,8 @@ def _cluster_problems(
         errors += err.errors
     except LookupFailed as err:
         warnings.append(f"could not read Namespace {namespace} ({err}): the controller checks it is a tenant namespace")
+    if staged(obj):
+        return errors  # a DryRun policy enforces nothing: any number may sit beside the enforced one
     try:
         others = [
             p
@@ -124,13 +131,14 @@ def _cluster_problems(
     except LookupFailed as err:
         warnings.append(f"could not list the PeeringConnectivities of {namespace} ({err}): the controller checks them")
         return errors
-    if operation == "CREATE":
-        winner = governing(others).get(namespace)  # the new policy is the newest of all
+    if operation == "CREATE" or (isinstance(old, Mapping) and staged(old)):
+        # A new policy, or a staged one promoted to Enforce, comes after the enforced one, however
+        # old it is: promoting it while another is enforced would leave both firewalls in force.
+        winner = governing(others).get(namespace)
     else:
         winner = governing([*others, obj]).get(namespace)
     if winner is not None and winner != name:
-        message = f"the peering of {namespace!r} is already governed by {winner!r}"
-        errors.append(FieldError("metadata.name", message, reason="Conflict"))
+        errors.append(FieldError("metadata.name", conflict_message(namespace, winner), reason="Conflict"))
     return errors
 
 

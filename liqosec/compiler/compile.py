@@ -33,7 +33,7 @@ from liqosec.api.peeringconnectivity import MAX_PORT, Action, Group
 from liqosec.compiler.cover import Match, Plan, Term, plan
 from liqosec.compiler.partition import Partition, partition
 from liqosec.compiler.policy import Clause
-from liqosec.compiler.ports import PortSpan, port_classes, signature
+from liqosec.compiler.ports import PortClass, PortSpan, port_classes, signature
 from liqosec.firewall.addresses import AddressSet
 from liqosec.firewall.capabilities import Capabilities
 from liqosec.firewall.evaluate import EPHEMERAL_PORT
@@ -99,9 +99,15 @@ class CompiledChain:
     # The clauses (explicit rules, the mode's, or the default as origin "defaultAction")
     # that allow such a flow, in evaluation order: where replies need a rule of their own.
     one_way_clauses: tuple[Clause, ...] = ()
-    # Drop rules with protocol and port matches that cannot join this chain (its policy is drop):
-    # a chain of their own, in a table of its own, which the packet must pass too (`compile_ports`).
-    ports_chain: CompiledChain | None = None
+    # Chains of rules with protocol and port matches that cannot join this one, each written as a
+    # table of its own which the packet must pass too (`compile_ports`): (PORTS, drop rules) when
+    # this chain's policy is drop, (HOLES, accept rules) when holes would make this chain too large.
+    extra: tuple[tuple[str, CompiledChain], ...] = ()
+
+    @property
+    def rule_count(self) -> int:
+        """Rules of every table this chain is written as (the extra chains' too)."""
+        return len(self.rules) + sum(len(c.rules) for _, c in self.extra)
 
     @property
     def match_count(self) -> int:
@@ -299,6 +305,7 @@ class ChainTooLarge(ValueError):
     """An accept-rules chain over one FirewallConfiguration's budget: it cannot be cut into shards."""
 
 
+PORTS, HOLES = "ports", "holes"  # the extra chains of `compile_ports`, named in their objects and tables
 L4_MATCHES = 2  # a protocol and a port: what a rule of a port class adds to its addresses
 
 
@@ -330,6 +337,7 @@ def compile_ports(
     capabilities: Capabilities,
     *,
     max_expressions: int | None = None,
+    holes_table: bool | None = None,
 ) -> CompiledChain:
     """`compile_chain` for clauses with destination ports, still order-proof.
 
@@ -342,9 +350,14 @@ def compile_ports(
       protocol and port; they join B's chain when its policy is accept;
     - with some Y_c, the chain has policy drop and accept rules: B's accepted pairs (no protocol
       match) and Y_c's rectangles with the class's protocol and port;
-    - drop rules that cannot join a policy-drop chain go into `ports_chain`, a policy-accept chain
-      in a table of its own: every chain on the forward hook must accept, so the verdict is
-      (B or Y_c) and not X_c, which is V_c for class c and B elsewhere.
+    - drop rules that cannot join a policy-drop chain go into a PORTS chain, policy accept, in a
+      table of its own: every chain on the forward hook must accept, so the verdict is
+      (B or Y_c) and not X_c, which is V_c for class c and B elsewhere;
+    - when that one accept-rules chain would not fit one FirewallConfiguration (B's accepted pairs
+      can be many: accept rules cannot be cut into shards), or `holes_table` says so, the chain is
+      compiled from B with every Y_c pair accepted (any policy, shardable), and a HOLES chain,
+      policy drop, accepts every pair outside the Y_c and Y_c's rectangles with c's protocol and
+      port: a pair of some Y_c passes only in a class that opens it.
     Replies are judged at the client's ephemeral port (`ports.EPHEMERAL_PORT`) for the one-way analysis.
     """
     part = _partition(clauses, groups)
@@ -362,6 +375,8 @@ def compile_ports(
     memo: dict[object, object] = {}
     drops: list[tuple[Term, int | None]] = []
     accepts: list[tuple[Term, int | None]] = []
+    opened: set[tuple[int, int]] = set()  # the union of the Y_c
+    hole_classes: list[tuple[PortClass, set[tuple[int, int]]]] = []
     for pc in classes:
         v, _ = verdicts_of(pc.clauses)
         x = {pair for pair, verdict in v.items() if verdict == DROP and base[pair] == ACCEPT}
@@ -370,38 +385,66 @@ def compile_ports(
             drops += _with_l4(_smallest(part, x, memo, L4_MATCHES).located_terms(), pc.spans)
         if y:
             accepts += _with_l4(_smallest(part, y, memo, L4_MATCHES).located_terms(), pc.spans)
-    if accepts:
-        policy = DROP
-        main = _smallest(part, {pair for pair, verdict in base.items() if verdict == ACCEPT}, memo, 0)
-        name, rules = _chain(ACCEPT, [*main.located_terms(), *accepts], capabilities)
-        expressions = sum(r.expressions for r in rules)
-        if max_expressions is not None and expressions > max_expressions:
-            raise ChainTooLarge(
-                f"the rules with ports compile to an accept-rules chain of {expressions} kernel expressions, "
-                f"over the {max_expressions} one FirewallConfiguration may hold; name fewer ports or narrower groups"
-            )
-    else:
-        ranked = sorted(_candidates(part, base), key=lambda c: (c[1].rules, c[1].matches, c[0] != ACCEPT))
-        policy, best = next(c for c in ranked if _fits(c[0], c[1], max_expressions))
-        joined = []
-        name, rules = _chain(DROP if policy == ACCEPT else ACCEPT, [*best.located_terms(), *joined], capabilities)
+            opened |= y
+            hole_classes.append((pc, y))
+    extra: list[tuple[str, CompiledChain]] = []
+    atoms = len(part.atoms)
     one_way, holes = _port_one_way(spans, [pc.spans for pc in port_classes(spans)], verdicts_of)
     everything = (*clauses, Clause(None, None, default, "defaultAction"))
     one_way_clauses = tuple(everything[i] for i in sorted(holes))
-    ports_chain = None
-    if drops and policy == DROP:
-        ports_name, ports_rules = _chain(DROP, drops, capabilities)
-        ports_chain = CompiledChain(
-            ports_name, ACCEPT, ports_rules, len(part.atoms), one_way=one_way, one_way_clauses=one_way_clauses
-        )
+
+    def chain_of(policy: str, terms: Sequence[tuple[Term, int | None]]) -> CompiledChain:
+        name, rules = _chain(DROP if policy == ACCEPT else ACCEPT, terms, capabilities)
+        return CompiledChain(name, policy, rules, atoms, one_way=one_way, one_way_clauses=one_way_clauses)
+
+    single: CompiledChain | None = None
+    if accepts and holes_table is not True:
+        allowed = _smallest(part, {pair for pair, verdict in base.items() if verdict == ACCEPT}, memo, 0)
+        single = chain_of(DROP, [*allowed.located_terms(), *accepts])
+        if holes_table is None and max_expressions is not None and single.expressions > max_expressions:
+            single = None  # too large for one FirewallConfiguration: a holes table instead
+    if single is not None:
+        if max_expressions is not None and single.expressions > max_expressions:  # holes_table=False
+            raise ChainTooLarge(
+                f"the rules with ports compile to an accept-rules chain of {single.expressions} kernel "
+                f"expressions, over the {max_expressions} one FirewallConfiguration may hold"
+            )
+        main = single
+    else:
+        if accepts:
+            # B with every Y_c pair accepted; the holes chain then lets those pairs through only in their
+            # class: it accepts every other pair, and in class c the pairs of Y_c, or (when that spells
+            # shorter, often as "any") every pair but those only other classes open.
+            others = {pair for pair in base if pair not in opened}
+            kept = _smallest(part, others, memo, 0).located_terms()
+            in_class: list[tuple[Term, int | None]] = []
+            for pc, y in hole_classes:
+                wide = {pair for pair in base if pair not in opened or pair in y}
+                narrow, widest = _smallest(part, y, memo, L4_MATCHES), _smallest(part, wide, memo, L4_MATCHES)
+                best = min((widest, narrow), key=lambda p: (p.rules, p.matches))
+                in_class += _with_l4(best.located_terms(), pc.spans)
+            holes_chain = chain_of(DROP, [*kept, *in_class])
+            if max_expressions is not None and holes_chain.expressions > max_expressions:
+                raise ChainTooLarge(
+                    f"the rules with ports compile to an accept-rules chain of {holes_chain.expressions} kernel "
+                    f"expressions, over the {max_expressions} one FirewallConfiguration may hold; name fewer ports "
+                    "or narrower groups"
+                )
+            extra.append((HOLES, holes_chain))
+        verdicts = {pair: (ACCEPT if pair in opened else verdict) for pair, verdict in base.items()}
+        ranked = sorted(_candidates(part, verdicts), key=lambda c: (c[1].rules, c[1].matches, c[0] != ACCEPT))
+        policy, best = next(c for c in ranked if _fits(c[0], c[1], max_expressions))
+        main = chain_of(policy, [*best.located_terms(), *(drops if policy == ACCEPT else [])])
+    if drops and main.policy == DROP:
+        extra.append((PORTS, chain_of(ACCEPT, drops)))
     return CompiledChain(
-        name=name,
-        policy=policy,
-        rules=rules,
-        atoms=len(part.atoms),
+        name=main.name,
+        policy=main.policy,
+        rules=main.rules,
+        atoms=atoms,
         one_way=one_way,
         one_way_clauses=one_way_clauses,
-        ports_chain=ports_chain,
+        extra=tuple(extra),
     )
 
 

@@ -113,6 +113,13 @@ class DryRunReport:
         return text
 
 
+def enforced_by(policies: Sequence[str], firewalls: int) -> str:
+    """`comparedWith` when another policy's firewall is in force (a staged policy beside the enforced one)."""
+    plural = "s" if firewalls != 1 else ""
+    names = ", ".join(policies)
+    return f"the firewall in force: {firewalls} FirewallConfiguration{plural} of PeeringConnectivity {names}"
+
+
 def pod_scope(groups: ResolvedGroups) -> AddressSet:
     """Addresses of the peering's pods: the local and the peer's pod CIDRs, and every pod group."""
     out = groups.get(Group.LOCAL_CLUSTER.value).union(groups.peer_space)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from liqosec.api.liqo import REMOTE_CLUSTER_ID, TENANT_PREFIX
-from liqosec.api.peeringconnectivity import API_VERSION, KIND, PeeringConnectivity
+from liqosec.api.peeringconnectivity import API_VERSION, KIND, Enforcement, PeeringConnectivity
 from liqosec.api.validation import FieldError, ValidationError
 from liqosec.compiler.compile import (
     CHAIN_PRIORITY,
@@ -163,9 +163,10 @@ def shard(chain: CompiledChain, max_expressions: int = MAX_EXPRESSIONS_PER_FIREW
     return [s.rules for s in shards(chain, max_expressions)]
 
 
-def ports_shard(label: str) -> str:
-    """The shard index of the port drop rules' firewall (`liqosec-<name>-ports`, table `liqosec-<peer>_ports`)."""
-    return "ports" if not label else f"ports-{label}"
+def extra_shard(kind: str, label: str) -> str:
+    """The index of an extra chain's firewall: `liqosec-<name>-ports` (table `liqosec-<peer>_ports`),
+    `liqosec-<name>-holes`; a shard of one adds its CIDR label."""
+    return kind if not label else f"{kind}-{label}"
 
 
 def firewall_labels(pc: PeeringConnectivity, peer: str, node: str | None = None) -> dict[str, str]:
@@ -328,10 +329,9 @@ def compile_inputs(inputs: Inputs, capabilities: Capabilities) -> Outcome:
             problem = FieldError("spec.rules", str(err), reason="TooLarge")
             raise ValidationError([problem], obj=f"{KIND} {pc.key}") from err
         built = [(firewall_object(pc, peer, chain, s.rules, s.label), s.rules) for s in shards(chain)]
-        if chain.ports_chain is not None:  # its own table: a packet must pass both (`compile_ports`)
+        for kind, extra in chain.extra:  # tables of their own: a packet must pass them all (`compile_ports`)
             built += [
-                (firewall_object(pc, peer, chain.ports_chain, s.rules, ports_shard(s.label)), s.rules)
-                for s in shards(chain.ports_chain)
+                (firewall_object(pc, peer, extra, s.rules, extra_shard(kind, s.label)), s.rules) for s in shards(extra)
             ]
     objs = tuple(obj for obj, _ in built)
     size = max(object_size(obj, rules) for obj, rules in built)
@@ -345,14 +345,35 @@ def build(view: ClusterView, pc: PeeringConnectivity, capabilities: Capabilities
     return compile_inputs(gather(view, pc, scope), capabilities)
 
 
-def governing(peerings: Iterable[Mapping[str, Any]]) -> dict[str, str]:
-    """Which PeeringConnectivity governs each tenant namespace: the oldest, then by name.
+def staged(obj: Mapping[str, Any]) -> bool:
+    """A DryRun policy, by its spec as written: it enforces nothing, so it governs nothing.
 
-    A peering has one firewall; a second PeeringConnectivity in the same tenant
-    namespace is reported as conflicting instead of fighting over the table.
+    Any other value counts as Enforce (omitted is Enforce; a typo is invalid and keeps the
+    last good firewall, so it must keep its place too).
+    """
+    spec = obj.get("spec")
+    return isinstance(spec, Mapping) and spec.get("enforcement") == Enforcement.DRY_RUN.value
+
+
+def conflict_message(namespace: str, winner: str | None) -> str:
+    """Why a second enforced policy of a peering is refused, and how to stage it instead."""
+    return (
+        f"the peering of {namespace!r} is already governed by {winner!r}: at most one policy "
+        "per peering has spec.enforcement Enforce; set spec.enforcement: DryRun to stage this one beside it"
+    )
+
+
+def governing(peerings: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """Which enforced PeeringConnectivity governs each tenant namespace: the oldest, then by name.
+
+    A peering has one firewall; a second enforced PeeringConnectivity in the same tenant
+    namespace is reported as conflicting instead of fighting over the table. DryRun (staged)
+    policies write no firewall and are left out: any number may sit beside the enforced one.
     """
     winners: dict[str, tuple[str, str]] = {}
     for obj in peerings:
+        if staged(obj):
+            continue
         m = meta(obj)
         ns, name = str(m.get("namespace") or ""), str(m.get("name") or "")
         rank = (str(m.get("creationTimestamp") or ""), name)

@@ -311,8 +311,16 @@ def peering_connectivity_keys(m: KeyMapper, c: Change) -> Keys:
 
 
 def firewall_configuration_keys(m: KeyMapper, c: Change) -> Keys:
-    """Status-only changes count: Liqo's agents report `Applied` there, which `Ready` reads."""
-    return {f"{_ns(o)}/{labels(o)[OWNER_LABEL]}" for o in c.objs if labels(o).get(OWNER_LABEL)}
+    """Status-only changes count for the owner: Liqo's agents report `Applied` there, which `Ready` reads.
+
+    A firewall's rules coming, changing or going also wake the DryRun policies of its namespace: their
+    report compares with the firewall in force.
+    """
+    owners = {f"{_ns(o)}/{labels(o)[OWNER_LABEL]}" for o in c.objs if labels(o).get(OWNER_LABEL)}
+    if (pair := c.both) and pair[0].get("spec") == pair[1].get("spec"):
+        return owners
+    namespaces = {_ns(o) for o in c.objs}
+    return owners | {k for k in m.keys_in_dry_run() if k.partition("/")[0] in namespaces}
 
 
 def pod_keys(m: KeyMapper, c: Change) -> Keys:

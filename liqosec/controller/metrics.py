@@ -152,7 +152,7 @@ class ControllerMetrics:
         self.invalid_cluster_state.labels(peering).inc()
 
     def compiled(self, peering: str, outcome: Outcome) -> None:
-        self.rules.labels(peering).set(len(outcome.chain.rules))
+        self.rules.labels(peering).set(outcome.chain.rule_count)
         self.bytes.labels(peering).set(outcome.size_bytes)
         for group, count in outcome.groups.counts().items():
             self.addresses.labels(peering, group).set(count)

@@ -30,7 +30,7 @@ import structlog
 from liqosec.api.liqo import NODE_TYPE, VIRTUAL_NODE
 from liqosec.api.peeringconnectivity import API_VERSION, KIND, Enforcement
 from liqosec.api.validation import ValidationError, parse_peering_connectivity
-from liqosec.compiler.dryrun import DryRunReport, report_for
+from liqosec.compiler.dryrun import NO_FIREWALL, DryRunReport, enforced_by, report_for
 from liqosec.compiler.firewallconfiguration import (
     ALL_NODES,
     FC_KIND,
@@ -40,9 +40,11 @@ from liqosec.compiler.firewallconfiguration import (
     Inputs,
     Outcome,
     compile_inputs,
+    conflict_message,
     firewall_name,
     gather,
     governing,
+    staged,
 )
 from liqosec.controller import retire
 from liqosec.controller.resources import FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES, StoreView
@@ -167,8 +169,8 @@ class Reconciler:
         self._compiled: dict[str, tuple[Inputs, Capabilities, Outcome]] = {}
         self._update_events: dict[str, datetime] = {}  # when each peering last had a FirewallUpdated Event
         self._hosted_kept: tuple[tuple[int, int], Mapping[str, AddressSet]] | None = None
-        # The last DryRun report per key, reused while its outcome and the pods are the same.
-        self._reports: dict[str, tuple[Outcome, int, DryRunReport]] = {}
+        # The last DryRun report per key, reused while its outcome, the pods and the firewall in force are the same.
+        self._reports: dict[str, tuple[Outcome, int, list[Mapping[str, Any]], DryRunReport]] = {}
         # The last warning emitted per key: the status in the cache may lag our own write,
         # and one problem must make one Event, not one per pass.
         self._warned: dict[str, str] = {}
@@ -228,7 +230,8 @@ class Reconciler:
     def _dry_run(
         self, key: str, obj: Mapping[str, Any], outcome: Outcome, report: DryRunReport, caps: Capabilities, log: Any
     ) -> float | None:
-        """DryRun: retire liqosec's firewalls of the peering as on deletion, and say what enforcing would change."""
+        """DryRun: retire this policy's own firewalls as on deletion (never the enforced policy's), and say what
+        enforcing would change."""
         namespace, _, name = key.partition("/")
         wait = self._remove_orphans(namespace, name, log)
         self._metrics.compiled(key, outcome)
@@ -238,18 +241,45 @@ class Reconciler:
         return wait
 
     def _dry_run_report(self, key: str, outcome: Outcome) -> DryRunReport:
-        """Computed only in DryRun, and again only when the compiled outcome or the pods changed.
+        """Computed only in DryRun, and again only when the compiled outcome, the pods or the enforced firewall changed.
 
-        What is enforced now is no firewall at all: DryRun retires liqosec's own (the same pass
-        empties it, then deletes it), and no other firewall of the peering is liqosec's to read.
+        What is enforced now is the firewall of the peering's enforced policy (`_enforced_now`),
+        or none at all: a lone policy in DryRun retires its own (the same pass empties it, then
+        deletes it).
         """
         pods = self._view.generation("Pod")
+        owners, enforced = self._enforced_now(key)
         kept = self._reports.get(key)
-        if kept is not None and kept[0] is outcome and kept[1] == pods and pods >= 0:
-            return kept[2]
-        report = report_for(outcome.peer, outcome.groups, self._view.list("Pod"), tables_of(outcome.firewalls))
-        self._reports[key] = (outcome, pods, report)
+        if kept is not None and kept[0] is outcome and kept[1] == pods and pods >= 0 and kept[2] == enforced:
+            return kept[3]
+        report = report_for(
+            outcome.peer,
+            outcome.groups,
+            self._view.list("Pod"),
+            tables_of(outcome.firewalls),
+            enforced,
+            compared_with=enforced_by(owners, len(enforced)) if enforced else NO_FIREWALL,
+        )
+        self._reports[key] = (outcome, pods, enforced, report)
         return report
+
+    def _enforced_now(self, key: str) -> tuple[list[str], list[Mapping[str, Any]]]:
+        """The policies (names) and tables of the peering's firewall in force: liqosec's other FirewallConfigurations of
+        the namespace, as written (the cache of those we manage), those being retired (emptied) aside.
+
+        Normally the enforced policy's; a conflicting policy's last good firewall too, since it is in force as well.
+        """
+        namespace, _, name = key.partition("/")
+        owners: set[str] = set()
+        tables: list[tuple[str, Mapping[str, Any]]] = []
+        for fc in self._view.list(FC_KIND, namespace):
+            labels = _meta(fc).get("labels") or {}
+            owner = labels.get(OWNER_LABEL)
+            if labels.get(MANAGED_BY_LABEL) != MANAGED_BY or not owner or owner == name or retire.retiring(fc):
+                continue
+            owners.add(str(owner))
+            tables.append((str(_meta(fc).get("name")), (fc.get("spec") or {}).get("table") or {}))
+        return sorted(owners), [t for _, t in sorted(tables, key=lambda nt: nt[0])]
 
     def _hosted(self, view: Any) -> Mapping[str, AddressSet]:
         """Per-node addresses, derived once per change of the pods or nodes, not once per peering."""
@@ -318,10 +348,8 @@ class Reconciler:
         namespace, name = str(_meta(obj).get("namespace")), str(_meta(obj).get("name"))
         key = f"{namespace}/{name}"
         winner = governing(self._view.list(KIND, namespace)).get(namespace)
-        if winner != name:
-            raise _InvalidSpec(
-                Invalid("Conflict", f"metadata.name: the peering of {namespace!r} is already governed by {winner!r}")
-            )
+        if winner != name and not staged(obj):  # DryRun policies sit beside the enforced one
+            raise _InvalidSpec(Invalid("Conflict", f"metadata.name: {conflict_message(namespace, winner)}"))
         try:
             inputs = gather(self._view, parse_peering_connectivity(obj), self._scope, self._hosted)
             last = self._compiled.get(key)

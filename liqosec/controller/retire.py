@@ -67,6 +67,12 @@ def _retired_at(fc: Mapping[str, Any]) -> datetime | None:
         return None
 
 
+def retiring(fc: Mapping[str, Any]) -> bool:
+    """Emptied for its deletion: it lets everything through, and no policy holds it any more."""
+    spec = fc.get("spec") or {}
+    return _retired_at(fc) is not None and spec == neutral_spec(spec)
+
+
 def next_step(fc: Mapping[str, Any], now: datetime, grace: float = GRACE_SECONDS) -> Step:
     """What to do with a FirewallConfiguration liqosec no longer wants."""
     spec = fc.get("spec") or {}

@@ -15,7 +15,7 @@ from typing import Any
 from liqosec.compiler import ipv6
 from liqosec.compiler.compile import CompiledChain
 from liqosec.compiler.dryrun import CONDITION as DRY_RUN
-from liqosec.compiler.dryrun import DryRunReport
+from liqosec.compiler.dryrun import NO_FIREWALL, DryRunReport
 from liqosec.compiler.firewallconfiguration import MAX_OBJECT_BYTES, NODE_SCOPE_LABEL, Outcome
 from liqosec.compiler.ports import EPHEMERAL_RANGE, describe_spans
 
@@ -170,11 +170,13 @@ def _one_way_message(chain: CompiledChain) -> str:
 
 def dry_run_conditions(outcome: Outcome, report: DryRunReport, *, stateful: bool) -> list[Condition]:
     """A valid policy in DryRun: not Ready (nothing is written, by request), and what enforcing would change."""
+    promote = (
+        "set it to Enforce to write it"
+        if report.compared_with == NO_FIREWALL
+        else "to enforce it, delete or stage the enforced policy first, then set it to Enforce"
+    )
     ready = Condition(
-        READY,
-        False,
-        "DryRun",
-        "spec.enforcement is DryRun: no FirewallConfiguration is written; set it to Enforce to write it",
+        READY, False, "DryRun", f"spec.enforcement is DryRun: no FirewallConfiguration is written; {promote}"
     )
     conds = [ready if c.type == READY else c for c in valid_conditions(outcome, stateful=stateful)]
     conds.insert(2, Condition(DRY_RUN, True, "WouldChange" if report.changes else "NoChange", report.message()))
@@ -237,7 +239,7 @@ def desired_status(
             peer=outcome.peer,
             firewallConfiguration=outcome.firewall["metadata"]["name"],
             firewallShards=len(outcome.firewalls),
-            compiledRules=len(outcome.chain.rules),
+            compiledRules=outcome.chain.rule_count,
             objectBytes=outcome.size_bytes,
             addresses=outcome.groups.counts(),
             ipv6Skipped=outcome.groups.ipv6_skipped,

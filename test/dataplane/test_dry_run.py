@@ -14,6 +14,7 @@ from world import World, key
 
 from harness.objects import apply
 from liqosec.controller.resources import PEERING_CONNECTIVITIES
+from liqosec.kube import errors
 from liqosec.matrix import build_matrix
 from liqosec.render import load_objects
 
@@ -98,3 +99,76 @@ def test_the_pairs_a_dry_run_reports_are_the_pairs_enforcing_cuts(
     wait_no_tables(fresh)
     assert report(fresh, pc) == first
     assert all(fresh.cluster.probe_pairs(pairs).values())
+
+
+# Staged beside the enforced ProtectedBorders policy: it opens the local pods to the offloaded ones and cuts
+# the offloaded pods off each other.
+TRIAL = [
+    {"source": {"group": "offloaded"}, "destination": {"group": "offloaded"}, "action": "deny"},
+]
+
+
+def report_in_force(world: World, pc: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
+    """The staged policy's report, once it compares with the enforced policy's firewall."""
+    deadline = time.monotonic() + timeout
+    while not (found := report(world, pc, timeout))["comparedWith"].startswith("the firewall in force"):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the report never compared with the enforced firewall: {found['comparedWith']}")
+        time.sleep(0.1)
+    return found
+
+
+def enforce(world: World, pc: dict[str, Any]) -> None:
+    """Write `pc`'s spec over the live policy, retrying while the controller writes its status meanwhile."""
+    meta = pc["metadata"]
+    for _ in range(20):
+        live = world.kube.get(PEERING_CONNECTIVITIES, meta["name"], namespace=meta["namespace"])
+        try:
+            world.kube.update(PEERING_CONNECTIVITIES, {**live, "spec": pc["spec"]})
+        except errors.Conflict:
+            time.sleep(0.1)
+            continue
+        world.applied[key(pc)] = pc
+        return
+    raise TimeoutError(f"PeeringConnectivity {meta['name']} kept changing")
+
+
+def test_promoting_a_staged_policy_changes_the_pairs_its_report_says(
+    fresh: World, cell_report: list[tuple[str, int, int]]
+) -> None:
+    """Enforced and staged policies of one peering: the staged report, taken while the enforced firewall runs,
+    is what real packets show once the staged policy replaces the enforced one through Liqo's agent."""
+    enforced = load_objects([str(SCENARIOS[0])])
+    [pc] = [o for o in enforced if o["kind"] == "PeeringConnectivity"]
+    staged = copy.deepcopy(pc)
+    staged["metadata"] = {"name": "trial", "namespace": pc["metadata"]["namespace"]}
+    staged["spec"] = {"enforcement": "DryRun", "rules": TRIAL}
+    fresh.converge(enforced)
+    tables = liqosec_tables(fresh)
+    put(fresh, [*enforced, staged])
+    first = report_in_force(fresh, staged)
+    assert liqosec_tables(fresh) == tables  # the enforced firewall stays on every node
+    assert first["newlyDenied"] > 0 and first["newlyAllowed"] > 0
+    matrix = build_matrix(enforced)
+    names = fresh.place(matrix)
+    pods = [e.ip for e in matrix.endpoints if e.kind == "pod"]
+    pairs = [(s, d) for s in pods for d in pods if s != d]
+    before = fresh.cluster.probe_pairs(pairs)
+    assert before == {(s, d): matrix.connect(s, d) for s, d in pairs}
+
+    promoted = {**staged, "spec": {**staged["spec"], "enforcement": "Enforce"}}
+    after_objs = [o for o in enforced if o is not pc] + [promoted]
+    enforce(fresh, promoted)
+    fresh.converge(after_objs)  # the enforced policy deleted (its firewall retired), the staged one enforced
+    after = fresh.cluster.probe_pairs(pairs)
+    expected = build_matrix(after_objs)
+    assert after == {(s, d): expected.connect(s, d) for s, d in pairs}
+    cut = {p for p in pairs if before[p] and not after[p]}
+    opened = {p for p in pairs if after[p] and not before[p]}
+    assert (len(cut), len(opened)) == (first["newlyDenied"], first["newlyAllowed"]), sorted(
+        f"{names[s]} -> {names[d]}" for s, d in cut | opened
+    )
+    assert {(p["sourceIP"], p["destinationIP"]) for p in first["newlyDeniedSample"]} <= cut
+    assert {(p["sourceIP"], p["destinationIP"]) for p in first["newlyAllowedSample"]} <= opened
+    cells = 2 * len(pairs)  # before and after the promotion, each against the matrix
+    cell_report.append((f"{SCENARIOS[0].name} [staged report vs packets once promoted]", cells, cells))

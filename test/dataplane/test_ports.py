@@ -109,3 +109,39 @@ def test_the_port_scenarios_cover_every_shape() -> None:
     assert names == ["liqosec-milan", "liqosec-milan-ports"]
     [single] = render(load_objects([str(HERE / "ports" / "ports-deny-some.yaml")]))
     assert single["spec"]["table"]["chains"][0]["policy"] == "accept"
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
+def test_per_node_scope_enforces_ports_through_its_all_nodes_fallback(
+    fresh_per_node: World, cell_report: Any, path: Path
+) -> None:
+    """`--firewall-scope per-node` compiles a peering with ports for all nodes: same cells on three nodes."""
+    objects = load_objects([str(path)])
+    assert all(
+        "networking.liqo.io/firewall-unique" not in fc["metadata"]["labels"] for fc in render(objects, scope="per-node")
+    )
+    probe_ports(fresh_per_node, path, cell_report)
+
+
+def test_a_port_deny_added_and_removed_on_a_live_peering(fresh: World, cell_report: Any) -> None:
+    """The ports table comes with the first port deny a policy-drop chain cannot hold, and goes with it."""
+    path = HERE / "ports" / "ports-protected-borders.yaml"
+    full = load_objects([str(path)])
+    pc = next(o for o in full if o["kind"] == "PeeringConnectivity")
+    without = [o for o in full if o is not pc] + [{**pc, "spec": {**pc["spec"], "rules": pc["spec"]["rules"][1:]}}]
+    fresh.converge(without)
+    fresh.cluster.listen_on()
+    names = fresh.place(build_matrix(without))
+    pairs = fresh.cluster.all_pairs()
+    for step, objects in (("without the deny", without), ("with the deny", full), ("without it again", without)):
+        firewalls = fresh.converge(objects)
+        assert len(firewalls) == (2 if objects is full else 1), step
+        for proto, port in (("tcp", 22), ("tcp", 443)):
+            at_port = build_matrix(objects, port=(proto, port))
+            seen = fresh.cluster.probe_pairs(pairs, port=port, proto=proto)
+            misses = [p for p in pairs if seen[p] != at_port.connect(*p)]
+            if misses:
+                seen.update(fresh.cluster.probe_pairs(misses, port=port, proto=proto, timeout=RECHECK_TIMEOUT))
+            wrong = [f"{names[s]} -> {names[d]}" for (s, d), ok in seen.items() if ok != at_port.connect(s, d)]
+            cell_report.append((f"live update, {step}, {port}/{proto}", len(seen), len(seen) - len(wrong)))
+            assert not wrong, f"{step}, {port}/{proto}: packets and the matrix disagree: {wrong}"

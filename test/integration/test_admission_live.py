@@ -177,6 +177,11 @@ def test_the_api_server_refuses_a_contradiction_with_the_webhooks_message(kube: 
     # One policy per peering: a second is refused with the controller's words.
     second = refused(kube, pc("second", ns, []))
     assert f"metadata.name: the peering of '{ns}' is already governed by 'good'" in second
+    # Staged (DryRun) policies sit beside it; promoting one while 'good' is enforced is refused.
+    staged = kube.create(PEERING_CONNECTIVITIES, pc("staged", ns, [], enforcement="DryRun"))
+    promoted = {**staged, "spec": {**staged["spec"], "enforcement": "Enforce"}}
+    with pytest.raises(errors.Invalid, match="already governed by 'good'.*set spec.enforcement: DryRun"):
+        kube.update(PEERING_CONNECTIVITIES, promoted)
     # An update that breaks the policy is refused; one leaving the spec alone is not.
     live = kube.get(PEERING_CONNECTIVITIES, "good", namespace=ns)
     broken = {**live, "spec": {**live["spec"], "rules": SHADOWED}}

@@ -3,13 +3,18 @@ controller writes the protocol and port matches, with a second table when drops 
 
 from __future__ import annotations
 
+import io
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from support import running_controller, unique_peer, wait_for
 
 from harness.objects import apply
-from liqosec.controller.resources import FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES
+from liqosec.cli import main
+from liqosec.controller.resources import FIREWALL_CONFIGURATIONS, NETWORKS, PEERING_CONNECTIVITIES
 from liqosec.firewall.evaluate import EPHEMERAL_PORT, Packet, node_accepts
 from liqosec.kube import errors
 from liqosec.kube.client import KubeClient
@@ -109,6 +114,19 @@ def cluster(peer: str) -> list[dict[str, Any]]:
     ]
 
 
+def set_rules(kube: KubeClient, peer: str, rules: list[dict[str, Any]]) -> None:
+    """Change the spec; the controller writes the status meanwhile, so retry on a conflict."""
+    for _ in range(10):
+        live = kube.get(PEERING_CONNECTIVITIES, peer, namespace=f"liqo-tenant-{peer}")
+        live["spec"]["rules"] = rules
+        try:
+            kube.update(PEERING_CONNECTIVITIES, live)
+            return
+        except errors.Conflict:
+            continue
+    raise AssertionError(f"{peer} kept conflicting")
+
+
 def firewalls(kube: KubeClient, peer: str) -> dict[str, dict[str, Any]]:
     items = kube.list(FIREWALL_CONFIGURATIONS, f"liqo-tenant-{peer}", limit=50, continue_token=None)["items"]
     return {fc["metadata"]["name"]: fc for fc in items if fc["spec"]["table"]["chains"][0]["rules"].get("filterRules")}
@@ -146,9 +164,7 @@ def test_the_controller_writes_proto_and_port_matches(kube: KubeClient, local_po
         # Add a port deny of what the chain otherwise accepts: its drop rules cannot join a policy-drop chain,
         # so they get a table of their own, which every packet must pass too.
         deny_ssh = {"destination": {"group": "remote-cluster", "ports": [{"port": 22}]}, "action": "deny"}
-        live = kube.get(PEERING_CONNECTIVITIES, peer, namespace=ns)
-        live["spec"]["rules"] = [deny_ssh, hole, replies]
-        kube.update(PEERING_CONNECTIVITIES, live)
+        set_rules(kube, peer, [deny_ssh, hole, replies])
         fcs = wait_for("the ports table", lambda: (f := firewalls(kube, peer)) and len(f) == 2 and f)
         ports_fc = fcs[f"liqosec-{peer}-ports"]
         assert ports_fc["spec"]["table"]["name"] == f"liqosec-{peer}_ports"
@@ -173,9 +189,7 @@ def test_the_controller_writes_proto_and_port_matches(kube: KubeClient, local_po
         assert any(c["type"] == "Valid" and c["status"] == "True" for c in status["conditions"])
 
         # Without the port deny, the ports table is emptied and retired.
-        live = kube.get(PEERING_CONNECTIVITIES, peer, namespace=ns)
-        live["spec"]["rules"] = [hole, replies]
-        kube.update(PEERING_CONNECTIVITIES, live)
+        set_rules(kube, peer, [hole, replies])
         wait_for("the ports table to go", lambda: list(firewalls(kube, peer)) == [f"liqosec-{peer}"])
 
 
@@ -190,3 +204,27 @@ def test_per_node_scope_compiles_a_peering_with_ports_for_all_nodes(kube: KubeCl
         assert fcs[f"liqosec-{peer}"]["metadata"]["labels"]["networking.liqo.io/firewall-subcategory"] == "all-nodes"
         assert not opens(fcs, ROME_POD, WEB, "tcp", 22) and opens(fcs, ROME_POD, WEB, "tcp", 23)
         assert opens(fcs, ROME_POD, WEB, "udp", 22)
+
+
+def test_explain_port_reads_the_live_cluster_as_a_dump(
+    control_plane: Any, kube: KubeClient, local_pod_cidr: None, tmp_path: Path
+) -> None:
+    """`liqosec explain --kubeconfig ... --port 22/tcp` names the same rule as `-f` on the same objects."""
+    peer = unique_peer("port")
+    deny_ssh = {"source": {"group": "remote-cluster"}, "destination": {"ports": [{"port": 22}]}, "action": "deny"}
+    objects = [*cluster(peer), pc(peer, [deny_ssh])]
+    apply(kube, objects)
+    dump = tmp_path / "cluster.yaml"
+    network = kube.get(NETWORKS, "pod-cidr", namespace="liqo")
+    dump.write_text(yaml.safe_dump_all([*objects, network]))
+    args = ["--peering", f"liqo-tenant-{peer}/{peer}", "--from", ROME_POD, "--to", f"web-{peer}/web"]
+    for port, origin, opens_ in (("22/tcp", "spec.rules[0]", False), ("22/udp", "spec.defaultAction", True)):
+        answers = []
+        for source in (["-f", str(dump)], ["--kubeconfig", str(control_plane.kubeconfig_path)]):
+            out = io.StringIO()
+            assert main(["explain", *source, *args, "--port", port, "-o", "json"], out=out) == 0
+            answers.append(json.loads(out.getvalue()))
+        from_dump, live = answers
+        assert live["request"]["decidedBy"] == from_dump["request"]["decidedBy"]
+        assert live["request"]["decidedBy"]["origin"] == origin
+        assert live["connection"] == from_dump["connection"] and live["connection"]["opens"] is opens_

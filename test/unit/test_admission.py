@@ -145,6 +145,25 @@ def test_a_second_policy_for_the_peering_is_refused_and_the_first_may_change() -
     assert answer(changed, lookup, operation="UPDATE", old=first)["allowed"] is True
 
 
+def test_staged_policies_sit_beside_the_enforced_one_and_a_promotion_waits_for_it() -> None:
+    enforced = pc([], name="first")
+    enforced["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
+    staged = pc([{"source": {"group": "offloaded"}}], name="trial", enforcement="DryRun")
+    staged["metadata"]["creationTimestamp"] = "2025-01-01T00:00:00Z"  # older: age does not let it take over
+    lookup = FakeLookup([enforced, staged])
+    assert answer(pc([], name="another", enforcement="DryRun"), lookup)["allowed"] is True
+    assert answer(staged, FakeLookup([enforced]))["allowed"] is True  # created beside the enforced one
+    second = refusal(pc([], name="second"), lookup)  # a second enforced one is refused, saying how to stage it
+    assert f"metadata.name: the peering of '{TENANT}' is already governed by 'first'" in second
+    assert "set spec.enforcement: DryRun to stage this one" in second
+    promoted = {**staged, "spec": {**staged["spec"], "enforcement": "Enforce"}}
+    assert "already governed by 'first'" in refusal(promoted, lookup, operation="UPDATE", old=staged)
+    # Staging the enforced one is allowed; then the promotion is too.
+    demoted = {**enforced, "spec": {**enforced["spec"], "enforcement": "DryRun"}}
+    assert answer(demoted, lookup, operation="UPDATE", old=enforced)["allowed"] is True
+    assert answer(promoted, FakeLookup([demoted, staged]), operation="UPDATE", old=staged)["allowed"] is True
+
+
 def test_a_policy_being_deleted_does_not_block_its_successor() -> None:
     going = pc([], name="old")
     going["metadata"]["deletionTimestamp"] = "2026-01-02T00:00:00Z"

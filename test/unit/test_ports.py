@@ -23,8 +23,8 @@ from harness import agent_model as agent
 from liqosec.api.peeringconnectivity import Action, PeeringConnectivity, PeeringConnectivitySpec, PortRange, Protocol
 from liqosec.api.validation import ValidationError, parse_peering_connectivity
 from liqosec.cli import main
-from liqosec.compiler.compile import compile_chain
-from liqosec.compiler.firewallconfiguration import firewall_object, ports_shard, shards
+from liqosec.compiler.compile import compile_chain, compile_ports
+from liqosec.compiler.firewallconfiguration import extra_shard, firewall_object
 from liqosec.compiler.policy import Clause, decide
 from liqosec.compiler.ports import covers, parse_port, port_classes, signature, spans_of
 from liqosec.controller.status import STATELESS, valid_conditions
@@ -207,12 +207,23 @@ packets = st.lists(st.tuples(ADDRESSES, ADDRESSES, st.sampled_from(L4S)), min_si
 PC = PeeringConnectivity(name="rome", namespace="liqo-tenant-rome", spec=PeeringConnectivitySpec(), uid="u")
 
 
-def tables(rules: list[Clause], default: Action, sets: dict[str, AddressSet], caps: Capabilities) -> list[Any]:
-    chain = compile_chain(rules, default, ResolvedGroups(peer="rome", sets=sets), caps)
-    objs = [firewall_object(PC, "rome", chain)]
-    if chain.ports_chain is not None:
-        objs.append(firewall_object(PC, "rome", chain.ports_chain, index="ports"))
-    return objs
+def tables(
+    rules: list[Clause],
+    default: Action,
+    sets: dict[str, AddressSet],
+    caps: Capabilities,
+    holes_table: bool | None = None,
+) -> list[Any]:
+    """The FirewallConfigurations of the compiled chain and its extra chains (`holes_table` forces a shape)."""
+    groups = ResolvedGroups(peer="rome", sets=sets)
+    if holes_table is None or not any(c.ports for c in rules):
+        chain = compile_chain(rules, default, groups, caps)
+    else:
+        chain = compile_ports(rules, default, groups, caps, holes_table=holes_table)
+    return [
+        firewall_object(PC, "rome", chain),
+        *(firewall_object(PC, "rome", extra, index=kind) for kind, extra in chain.extra),
+    ]
 
 
 def shuffled(fc: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -228,11 +239,24 @@ def packet(src: int, dst: int, l4: tuple[str, int]) -> Packet:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(group_maps, clause_lists, st.sampled_from(list(Action)), packets, st.integers(0, 2**16))
+@given(
+    group_maps,
+    clause_lists,
+    st.sampled_from(list(Action)),
+    packets,
+    st.integers(0, 2**16),
+    st.sampled_from([None, True, False]),
+)
 def test_compiled_tables_match_first_match_for_every_protocol_and_port(
-    sets: dict[str, AddressSet], rules: list[Clause], default: Action, pkts: list[Any], seed: int
+    sets: dict[str, AddressSet],
+    rules: list[Clause],
+    default: Action,
+    pkts: list[Any],
+    seed: int,
+    holes_table: bool | None,
 ) -> None:
-    compiled = [shuffled(fc, seed + i) for i, fc in enumerate(tables(rules, default, sets, Capabilities()))]
+    fcs = tables(rules, default, sets, Capabilities(), holes_table)
+    compiled = [shuffled(fc, seed + i) for i, fc in enumerate(fcs)]
     for fc in compiled:  # order-proof: one verdict per chain, the policy the other
         [chain] = fc["chains"]
         assert {r["action"] for r in chain["rules"]["filterRules"]} <= (
@@ -249,12 +273,18 @@ def test_compiled_tables_match_first_match_for_every_protocol_and_port(
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(group_maps, clause_lists, clause_lists, st.sampled_from(list(Action)), packets)
+@given(group_maps, clause_lists, clause_lists, st.sampled_from(list(Action)), packets, st.booleans(), st.booleans())
 def test_verdicts_survive_an_agent_style_update(
-    sets: dict[str, AddressSet], before: list[Clause], after: list[Clause], default: Action, pkts: list[Any]
+    sets: dict[str, AddressSet],
+    before: list[Clause],
+    after: list[Clause],
+    default: Action,
+    pkts: list[Any],
+    holes_before: bool,
+    holes_after: bool,
 ) -> None:
-    node = agent.apply(agent.EMPTY, tables(before, default, sets, Capabilities()))
-    node = agent.apply(node, tables(after, default, sets, Capabilities()))
+    node = agent.apply(agent.EMPTY, tables(before, default, sets, Capabilities(), holes_before))
+    node = agent.apply(node, tables(after, default, sets, Capabilities(), holes_after))
     live = [t.as_spec() for t in node]
     groups = ResolvedGroups(peer="rome", sets=sets)
     for src, dst, l4 in pkts:
@@ -271,7 +301,7 @@ def test_policies_without_ports_compile_as_before(
     portless = [Clause(c.src, c.dst, c.action, c.origin) for c in rules]
     groups = ResolvedGroups(peer="rome", sets=sets)
     plain = compile_chain(portless, default, groups, Capabilities())
-    assert plain.ports_chain is None
+    assert plain.extra == ()
     assert all("proto" not in m and "port" not in m for r in plain.rules for m in r.to_api()["match"])  # type: ignore[union-attr]
     # Copies with ports after their originals are shadowed by them: no verdict changes, nor the chain.
     shadowed = [Clause(c.src, c.dst, c.action, c.origin, spans_of([PortRange(Protocol.TCP, 80)])) for c in portless]
@@ -440,7 +470,11 @@ def test_holes_and_port_denies_together_add_a_ports_table() -> None:
     assert build_matrix(objs, port=("tcp", 23), capabilities=stateful).connect(CART, FRONT)  # the preset
     assert build_matrix(objs, port=("tcp", 8080), capabilities=stateful).connect(ROME, WEB)  # the hole
     assert not build_matrix(objs, port=("tcp", 8081), capabilities=stateful).connect(ROME, WEB)
-    assert ports_shard("") == "ports"
+    assert extra_shard("ports", "") == "ports"
+    # The rule count (status.compiledRules, the metric, the matrix header) covers both tables.
+    [outcome] = outcomes(objs, capabilities=Capabilities())
+    written = sum(len(f["spec"]["table"]["chains"][0]["rules"]["filterRules"]) for f in fcs)
+    assert outcome.chain.rule_count == written > len(outcome.chain.rules)
 
 
 def test_per_node_scope_falls_back_to_all_nodes_for_a_peering_with_ports() -> None:
@@ -449,37 +483,80 @@ def test_per_node_scope_falls_back_to_all_nodes_for_a_peering_with_ports() -> No
     assert [f["metadata"]["name"] for f in firewalls(plain, scope="per-node")] != ["liqosec-rome"]
 
 
+def scattered(namespaces: int, per_namespace: int) -> list[dict[str, Any]]:
+    """Pods of ns0..ns<n-1>, scattered over the local pod CIDR (no two adjacent)."""
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": f"p{j}", "namespace": f"ns{i}"},
+            "status": {"phase": "Running", "podIP": f"10.1.{100 + i}.{2 * j + 1}"},
+        }
+        for i in range(namespaces)
+        for j in range(per_namespace)
+    ]
+
+
+def test_holes_too_large_for_one_chain_move_to_a_holes_table() -> None:
+    """ProtectedBorders with a hole to many scattered pods: B's accepted pairs would not fit one accept-rules
+    chain; the chain becomes B with the holes accepted (drop rules, shardable) and a holes table opens them
+    only at their ports."""
+    hole = {
+        "source": {"group": "remote-cluster"},
+        "destination": {"group": "vc-local", "ports": [{"port": 443}, {"protocol": "UDP", "port": 53}]},
+        "action": "allow",
+    }
+    spec = {"securityMode": "ProtectedBorders", "rules": [hole]}
+    offloaded_ns = [
+        {
+            "apiVersion": "offloading.liqo.io/v1beta1",
+            "kind": "NamespaceOffloading",
+            "metadata": {"name": "offloading", "namespace": f"ns{i}"},
+            "status": {"remoteNamespacesConditions": {"rome": []}},
+        }
+        for i in range(4)
+    ]
+    objs = [*cluster(spec), *offloaded_ns, *scattered(4, 100)]
+    [outcome] = outcomes(objs, capabilities=Capabilities())
+    names = [f["metadata"]["name"] for f in outcome.firewalls]
+    assert "liqosec-rome-holes" in names and outcome.chain.policy == "accept"
+    holes = next(f for f in outcome.firewalls if f["metadata"]["name"] == "liqosec-rome-holes")
+    assert holes["spec"]["table"]["name"] == "liqosec-rome_holes"
+    assert holes["spec"]["table"]["chains"][0]["policy"] == "drop"
+    # One hole class opens every pair the holes open: its rules are the protocol and port alone.
+    assert [{"op": "eq", "proto": {"value": "tcp"}}, {"op": "eq", "port": {"position": "dst", "value": "443"}}] in [
+        r["match"] for r in holes["spec"]["table"]["chains"][0]["rules"]["filterRules"]
+    ]
+    target = "10.1.101.7"  # a pod of ns1, in vc-local
+    for port, want in ((("tcp", 443), True), (("udp", 53), True), (("tcp", 80), False)):
+        m = build_matrix(objs, port=port, capabilities=Capabilities(ctstate=True), max_endpoints=None)
+        assert m.connect(ROME, target) is want, port
+    assert (
+        build_matrix(objs, port=("tcp", 443), capabilities=Capabilities(ctstate=True), max_endpoints=None).connect(
+            ROME, WEB
+        )
+        is False
+    )
+
+
 def test_an_accept_chain_too_large_for_one_firewall_is_refused_with_the_field() -> None:
     """Accept rules cannot be cut into shards: past one firewall's budget the spec is refused, nothing written."""
-    many = [{"port": p} for p in range(1000, 1032, 2)]
 
     def spec(namespaces: int) -> dict[str, Any]:
         rules = [
             {
                 "source": {"group": "remote-cluster"},
-                "destination": {"namespace": f"ns{i}", "ports": many},
+                "destination": {"namespace": f"ns{i}", "ports": [{"port": 1000 + i}]},
                 "action": "allow",
             }
             for i in range(namespaces)
         ]
         return {"securityMode": "ProtectedBorders", "rules": rules}
 
-    def with_pods(objs: list[dict[str, Any]], namespaces: int) -> list[dict[str, Any]]:
-        pods = [
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": "p", "namespace": f"ns{i}"},
-                "status": {"phase": "Running", "podIP": f"10.1.{100 + i}.{7 * i % 250 + 1}"},
-            }
-            for i in range(namespaces)
-        ]
-        return [*objs, *pods]
-
-    [small] = outcomes(with_pods(cluster(spec(1)), 1), capabilities=Capabilities())
-    assert len(shards(small.chain)) == 1 and sum(len(l4_rules(f)) for f in small.firewalls) == 16
+    [small] = outcomes([*cluster(spec(2)), *scattered(2, 3)], capabilities=Capabilities())
+    assert len(small.firewalls) == 1 and len(l4_rules(small.firewall)) == 2
     with pytest.raises(RenderError) as info:
-        outcomes(with_pods(cluster(spec(40)), 40), capabilities=Capabilities())
+        outcomes([*cluster(spec(100)), *scattered(100, 3)], capabilities=Capabilities())  # 100 holes, 100 ports
     assert "spec.rules: the rules with ports compile to an accept-rules chain" in str(info.value)
 
 
@@ -563,6 +640,7 @@ def test_explain_command_port(tmp_path: Path) -> None:
         ["explain", "-f", str(path), "--from", ROME, "--to", "default/web", "--port", "22/udp", "-o", "json"]
     )
     assert json.loads(data)["request"]["decidedBy"]["origin"] == "spec.rules[1]"
+    assert json.loads(data)["probe"] == {"protocol": "udp", "port": 22}
 
 
 @pytest.mark.parametrize("port", [None, ("tcp", 22), ("tcp", 443), ("udp", 53), ("tcp", EPHEMERAL_PORT)])

@@ -1,0 +1,140 @@
+"""A staged (DryRun) policy beside the enforced one, on the real API server: both are valid, the enforced
+firewall stays, the staged report counts newly denied and newly allowed pairs against the firewall in force,
+follows an edit of the enforced policy, and both reports are what the promoted policy's firewall really does."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from support import example, running_controller, unique_peer, wait_for
+
+from harness.objects import apply
+from liqosec.compiler.dryrun import pod_scope
+from liqosec.controller.live import read_cluster
+from liqosec.controller.resources import FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES
+from liqosec.firewall.addresses import ip_to_int
+from liqosec.firewall.evaluate import connects
+from liqosec.groups.resolve import pod_addresses, resolve_groups
+from liqosec.groups.view import Snapshot
+from liqosec.kube import errors
+from liqosec.kube.client import KubeClient
+
+# Opens the offloaded pods to local pods, and cuts them off the peer's pods.
+TRIAL = [
+    {"source": {"group": "offloaded"}, "destination": {"group": "local-cluster"}, "action": "allow"},
+    {"source": {"group": "local-cluster"}, "destination": {"group": "offloaded"}, "action": "allow"},
+    {"source": {"group": "remote-cluster"}, "action": "deny"},
+    {"destination": {"group": "remote-cluster"}, "action": "deny"},
+]
+
+
+def firewall(kube: KubeClient, name: str, ns: str) -> dict[str, Any] | None:
+    try:
+        return kube.get(FIREWALL_CONFIGURATIONS, f"liqosec-{name}", namespace=ns)
+    except errors.NotFound:
+        return None
+
+
+def policy(kube: KubeClient, name: str, ns: str) -> dict[str, Any]:
+    return kube.get(PEERING_CONNECTIVITIES, name, namespace=ns)
+
+
+def conditions(pc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in (pc.get("status") or {}).get("conditions") or ()}
+
+
+def pod(name: str, ns: str, ip: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"nodeName": "worker-1"},
+        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
+    }
+
+
+def changes(kube: KubeClient, peer: str, now: list[Any], then: list[Any]) -> tuple[int, int, int]:
+    """(pairs of the peering's traffic, newly denied, newly allowed) from `now` to `then`, pod pair by pod pair.
+
+    The API server is shared with other tests: every pod of the peering's groups counts, as for the controller.
+    """
+    objects, _ = read_cluster(kube)
+    groups = resolve_groups(Snapshot(objects), peer, f"liqo-tenant-{peer}")
+    scope, peer_space = pod_scope(groups), groups.peer_space
+    ips = [v4[0] for o in objects if o["kind"] == "Pod" and (v4 := pod_addresses(o)[0]) and ip_to_int(v4[0]) in scope]
+    pairs = denied = allowed = 0
+    for i, src in enumerate(ips):
+        for j, dst in enumerate(ips):
+            if i == j or not (ip_to_int(src) in peer_space or ip_to_int(dst) in peer_space):
+                continue
+            pairs += 1
+            before, after = connects(now, src, dst), connects(then, src, dst)
+            denied += before and not after
+            allowed += after and not before
+    return pairs, denied, allowed
+
+
+def counts(report: dict[str, Any]) -> tuple[int, int, int]:
+    return report["pairs"], report["newlyDenied"], report["newlyAllowed"]
+
+
+def test_a_staged_policy_beside_the_enforced_one(kube: KubeClient, local_pod_cidr: None) -> None:
+    peer = unique_peer()
+    ns = f"liqo-tenant-{peer}"
+    objs = example("provider-isolate-offloaded.yaml", peer=peer)
+    # A pod in the peer's address space, so that the peer's traffic has pods at both ends.
+    objs.append(pod("client", f"remote-{peer}", "10.71.1.20"))
+    apply(kube, objs)
+    with running_controller(kube, retire_grace_seconds=1.0, resync_seconds=1.0) as ctl:
+        enforced = wait_for("the enforced firewall", lambda: firewall(kube, peer, ns))
+        staged = {
+            "apiVersion": "security.liqo.io/v1",
+            "kind": "PeeringConnectivity",
+            "metadata": {"name": "trial", "namespace": ns},
+            "spec": {"enforcement": "DryRun", "rules": TRIAL},
+        }
+        apply(kube, [staged])
+
+        def report_against(fc: dict[str, Any]) -> dict[str, Any] | None:
+            found = (policy(kube, "trial", ns).get("status") or {}).get("dryRun") or {}
+            live = firewall(kube, peer, ns)
+            # Against the enforced policy's firewall as it is now (the report follows it).
+            in_force = found.get("comparedWith", "").startswith("the firewall in force")
+            return found if in_force and live is not None and live["spec"] == fc["spec"] else None
+
+        first = wait_for("the staged report", lambda: report_against(enforced))
+        assert first["comparedWith"] == f"the firewall in force: 1 FirewallConfiguration of PeeringConnectivity {peer}"
+        assert first["newlyAllowed"] > 0 and first["newlyDenied"] > 0
+        for name in (peer, "trial"):
+            assert conditions(policy(kube, name, ns))["Valid"]["status"] == "True", name
+        assert (conditions(policy(kube, "trial", ns))["Ready"]["reason"]) == "DryRun"
+        assert firewall(kube, "trial", ns) is None
+        time.sleep(2)  # two resyncs: the staged policy leaves the enforced firewall as it is
+        assert firewall(kube, peer, ns) == enforced
+        key = f"{ns}/trial"
+        assert ctl.metric("liqosec_dryrun_pairs", peering=key, change="newly_allowed") == first["newlyAllowed"]
+        assert ctl.metric("liqosec_dryrun_pairs", peering=key, change="newly_denied") == first["newlyDenied"]
+
+        # Editing the enforced policy (now letting everything through) rewrites its firewall; the report follows.
+        pc = policy(kube, peer, ns)
+        pc["spec"]["rules"] = []
+        kube.update(PEERING_CONNECTIVITIES, pc)
+        opened = wait_for(
+            "the enforced firewall rewritten",
+            lambda: fw if (fw := firewall(kube, peer, ns)) and fw["spec"] != enforced["spec"] else None,
+        )
+        second = wait_for("the staged report to follow", lambda: report_against(opened))
+        assert second["newlyAllowed"] == 0 and second["newlyDenied"] > first["newlyDenied"]
+
+        # Promote it: delete the enforced policy, then enforce the staged one. Its firewall is what both
+        # reports were about.
+        kube.delete(PEERING_CONNECTIVITIES, peer, namespace=ns)
+        wait_for("the enforced firewall retired", lambda: firewall(kube, peer, ns) is None, timeout=30)
+        trial = policy(kube, "trial", ns)
+        trial["spec"]["enforcement"] = "Enforce"
+        kube.update(PEERING_CONNECTIVITIES, trial)
+        promoted = wait_for("the promoted firewall", lambda: firewall(kube, "trial", ns))
+        tables = [promoted["spec"]["table"]]
+        assert changes(kube, peer, [enforced["spec"]["table"]], tables) == counts(first)
+        assert changes(kube, peer, [opened["spec"]["table"]], tables) == counts(second)

@@ -1,0 +1,301 @@
+"""Staged policies: DryRun PeeringConnectivities beside the peering's enforced one. They write no firewall,
+leave the enforced one alone, and report what replacing it would change, counted against its live firewall."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from fake_kube import Fixture, cluster, key, node, peering, pod, virtual_node
+
+from liqosec.cli import main
+from liqosec.compiler.firewallconfiguration import ALL_NODES, PER_NODE
+from liqosec.controller.events import EventRecorder
+from liqosec.controller.mapping import KeyMapper, firewall_configuration_keys
+from liqosec.controller.reconcile import Reconciler
+from liqosec.controller.resources import FIREWALL_CONFIGURATIONS as FCS
+from liqosec.controller.resources import PEERING_CONNECTIVITIES as PCS
+from liqosec.firewall.addresses import ip_to_int
+from liqosec.firewall.evaluate import connects, tables_of
+from liqosec.matrix import build_matrix
+from liqosec.render import load_objects, outcomes
+
+ROME = "liqo-tenant-rome"
+ENFORCED, STAGED = key("rome"), f"{ROME}/trial"
+# Enforced: offloaded pods may not talk to local pods.
+SPLIT = [{"source": {"group": "offloaded"}, "destination": {"group": "local-cluster"}, "action": "deny"}]
+# Staged: lets that through, but cuts local pods off the workloads we offloaded to rome.
+TRIAL = [
+    {"source": {"group": "offloaded"}, "destination": {"group": "local-cluster"}, "action": "allow"},
+    {"source": {"group": "local-cluster"}, "destination": {"group": "vc-remote"}, "action": "deny"},
+]
+
+
+def pods() -> list[dict[str, Any]]:
+    shadow = pod("api-0", "shop", "10.70.0.5", node="liqo-rome", **{"liqo.io/shadowPod": "true"})
+    return [
+        pod("web", "default", "10.1.1.10"),
+        pod("db", "default", "10.1.1.11"),
+        pod("cart-0", "shop-rome", "10.1.10.10", origin="rome"),
+        pod("cart-1", "shop-rome", "10.1.10.11", origin="rome"),
+        shadow,
+        virtual_node("liqo-rome", "rome"),
+    ]
+
+
+def world(trial: list[dict[str, Any]] = TRIAL, enforcement: str = "DryRun") -> list[dict[str, Any]]:
+    objs = [o for o in cluster("rome") if o["kind"] not in ("PeeringConnectivity", "Pod")]
+    enforced = peering("rome", ROME, SPLIT)
+    enforced["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
+    staged = peering("trial", ROME, trial, enforcement=enforcement)
+    staged["metadata"]["creationTimestamp"] = "2026-02-01T00:00:00Z"
+    return [*objs, *pods(), enforced, staged]
+
+
+def converge(f: Fixture, *keys: str) -> None:
+    for _ in range(8):
+        wrote = [a for k in keys for a in f.reconcile(k) if a.write]
+        f.sync()
+        if not wrote:
+            return
+    raise AssertionError("did not converge")
+
+
+def status(f: Fixture, name: str) -> dict[str, Any]:
+    obj = f.client.stored(PCS, name, ROME)
+    assert obj is not None
+    return dict(obj.get("status") or {})
+
+
+def cond(f: Fixture, name: str, type_: str) -> dict[str, Any]:
+    return next(c for c in status(f, name).get("conditions") or () if c["type"] == type_)
+
+
+def edit(f: Fixture, name: str, **spec: Any) -> None:
+    obj = f.client.stored(PCS, name, ROME)
+    assert obj is not None
+    obj["spec"].update(spec)
+    obj["metadata"]["generation"] = int(obj["metadata"].get("generation") or 0) + 1
+    f.seed(obj)
+
+
+def expected(f: Fixture) -> tuple[int, int, int]:
+    """(pairs, newly denied, newly allowed), pair by pair: the live firewall against the staged policy alone,
+    compiled as `liqosec render` compiles it."""
+    live = [fc for fc in f.client.of(FCS) if fc["metadata"]["labels"].get("security.liqo.io/peering-connectivity")]
+    enforced = tables_of(live)
+    staged_objs = [o for o in world() if o["kind"] != "PeeringConnectivity" or o["metadata"]["name"] == "trial"]
+    trial = next(o for o in f.client.of(PCS) if o["metadata"]["name"] == "trial")
+    staged_objs = [o for o in staged_objs if o["kind"] != "PeeringConnectivity"] + [trial]
+    [outcome] = outcomes(staged_objs)
+    proposed = tables_of(outcome.firewalls)
+    ips = [p["status"]["podIP"] for p in pods() if p["kind"] == "Pod"]
+    space = outcome.groups.peer_space
+    pairs = denied = allowed = 0
+    for a in ips:
+        for b in ips:
+            if a == b or not (ip_to_int(a) in space or ip_to_int(b) in space):
+                continue
+            pairs += 1
+            now, then = connects(enforced, a, b), connects(proposed, a, b)
+            denied += now and not then
+            allowed += then and not now
+    return pairs, denied, allowed
+
+
+def test_a_staged_policy_reports_against_the_enforced_firewall_and_leaves_it_alone() -> None:
+    f = Fixture(world())
+    converge(f, ENFORCED)
+    enforced_fc = f.client.stored(FCS, "liqosec-rome", ROME)
+    assert enforced_fc is not None
+    actions = f.reconcile(STAGED)
+    assert [(a.verb, a.resource) for a in actions] == [("update_status", "peeringconnectivities/status")]
+    f.sync()
+    assert f.client.stored(FCS, "liqosec-rome", ROME) == enforced_fc  # not retired, not touched
+    assert f.client.stored(FCS, "liqosec-trial", ROME) is None
+    report = status(f, "trial")["dryRun"]
+    pairs, denied, allowed = expected(f)
+    assert denied > 0 and allowed > 0  # both directions of change are there to see
+    assert (report["pairs"], report["newlyDenied"], report["newlyAllowed"]) == (pairs, denied, allowed)
+    # Allowed: an offloaded pod and a local pod, which the enforced SPLIT keeps apart.
+    allowed_pairs = {(p["source"], p["destination"]) for p in report["newlyAllowedSample"]}
+    assert ("shop-rome/cart-0", "default/web") in allowed_pairs
+    # Denied: a local pod and the shadow pod of what we offloaded to rome.
+    assert any(p["destination"] == "shop/api-0" for p in report["newlyDeniedSample"])
+    assert report["comparedWith"] == "the firewall in force: 1 FirewallConfiguration of PeeringConnectivity rome"
+    for name in ("rome", "trial"):
+        assert cond(f, name, "Valid")["status"] == "True"
+    assert cond(f, "rome", "Ready")["status"] == "True" and "dryRun" not in status(f, "rome")
+    assert (cond(f, "trial", "DryRun")["reason"], cond(f, "trial", "Ready")["reason"]) == ("WouldChange", "DryRun")
+    promotion = cond(f, "trial", "Ready")["message"]
+    assert promotion.endswith("delete or stage the enforced policy first, then set it to Enforce")
+    assert f"compared with {report['comparedWith']}" in cond(f, "trial", "DryRun")["message"]
+    assert f.metric("liqosec_dryrun_pairs", peering=STAGED, change="newly_allowed") == allowed
+    assert f.metric("liqosec_dryrun_pairs", peering=STAGED, change="newly_denied") == denied
+    converge(f, ENFORCED, STAGED)  # and it stays so: nothing more to write on either
+    assert f.client.stored(FCS, "liqosec-rome", ROME)["spec"] == enforced_fc["spec"]  # type: ignore[index]
+
+
+def test_a_staged_copy_of_the_enforced_policy_changes_nothing() -> None:
+    f = Fixture(world(SPLIT))
+    converge(f, ENFORCED, STAGED)
+    report = status(f, "trial")["dryRun"]
+    assert report["pairs"] > 0 and (report["newlyDenied"], report["newlyAllowed"]) == (0, 0)
+    assert cond(f, "trial", "DryRun")["reason"] == "NoChange"
+
+
+def test_editing_the_enforced_policy_wakes_the_staged_one_and_its_report_follows() -> None:
+    f = Fixture(world())
+    converge(f, ENFORCED, STAGED)
+    before = status(f, "trial")["dryRun"]
+    edit(f, "rome", rules=[])  # the enforced policy now lets everything through
+    old_fc = f.stores["FirewallConfiguration"].get(f"{ROME}/liqosec-rome")
+    converge(f, ENFORCED)
+    new_fc = f.stores["FirewallConfiguration"].get(f"{ROME}/liqosec-rome")
+    assert old_fc is not None and new_fc is not None and old_fc["spec"] != new_fc["spec"]
+    mapper = KeyMapper(f.view)
+    assert mapper.keys(firewall_configuration_keys, old_fc, new_fc) == {ENFORCED, STAGED}
+    f.reconcile(STAGED)
+    after = status(f, "trial")["dryRun"]
+    pairs, denied, allowed = expected(f)
+    assert (after["newlyDenied"], after["newlyAllowed"]) == (denied, allowed)
+    assert after["newlyAllowed"] == 0 and after["newlyAllowed"] < before["newlyAllowed"]  # nothing is cut now
+
+
+def test_an_agent_report_on_the_enforced_firewall_wakes_only_its_owner() -> None:
+    f = Fixture(world())
+    converge(f, ENFORCED, STAGED)
+    fc = f.stores["FirewallConfiguration"].get(f"{ROME}/liqosec-rome")
+    assert fc is not None
+    reported = {
+        **fc,
+        "metadata": {**fc["metadata"], "resourceVersion": "999"},
+        "status": {"conditions": [{"type": "Applied", "status": "True", "host": "worker-1"}]},
+    }
+    mapper = KeyMapper(f.view)
+    assert mapper.keys(firewall_configuration_keys, fc, reported) == {ENFORCED}
+    assert mapper.keys(firewall_configuration_keys, None, fc) == {ENFORCED, STAGED}  # created
+    assert mapper.keys(firewall_configuration_keys, fc, None) == {ENFORCED, STAGED}  # deleted
+
+
+def test_with_the_enforced_policy_gone_the_staged_one_compares_with_no_firewall() -> None:
+    f = Fixture(world())
+    converge(f, ENFORCED, STAGED)
+    obj = f.client.stored(PCS, "rome", ROME)
+    assert obj is not None
+    obj["metadata"]["deletionTimestamp"] = "2026-01-02T00:00:00Z"
+    f.seed(obj)
+    converge(f, ENFORCED, STAGED)  # emptied: retiring, so no longer in force
+    report = status(f, "trial")["dryRun"]
+    assert report["comparedWith"].startswith("no firewall")
+    assert report["newlyAllowed"] == 0 and report["newlyDenied"] > 0
+
+
+def test_two_enforced_policies_still_conflict_and_staging_the_second_makes_it_valid() -> None:
+    f = Fixture(world(enforcement="Enforce"))
+    converge(f, ENFORCED, STAGED)
+    valid = cond(f, "trial", "Valid")
+    assert valid["status"] == "False" and valid["reason"] == "Conflict"
+    assert valid["message"].startswith(f"metadata.name: the peering of '{ROME}' is already governed by 'rome'")
+    assert "set spec.enforcement: DryRun to stage this one" in valid["message"]
+    assert f.client.stored(FCS, "liqosec-trial", ROME) is None
+    edit(f, "trial", enforcement="DryRun")
+    converge(f, ENFORCED, STAGED)
+    assert cond(f, "trial", "Valid")["status"] == "True" and status(f, "trial")["dryRun"]["pairs"] > 0
+    assert cond(f, "rome", "Ready")["status"] == "True"
+
+
+def test_the_oldest_enforced_policy_governs_whatever_the_staged_ones_ages() -> None:
+    objs = world()
+    staged = next(o for o in objs if o["metadata"].get("name") == "trial")
+    staged["metadata"]["creationTimestamp"] = "2025-01-01T00:00:00Z"  # older than the enforced one
+    f = Fixture(objs)
+    converge(f, ENFORCED, STAGED)
+    assert cond(f, "rome", "Valid")["status"] == "True" and f.client.stored(FCS, "liqosec-rome", ROME) is not None
+    assert cond(f, "trial", "Valid")["status"] == "True"
+
+
+def test_render_and_matrix_take_an_enforced_and_a_staged_policy(tmp_path: Path) -> None:
+    source = tmp_path / "both.yaml"
+    source.write_text(yaml.safe_dump_all(world()))
+    out = io.StringIO()
+    assert main(["render", "-f", str(source)], out=out) == 0
+    names = {d["metadata"]["name"] for d in yaml.safe_load_all(out.getvalue()) if d}
+    assert names == {"liqosec-rome", "liqosec-trial"}
+    # The matrix shows the peering as enforced, the staged policy on its own; the cells of running pods
+    # that differ between the two are the controller's report.
+    m = build_matrix(world())
+    alone = build_matrix([o for o in world() if o["metadata"].get("name") != "trial"])
+    assert m.grid(peer="rome") == m.grid() == alone.grid()
+    f = Fixture(world())
+    converge(f, ENFORCED, STAGED)
+    report = status(f, "trial")["dryRun"]
+    staged = m.grid(peer=STAGED)
+    enforced = m.grid(peer="rome")
+    eps = [i for i, e in enumerate(m.endpoints) if e.kind == "pod"]
+    space = outcomes(world())[0].groups.peer_space
+    changed = [
+        (enforced[i][j], staged[i][j])
+        for i in eps
+        for j in eps
+        if i != j and (ip_to_int(m.endpoints[i].ip) in space or ip_to_int(m.endpoints[j].ip) in space)
+    ]
+    assert (len(changed), changed.count((True, False)), changed.count((False, True))) == (
+        report["pairs"],
+        report["newlyDenied"],
+        report["newlyAllowed"],
+    )
+    text = io.StringIO()
+    assert main(["matrix", "-f", str(source), "-o", "json"], out=text) == 0
+    assert json.loads(text.getvalue())["peerings"].keys() == {"rome", STAGED}
+
+
+def test_the_readme_staged_example_is_what_the_controller_reports() -> None:
+    root = Path(__file__).resolve().parents[2]
+    section = (root / "README.md").read_text().split("### Staged policies: a DryRun policy beside the enforced one")[1]
+    shown = yaml.safe_load(section.split("```yaml\n", 1)[1].split("\n```", 1)[0])
+    objs = load_objects([str(root / "examples/provider-isolate-offloaded.yaml")])
+    documented = shown.pop("status")["dryRun"]
+    f = Fixture([*objs, shown])
+    meta = shown["metadata"]
+    converge(f, f"{meta['namespace']}/rome", f"{meta['namespace']}/{meta['name']}")
+    live = f.client.stored(PCS, meta["name"], meta["namespace"])
+    assert live is not None
+    assert live["status"]["dryRun"] == documented
+
+
+def scoped(objs: list[dict[str, Any]], scope: str) -> Fixture:
+    """A fixture whose reconciler writes firewalls in `scope`."""
+    f = Fixture(objs)
+    f.reconciler = Reconciler(
+        client=f.client,
+        view=f.view,
+        capabilities=lambda: f.capabilities,
+        recorder=EventRecorder(f.client, instance="unit"),
+        metrics=f.metrics,
+        now=lambda: f.now,
+        scope=scope,
+    )
+    return f
+
+
+def test_per_node_firewalls_in_force_give_the_report_all_nodes_ones_give() -> None:
+    """`--firewall-scope per-node`: the enforced policy's firewall is one object per node; read together they
+    decide each pair as the all-nodes chain does, so the staged report is the same."""
+    objs = [*world(), node("worker-1"), node("worker-2")]
+    for o in objs:
+        if o["kind"] == "Pod" and o["metadata"]["name"] in ("db", "cart-1"):
+            o["spec"]["nodeName"] = "worker-2"
+    reports = {}
+    for scope in (ALL_NODES, PER_NODE):
+        f = scoped(objs, scope)
+        converge(f, ENFORCED, STAGED)
+        fcs = [fc["metadata"]["name"] for fc in f.client.of(FCS)]
+        assert len(fcs) == 1 if scope == ALL_NODES else len(fcs) > 1, fcs  # one per node with rules
+        reports[scope] = status(f, "trial")["dryRun"]
+    assert reports[ALL_NODES]["newlyDenied"] > 0 and reports[ALL_NODES]["newlyAllowed"] > 0
+    same = ("pods", "pairs", "newlyDenied", "newlyAllowed")
+    assert {k: reports[PER_NODE][k] for k in same} == {k: reports[ALL_NODES][k] for k in same}
