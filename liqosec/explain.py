@@ -541,7 +541,8 @@ def format_explanation(x: Explanation) -> str:
         lines += _step_lines("reply (conntrack)", x.reply)
         lines += [f"  without conntrack the address rules would say: {_decision_text(x.reply_by_address.decision)}"]
     else:
-        lines += _step_lines("reply (stateless: judged by its addresses)", x.reply)
+        judged = "its addresses" if x.port is None else f"its addresses and port {x.port[1]} -> {EPHEMERAL_PORT}"
+        lines += _step_lines(f"reply (stateless: judged by {judged})", x.reply)
     lines.append("")
     if x.opens:
         verdict = "opens"

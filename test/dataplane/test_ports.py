@@ -145,3 +145,45 @@ def test_a_port_deny_added_and_removed_on_a_live_peering(fresh: World, cell_repo
             wrong = [f"{names[s]} -> {names[d]}" for (s, d), ok in seen.items() if ok != at_port.connect(s, d)]
             cell_report.append((f"live update, {step}, {port}/{proto}", len(seen), len(seen) - len(wrong)))
             assert not wrong, f"{step}, {port}/{proto}: packets and the matrix disagree: {wrong}"
+
+
+def test_holes_table_through_the_agent_at_scale(fresh: World, cell_report: Any) -> None:
+    """120 scattered vc-local pods: the holes no longer fit one accept-rules chain, so the chain accepts
+    them (drop rules) and `liqosec-milan-holes` opens them only at tcp/443 and udp/53. Sampled cells."""
+    objects = load_objects([str(HERE / "ports" / "ports-protected-borders.yaml")])
+    objects += [
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": f"p{i}", "namespace": "shop"},
+            "spec": {"nodeName": "worker-1"},
+            "status": {"phase": "Running", "podIP": f"10.0.{20 + i // 100}.{(i % 100) * 2 + 1}"},
+        }
+        for i in range(120)
+    ]
+    firewalls = fresh.converge(objects)
+    assert [f["metadata"]["name"] for f in firewalls] == ["liqosec-milan", "liqosec-milan-holes"]
+    fresh.wait_ready(objects)
+    fresh.cluster.listen_on()
+    matrix = build_matrix(objects, max_endpoints=None)
+    names = fresh.place(matrix)
+    chosen = [
+        e.ip
+        for e in matrix.endpoints
+        if not e.name.startswith("shop/p") or e.name in ("shop/p0", "shop/p57", "shop/p119")
+    ]
+    pairs = [(s, d) for s in chosen for d in chosen if s != d]
+    wrong = []
+    for proto, port in PROBES:
+        at_port = build_matrix(objects, port=(proto, port), max_endpoints=None)
+        seen = fresh.cluster.probe_pairs(pairs, port=port, proto=proto)
+        misses = [p for p in pairs if seen[p] != at_port.connect(*p)]
+        if misses:
+            seen.update(fresh.cluster.probe_pairs(misses, port=port, proto=proto, timeout=RECHECK_TIMEOUT))
+        bad = [f"{names[s]} -> {names[d]} {port}/{proto}" for (s, d), ok in seen.items() if ok != at_port.connect(s, d)]
+        wrong += bad
+        cell_report.append((f"holes table, 120 pods, {port}/{proto} (sampled)", len(seen), len(seen) - len(bad)))
+    assert not wrong, "packets and `liqosec matrix --port` disagree:\n" + "\n".join(wrong)
+    ip = {e.name: e.ip for e in matrix.endpoints}
+    assert fresh.cluster.probe(ip[MILAN], ip["shop/p57"], port=443) is True
+    assert fresh.cluster.probe(ip[MILAN], ip["shop/p57"], port=8443) is False
