@@ -14,7 +14,7 @@ from support import running_controller, unique_peer, wait_for
 
 from harness.objects import apply
 from liqosec.cli import main
-from liqosec.controller.resources import FIREWALL_CONFIGURATIONS, NETWORKS, PEERING_CONNECTIVITIES
+from liqosec.controller.resources import FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES
 from liqosec.firewall.evaluate import EPHEMERAL_PORT, Packet, node_accepts
 from liqosec.kube import errors
 from liqosec.kube.client import KubeClient
@@ -212,11 +212,18 @@ def test_explain_port_reads_the_live_cluster_as_a_dump(
     """`liqosec explain --kubeconfig ... --port 22/tcp` names the same rule as `-f` on the same objects."""
     peer = unique_peer("port")
     deny_ssh = {"source": {"group": "remote-cluster"}, "destination": {"ports": [{"port": 22}]}, "action": "deny"}
-    objects = [*cluster(peer), pc(peer, [deny_ssh])]
+    # The cluster's pod CIDR Network goes in the dump too; applied again since other tests may replace it.
+    network = {
+        "apiVersion": "ipam.liqo.io/v1alpha1",
+        "kind": "Network",
+        "metadata": {"name": "pod-cidr", "namespace": "liqo", "labels": {"ipam.liqo.io/network-type": "pod-cidr"}},
+        "spec": {"cidr": "10.1.0.0/16"},
+        "status": {"cidr": "10.1.0.0/16"},
+    }
+    objects = [*cluster(peer), pc(peer, [deny_ssh]), network]
     apply(kube, objects)
     dump = tmp_path / "cluster.yaml"
-    network = kube.get(NETWORKS, "pod-cidr", namespace="liqo")
-    dump.write_text(yaml.safe_dump_all([*objects, network]))
+    dump.write_text(yaml.safe_dump_all(objects))
     args = ["--peering", f"liqo-tenant-{peer}/{peer}", "--from", ROME_POD, "--to", f"web-{peer}/web"]
     for port, origin, opens_ in (("22/tcp", "spec.rules[0]", False), ("22/udp", "spec.defaultAction", True)):
         answers = []
