@@ -16,7 +16,7 @@ import ssl
 import sys
 import threading
 from collections.abc import Mapping, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ import structlog
 
 from liqosec.admission.review import BadReview, LookupFailed, review
 from liqosec.api.peeringconnectivity import GROUP, KIND, PLURAL, VERSION
-from liqosec.kube import errors
+from liqosec.kube import errors, serving
 from liqosec.kube.client import NAMESPACES, KubeClient, ResourceRef
 
 CERT_FILE, KEY_FILE = "tls.crt", "tls.key"
@@ -89,9 +89,7 @@ class Certificates:
             return self._context
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class _Server(serving.Server):
     certificates: Certificates
 
     def get_request(self) -> tuple[Any, Any]:
@@ -108,13 +106,6 @@ class _Server(ThreadingHTTPServer):
         log.info("webhook connection failed", client=str(client_address[0]), error=f"{type(err).__name__}: {err}")
 
 
-def parse_address(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    if not port.isdigit():
-        raise ValueError(f"bind address {address!r} must be host:port or :port")
-    return host or "0.0.0.0", int(port)
-
-
 def serve(address: str, cert_dir: str, lookup: Any = None) -> ThreadingHTTPServer:
     """Start the webhook in a daemon thread; call `shutdown()` to stop.
 
@@ -124,40 +115,40 @@ def serve(address: str, cert_dir: str, lookup: Any = None) -> ThreadingHTTPServe
     log = structlog.get_logger("liqosec.admission")
     certificates = Certificates(cert_dir)
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(serving.Handler):
         timeout = SOCKET_TIMEOUT_SECONDS
         protocol_version = "HTTP/1.1"  # the API server keeps its connections open
 
-        def do_GET(self) -> None:
+        def do_GET(self) -> None:  # noqa: N802 (http.server dispatches by this name)
             if self.path == "/healthz":
-                self._reply(200, b"ok", "text/plain")
+                self.reply(200, b"ok", "text/plain")
             else:
-                self._reply(404, b"not found", "text/plain")
+                self.reply(404, b"not found", "text/plain")
 
-        def do_POST(self) -> None:
+        def do_POST(self) -> None:  # noqa: N802 (http.server dispatches by this name)
             if self.path.partition("?")[0] != VALIDATE_PATH:
-                self._reply(404, f"not found: POST AdmissionReviews to {VALIDATE_PATH}".encode(), "text/plain")
+                self.reply(404, f"not found: POST AdmissionReviews to {VALIDATE_PATH}".encode(), "text/plain")
                 return
             try:
                 length = int(self.headers.get("Content-Length") or "")
             except ValueError:
                 self.close_connection = True  # where the body ends is unknown
-                self._reply(411, b"a Content-Length is required", "text/plain")
+                self.reply(411, b"a Content-Length is required", "text/plain")
                 return
             if not 0 <= length <= MAX_BODY_BYTES:
                 self.close_connection = True
-                self._reply(413, f"body over {MAX_BODY_BYTES} bytes".encode(), "text/plain")
+                self.reply(413, f"body over {MAX_BODY_BYTES} bytes".encode(), "text/plain")
                 return
             raw = self.rfile.read(length)
             try:
                 body = json.loads(raw)
             except (ValueError, RecursionError) as err:
-                self._reply(400, f"not JSON: {err}".encode(), "text/plain")
+                self.reply(400, f"not JSON: {err}".encode(), "text/plain")
                 return
             try:
                 answer = review(body, lookup)
             except BadReview as err:
-                self._reply(400, f"not an AdmissionReview: {err}".encode(), "text/plain")
+                self.reply(400, f"not an AdmissionReview: {err}".encode(), "text/plain")
                 return
             result = answer["response"]
             log.info(
@@ -166,19 +157,9 @@ def serve(address: str, cert_dir: str, lookup: Any = None) -> ThreadingHTTPServe
                 uid=result["uid"],
                 message=(result.get("status") or {}).get("message"),
             )
-            self._reply(200, json.dumps(answer).encode(), "application/json")
+            self.reply(200, json.dumps(answer).encode(), "application/json")
 
-        def _reply(self, code: int, body: bytes, content_type: str) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            return  # each review is logged once, above
-
-    server = _Server(parse_address(address), Handler)
+    server = _Server(serving.parse_address(address), Handler)
     server.certificates = certificates
     threading.Thread(target=server.serve_forever, name=f"webhook-{address}", daemon=True).start()
     return server

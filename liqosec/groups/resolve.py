@@ -224,27 +224,28 @@ def network_cidr(network: Obj, section: str) -> tuple[int, int] | None:
     return None if value is None or value == "" else _cidr(network, f"{section}.cidr", value)
 
 
-def configuration_pod_cidrs(conf: Obj) -> list[tuple[int, int] | None]:
-    """`status.remote.cidr.pod` of a Configuration: the peer's pod CIDRs as remapped here (None: IPv6)."""
-    raw = mapping_at(conf, "status", "remote", "cidr").get("pod")
+def _remote_cidrs(conf: Obj, kind: str) -> list[tuple[int, int] | None]:
+    """`status.remote.cidr.<kind>` of a Configuration: the peer's CIDRs as remapped here (None: IPv6).
+
+    Never `.spec`: that is the peer's own view, which Liqo may remap here.
+    """
+    raw = mapping_at(conf, "status", "remote", "cidr").get(kind)
     if raw is None:
         return []
+    path = f"status.remote.cidr.{kind}"
     if not isinstance(raw, list):
-        raise wrong_type(conf, "status.remote.cidr.pod", "a list of CIDRs", raw)
-    return [_cidr(conf, f"status.remote.cidr.pod[{i}]", c) for i, c in enumerate(raw)]
+        raise wrong_type(conf, path, "a list of CIDRs", raw)
+    return [_cidr(conf, f"{path}[{i}]", c) for i, c in enumerate(raw)]
+
+
+def configuration_pod_cidrs(conf: Obj) -> list[tuple[int, int] | None]:
+    """The peer's pod CIDRs as remapped here."""
+    return _remote_cidrs(conf, "pod")
 
 
 def configuration_external_cidrs(conf: Obj) -> list[tuple[int, int] | None]:
-    """`status.remote.cidr.external` of a Configuration: the peer's external CIDRs as remapped here (None: IPv6).
-
-    As for the pod CIDR, never `.spec`: that is the peer's own view, which Liqo may remap here.
-    """
-    raw = mapping_at(conf, "status", "remote", "cidr").get("external")
-    if raw is None:
-        return []
-    if not isinstance(raw, list):
-        raise wrong_type(conf, "status.remote.cidr.external", "a list of CIDRs", raw)
-    return [_cidr(conf, f"status.remote.cidr.external[{i}]", c) for i, c in enumerate(raw)]
+    """The peer's external CIDRs as remapped here (the `leaf` group)."""
+    return _remote_cidrs(conf, "external")
 
 
 def slice_addresses(endpoint_slice: Obj) -> list[int | None]:
