@@ -9,12 +9,7 @@ Guarantees (``WorkQueue``):
   still queued and reports shutdown once the queue is empty. ``shutdown_with_drain``
   additionally blocks until every item handed out has been marked ``done``.
 ``DelayingQueue`` adds ``add_after(item, seconds)`` on the injected clock (an item waiting
-twice keeps the earlier time) and ``add_throttled(item, window)``: leading and trailing edge.
-An item not released by ``add_throttled`` within the last ``window`` seconds is added at once;
-later calls inside the window wait for its end and coalesce into one add there. So an isolated
-change is handed out at once, a burst costs at most one hand-out per window (plus one more when
-a release finds the item being processed: the dirty mark), and no change waits more than
-``window``. ``add_coalesced(item, quiet, cap)`` adapts: a change to an item is added at once
+twice keeps the earlier time). ``add_coalesced(item, quiet, cap)`` adapts: a change to an item is added at once
 unless the item is being processed or the changes come as a burst (several within ``quiet``
 seconds); then it is held until ``quiet`` seconds pass without a change, or ``cap`` seconds after
 the first held change. A burst of any length costs a hand-out at its start, one per ``cap`` while
@@ -250,7 +245,6 @@ class DelayingQueue(WorkQueue[T]):
         self._ready_at: dict[T, float] = {}
         self._heap: list[tuple[float, int, T]] = []
         self._seq = itertools.count()  # heap tie-break: items need not be orderable
-        self._released: dict[T, float] = {}  # add_throttled: when each item was last (or will next be) added
         # add_coalesced: held items -> (first held change, last change, quiet, cap); their own heap;
         # each item's latest change times (to tell a burst)
         self._recent: dict[T, list[float]] = {}
@@ -274,25 +268,6 @@ class DelayingQueue(WorkQueue[T]):
             self._ready_at[item] = ready
             heapq.heappush(self._heap, (ready, next(self._seq), item))
             self._delay_cond.notify()
-
-    def add_throttled(self, item: T, window: float) -> None:
-        """Add at once if ``item`` was not released in the last ``window`` seconds, else at the window's end."""
-        if window <= 0:
-            self.add(item)
-            return
-        with self._delay_cond:
-            now = self._clock.now()
-            if len(self._released) > 1024:  # forget items quiet for a whole window: they are isolated again
-                self._released = {k: t for k, t in self._released.items() if t + window > now}
-            last = self._released.get(item)
-            at = now if last is None or now >= last + window else last + window
-            if at > now and last is not None and last > now:
-                return  # a trailing release is already due at the end of this window: it carries this change
-            self._released[item] = at
-        if at <= now:
-            self.add(item)
-        else:
-            self.add_after(item, at - now)
 
     def add_coalesced(self, item: T, quiet: float, cap: float, *, burst: int = 4, follow: bool = False) -> None:
         """At once unless ``item`` is being processed or in a burst; then held (see module doc).

@@ -173,51 +173,6 @@ def test_delayed_items_come_out_in_due_order() -> None:
     q.shutdown()
 
 
-def test_add_throttled_leading_edge_then_one_trailing_add_per_window() -> None:
-    clock = FakeClock()
-    q: DelayingQueue[str] = DelayingQueue(clock=clock)
-    q.add_throttled("a", 0.5)  # isolated: at once
-    assert len(q) == 1 and q.waiting() == 0
-    assert q.get() == ("a", False)
-    q.done("a")
-    clock.advance(0.1)
-    for _ in range(5):  # a burst inside the window: one add at its end
-        q.add_throttled("a", 0.5)
-        clock.advance(0.05)
-    assert len(q) == 0 and q.waiting() == 1
-    start = clock.now()
-    wait_until(lambda: clock.next_deadline() is not None and clock.next_deadline() <= start + 0.15 + 1e-9)
-    clock.advance(0.2)  # past 0.5 s after the leading add
-    wait_until(lambda: len(q) == 1)
-    assert q.get() == ("a", False)
-    q.add_throttled("a", 0.5)  # while processing, inside the next window: at its end, then dirty
-    wait_until(lambda: clock.next_deadline() is not None)
-    clock.advance(0.5)
-    wait_until(lambda: q.waiting() == 0)
-    assert len(q) == 0  # being processed: marked dirty, not handed out twice
-    q.done("a")
-    assert len(q) == 1
-    q.get()
-    q.done("a")
-    clock.advance(0.6)  # quiet for a whole window: isolated again
-    q.add_throttled("a", 0.5)
-    assert len(q) == 1 and q.waiting() == 0
-    q.add_throttled("b", 0.5)  # windows are per item
-    assert len(q) == 2
-    q.shutdown()
-
-
-def test_add_throttled_without_a_window_adds_at_once() -> None:
-    q: DelayingQueue[str] = DelayingQueue(clock=FakeClock())
-    q.add_throttled("a", 0)
-    q.get()
-    q.add_throttled("a", 0)
-    assert q.waiting() == 0
-    q.done("a")
-    assert len(q) == 1
-    q.shutdown()
-
-
 def test_add_after_non_positive_adds_immediately() -> None:
     q: DelayingQueue[str] = DelayingQueue(clock=FakeClock())
     q.add_after("a", 0)
