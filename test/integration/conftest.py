@@ -64,15 +64,10 @@ def kube(control_plane: ControlPlane) -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def local_pod_cidr(control_plane: ControlPlane) -> None:
     """The cluster's own pod CIDR Network (one per cluster), shared by every test."""
+    from support import POD_CIDR_NETWORK
+
     from harness.objects import apply
     from liqosec.kube.client import RestKubeClient
 
-    network = {
-        "apiVersion": "ipam.liqo.io/v1alpha1",
-        "kind": "Network",
-        "metadata": {"name": "pod-cidr", "namespace": "liqo", "labels": {"ipam.liqo.io/network-type": "pod-cidr"}},
-        "spec": {"cidr": "10.1.0.0/16"},
-        "status": {"cidr": "10.1.0.0/16"},
-    }
     with control_plane.api_client() as api:
-        apply(RestKubeClient(api), [network])
+        apply(RestKubeClient(api), [POD_CIDR_NETWORK])

@@ -34,15 +34,30 @@ def wait_for(what: str, probe: Callable[[], T | None], *, timeout: float = 30.0,
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
-def offloaded_pod(name: str, ns: str, ip: str, peer: str) -> dict[str, Any]:
-    """A running pod offloaded here by `peer`, holding `ip`."""
+# The cluster's own pod CIDR Network (one per cluster): the `local_pod_cidr` fixture applies it.
+POD_CIDR_NETWORK: dict[str, Any] = {
+    "apiVersion": "ipam.liqo.io/v1alpha1",
+    "kind": "Network",
+    "metadata": {"name": "pod-cidr", "namespace": "liqo", "labels": {"ipam.liqo.io/network-type": "pod-cidr"}},
+    "spec": {"cidr": "10.1.0.0/16"},
+    "status": {"cidr": "10.1.0.0/16"},
+}
+
+
+def running_pod(name: str, ns: str, ip: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """A running pod on worker-1 holding `ip`."""
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "namespace": ns, "labels": {"offloading.liqo.io/origin": peer}},
+        "metadata": {"name": name, "namespace": ns, **({"labels": labels} if labels else {})},
         "spec": {"nodeName": "worker-1"},
         "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
     }
+
+
+def offloaded_pod(name: str, ns: str, ip: str, peer: str) -> dict[str, Any]:
+    """A running pod offloaded here by `peer`, holding `ip`."""
+    return running_pod(name, ns, ip, {"offloading.liqo.io/origin": peer})
 
 
 def unique_peer(prefix: str = "p") -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from support import example, running_controller, unique_peer, wait_for
+from support import example, running_controller, running_pod, unique_peer, wait_for
 
 from harness.objects import apply
 from liqosec.compiler.dryrun import pod_scope
@@ -46,16 +46,6 @@ def reported(kube: KubeClient, peer: str, generation: int) -> dict[str, Any] | N
     pc = policy(kube, peer)
     status = pc.get("status") or {}
     return status.get("dryRun") if status.get("observedGeneration") == generation else None
-
-
-def local_pod(name: str, ns: str, ip: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {"nodeName": "worker-1"},
-        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
-    }
 
 
 def grown_report(kube: KubeClient, peer: str, pods: int) -> dict[str, Any] | None:
@@ -110,7 +100,7 @@ def test_dry_run_then_enforce_then_dry_run_again(kube: KubeClient, local_pod_cid
         assert firewall(kube, peer) is None
 
         # A local pod no rule names joins the pairs: the report follows it live.
-        apply(kube, [local_pod("batch", f"jobs-{peer}", "10.1.3.33")])
+        apply(kube, [running_pod("batch", f"jobs-{peer}", "10.1.3.33")])
         grown = wait_for("the report to count the new pod", lambda: grown_report(kube, peer, report["pods"] + 1))
         assert grown["newlyDenied"] > report["newlyDenied"] and grown["pairs"] > report["pairs"]
         report = grown

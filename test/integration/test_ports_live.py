@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-from support import running_controller, unique_peer, wait_for
+from support import POD_CIDR_NETWORK, running_controller, unique_peer, wait_for
 
 from harness.objects import apply
 from liqosec.cli import main
@@ -213,14 +213,7 @@ def test_explain_port_reads_the_live_cluster_as_a_dump(
     peer = unique_peer("port")
     deny_ssh = {"source": {"group": "remote-cluster"}, "destination": {"ports": [{"port": 22}]}, "action": "deny"}
     # The cluster's pod CIDR Network goes in the dump too; applied again since other tests may replace it.
-    network = {
-        "apiVersion": "ipam.liqo.io/v1alpha1",
-        "kind": "Network",
-        "metadata": {"name": "pod-cidr", "namespace": "liqo", "labels": {"ipam.liqo.io/network-type": "pod-cidr"}},
-        "spec": {"cidr": "10.1.0.0/16"},
-        "status": {"cidr": "10.1.0.0/16"},
-    }
-    objects = [*cluster(peer), pc(peer, [deny_ssh]), network]
+    objects = [*cluster(peer), pc(peer, [deny_ssh]), POD_CIDR_NETWORK]
     apply(kube, objects)
     dump = tmp_path / "cluster.yaml"
     dump.write_text(yaml.safe_dump_all(objects))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from support import example, running_controller, unique_peer, wait_for
+from support import example, running_controller, running_pod, unique_peer, wait_for
 
 from harness.objects import apply
 from liqosec.compiler.dryrun import pod_scope
@@ -44,16 +44,6 @@ def conditions(pc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["type"]: c for c in (pc.get("status") or {}).get("conditions") or ()}
 
 
-def pod(name: str, ns: str, ip: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {"nodeName": "worker-1"},
-        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
-    }
-
-
 def changes(kube: KubeClient, peer: str, now: list[Any], then: list[Any]) -> tuple[int, int, int]:
     """(pairs of the peering's traffic, newly denied, newly allowed) from `now` to `then`, pod pair by pod pair.
 
@@ -84,7 +74,7 @@ def test_a_staged_policy_beside_the_enforced_one(kube: KubeClient, local_pod_cid
     ns = f"liqo-tenant-{peer}"
     objs = example("provider-isolate-offloaded.yaml", peer=peer)
     # A pod in the peer's address space, so that the peer's traffic has pods at both ends.
-    objs.append(pod("client", f"remote-{peer}", "10.71.1.20"))
+    objs.append(running_pod("client", f"remote-{peer}", "10.71.1.20"))
     apply(kube, objs)
     with running_controller(kube, retire_grace_seconds=1.0, resync_seconds=1.0) as ctl:
         enforced = wait_for("the enforced firewall", lambda: firewall(kube, peer, ns))

@@ -447,6 +447,19 @@ def virtual_node(name: str, peer: str) -> JsonDict:
     return node(name, **{"liqo.io/type": "virtual-node", "liqo.io/remote-cluster-id": peer})
 
 
+def rome_mix() -> list[JsonDict]:
+    """Two local pods, two pods rome offloaded here, one shadow pod of a workload we offloaded to rome."""
+    shadow = pod("api-0", "shop", "10.70.0.5", node="liqo-rome", **{"liqo.io/shadowPod": "true"})
+    return [
+        pod("web", "default", "10.1.1.10"),
+        pod("db", "default", "10.1.1.11"),
+        pod("cart-0", "shop-rome", "10.1.10.10", origin="rome"),
+        pod("cart-1", "shop-rome", "10.1.10.11", origin="rome"),
+        shadow,
+        virtual_node("liqo-rome", "rome"),
+    ]
+
+
 def peering(name: str, ns: str, rules: list[JsonDict], *, finalized: bool = True, **spec: Any) -> JsonDict:
     """A policy; by default already carrying liqosec's finalizer, as after its first reconcile."""
     meta: JsonDict = {"name": name, "namespace": ns}

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-from fake_kube import Fixture, cluster, key, peering, pod, virtual_node
+from fake_kube import Fixture, cluster, key, peering, pod, rome_mix
 from schema_check import violations
 
 from liqosec.api.peeringconnectivity import Enforcement, PeeringConnectivitySpec
@@ -31,17 +31,7 @@ ROME = "liqo-tenant-rome"
 SPLIT = [{"source": {"group": "offloaded"}, "destination": {"group": "local-cluster"}, "action": "deny"}]
 
 
-def pods() -> list[dict[str, Any]]:
-    """Two local pods, two pods rome offloaded here, one shadow pod of a workload we offloaded to rome."""
-    shadow = pod("api-0", "shop", "10.70.0.5", node="liqo-rome", **{"liqo.io/shadowPod": "true"})
-    return [
-        pod("web", "default", "10.1.1.10"),
-        pod("db", "default", "10.1.1.11"),
-        pod("cart-0", "shop-rome", "10.1.10.10", origin="rome"),
-        pod("cart-1", "shop-rome", "10.1.10.11", origin="rome"),
-        shadow,
-        virtual_node("liqo-rome", "rome"),
-    ]
+pods = rome_mix
 
 
 def world(enforcement: str = "DryRun") -> list[dict[str, Any]]:

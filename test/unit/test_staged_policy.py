@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from fake_kube import Fixture, cluster, key, node, peering, pod, virtual_node
+from fake_kube import Fixture, cluster, key, node, peering, rome_mix
 
 from liqosec.cli import main
 from liqosec.compiler.firewallconfiguration import ALL_NODES, PER_NODE
@@ -34,16 +34,7 @@ TRIAL = [
 ]
 
 
-def pods() -> list[dict[str, Any]]:
-    shadow = pod("api-0", "shop", "10.70.0.5", node="liqo-rome", **{"liqo.io/shadowPod": "true"})
-    return [
-        pod("web", "default", "10.1.1.10"),
-        pod("db", "default", "10.1.1.11"),
-        pod("cart-0", "shop-rome", "10.1.10.10", origin="rome"),
-        pod("cart-1", "shop-rome", "10.1.10.11", origin="rome"),
-        shadow,
-        virtual_node("liqo-rome", "rome"),
-    ]
+pods = rome_mix
 
 
 def world(trial: list[dict[str, Any]] = TRIAL, enforcement: str = "DryRun") -> list[dict[str, Any]]:
