@@ -2,7 +2,7 @@
 node, scraped by Prometheus, judged by real pod-to-pod TCP.
 
 The tests run in file order and build on each other (one cluster, one release): seed, install,
-converge, traffic, rule change, pod move, metrics, leader kill, upgrade, RBAC, uninstall.
+converge, traffic, rule change, pod move, metrics, leader kill, upgrade, webhook, RBAC, uninstall.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import re
 import sys
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,11 @@ from kind_cluster import (
     step,
 )
 
+from liqosec.admission.server import PEERING_CONNECTIVITIES
+from liqosec.controller.retire import FINALIZER
 from liqosec.firewall.evaluate import Packet, node_accepts
+from liqosec.kube import errors
+from liqosec.kube.client import RestKubeClient, load_api_client
 from liqosec.render import outcomes
 
 pytestmark = pytest.mark.e2e
@@ -685,6 +689,164 @@ def test_helm_upgrade_with_changed_values(cluster: KindCluster, pods: list[str])
         wait_converged(cluster, "rome")
         fc = live_firewall(cluster, "rome")
         assert fc and accepts(fc, "10.71.3.4", cart2)
+
+
+WEBHOOK = "peeringconnectivities.security.liqo.io"  # the webhook's name in the chart's ValidatingWebhookConfiguration
+WEBHOOK_SERVICE = f"{RELEASE}-webhook"
+
+
+def policy(peer: str, rules: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "apiVersion": "security.liqo.io/v1",
+        "kind": "PeeringConnectivity",
+        "metadata": {"name": peer, "namespace": f"liqo-tenant-{peer}"},
+        "spec": {"rules": rules},
+    }
+
+
+def kubectl_refusal(cluster: KindCluster, obj: dict[str, Any]) -> str:
+    """What `kubectl apply` prints for a write that must be refused (an AssertionError when it is admitted)."""
+    try:
+        cluster.apply([obj])
+    except CommandError as err:
+        return err.stderr
+    meta = obj["metadata"]
+    raise AssertionError(f"PeeringConnectivity {meta['namespace']}/{meta['name']} was admitted by kubectl apply")
+
+
+def api_refusal(write: Callable[[], object], what: str) -> str:
+    """The API server's own Status message for a write that must be refused. kubectl shows only the causes
+    of an Invalid answer ("The request is invalid: spec.rules[4]: ..."), not who gave them."""
+    try:
+        write()
+    except errors.Invalid as err:
+        return err.message
+    raise AssertionError(f"{what} was admitted through the API")
+
+
+def never_decides(said: str, field: str) -> bool:
+    return re.search(re.escape(f"{field}: ") + ".*can never decide", said, re.S) is not None
+
+
+def denied_by_the_webhook(said: str, field: str) -> bool:
+    """The API server's words for a refusal by the chart's webhook of a rule that can never decide, naming it."""
+    return said.startswith(f'admission webhook "{WEBHOOK}" denied the request: ') and never_decides(said, field)
+
+
+def webhook_endpoints(cluster: KindCluster) -> list[str] | None:
+    """Ready addresses behind the webhook's Service, on its named port (None while there are none)."""
+    slices = cluster.get_json("endpointslices", "-n", NAMESPACE, "-l", f"kubernetes.io/service-name={WEBHOOK_SERVICE}")
+    ready = [
+        address
+        for s in slices["items"]
+        if any(p.get("name") == "webhook" for p in s.get("ports") or [])
+        for e in s.get("endpoints") or []
+        if e.get("conditions", {}).get("ready")
+        for address in e["addresses"]
+    ]
+    return ready or None
+
+
+def set_webhook(cluster: KindCluster, *values: str) -> None:
+    cluster.install_liqosec(IMAGE, "--reuse-values", *values, command="upgrade")
+    cluster.kubectl("-n", NAMESPACE, "rollout", "status", f"deployment/{RELEASE}", "--timeout=240s", timeout=260)
+
+
+def test_the_charts_webhook_refuses_a_rule_that_can_never_decide(cluster: KindCluster, pods: list[str]) -> None:
+    """The chart's webhook deployed for real: the API server calls the pods through the Service, trusting
+    the CA Helm generated; refusals name the field, valid writes (and the controller's own finalizer
+    patches) go through with failurePolicy Fail, and switching it off removes its configuration."""
+    # Everything from the upgrade on is in the try: whatever fails, the webhook is switched off for the tests after.
+    try:
+        with step("webhook (helm upgrade, enabled)"):
+            set_webhook(cluster, "--set", "webhook.enabled=true", "--set", "webhook.failurePolicy=Fail")
+            config = cluster.get_json("validatingwebhookconfiguration", RELEASE)
+            [hook] = config["webhooks"]
+            assert (hook["name"], hook["failurePolicy"]) == (WEBHOOK, "Fail"), hook
+            secret = cluster.get_json("secret", "-n", NAMESPACE, f"{RELEASE}-webhook-tls")
+            assert hook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"], "the caBundle is not the Secret's CA"
+            ready = eventually(
+                lambda: webhook_endpoints(cluster), timeout=120, what=f"ready endpoints of {WEBHOOK_SERVICE}"
+            )
+            print(f"\nwebhook {WEBHOOK} served by {ready}")
+        rome = cluster.get_json(PC, "-n", "liqo-tenant-rome", "rome")
+        rules = rome["spec"]["rules"]
+        api = RestKubeClient(load_api_client(str(cluster.kubeconfig)))
+        with step("webhook (refuses an update with a rule that can never decide)"):
+            never = [*rules, rules[0]]
+            said = kubectl_refusal(cluster, policy("rome", never))
+            assert never_decides(said, f"spec.rules[{len(rules)}]"), said
+            print(f"\nkubectl apply refused: {said.strip()}")
+            said = api_refusal(
+                lambda: api.patch(
+                    PEERING_CONNECTIVITIES, "rome", {"spec": {"rules": never}}, namespace="liqo-tenant-rome"
+                ),
+                "an update of rome",
+            )
+            assert denied_by_the_webhook(said, f"spec.rules[{len(rules)}]"), said
+            print(f"the API server's message: {said}")
+            after = cluster.get_json(PC, "-n", "liqo-tenant-rome", "rome")
+            assert after["metadata"]["generation"] == rome["metadata"]["generation"], "a refused update was stored"
+        with step("webhook (refuses a create with a rule that can never decide)"):
+            configure_peer(cluster, "turin", "10.73.0.0/16")
+            deny_all = {"source": {"group": "remote-cluster"}, "action": "deny"}
+            to_offloaded = {
+                "source": {"group": "remote-cluster"},
+                "destination": {"group": "offloaded"},
+                "action": "allow",
+            }
+            never = [deny_all, to_offloaded]
+            said = kubectl_refusal(cluster, policy("turin", never))
+            assert never_decides(said, "spec.rules[1]"), said
+            said = api_refusal(lambda: api.create(PEERING_CONNECTIVITIES, policy("turin", never)), "turin")
+            assert denied_by_the_webhook(said, "spec.rules[1]"), said
+            assert live_firewall(cluster, "turin") is None
+        with step("webhook (admits a valid update; the controller converges it)"):
+            hole = {"source": {"group": "offloaded"}, "destination": {"namespace": "monitoring"}, "action": "allow"}
+            cluster.apply([policy("rome", [hole, *rules])])
+            fc = wait_converged(cluster, "rome")
+            cart0, metrics = pod_ip(cluster, "shop-rome", "cart-0"), pod_ip(cluster, "monitoring", "metrics")
+            assert accepts(fc, cart0, metrics), "the admitted rule is not in the live firewall"
+        with step("webhook (admits a valid create; the controller's finalizer and status go through)"):
+            cluster.apply([policy("turin", [to_offloaded, deny_all])])
+            wait_converged(cluster, "turin")
+            turin = cluster.get_json(PC, "-n", "liqo-tenant-turin", "turin")
+            assert FINALIZER in turin["metadata"].get("finalizers", []), turin["metadata"]
+        with step("webhook (delete: the controller removes its finalizer)"):
+            cluster.kubectl(
+                "delete", PC, "-n", "liqo-tenant-turin", "turin", "--wait=true", "--timeout=120s", timeout=140
+            )
+            eventually(
+                lambda: True if live_firewall(cluster, "turin") is None else None,
+                timeout=RECONCILE_TIMEOUT_S,
+                what="FirewallConfiguration liqosec-turin to be deleted",
+            )
+        with step("webhook (admits the original rules again)"):
+            cluster.apply([policy("rome", rules)])
+            wait_converged(cluster, "rome")
+    finally:
+        with step("webhook (helm upgrade, disabled)"):
+            set_webhook(cluster, "--set", "webhook.enabled=false", "--set", "webhook.failurePolicy=Ignore")
+
+            def removed() -> bool | None:
+                left = cluster.kubectl(
+                    "get",
+                    f"validatingwebhookconfiguration/{RELEASE}",
+                    f"service/{WEBHOOK_SERVICE}",
+                    f"secret/{RELEASE}-webhook-tls",
+                    "-n",
+                    NAMESPACE,
+                    "--ignore-not-found",
+                    "-o",
+                    "name",
+                ).split()
+                if left:
+                    raise AssertionError(f"left behind: {left}")
+                return True
+
+            eventually(removed, timeout=60, what="the webhook's configuration, Service and Secret to be gone")
+            dep = cluster.get_json("deployment", "-n", NAMESPACE, RELEASE)
+            assert not any("webhook" in a for a in dep["spec"]["template"]["spec"]["containers"][0]["args"])
 
 
 def test_a_missing_verb_fails_visibly(cluster: KindCluster, pods: list[str]) -> None:
