@@ -23,6 +23,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from liqosec.compiler.firewallconfiguration import ALL_NODES
 from liqosec.controller.events import EventRecorder
 from liqosec.controller.metrics import ControllerMetrics
 from liqosec.controller.reconcile import Reconciler
@@ -329,7 +330,9 @@ def ref_of(kind: str) -> ResourceRef:
 class Fixture:
     """A reconciler over real informer stores, preloaded from (and re-synced with) a `FakeKubeClient`."""
 
-    def __init__(self, objects: Iterable[JsonDict] = (), *, capabilities: Capabilities = STATELESS) -> None:
+    def __init__(
+        self, objects: Iterable[JsonDict] = (), *, capabilities: Capabilities = STATELESS, scope: str = ALL_NODES
+    ) -> None:
         self.client = FakeKubeClient()
         self.watched = {w.kind: w for w in watched_resources()}
         self.stores: dict[str, Store] = {kind: w.new_store() for kind, w in self.watched.items()}
@@ -349,6 +352,7 @@ class Fixture:
             metrics=self.metrics,
             retire_grace=RETIRE_GRACE,
             now=lambda: self.now,
+            scope=scope,
         )
 
     def sync(self) -> None:

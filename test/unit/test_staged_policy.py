@@ -13,9 +13,7 @@ from fake_kube import Fixture, cluster, key, node, peering, rome_mix
 
 from liqosec.cli import main
 from liqosec.compiler.firewallconfiguration import ALL_NODES, PER_NODE
-from liqosec.controller.events import EventRecorder
 from liqosec.controller.mapping import KeyMapper, firewall_configuration_keys
-from liqosec.controller.reconcile import Reconciler
 from liqosec.controller.resources import FIREWALL_CONFIGURATIONS as FCS
 from liqosec.controller.resources import PEERING_CONNECTIVITIES as PCS
 from liqosec.firewall.addresses import ip_to_int
@@ -258,21 +256,6 @@ def test_the_readme_staged_example_is_what_the_controller_reports() -> None:
     assert live["status"]["dryRun"] == documented
 
 
-def scoped(objs: list[dict[str, Any]], scope: str) -> Fixture:
-    """A fixture whose reconciler writes firewalls in `scope`."""
-    f = Fixture(objs)
-    f.reconciler = Reconciler(
-        client=f.client,
-        view=f.view,
-        capabilities=lambda: f.capabilities,
-        recorder=EventRecorder(f.client, instance="unit"),
-        metrics=f.metrics,
-        now=lambda: f.now,
-        scope=scope,
-    )
-    return f
-
-
 def test_per_node_firewalls_in_force_give_the_report_all_nodes_ones_give() -> None:
     """`--firewall-scope per-node`: the enforced policy's firewall is one object per node; read together they
     decide each pair as the all-nodes chain does, so the staged report is the same."""
@@ -282,7 +265,7 @@ def test_per_node_firewalls_in_force_give_the_report_all_nodes_ones_give() -> No
             o["spec"]["nodeName"] = "worker-2"
     reports = {}
     for scope in (ALL_NODES, PER_NODE):
-        f = scoped(objs, scope)
+        f = Fixture(objs, scope=scope)
         converge(f, ENFORCED, STAGED)
         fcs = [fc["metadata"]["name"] for fc in f.client.of(FCS)]
         assert len(fcs) == 1 if scope == ALL_NODES else len(fcs) > 1, fcs  # one per node with rules
