@@ -137,6 +137,11 @@ def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
     return list(loaded.objects)
 
 
+def _waiting(args: argparse.Namespace) -> Callable[[str], None]:
+    """A peering waiting on Liqo (a remap not done yet) is named on stderr; the others' results still print."""
+    return lambda line: print(f"liqosec {args.command}: warning: {line}", file=sys.stderr)
+
+
 def _ipv6_warnings(args: argparse.Namespace, results: Sequence[Outcome]) -> None:
     """Pods of a policy's groups holding IPv6 addresses pass unfiltered: say so, as the status does."""
     for line in _capped(ipv6.notes(results)):
@@ -167,6 +172,7 @@ def _cmd_render(args: argparse.Namespace, out: TextIO) -> int:
         capabilities=_capabilities(args, objects),
         scope=args.firewall_scope,
         report=lambda results: _ipv6_warnings(args, results),
+        waiting=_waiting(args),
     )
     _print_dry_run_notes(args, objects)
     if args.firewall_scope == "per-node":
@@ -275,7 +281,7 @@ def _emit(out: TextIO, output: str, as_json: Callable[[], Any], as_text: Callabl
 
 def _cmd_matrix(args: argparse.Namespace, out: TextIO) -> int:
     objects = _load(args)
-    matrix = build_matrix(objects, capabilities=_capabilities(args, objects), port=args.port)
+    matrix = build_matrix(objects, capabilities=_capabilities(args, objects), port=args.port, waiting=_waiting(args))
     _ipv6_warnings(args, matrix.outcomes)
     _print_dry_run_notes(args, objects)
     return _emit(out, args.output, lambda: matrix_json(matrix), lambda: format_matrix(matrix))
@@ -283,7 +289,7 @@ def _cmd_matrix(args: argparse.Namespace, out: TextIO) -> int:
 
 def _cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
     objects = _load(args) if args.filename else _read_live(args)
-    results = outcomes(objects, capabilities=_capabilities(args, objects))
+    results = outcomes(objects, capabilities=_capabilities(args, objects), waiting=_waiting(args))
     x = explain(objects, args.source, args.destination, peering=args.peering, results=results, port=args.port)
     _ipv6_warnings(args, [o for o in results if o.peering.key == x.peering])
     _print_dry_run_notes(args, [o for o in objects if o.get("kind") != "PeeringConnectivity" or _key(o) == x.peering])

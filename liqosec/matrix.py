@@ -20,9 +20,9 @@ from liqosec.compiler.ports import L4
 from liqosec.firewall.addresses import AddressSet, int_to_ip, ip_to_int
 from liqosec.firewall.capabilities import Capabilities
 from liqosec.firewall.evaluate import Packet, connects, node_accepts, tables_of
-from liqosec.groups.resolve import pod_addresses
+from liqosec.groups.resolve import MASQUERADE_SOURCE, pod_addresses
 from liqosec.groups.view import ClusterStateError, name_of, namespace_of
-from liqosec.render import RenderError, outcomes
+from liqosec.render import RenderError, Waiting, outcomes
 
 # TEST-NET-2 (RFC 5737): never a pod, never routed; stands for the Internet.
 INTERNET = "198.51.100.10"
@@ -122,10 +122,12 @@ def build_matrix(
     capabilities: Capabilities | None = None,
     max_endpoints: int | None = MAX_ENDPOINTS,
     port: L4 | None = None,
+    waiting: Waiting | None = None,
 ) -> Matrix:
     """Endpoints and verdicts; `max_endpoints` bounds the grid a person is shown (None: no bound);
-    `port` is the probe's protocol and destination port (None: TCP to a port no rule names)."""
-    results = outcomes(objects, capabilities=capabilities)
+    `port` is the probe's protocol and destination port (None: TCP to a port no rule names);
+    `waiting` hears of the peerings waiting on Liqo, which the matrix leaves out."""
+    results = outcomes(objects, capabilities=capabilities, waiting=waiting)
     try:
         endpoints = _pod_endpoints(objects)
     except ClusterStateError as err:
@@ -134,9 +136,13 @@ def build_matrix(
     samples: dict[str, str] = {}
     for o in results:
         for group in (Group.LOCAL_CLUSTER, Group.REMOTE_CLUSTER, Group.LEAF):  # leaf: only when a rule names it
-            ip = _sample(o.groups.get(group.value), used)
+            ip = _sample(o.groups.get(group.value).difference(o.groups.get(MASQUERADE_SOURCE)), used)
             if ip and ip not in samples.values():
                 samples[group.value if group is Group.LOCAL_CLUSTER else f"{group.value}/{o.peer}"] = ip
+        # The peer's masqueraded traffic (its nodes, hostNetwork pods, NodePorts) arrives from this one address.
+        for start, _ in o.groups.get(MASQUERADE_SOURCE).intervals:
+            if int_to_ip(start) not in samples.values():
+                samples[f"masquerade/{o.peer}"] = int_to_ip(start)
     endpoints += [Endpoint(f"({name})", ip, "sample") for name, ip in samples.items()]
     endpoints.append(Endpoint("(internet)", INTERNET, "sample"))
     if max_endpoints is not None and len(endpoints) > max_endpoints:

@@ -52,6 +52,7 @@ from liqosec.groups.resolve import check_object
 from liqosec.groups.view import (
     ClusterStateError,
     ObjectRef,
+    RemapPending,
     Snapshot,
     mapping_at,
     meta,
@@ -687,16 +688,27 @@ def capabilities_of(objects: Iterable[Mapping[str, Any]]) -> Capabilities:
     return STATELESS
 
 
+Waiting = Callable[[str], None]
+
+
 def outcomes(
-    objects: Sequence[Mapping[str, Any]], *, capabilities: Capabilities | None = None, scope: str = ALL_NODES
+    objects: Sequence[Mapping[str, Any]],
+    *,
+    capabilities: Capabilities | None = None,
+    scope: str = ALL_NODES,
+    waiting: Waiting | None = None,
 ) -> list[Outcome]:
+    """Every policy's outcome. A peering waiting on Liqo (`RemapPending`) has none: `waiting` hears
+    why, naming it, and the others go on; without `waiting` it is an error like any other."""
     try:
-        return _outcomes(objects, capabilities, scope)
+        return _outcomes(objects, capabilities, scope, waiting)
     except ClusterStateError as err:
         raise RenderError([str(err)], problems=[err]) from err
 
 
-def _outcomes(objects: Sequence[Mapping[str, Any]], capabilities: Capabilities | None, scope: str) -> list[Outcome]:
+def _outcomes(
+    objects: Sequence[Mapping[str, Any]], capabilities: Capabilities | None, scope: str, waiting: Waiting | None
+) -> list[Outcome]:
     caps = capabilities if capabilities is not None else capabilities_of(objects)
     view = Snapshot(objects)
     peerings = [o for o in objects if o.get("kind") == KIND]
@@ -724,6 +736,12 @@ def _outcomes(objects: Sequence[Mapping[str, Any]], capabilities: Capabilities |
             results.append(build(view, pc, caps, scope))
         except ValidationError as err:
             errors.append(str(err))
+        except RemapPending as err:
+            if waiting is None:
+                errors.append(str(err))
+                problems.append(err)
+            else:
+                waiting(f"{KIND} {ns}/{name} waits, no firewall compiled: {err}")
         except ClusterStateError as err:  # an object this peering reads; another peering may read it too
             if str(err) not in errors:
                 errors.append(str(err))
@@ -739,9 +757,10 @@ def render(
     capabilities: Capabilities | None = None,
     scope: str = ALL_NODES,
     report: Callable[[Sequence[Outcome]], None] | None = None,
+    waiting: Waiting | None = None,
 ) -> list[dict[str, Any]]:
     """The FirewallConfigurations; `report` sees the outcomes first (the CLI's IPv6 warnings)."""
-    results = outcomes(objects, capabilities=capabilities, scope=scope)
+    results = outcomes(objects, capabilities=capabilities, scope=scope, waiting=waiting)
     if report is not None:
         report(results)
     return [fw for o in results for fw in o.firewalls]

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from liqosec.api.liqo import REMOTE_CLUSTER_ID, TENANT_PREFIX
+from liqosec.api.liqo import REMOTE_CLUSTER_ID
 from liqosec.api.peeringconnectivity import API_VERSION, KIND, Enforcement, PeeringConnectivity
 from liqosec.api.validation import FieldError, ValidationError
 from liqosec.compiler.compile import (
@@ -39,7 +39,13 @@ from liqosec.compiler.compile import (
 from liqosec.compiler.policy import Clause, clauses_of, namespaces_of, selections_of
 from liqosec.firewall.addresses import AddressSet, int_to_ip
 from liqosec.firewall.capabilities import Capabilities
-from liqosec.groups.resolve import ResolvedGroups, hosted_addresses, peer_of_namespace, resolve_groups
+from liqosec.groups.resolve import (
+    ResolvedGroups,
+    hosted_addresses,
+    peer_of_namespace,
+    resolve_groups,
+    tenant_namespace_problem,
+)
 from liqosec.groups.view import ClusterView, meta
 
 FC_API_VERSION = "networking.liqo.io/v1beta1"
@@ -236,15 +242,9 @@ def firewall_object(
 def peer_of(view: ClusterView, pc: PeeringConnectivity) -> str:
     peer = peer_of_namespace(view, pc.namespace)
     if peer is None:
+        problem = tenant_namespace_problem(view, pc.namespace) or f"{pc.namespace!r} is not a tenant namespace"
         raise ValidationError(
-            [
-                FieldError(
-                    "metadata.namespace",
-                    f"{pc.namespace!r} is not a tenant namespace: expected a namespace labelled "
-                    f"liqo.io/remote-cluster-id or named {TENANT_PREFIX}<cluster-id>",
-                    reason="NotTenantNamespace",
-                )
-            ],
+            [FieldError("metadata.namespace", problem, reason="NotTenantNamespace")],
             obj=f"{KIND} {pc.key}",
         )
     return peer

@@ -31,10 +31,12 @@ from liqosec.api.liqo import (
     NETWORK_TYPE,
     NODE_TYPE,
     OFFLOADING_NAME,
+    OFFLOADING_REQUIRED,
     ORIGIN,
     REMOTE_CLUSTER_ID,
     SERVICE_NAME,
     SHADOW_POD,
+    TENANT_NAMESPACE,
     TENANT_PREFIX,
     VIRTUAL_NODE,
 )
@@ -45,6 +47,7 @@ from liqosec.groups.view import (
     ClusterView,
     Obj,
     ObjectRef,
+    RemapPending,
     labels,
     mapping_at,
     name_of,
@@ -80,6 +83,8 @@ ON_DEMAND_GROUPS: frozenset[str] = frozenset({Group.INTERNET.value, Group.NAMESE
 OFFLOADED_SERVICE_BACKENDS = "@offloaded-service-backends"
 REFLECTED_SERVICE_BACKENDS = "@reflected-service-backends"
 OUTSIDE_POD_CIDRS = "@outside-pod-cidrs"
+# The address the peer's masqueraded traffic arrives from (`masquerade_source`); part of remote-cluster.
+MASQUERADE_SOURCE = "@masquerade-source"
 # The virtual cluster, as ProtectedBorders sees it: vc-local, vc-remote, offloaded and both
 # kinds of service backends (docs/semantics.md, "Security modes").
 VIRTUAL_CLUSTER = "@virtual-cluster"
@@ -90,12 +95,20 @@ def namespace_term(namespace: str) -> str:
 
 
 def peer_of_namespace(view: ClusterView, namespace: str) -> str | None:
-    """The peer a tenant namespace belongs to: its label first, then its name."""
+    """The peer a tenant namespace belongs to, as Liqo tells its tenant namespaces apart.
+
+    Liqo's tenant namespace manager labels a tenant namespace `liqo.io/tenant-namespace` and
+    `liqo.io/remote-cluster-id=<peer>`, and looks it up by both; the namespaces Liqo creates on a
+    provider for a consumer's offloaded workloads carry `liqo.io/remote-cluster-id` alone and are
+    not tenant namespaces. A namespace missing from the view (a dump without Namespace objects) is
+    taken by Liqo's naming, `liqo-tenant-<peer>`: the API server never holds a policy in a
+    namespace that does not exist, so only files reach that fallback.
+    """
     ns = view.get("Namespace", namespace)
     if ns is not None:
-        label = labels(ns).get(REMOTE_CLUSTER_ID)
-        if label:
-            return label
+        found = labels(ns)
+        peer = found.get(REMOTE_CLUSTER_ID)
+        return peer if peer and TENANT_NAMESPACE in found else None
     if namespace.startswith(TENANT_PREFIX) and len(namespace) > len(TENANT_PREFIX):
         return namespace[len(TENANT_PREFIX) :]
     return None
@@ -103,6 +116,27 @@ def peer_of_namespace(view: ClusterView, namespace: str) -> str | None:
 
 def is_tenant_namespace(view: ClusterView, namespace: str) -> bool:
     return peer_of_namespace(view, namespace) is not None
+
+
+def tenant_namespace_problem(view: ClusterView, namespace: str) -> str | None:
+    """Why a policy may not live in `namespace`, naming the labels it lacks; None for a tenant namespace."""
+    if is_tenant_namespace(view, namespace):
+        return None
+    head = f"{namespace!r} is not a tenant namespace: Liqo labels its tenant namespaces {TENANT_NAMESPACE} and "
+    head += f"{REMOTE_CLUSTER_ID}=<cluster-id>"
+    ns = view.get("Namespace", namespace)
+    if ns is None:
+        return f"{head}, and names them {TENANT_PREFIX}<cluster-id>"
+    found = labels(ns)
+    missing = [TENANT_NAMESPACE] if TENANT_NAMESPACE not in found else []
+    missing += [] if found.get(REMOTE_CLUSTER_ID) else [REMOTE_CLUSTER_ID]
+    text = f"{head}; it lacks {' and '.join(missing)}"
+    if found.get(REMOTE_CLUSTER_ID) and TENANT_NAMESPACE not in found:
+        text += (
+            f" ({REMOTE_CLUSTER_ID}={found[REMOTE_CLUSTER_ID]} alone marks a namespace Liqo created for "
+            "that peer's offloaded workloads)"
+        )
+    return text
 
 
 _NOT_AN_ADDRESS = -1
@@ -224,28 +258,56 @@ def network_cidr(network: Obj, section: str) -> tuple[int, int] | None:
     return None if value is None or value == "" else _cidr(network, f"{section}.cidr", value)
 
 
-def _remote_cidrs(conf: Obj, kind: str) -> list[tuple[int, int] | None]:
+def _cidr_list(conf: Obj, section: str, kind: str) -> list[object] | None:
+    raw = mapping_at(conf, section, "remote", "cidr").get(kind)
+    if raw is not None and not isinstance(raw, list):
+        raise wrong_type(conf, f"{section}.remote.cidr.{kind}", "a list of CIDRs", raw)
+    return raw
+
+
+def _remote_cidrs(conf: Obj, kind: str, *, waiting: bool = False) -> list[tuple[int, int] | None]:
     """`status.remote.cidr.<kind>` of a Configuration: the peer's CIDRs as remapped here (None: IPv6).
 
-    Never `.spec`: that is the peer's own view, which Liqo may remap here.
+    Never `.spec`: that is the peer's own view, which Liqo may remap here. Liqo's Configuration
+    controller writes `""` where its IPAM has not remapped a CIDR yet: skipped, or with `waiting`
+    (the peering's own Configuration) `RemapPending`, as is a status shorter than the spec.
     """
-    raw = mapping_at(conf, "status", "remote", "cidr").get(kind)
-    if raw is None:
-        return []
+    raw = _cidr_list(conf, "status", kind)
     path = f"status.remote.cidr.{kind}"
-    if not isinstance(raw, list):
-        raise wrong_type(conf, path, "a list of CIDRs", raw)
-    return [_cidr(conf, f"{path}[{i}]", c) for i, c in enumerate(raw)]
+    if waiting:
+        wanted = _cidr_list(conf, "spec", kind) or []
+        have = raw or []
+        for i, value in enumerate(have):
+            if value == "":
+                raise RemapPending(ObjectRef.of(conf), f"{path}[{i}]", _pending_text(wanted, i))
+        if raw is not None and len(have) < len(wanted):
+            raise RemapPending(ObjectRef.of(conf), path, _pending_text(wanted, len(have)))
+    return [_cidr(conf, f"{path}[{i}]", c) for i, c in enumerate(raw or ()) if c != ""]
 
 
-def configuration_pod_cidrs(conf: Obj) -> list[tuple[int, int] | None]:
-    """The peer's pod CIDRs as remapped here."""
-    return _remote_cidrs(conf, "pod")
+def _pending_text(spec: list[object], index: int) -> str:
+    what = f"the peer's {shown(spec[index])}" if index < len(spec) else "a CIDR of the peer's"
+    return f"Liqo has not remapped {what} yet (its IPAM has not answered); the peering waits"
 
 
-def configuration_external_cidrs(conf: Obj) -> list[tuple[int, int] | None]:
+def configuration_pending(conf: Obj) -> bool:
+    """Liqo is still remapping this Configuration's CIDRs (see `_remote_cidrs`)."""
+    try:
+        for kind in ("pod", "external"):
+            _remote_cidrs(conf, kind, waiting=True)
+    except RemapPending:
+        return True
+    return False
+
+
+def configuration_pod_cidrs(conf: Obj, *, waiting: bool = False) -> list[tuple[int, int] | None]:
+    """The peer's pod CIDRs as remapped here; with `waiting`, `RemapPending` until they all are."""
+    return _remote_cidrs(conf, "pod", waiting=waiting)
+
+
+def configuration_external_cidrs(conf: Obj, *, waiting: bool = False) -> list[tuple[int, int] | None]:
     """The peer's external CIDRs as remapped here (the `leaf` group)."""
-    return _remote_cidrs(conf, "external")
+    return _remote_cidrs(conf, "external", waiting=waiting)
 
 
 def slice_addresses(endpoint_slice: Obj) -> list[int | None]:
@@ -280,13 +342,36 @@ def _slice_ipv6(endpoint_slice: Obj) -> tuple[str, ...]:
 
 
 def offloading_peers(nso: Obj) -> Mapping[str, Any]:
-    """`status.remoteNamespacesConditions` of a NamespaceOffloading: keyed by the peers it offloads to."""
+    """`status.remoteNamespacesConditions` of a NamespaceOffloading: keyed by every peered provider.
+
+    Liqo's NamespaceOffloading controller keeps a key for every provider it has a NamespaceMap of,
+    the ones its ClusterSelector excludes included: a key is not an offloading.
+    """
     value = mapping_at(nso, "status").get("remoteNamespacesConditions")
     if value is None:
         return {}
     if not isinstance(value, Mapping):
         raise wrong_type(nso, "status.remoteNamespacesConditions", "an object keyed by cluster id", value)
+    for peer, conditions in value.items():
+        path = f"status.remoteNamespacesConditions.{shown(peer)}"
+        if not isinstance(conditions, list):
+            raise wrong_type(nso, path, "a list of conditions", conditions)
+        for i, cond in enumerate(conditions):
+            if not isinstance(cond, Mapping):
+                raise wrong_type(nso, f"{path}[{i}]", "a condition {type, status}", cond)
     return value
+
+
+def offloads_to(nso: Obj, peer: str) -> bool:
+    """The namespace is offloaded to `peer`: its ClusterSelector picked it (`OffloadingRequired` True).
+
+    Liqo writes `OffloadingRequired=False` (reason `ClusterNotSelected`) for the providers the
+    ClusterSelector leaves out; their key is there all the same.
+    """
+    return any(
+        c.get("type") == OFFLOADING_REQUIRED and c.get("status") == "True"
+        for c in offloading_peers(nso).get(peer) or ()
+    )
 
 
 _CHECKS: Mapping[str, Callable[[Obj], object]] = {
@@ -425,15 +510,39 @@ def local_pod_cidr(view: ClusterView) -> AddressSet:
 
 
 def remote_pod_cidr(view: ClusterView, tenant_namespace: str) -> AddressSet:
-    """The peer's pod CIDRs as remapped here; never `.spec`, which is the peer's own view."""
+    """The peer's pod CIDRs as remapped here; never `.spec`, which is the peer's own view.
+
+    `RemapPending` while Liqo has not remapped them all (the peering waits).
+    """
     cidrs: list[tuple[int, int] | None] = []
     for conf in view.list("Configuration", tenant_namespace):
-        cidrs.extend(configuration_pod_cidrs(conf))
+        cidrs.extend(configuration_pod_cidrs(conf, waiting=True))
     if not cidrs:
         for net in view.by_label("Network", CIDR_TYPE, "pod"):
             if namespace_of(net) == tenant_namespace:
                 cidrs.append(network_cidr(net, "status"))
     return _v4(cidrs)
+
+
+def masquerade_source(view: ClusterView, tenant_namespace: str) -> AddressSet:
+    """The one address the peer's masqueraded traffic arrives from, as seen here.
+
+    On the peer's nodes Liqo SNATs traffic towards us that does not come from its pod CIDR
+    (hostNetwork pods, NodePorts, node processes; all of it with full masquerade) to its
+    "unknown source IP": the first address of its primary external CIDR. Here that is the first
+    address of the primary remapped external CIDR, which Liqo records as the IP object
+    `<configuration>-unknown-source` of the tenant namespace. Empty when no external CIDR is known.
+    """
+    for conf in view.list("Configuration", tenant_namespace):
+        primary = next(iter(configuration_external_cidrs(conf, waiting=True)), None)
+        if primary is not None:
+            return AddressSet.from_intervals([(primary[0], primary[0])])
+    for net in view.by_label("Network", CIDR_TYPE, CIDR_TYPE_EXTERNAL):
+        if namespace_of(net) == tenant_namespace:
+            found = network_cidr(net, "status")
+            if found is not None:
+                return AddressSet.from_intervals([(found[0], found[0])])
+    return EMPTY
 
 
 def virtual_nodes(view: ClusterView, peer: str) -> frozenset[str]:
@@ -448,12 +557,12 @@ def all_virtual_nodes(view: ClusterView) -> frozenset[str]:
 
 
 def offloaded_namespaces(view: ClusterView, peer: str) -> list[str]:
-    """Namespaces whose NamespaceOffloading reports a remote namespace on `peer`."""
+    """Namespaces whose NamespaceOffloading says its ClusterSelector picked `peer` (`offloads_to`)."""
     out = []
     for nso in view.list("NamespaceOffloading"):
         if name_of(nso) != OFFLOADING_NAME:
             continue
-        if peer in offloading_peers(nso):
+        if offloads_to(nso, peer):
             out.append(namespace_of(nso))
     return sorted(out)
 
@@ -486,6 +595,7 @@ def resolve_groups(
     c = _Collector()
     local = local_pod_cidr(view)
     remote = remote_pod_cidr(view, tenant_namespace)
+    masquerade = masquerade_source(view, tenant_namespace)
     mine = virtual_nodes(view, peer)
     any_virtual = all_virtual_nodes(view) | mine
     shadows = [p for p in view.by_label("Pod", SHADOW_POD, "true") if node_name(p) in mine]
@@ -498,7 +608,9 @@ def resolve_groups(
     ]
     sets: dict[str, AddressSet] = {
         Group.LOCAL_CLUSTER.value: local,
-        Group.REMOTE_CLUSTER.value: remote,
+        # The peer's masqueraded traffic comes from its cluster: in scope, and judged as remote-cluster.
+        Group.REMOTE_CLUSTER.value: remote.union(masquerade),
+        MASQUERADE_SOURCE: masquerade,
         Group.OFFLOADED.value: c.pods(view.by_label("Pod", ORIGIN, peer), Group.OFFLOADED.value),
         Group.VC_LOCAL.value: c.pods(vc_local_pods, Group.VC_LOCAL.value),
         Group.VC_REMOTE.value: c.pods(shadows, Group.VC_REMOTE.value),

@@ -121,6 +121,26 @@ def _rebuild(ref: ObjectRef, path: str, message: str, reason: str, source: str) 
     return ClusterStateError(ref, path, message, reason=reason, source=source)
 
 
+class RemapPending(ClusterStateError):
+    """Liqo has not finished an object this peering needs: not malformed, only not yet there.
+
+    Liqo's Configuration controller leaves `""` in `status.remote.cidr.*` until its IPAM
+    has remapped the peer's CIDRs (docs/semantics.md, "Liqo's behaviour that shapes a
+    policy"). The peering waits, keeping its firewall; no other peering waits with it.
+    """
+
+    REASON = "RemapPending"
+
+    def __init__(self, ref: ObjectRef, path: str, message: str, *, reason: str = REASON, source: str = "") -> None:
+        super().__init__(ref, path, message, reason=reason, source=source)
+
+    def at(self, source: str) -> RemapPending:
+        return RemapPending(self.ref, self.path, self.message, source=source)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (RemapPending, (self.ref, self.path, self.message))
+
+
 def described(value: object) -> str:
     """A value as a message names it: "null", "true", "the text 'app=web'", "a list [1, 2]"."""
     if value is None or isinstance(value, bool):

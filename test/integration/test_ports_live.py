@@ -95,7 +95,7 @@ def cluster(peer: str) -> list[dict[str, Any]]:
             "kind": "NamespaceOffloading",
             "metadata": {"name": "offloading", "namespace": shop},
             "spec": {},
-            "status": {"remoteNamespacesConditions": {peer: []}},
+            "status": {"remoteNamespacesConditions": {peer: [{"type": "OffloadingRequired", "status": "True"}]}},
         },
         {
             "apiVersion": "v1",

@@ -130,7 +130,8 @@ def test_outside_a_tenant_namespace_is_refused_as_render_says() -> None:
 
 
 def test_a_namespace_labelled_as_tenant_is_accepted() -> None:
-    ns = {"kind": "Namespace", "metadata": {"name": "edge", "labels": {"liqo.io/remote-cluster-id": "rome"}}}
+    labels = {"liqo.io/remote-cluster-id": "rome", "liqo.io/tenant-namespace": "true"}
+    ns = {"kind": "Namespace", "metadata": {"name": "edge", "labels": labels}}
     assert answer(pc([], ns="edge"), FakeLookup([ns]), namespace="edge")["allowed"] is True
 
 

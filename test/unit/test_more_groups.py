@@ -173,7 +173,12 @@ POLICY_RULES = [
 def world(*extra: Obj) -> list[Obj]:
     """A provider: rome offloaded cart-0 here; CoreDNS runs in kube-system; rome's leaf CIDR 10.72.0.0/16."""
     return [
-        {**obj("Namespace", TENANT, labels={"liqo.io/remote-cluster-id": "rome"}), "apiVersion": "v1"},
+        {
+            **obj(
+                "Namespace", TENANT, labels={"liqo.io/remote-cluster-id": "rome", "liqo.io/tenant-namespace": "true"}
+            ),
+            "apiVersion": "v1",
+        },
         {**LOCAL, "apiVersion": "ipam.liqo.io/v1alpha1"},
         {**ROME, "apiVersion": "networking.liqo.io/v1beta1"},
         pod("web", "default", "10.1.1.10"),

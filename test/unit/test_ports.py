@@ -313,7 +313,7 @@ def test_policies_without_ports_compile_as_before(
 CLUSTER = """
 apiVersion: v1
 kind: Namespace
-metadata: {name: liqo-tenant-rome, labels: {liqo.io/remote-cluster-id: rome}}
+metadata: {name: liqo-tenant-rome, labels: {liqo.io/remote-cluster-id: rome, liqo.io/tenant-namespace: "true"}}
 ---
 apiVersion: ipam.liqo.io/v1alpha1
 kind: Network
@@ -332,7 +332,7 @@ metadata: {name: shop}
 apiVersion: offloading.liqo.io/v1beta1
 kind: NamespaceOffloading
 metadata: {name: offloading, namespace: shop}
-status: {remoteNamespacesConditions: {rome: []}}
+status: {remoteNamespacesConditions: {rome: [{type: OffloadingRequired, status: "True"}]}}
 ---
 apiVersion: v1
 kind: Pod
@@ -512,7 +512,7 @@ def test_holes_too_large_for_one_chain_move_to_a_holes_table() -> None:
             "apiVersion": "offloading.liqo.io/v1beta1",
             "kind": "NamespaceOffloading",
             "metadata": {"name": "offloading", "namespace": f"ns{i}"},
-            "status": {"remoteNamespacesConditions": {"rome": []}},
+            "status": {"remoteNamespacesConditions": {"rome": [{"type": "OffloadingRequired", "status": "True"}]}},
         }
         for i in range(4)
     ]

@@ -10,11 +10,13 @@ from liqosec.groups.resolve import (
     OUTSIDE_POD_CIDRS,
     REFLECTED_SERVICE_BACKENDS,
     ResolvedGroups,
+    internet,
     peer_of_namespace,
     pod_addresses,
     resolve_groups,
+    tenant_namespace_problem,
 )
-from liqosec.groups.view import Snapshot
+from liqosec.groups.view import RemapPending, Snapshot
 
 TENANT = "liqo-tenant-rome"
 
@@ -47,14 +49,36 @@ def values(g: ResolvedGroups, term: str) -> list[str]:
 LOCAL_NET = obj("Network", "pod-cidr", "liqo", {"ipam.liqo.io/network-type": "pod-cidr"}, spec={"cidr": "10.1.0.0/16"})
 
 
-def test_tenant_namespace_label_wins_over_name() -> None:
-    ns = obj("Namespace", "liqo-tenant-old-name", labels={"liqo.io/remote-cluster-id": "rome"})
+TENANT_LABELS = {"liqo.io/remote-cluster-id": "rome", "liqo.io/tenant-namespace": "true"}
+
+
+def test_a_tenant_namespace_is_what_liqo_labels_so_whatever_its_name() -> None:
+    ns = obj("Namespace", "liqo-tenant-old-name", labels=TENANT_LABELS)
     assert peer_of_namespace(Snapshot([ns]), "liqo-tenant-old-name") == "rome"
 
 
-def test_tenant_namespace_falls_back_to_name_suffix() -> None:
+def test_a_namespace_liqo_made_for_offloaded_workloads_is_not_a_tenant_namespace() -> None:
+    # Liqo labels the namespaces it creates on a provider for a consumer's workloads with the
+    # consumer's id alone (namespacemap-controller/enforcement.go): no policy may live there.
+    offloaded = obj("Namespace", "shop-rome", labels={"liqo.io/remote-cluster-id": "rome"})
+    view = Snapshot([offloaded])
+    assert peer_of_namespace(view, "shop-rome") is None
+    problem = tenant_namespace_problem(view, "shop-rome")
+    assert problem is not None
+    assert "'shop-rome'" in problem and "lacks liqo.io/tenant-namespace" in problem
+    assert "offloaded workloads" in problem
+
+
+def test_a_namespace_named_like_a_tenant_but_unlabelled_is_not_one() -> None:
+    view = Snapshot([obj("Namespace", "liqo-tenant-milan")])
+    assert peer_of_namespace(view, "liqo-tenant-milan") is None
+    problem = tenant_namespace_problem(view, "liqo-tenant-milan")
+    assert problem is not None and "lacks liqo.io/tenant-namespace and liqo.io/remote-cluster-id" in problem
+
+
+def test_without_namespace_objects_a_dump_is_read_by_liqos_naming() -> None:
     assert peer_of_namespace(Snapshot([]), "liqo-tenant-milan") == "milan"
-    assert peer_of_namespace(Snapshot([obj("Namespace", "liqo-tenant-milan")]), "liqo-tenant-milan") == "milan"
+    assert tenant_namespace_problem(Snapshot([]), "liqo-tenant-milan") is None
 
 
 def test_other_namespaces_belong_to_no_peering() -> None:
@@ -146,13 +170,15 @@ def test_virtual_node_named_after_the_peer_is_the_fallback() -> None:
     assert values(g, "vc-remote") == ["10.71.0.5"]
 
 
-def offloading(namespace: str, *peers: str, name: str = "offloading") -> dict[str, Any]:
-    return obj(
-        "NamespaceOffloading",
-        name,
-        namespace,
-        status={"remoteNamespacesConditions": {p: [{"type": "Ready", "status": "True"}] for p in peers}},
-    )
+def offloading(namespace: str, *peers: str, name: str = "offloading", excluded: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A NamespaceOffloading's status as Liqo writes it: a key for every peered provider, picked or not."""
+    picked = [
+        {"type": "OffloadingRequired", "status": "True", "reason": "ClusterSelected"},
+        {"type": "Ready", "status": "True"},
+    ]
+    left_out = [{"type": "OffloadingRequired", "status": "False", "reason": "ClusterNotSelected"}]
+    conditions = {p: picked for p in peers} | {p: left_out for p in excluded}
+    return obj("NamespaceOffloading", name, namespace, status={"remoteNamespacesConditions": conditions})
 
 
 def test_vc_local_are_local_pods_of_namespaces_offloaded_to_the_peer() -> None:
@@ -236,3 +262,64 @@ def test_peer_space_is_remote_offloaded_and_vc_remote() -> None:
     conf = obj("Configuration", "rome", TENANT, status={"remote": {"cidr": {"pod": ["10.71.0.0/16"]}}})
     g = groups(LOCAL_NET, conf, pod("o", "10.1.5.5", labels={"offloading.liqo.io/origin": "rome"}))
     assert g.peer_space == AddressSet.of(["10.71.0.0/16", "10.1.5.5"])
+
+
+def test_vc_local_leaves_out_namespaces_the_cluster_selector_did_not_offload_to_the_peer() -> None:
+    # Liqo keeps a key for every provider, with OffloadingRequired=False / ClusterNotSelected for the
+    # ones the ClusterSelector excludes (namespaceoffloading-controller/status.go).
+    g = groups(
+        VNODE,
+        offloading("shop", "milan", excluded=("rome",)),
+        offloading("blog", "rome", excluded=("milan",)),
+        pod("front", "10.1.1.1", "shop", nodeName="worker"),
+        pod("post", "10.1.2.2", "blog", nodeName="worker"),
+    )
+    assert values(g, "vc-local") == ["10.1.2.2"]
+    assert (
+        values(groups(offloading("shop", "milan", excluded=("rome",)), pod("f", "10.1.1.1", "shop")), "vc-local") == []
+    )
+
+
+def conf(peer: str, status: dict[str, Any] | None, spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    spec = spec or {"pod": ["10.1.0.0/16"], "external": ["10.201.0.0/16"]}
+    return obj(
+        "Configuration",
+        peer,
+        f"liqo-tenant-{peer}",
+        spec={"remote": {"cidr": spec}},
+        status={} if status is None else {"remote": {"cidr": status}},
+    )
+
+
+def test_remote_cluster_holds_the_peers_masquerade_source_the_first_remapped_external_address() -> None:
+    # Liqo SNATs the peer's non-pod traffic (all of it with full masquerade) to the first address of
+    # its external CIDR; here that is the first address of the external CIDR as remapped here.
+    g = groups(conf("rome", {"pod": ["10.71.0.0/16"], "external": ["10.80.0.0/16", "10.90.0.0/16"]}))
+    assert values(g, "remote-cluster") == ["10.71.0.0/16", "10.80.0.0"]
+    assert "10.80.0.0" in g.peer_space
+    assert "10.80.0.1" not in g.peer_space
+    assert "10.80.0.0" in g.get(OUTSIDE_POD_CIDRS)  # outside both pod CIDRs still
+
+
+def test_a_pending_remap_makes_the_peering_wait_naming_the_field() -> None:
+    for status in (
+        {"pod": [""], "external": ["10.72.0.0/16"]},
+        {"pod": ["10.71.0.0/16"], "external": [""]},
+        {"pod": ["10.71.0.0/16"], "external": []},
+    ):
+        try:
+            groups(conf("rome", status))
+        except RemapPending as err:
+            assert err.ref.kind == "Configuration" and err.path.startswith("status.remote.cidr.")
+            assert "not remapped" in err.message
+        else:
+            raise AssertionError(f"{status} did not wait")
+
+
+def test_another_peers_pending_remap_does_not_stop_internet() -> None:
+    pending = conf("milan", {"pod": [""], "external": [""]})
+    done = conf("rome", {"pod": ["10.71.0.0/16"], "external": ["10.80.0.0/16"]})
+    view = Snapshot([pending, done])
+    assert "10.80.0.0" not in internet(view) and "10.80.255.255" not in internet(view)
+    g = resolve_groups(view, "rome", "liqo-tenant-rome", named=["internet"])
+    assert values(g, "remote-cluster") == ["10.71.0.0/16", "10.80.0.0"]
