@@ -617,7 +617,7 @@ def resolve_groups(
         Group.PRIVATE_SUBNETS.value: PRIVATE_SUBNETS,
         OFFLOADED_SERVICE_BACKENDS: c.addresses(_offloaded_service_backends(view, offloaded_ns)),
         REFLECTED_SERVICE_BACKENDS: c.addresses(_slice_addresses(view.by_label("EndpointSlice", ORIGIN, peer))),
-        OUTSIDE_POD_CIDRS: local.union(remote).complement(),
+        OUTSIDE_POD_CIDRS: local.union(remote).union(masquerade).complement(),  # outside both clusters
     }
     virtual_cluster = EMPTY
     for term in (

@@ -25,6 +25,8 @@ SCENARIOS = sorted((ROOT / "examples").glob("*.yaml")) + sorted((Path(__file__).
 
 # What a reader of the seeds expects, by endpoint name: (src, dst, stateless, stateful).
 REMOTE_ROME, REMOTE_MILAN = "(remote-cluster/rome)", "(remote-cluster/milan)"
+# The one address each peer's masqueraded traffic arrives from (docs/semantics.md, "Liqo's behaviour ...").
+MASQ_ROME, MASQ_MILAN = "(masquerade/rome)", "(masquerade/milan)"
 READER: dict[str, list[tuple[str, str, bool, bool]]] = {
     "quick-start.yaml": [
         (REMOTE_ROME, "shop-rome/cart-0", True, True),  # remote pods reach offloaded pods
@@ -37,11 +39,14 @@ READER: dict[str, list[tuple[str, str, bool, bool]]] = {
         ("shop-rome/cart-1", REMOTE_ROME, True, True),
         ("shop-rome/cart-0", "default/web", False, False),
         (REMOTE_ROME, "default/web", False, False),
+        (MASQ_ROME, "default/web", False, False),  # rome's nodes and hostNetwork pods, masqueraded: rome's cluster
+        (MASQ_ROME, "shop-rome/cart-0", True, True),  # judged as remote-cluster, which may reach offloaded
         ("default/web", "monitoring/metrics", True, True),
     ],
     "consumer-vc-only.yaml": [
         ("shop/backend", "default/admin", True, True),  # vc-remote may talk
         (REMOTE_MILAN, "default/admin", False, False),  # the rest of milan may not
+        (MASQ_MILAN, "default/admin", False, False),  # under full masquerade backend's packets come from here
         ("default/admin", REMOTE_MILAN, False, True),  # milan's reply is denied unless established
     ],
     "mode-full-pod-to-pod.yaml": [
@@ -116,6 +121,13 @@ READER: dict[str, list[tuple[str, str, bool, bool]]] = {
         ("guest-rome/cart-0", "default/web", False, False),  # nor local pods
         (REMOTE_ROME, "guest-rome/cart-1", True, True),  # the dual-stack pod's IPv4 address is enforced
         ("default/web", "(internet)", True, True),  # local pods keep the Internet: not the peering's traffic
+    ],
+    "cluster-selector.yaml": [
+        ("blog/renderer", "shop/front", False, False),  # shop's ClusterSelector left rome out: not rome's vc
+        ("shop/backend", "blog/writer", False, False),  # nor is blog milan's
+        ("blog/renderer", "blog/writer", True, True),  # rome's virtual cluster talks inside itself
+        ("shop/backend", "shop/front", True, True),  # and so does milan's
+        (MASQ_ROME, "blog/writer", False, False),  # rome's masqueraded traffic is outside its virtual cluster
     ],
     "two-peerings.yaml": [
         (REMOTE_ROME, "default/web", True, True),
@@ -199,3 +211,30 @@ def test_protected_borders_hole_is_named_in_the_status(fresh: World) -> None:
     assert warning["status"] == "True" and "do not open" in warning["message"]
     assert "spec.rules[0] (offloaded -> namespace:monitoring)" in warning["message"]
     assert "needs an allow of namespace:monitoring -> offloaded" in warning["message"]
+
+
+def test_the_peers_masqueraded_traffic_is_judged_as_its_cluster(fresh: World) -> None:
+    """Liqo SNATs the peer's non-pod traffic (all of it under full masquerade) to the first address of
+    its external CIDR: through Liqo's agent, that source is cut where the policy cuts the peer."""
+    objects = load_objects([str(ROOT / "examples" / "provider-isolate-offloaded.yaml")])
+    matrix = build_matrix(objects)
+    fresh.converge(objects)
+    fresh.wait_ready(objects)
+    fresh.place(matrix)
+    ip = {e.name: e.ip for e in matrix.endpoints}
+    assert ip[MASQ_ROME] == "10.72.0.0"  # status.remote.cidr.external[0] = 10.72.0.0/16, its first address
+    assert fresh.cluster.probe(ip[MASQ_ROME], ip["default/web"]) is False
+    assert fresh.cluster.probe(ip[MASQ_ROME], ip["shop-rome/cart-0"]) is True
+
+
+def test_under_full_masquerade_a_shadow_pods_packets_lose_their_vc_remote_allow(fresh: World) -> None:
+    """consumer-vc-only allows vc-remote and denies the rest of milan. From its own address the
+    offloaded backend reaches admin; masqueraded (milan's fullMasquerade), it is the rest of milan."""
+    objects = load_objects([str(ROOT / "examples" / "consumer-vc-only.yaml")])
+    matrix = build_matrix(objects)
+    fresh.converge(objects)
+    fresh.wait_ready(objects)
+    fresh.place(matrix)
+    ip = {e.name: e.ip for e in matrix.endpoints}
+    assert fresh.cluster.probe(ip["shop/backend"], ip["default/admin"]) is True
+    assert fresh.cluster.probe(ip[MASQ_MILAN], ip["default/admin"]) is False

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from liqosec.api.liqo import REMOTE_CLUSTER_ID, TENANT_NAMESPACE, TENANT_PREFIX
 from liqosec.controller.resources import (
     CONFIGURATIONS,
     FIREWALL_CONFIGURATIONS,
@@ -60,10 +61,25 @@ def _prepare(obj: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def ensure_namespace(client: KubeClient, name: str) -> None:
+    """Create `name` if missing; a `liqo-tenant-<peer>` one labelled as Liqo labels its tenant namespaces."""
+    meta: dict[str, Any] = {"name": name}
+    if name.startswith(TENANT_PREFIX) and len(name) > len(TENANT_PREFIX):
+        meta["labels"] = tenant_namespace_labels(name[len(TENANT_PREFIX) :])
     try:
-        client.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+        client.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": meta})
     except errors.AlreadyExists:
         pass
+
+
+def tenant_namespace_labels(peer: str) -> dict[str, str]:
+    """The labels of Liqo v1.2.0's tenant namespaces (pkg/tenantNamespace/namespaceManager.go, ForgeNamespace)."""
+    return {
+        REMOTE_CLUSTER_ID: peer,
+        TENANT_NAMESPACE: "true",
+        "pod-security.kubernetes.io/audit": "privileged",
+        "pod-security.kubernetes.io/enforce": "privileged",
+        "pod-security.kubernetes.io/warn": "privileged",
+    }
 
 
 def _create_or_update(client: KubeClient, ref: ResourceRef, obj: dict[str, Any]) -> dict[str, Any]:
