@@ -8,6 +8,9 @@ Guarantees:
   POD_NAMESPACE). It does not exit: a crash loop would not install a CRD, and
   the CRD landing later (Helm installs CRDs first, but `kubectl apply -k` may
   not) starts it without a restart.
+- An optional kind (`Watched.optional`: Liqo's VirtualNode, read only for a
+  status note) never holds the start or readiness back: its informer starts
+  once its CRD is installed, whenever that is.
 - Workers start only once every informer has synced (a reconcile on partial
   caches could write a narrower firewall than the truth) and, with leader
   election, only while this instance leads: only the leader writes.
@@ -47,6 +50,8 @@ from liqosec.kube.store import Store
 
 # How often `run` looks at informer sync and the stop flag while starting.
 SYNC_POLL_SECONDS = 0.01
+# How often an optional kind's missing CRD is looked for in the CRD informer's cache.
+OPTIONAL_POLL_SECONDS = 0.5
 # Pods and endpoints churn in bursts (a rollout, a scale-up). Their changes are
 # coalesced per peering (the queue's `add_coalesced`): a change is reconciled at
 # once unless the peering is being reconciled or the changes come as a burst (four
@@ -154,6 +159,7 @@ class Controller:
         )
         self._caps_cache: tuple[str, Capabilities] = ("", STATELESS)
         self._missing_crds: tuple[str, ...] = ()
+        self._started: set[str] = set()  # kinds whose informer runs (an optional one waits for its CRD)
         self._log = structlog.get_logger(__name__).bind(controller=CONTROLLER)
         self._leading = threading.Event()
         self._elector: LeaderElector | None = None
@@ -185,19 +191,26 @@ class Controller:
 
     # ----- state -----
     def synced(self) -> bool:
-        return all(r.has_synced() for r in self.reflectors)
+        return all(r.has_synced() for kind, r in self._reflector_of.items() if self._counts(kind))
+
+    def _counts(self, kind: str) -> bool:
+        """Whether readiness waits for this kind's informer: every kind, an optional one only once started."""
+        return kind in self._started or not self._optional(kind)
+
+    def _optional(self, kind: str) -> bool:
+        return any(w.optional for w in self.watched if w.kind == kind)
 
     def not_ready_reason(self) -> str:
         """Why `/readyz` fails, for a human; empty once every informer has synced."""
         if self._missing_crds:
             return f"waiting for CustomResourceDefinitions: {', '.join(self._missing_crds)}"
-        pending = [w.kind for w in self.watched if not self._reflector_of[w.kind].has_synced()]
+        pending = [w.kind for w in self.watched if self._counts(w.kind) and not self._reflector_of[w.kind].has_synced()]
         return f"informers not synced: {', '.join(pending)}" if pending else ""
 
     def missing_crds(self) -> tuple[str, ...]:
         """The CRDs of watched kinds the API server does not have (read from the CRD informer's cache)."""
         crds = self.stores[CRDS.kind]
-        return tuple(w.crd for w in self.watched if w.crd and crds.get(w.crd) is None)
+        return tuple(w.crd for w in self.watched if w.crd and not w.optional and crds.get(w.crd) is None)
 
     def leading(self) -> bool:
         return self._leading.is_set()
@@ -218,9 +231,20 @@ class Controller:
         _start(crd_reflector, stop)
         if not self._wait_for_crds(crd_reflector, stop):
             return Exit.STOPPED
-        for reflector in self.reflectors:
-            if reflector is not crd_reflector:
-                _start(reflector, stop)
+        crds = self.stores[CRDS.kind]
+        later = []
+        for watched in self.watched:
+            if watched.kind == CRDS.kind:
+                continue
+            if watched.optional and watched.crd and crds.get(watched.crd) is None:
+                later.append(watched)  # started once its CRD is installed; nothing waits for it
+                continue
+            self._started.add(watched.kind)
+            _start(self._reflector_of[watched.kind], stop)
+        if later:
+            threading.Thread(
+                target=self._start_when_installed, args=(later, stop), name="optional", daemon=True
+            ).start()
         while not self.synced():
             if stop.wait(SYNC_POLL_SECONDS):
                 return Exit.STOPPED
@@ -265,6 +289,16 @@ class Controller:
             self._log.info("CustomResourceDefinitions installed, starting", crds=list(reported))
         self._missing_crds = ()
         return True
+
+    def _start_when_installed(self, waiting: list[Watched], stop: threading.Event) -> None:
+        """Start each optional kind's informer once its CRD shows up in the CRD informer's cache."""
+        crds = self.stores[CRDS.kind]
+        while waiting and not stop.wait(OPTIONAL_POLL_SECONDS):
+            for watched in [w for w in waiting if w.crd and crds.get(w.crd) is not None]:
+                self._log.info("optional CustomResourceDefinition installed, watching it", crd=watched.crd)
+                self._started.add(watched.kind)
+                _start(self._reflector_of[watched.kind], stop)
+                waiting.remove(watched)
 
     def _report_missing(self, missing: tuple[str, ...]) -> None:
         message = missing_crds_message(missing)

@@ -33,6 +33,7 @@ from liqosec.api.liqo import (
 from liqosec.api.peeringconnectivity import KIND, NAMESPACE_NAME_LABEL, Group, Party
 from liqosec.api.validation import ValidationError, parse_peering_connectivity
 from liqosec.compiler.firewallconfiguration import OWNER_LABEL
+from liqosec.controller import fabric
 from liqosec.firewall.capabilities import FIREWALL_CRD_NAME
 from liqosec.groups.resolve import is_tenant_namespace, peer_of_namespace
 from liqosec.groups.view import ClusterView, Obj, labels, meta
@@ -76,12 +77,14 @@ def pod_facts(pod: Obj | None) -> tuple[Any, ...] | None:
         return None
     spec, status = _section(pod, "spec"), _section(pod, "status")
     ips = tuple(p.get("ip") for p in status.get("podIPs") or () if isinstance(p, Mapping))
+    shadow = labels(pod).get(SHADOW_POD) == "true"
     return (
         tuple(sorted(labels(pod).items())),
         spec.get("nodeName"),
         bool(spec.get("hostNetwork")),
         status.get("phase") in ("Succeeded", "Failed"),
         ips or status.get("podIP"),
+        shadow and status.get("phase") == "Running",  # a running shadow pod without IP is named (`reflection`)
     )
 
 
@@ -314,18 +317,24 @@ def firewall_configuration_keys(m: KeyMapper, c: Change) -> Keys:
     """Status-only changes count for the owner: Liqo's agents report `Applied` there, which `Ready` reads.
 
     A firewall's rules coming, changing or going also wake the DryRun policies of its namespace: their
-    report compares with the firewall in force.
+    report compares with the firewall in force. A deletion wakes every policy of its namespace.
     """
     owners = {f"{_ns(o)}/{labels(o)[OWNER_LABEL]}" for o in c.objs if labels(o).get(OWNER_LABEL)}
     if (pair := c.both) and pair[0].get("spec") == pair[1].get("spec"):
         return owners
     namespaces = {_ns(o) for o in c.objs}
+    if c.new is None:
+        # Gone: its table name is free again. A write Liqo's webhook refused for holding that table
+        # (a policy of the same peering replaced, its firewall retired) goes through now, not after a backoff.
+        return owners | {k for ns in namespaces for k in m.keys_in_namespace(ns)}
     return owners | {k for k in m.keys_in_dry_run() if k.partition("/")[0] in namespaces}
 
 
 def pod_keys(m: KeyMapper, c: Change) -> Keys:
     if pod_facts(c.old) == pod_facts(c.new):
         return set()
+    if fabric.host_of(c.old) != fabric.host_of(c.new):
+        return m.all_keys()  # a fabric pod came, went or moved: every peering's Ready counts its hosts
     if m.per_node and m.moves_hosted_addresses(c):
         return m.all_keys()
     peers = {p for o in c.objs for p in m.pod_peers(o)}
@@ -374,6 +383,18 @@ def namespace_offloading_keys(m: KeyMapper, c: Change) -> Keys:
 
 
 def foreign_cluster_keys(m: KeyMapper, c: Change) -> Keys:
+    return m.keys_of_peers({str(_section(o, "spec").get("clusterID") or "") for o in c.objs})
+
+
+def _virtual_node_facts(vn: Obj) -> tuple[Any, ...]:
+    spec = _section(vn, "spec")
+    return spec.get("clusterID"), _section(spec, "offloadingPatch").get("labelsNotReflected")
+
+
+def virtual_node_keys(m: KeyMapper, c: Change) -> Keys:
+    """A VirtualNode's labelsNotReflected say which labels the peer never sees (`reflection`): its peer's keys."""
+    if (pair := c.both) and _virtual_node_facts(pair[0]) == _virtual_node_facts(pair[1]):
+        return set()
     return m.keys_of_peers({str(_section(o, "spec").get("clusterID") or "") for o in c.objs})
 
 

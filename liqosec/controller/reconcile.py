@@ -27,7 +27,6 @@ from typing import Any, Protocol
 
 import structlog
 
-from liqosec.api.liqo import NODE_TYPE, VIRTUAL_NODE
 from liqosec.api.peeringconnectivity import API_VERSION, KIND, Enforcement
 from liqosec.api.validation import ValidationError, parse_peering_connectivity
 from liqosec.compiler.dryrun import NO_FIREWALL, DryRunReport, enforced_by, report_for
@@ -46,7 +45,7 @@ from liqosec.compiler.firewallconfiguration import (
     governing,
     staged,
 )
-from liqosec.controller import retire
+from liqosec.controller import fabric, reflection, retire
 from liqosec.controller.resources import FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES, StoreView
 from liqosec.controller.status import (
     READY,
@@ -64,7 +63,7 @@ from liqosec.firewall.addresses import AddressSet
 from liqosec.firewall.capabilities import Capabilities
 from liqosec.firewall.evaluate import tables_of
 from liqosec.groups.resolve import hosted_addresses
-from liqosec.groups.view import ClusterStateError
+from liqosec.groups.view import ClusterStateError, RemapPending
 from liqosec.kube import errors
 from liqosec.kube.client import JsonDict, KubeClient
 
@@ -72,6 +71,9 @@ from liqosec.kube.client import JsonDict, KubeClient
 # fixes it at once. Past this, hand the key back to the rate-limited queue.
 CONFLICT_RETRIES = 3
 INVALID_CLUSTER_STATE = "InvalidClusterState"
+# Ready's reason when an admission webhook refuses a firewall write: Liqo's (its name ends in
+# `.liqo.io`, e.g. firewallconfiguration.validate.liqo.io), or another's.
+REFUSED_BY_LIQO, REFUSED_BY_WEBHOOK = "RefusedByLiqo", "RefusedByWebhook"
 # An unexpected exception's text goes on a status condition and an Event: bounded.
 MAX_ERROR_CHARS = 512
 # At most one FirewallUpdated Event per peering in this many seconds (creates always get one).
@@ -169,6 +171,7 @@ class Reconciler:
         self._compiled: dict[str, tuple[Inputs, Capabilities, Outcome]] = {}
         self._update_events: dict[str, datetime] = {}  # when each peering last had a FirewallUpdated Event
         self._hosted_kept: tuple[tuple[int, int], Mapping[str, AddressSet]] | None = None
+        self._hosts_kept: tuple[tuple[int, int], fabric.Hosts] | None = None
         # The last DryRun report per key, reused while its outcome, the pods and the firewall in force are the same.
         self._reports: dict[str, tuple[Outcome, int, list[Mapping[str, Any]], DryRunReport]] = {}
         # The last warning emitted per key: the status in the cache may lag our own write,
@@ -196,6 +199,9 @@ class Reconciler:
         except _InvalidSpec as bad:
             self._reject(key, obj, bad.invalid, log)
             return None
+        except RemapPending as pending:
+            self._wait_for_liqo(key, obj, pending, log)
+            return None  # the Configuration's update brings the key back (mapping.configuration_keys)
         except errors.ApiError:
             raise  # not the cluster's state: the worker retries it
         except Exception as err:  # any failure compiling is this peering's alone
@@ -213,17 +219,21 @@ class Reconciler:
                 return None
             self._warned.pop(key, None)
             return self._dry_run(key, obj, outcome, report, caps, log)
-        self._warned.pop(key, None)
         self._reports.pop(key, None)
         self._metrics.dry_run(key, None)
         try:
             wait = self._apply_firewalls(key, obj, outcome, log)
+        except _Refused as refused:
+            self._refused(key, obj, outcome, caps, refused, log)
+            raise refused.first from None  # the worker retries with backoff, until the cause goes
         except errors.Forbidden as err:
             self._forbidden(key, obj, outcome, caps, err, log)
             raise  # the worker retries with backoff: fixing the RBAC brings it back
+        # Only now: a warning said while the writes kept failing is said once, not once per retry.
+        self._warned.pop(key, None)
         self._metrics.compiled(key, outcome)
         progress = self._rollout(namespace, outcome)
-        conds = valid_conditions(outcome, stateful=caps.ctstate, progress=progress)
+        conds = valid_conditions(outcome, stateful=caps.ctstate, progress=progress) + self._notes(outcome)
         self._write_status(key, obj, conds, outcome, log, progress)
         return wait
 
@@ -236,7 +246,7 @@ class Reconciler:
         wait = self._remove_orphans(namespace, name, log)
         self._metrics.compiled(key, outcome)
         self._metrics.dry_run(key, report)
-        conds = dry_run_conditions(outcome, report, stateful=caps.ctstate)
+        conds = dry_run_conditions(outcome, report, stateful=caps.ctstate) + self._notes(outcome)
         self._write_status(key, obj, conds, outcome, log, dry_run=report.to_status())
         return wait
 
@@ -304,12 +314,68 @@ class Reconciler:
         self._warned[key] = message
         conds = [
             c if c.type != READY else Condition(READY, False, "Forbidden", message)
-            for c in valid_conditions(outcome, stateful=caps.ctstate)
+            for c in valid_conditions(outcome, stateful=caps.ctstate) + self._notes(outcome)
         ]
         try:
             self._write_status(key, obj, conds, outcome, log)
         except errors.ApiError:
             pass  # the status may be forbidden too: the Event and the log remain
+
+    def _refused(
+        self, key: str, obj: Mapping[str, Any], outcome: Outcome, caps: Capabilities, refused: _Refused, log: Any
+    ) -> None:
+        """An admission webhook (Liqo's, failurePolicy Fail) refused a firewall write: say so where the user looks.
+
+        Nothing of the peering is torn down: the other shards were written, none is retired,
+        and the live firewalls stay as they were. The worker retries with the queue's backoff;
+        once the cause goes (say, the old FirewallConfiguration holding the same table is deleted)
+        the write goes through. The message quotes the webhook (bounded), so it stays the same
+        while the cause does: one Event and one status write, not one per retry.
+        """
+        name, err = refused.refusals[0]
+        webhook = errors.admission_webhook(err) or ""
+        reason = REFUSED_BY_LIQO if webhook.endswith(".liqo.io") else REFUSED_BY_WEBHOOK
+        detail = " ".join(err.message.split())
+        detail = detail if len(detail) <= MAX_ERROR_CHARS else detail[: MAX_ERROR_CHARS - 3] + "..."
+        others = f" (and {len(refused.refusals) - 1} more)" if len(refused.refusals) > 1 else ""
+        message = (
+            f"FirewallConfiguration {name}{others} not written: {detail}; "
+            "the FirewallConfigurations in force are kept, and the write is retried with backoff"
+        )
+        if self._warned.get(key) != message:
+            log.warning("firewall write refused by an admission webhook", webhook=webhook, error=detail, resource=name)
+            self._recorder.event(obj, kind=KIND, reason=reason, message=message, warning=True)
+        self._warned[key] = message
+        conds = [
+            c if c.type != READY else Condition(READY, False, reason, message)
+            for c in valid_conditions(outcome, stateful=caps.ctstate) + self._notes(outcome)
+        ]
+        self._write_status(key, obj, conds, outcome, log)
+
+    def _wait_for_liqo(self, key: str, obj: Mapping[str, Any], pending: RemapPending, log: Any) -> None:
+        """Liqo has not finished an object the peering needs (the peer's CIDRs not remapped yet).
+
+        A waiting state, not a broken one: no Warning, no `liqosec_invalid_cluster_state_total`;
+        one Normal Event per distinct message; the last firewall stays; no requeue (the
+        Configuration's update brings the key back). Other peerings do not wait with it.
+        """
+        where = ": ".join(p for p in (str(pending.ref), pending.path) if p)
+        live = self._view.get(FC_KIND, firewall_name(str(_meta(obj).get("name"))), str(_meta(obj).get("namespace")))
+        kept = (
+            "the last good FirewallConfiguration is kept" if live is not None else "no FirewallConfiguration is written"
+        )
+        message = f"waiting for Liqo: {where}: {pending.message}; {kept}"
+        conds = [
+            Condition(VALID, True, "Valid", "the spec is valid; it compiles once Liqo has remapped the peer's CIDRs"),
+            Condition(READY, False, RemapPending.REASON, message),
+        ]
+        before = condition(obj.get("status") or {}, READY)
+        said = before is not None and before.get("reason") == RemapPending.REASON and before.get("message") == message
+        if not said and self._warned.get(key) != message:
+            log.info("peering waits for Liqo to remap the peer's CIDRs", where=where, detail=pending.message)
+            self._recorder.event(obj, kind=KIND, reason=RemapPending.REASON, message=message)
+        self._warned[key] = message
+        self._write_status(key, obj, conds, None, log)
 
     def _set_finalizer(self, obj: Mapping[str, Any], *, present: bool) -> Mapping[str, Any]:
         """Our finalizer holds a deleted peering until its firewalls are retired (see `retire`).
@@ -331,17 +397,31 @@ class Reconciler:
         return patched if isinstance(patched, Mapping) and patched.get("metadata") else obj
 
     def _rollout(self, namespace: str, outcome: Outcome) -> Rollout:
-        """Liqo's agents' reports, from the cache: a report arriving brings this key back."""
+        """Liqo's agents' reports, from the cache: a report arriving brings this key back.
+
+        The hosts are Liqo's fabric pods, each tied to its node (`fabric.expected_hosts`);
+        with none in the cluster, the physical nodes, as the project's test agents name themselves.
+        """
         live = {
             fw["metadata"]["name"]: self._view.get(FC_KIND, fw["metadata"]["name"], namespace)
             for fw in outcome.firewalls
         }
-        nodes = [
-            str(_meta(n).get("name"))
-            for n in self._view.list("Node")
-            if (_meta(n).get("labels") or {}).get(NODE_TYPE) != VIRTUAL_NODE
-        ]
-        return rollout(outcome.firewalls, live, nodes)
+        hosts = self._hosts()
+        if hosts.fabric:
+            return rollout(outcome.firewalls, live, hosts.by_host, hosts.uncovered)
+        return rollout(outcome.firewalls, live, list(hosts.by_host))
+
+    def _notes(self, outcome: Outcome) -> list[Condition]:
+        """What Liqo's reflection settings change for this policy (`reflection`), present only when it applies."""
+        return reflection.conditions(self._view, outcome.peering.spec, outcome.peer)
+
+    def _hosts(self) -> fabric.Hosts:
+        """The hosts expected to apply firewalls, derived once per change of the pods or nodes."""
+        stamp = (self._view.generation("Pod"), self._view.generation("Node"))
+        kept = self._hosts_kept
+        if kept is None or kept[0] != stamp or min(stamp) < 0:
+            kept = self._hosts_kept = (stamp, fabric.expected_hosts(self._view))
+        return kept[1]
 
     # ----- phases -----
     def _compile(self, obj: Mapping[str, Any], caps: Capabilities) -> Outcome:
@@ -398,8 +478,17 @@ class Reconciler:
             live = self._view.get(FC_KIND, desired["metadata"]["name"], namespace)
             return len(_rule_names(desired) - (_rule_names(live) if live else set()))
 
+        refused: list[tuple[str, errors.ApiError]] = []
         for desired in sorted(outcome.firewalls, key=gained, reverse=True):
-            self._apply_firewall(key, obj, outcome, desired, log)
+            try:
+                self._apply_firewall(key, obj, outcome, desired, log)
+            except errors.ApiError as err:
+                if errors.admission_webhook(err) is None:
+                    raise
+                refused.append((desired["metadata"]["name"], err))  # the other shards are still written
+        if refused:
+            # What is enforced stays: no firewall of the peering is retired while its replacement is refused.
+            raise _Refused(refused)
         return self._remove_orphans(namespace, name, log, keep={fw["metadata"]["name"] for fw in outcome.firewalls})
 
     def _apply_firewall(
@@ -524,6 +613,15 @@ class Reconciler:
             if isinstance(step, retire.Wait):
                 wait = step.seconds if wait is None else min(wait, step.seconds)
         return wait
+
+
+class _Refused(Exception):
+    """Admission webhooks refused some of the peering's firewall writes (name, error), the others went through."""
+
+    def __init__(self, refusals: list[tuple[str, errors.ApiError]]) -> None:
+        super().__init__("; ".join(f"{name}: {err}" for name, err in refusals))
+        self.refusals = refusals
+        self.first = refusals[0][1]
 
 
 class _InvalidSpec(Exception):

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from liqosec.api.liqo import INDEXED_LABELS
+from liqosec.api.liqo import APP_NAME, INDEXED_LABELS
 from liqosec.api.peeringconnectivity import GROUP, KIND, PLURAL, VERSION
 from liqosec.compiler.firewallconfiguration import MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL
 from liqosec.controller import mapping
@@ -43,6 +43,7 @@ NETWORKS = ResourceRef("ipam.liqo.io", "v1alpha1", "networks", True, "Network")
 NAMESPACE_OFFLOADINGS = ResourceRef(
     "offloading.liqo.io", "v1beta1", "namespaceoffloadings", True, "NamespaceOffloading"
 )
+VIRTUAL_NODES = ResourceRef("offloading.liqo.io", "v1beta1", "virtualnodes", True, "VirtualNode")
 FOREIGN_CLUSTERS = ResourceRef("core.liqo.io", "v1beta1", "foreignclusters", False, "ForeignCluster")
 SERVICES = ResourceRef("", "v1", "services", True, "Service")
 CRDS = ResourceRef("apiextensions.k8s.io", "v1", "customresourcedefinitions", False, "CustomResourceDefinition")
@@ -96,6 +97,19 @@ def _slim_node(obj: JsonDict) -> JsonDict:
     return out
 
 
+def _slim_virtual_node(obj: JsonDict) -> JsonDict:
+    """The peer it stands for and the labels its virtual kubelet does not reflect; not its big template."""
+    spec = obj.get("spec") or {}
+    kept: JsonDict = {}
+    if isinstance(spec, dict):
+        if spec.get("clusterID"):
+            kept["clusterID"] = spec["clusterID"]
+        patch = spec.get("offloadingPatch") or {}
+        if isinstance(patch, dict) and patch.get("labelsNotReflected"):
+            kept["offloadingPatch"] = {"labelsNotReflected": patch["labelsNotReflected"]}
+    return {"metadata": slim(obj).get("metadata", {}), "spec": kept}
+
+
 @dataclass(frozen=True)
 class Watched:
     ref: ResourceRef
@@ -104,6 +118,9 @@ class Watched:
     indexers: Mapping[str, Indexer] = field(default_factory=dict)
     label_selector: str | None = None
     crd: str | None = None  # the CRD that must be installed before this kind can be listed (None: built in)
+    # The controller starts without this kind's CRD, and watches it once the CRD is installed:
+    # what it adds is a status note, not part of what any firewall is compiled from.
+    optional: bool = False
 
     @property
     def kind(self) -> str:
@@ -137,7 +154,8 @@ def watched_resources() -> list[Watched]:
             label_selector=f"{MANAGED_BY_LABEL}={MANAGED_BY}",
             crd=FIREWALL_CRD_NAME,
         ),
-        Watched(PODS, mapping.pod_keys, transform=slim_pod, indexers=labelled),
+        # Pods by app name too: Liqo's fabric pods, the hosts Ready counts (`controller.fabric`).
+        Watched(PODS, mapping.pod_keys, transform=slim_pod, indexers={**labelled, **_label_indexers((APP_NAME,))}),
         Watched(NODES, mapping.node_keys, transform=_slim_node, indexers=_label_indexers()),
         Watched(NAMESPACES, mapping.namespace_keys, transform=_slim_node, indexers=_label_indexers()),
         Watched(NETWORKS, mapping.network_keys, indexers=labelled, crd=crd_name(NETWORKS)),
@@ -149,6 +167,14 @@ def watched_resources() -> list[Watched]:
             crd=crd_name(NAMESPACE_OFFLOADINGS),
         ),
         Watched(FOREIGN_CLUSTERS, mapping.foreign_cluster_keys, crd=crd_name(FOREIGN_CLUSTERS)),
+        Watched(
+            VIRTUAL_NODES,
+            mapping.virtual_node_keys,
+            transform=_slim_virtual_node,
+            indexers=namespaced,
+            crd=crd_name(VIRTUAL_NODES),
+            optional=True,
+        ),
         Watched(SERVICES, mapping.service_keys, transform=_slim_service, indexers=namespaced),
         Watched(ENDPOINT_SLICES, mapping.endpoint_slice_keys, transform=_slim_endpoint_slice, indexers=labelled),
         Watched(CRDS, mapping.crd_keys, transform=_slim_crd),

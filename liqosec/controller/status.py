@@ -20,6 +20,10 @@ from liqosec.compiler.firewallconfiguration import MAX_OBJECT_BYTES, NODE_SCOPE_
 from liqosec.compiler.ports import EPHEMERAL_RANGE, describe_spans
 
 VALID, READY, STATELESS, LARGE = "Valid", "Ready", "StatelessFiltering", "LargeFirewall"
+# Physical nodes where no Liqo fabric pod runs: no agent applies any firewall there.
+NODES_UNFILTERED, NODES_WITHOUT_FABRIC = "NodesUnfiltered", "NodesWithoutFabric"
+# Names listed in a message; the rest are counted.
+MAX_NAMED = 5
 # Warn well before the bound, while there is room to act.
 LARGE_FRACTION = 0.75
 # The per-host condition Liqo's agent writes on a FirewallConfiguration.
@@ -38,10 +42,11 @@ class Rollout:
     as nothing yet (docs/semantics.md, "Liqo's agent").
     """
 
-    nodes: int  # nodes expected to run the agent (physical nodes; 0: unknown)
-    applied: int  # hosts reporting Applied=True on every shard
+    nodes: int  # hosts expected to run the agent (fabric pods, else physical nodes; 0: unknown)
+    applied: int  # expected hosts reporting Applied=True on every firewall meant for them
     failed: tuple[str, ...] = ()  # hosts reporting Applied=False on some shard
     pending: tuple[str, ...] = ()  # shards whose live spec is not the compiled one yet
+    uncovered: tuple[str, ...] = ()  # physical nodes running no fabric pod: nothing enforced there
 
     @property
     def summary(self) -> str:
@@ -49,14 +54,28 @@ class Rollout:
 
 
 def rollout(
-    desired: Sequence[Mapping[str, Any]], live: Mapping[str, Mapping[str, Any] | None], nodes: int | Sequence[str]
+    desired: Sequence[Mapping[str, Any]],
+    live: Mapping[str, Mapping[str, Any] | None],
+    nodes: int | Sequence[str] | Mapping[str, str],
+    uncovered: Sequence[str] = (),
 ) -> Rollout:
     """Read the agents' conditions off the live firewalls (by name).
 
+    `nodes`: a count; or node names, the hosts then being named after them (agents
+    reporting under their node's name); or the hosts themselves, each with its node
+    (Liqo's fabric pods: `liqosec.controller.fabric`), when only they count and a
+    firewall for one node (per-node scope) is meant for the hosts on that node.
     A host counts as applied when it reports Applied=True on every firewall meant for it:
-    all of them in the all-nodes scope; those of all nodes plus its own in the per-node one.
+    all of them in the all-nodes scope; those of all nodes plus its node's own in the per-node one.
     """
-    names = None if isinstance(nodes, int) else list(nodes)
+    strict = isinstance(nodes, Mapping)
+    hosts: dict[str, str] | None
+    if isinstance(nodes, Mapping):
+        hosts = {str(h): str(n) for h, n in nodes.items()}
+    elif isinstance(nodes, int):
+        hosts = None
+    else:
+        hosts = {n: n for n in nodes}
     pending, failed = [], set()
     reports: list[tuple[str | None, set[str]]] = []  # (the one node it is for, or None: all), hosts applied
     for fc in desired:
@@ -69,15 +88,27 @@ def rollout(
         failed |= {str(c.get("host")) for c in conds if c.get("status") == "False"}
         for_node = (fc["metadata"].get("labels") or {}).get(NODE_SCOPE_LABEL)
         reports.append((for_node, {str(c.get("host")) for c in conds if c.get("status") == "True"}))
-    if names is not None and any(node is not None for node, _ in reports):
-        applied = sum(1 for n in names if all(n in ok for node, ok in reports if node in (None, n)))
+    if strict:
+        # Only the fabric pods running now count: the conditions of a replaced pod stay on
+        # the object (no agent removes another host's), and must neither count nor fail it.
+        assert hosts is not None
+        failed &= set(hosts)
+        applied = (
+            sum(1 for h, n in hosts.items() if all(h in ok for node, ok in reports if node in (None, n)))
+            if reports
+            else 0
+        )
+    elif hosts is not None and any(node is not None for node, _ in reports):
+        applied = sum(1 for h, n in hosts.items() if all(h in ok for node, ok in reports if node in (None, n)))
     else:
-        hosts: set[str] | None = None
+        found: set[str] | None = None
         for _, ok in reports:
-            hosts = set(ok) if hosts is None else hosts & ok
-        applied = len(hosts or ())
+            found = set(ok) if found is None else found & ok
+        applied = len(found or ())
     count = nodes if isinstance(nodes, int) else len(nodes)
-    return Rollout(nodes=count, applied=applied, failed=tuple(sorted(failed)), pending=tuple(pending))
+    return Rollout(
+        nodes=count, applied=applied, failed=tuple(sorted(failed)), pending=tuple(pending), uncovered=tuple(uncovered)
+    )
 
 
 def ready_condition(outcome: Outcome, progress: Rollout | None) -> Condition:
@@ -134,7 +165,26 @@ def valid_conditions(outcome: Outcome, *, stateful: bool, progress: Rollout | No
     unfiltered = ipv6.unfiltered(outcome)
     if unfiltered:  # absent otherwise, as LargeFirewall: policies without IPv6 pods read as before
         conds.append(Condition(ipv6.CONDITION, True, ipv6.REASON, ipv6.describe(unfiltered)))
+    if progress is not None and progress.uncovered:
+        conds.append(Condition(NODES_UNFILTERED, True, NODES_WITHOUT_FABRIC, without_fabric(progress.uncovered)))
     return conds
+
+
+def named(items: Sequence[str], limit: int = MAX_NAMED) -> str:
+    """`a, b, c and 4 more`: the first `limit` items, the rest counted."""
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def without_fabric(nodes: Sequence[str]) -> str:
+    """NodesUnfiltered's message: the nodes Liqo's fabric DaemonSet does not run on."""
+    count = f"{len(nodes)} node{'s' if len(nodes) != 1 else ''}"
+    verb = "runs" if len(nodes) == 1 else "run"
+    return (
+        f"{count} {verb} no Liqo fabric pod, so no agent applies this policy's FirewallConfigurations there and "
+        f"packets crossing only {'that node' if len(nodes) == 1 else 'those nodes'} pass unfiltered (the fabric "
+        f"DaemonSet's nodeSelector, affinity or tolerations keep it off): {named(nodes)}"
+    )
 
 
 def _term(term: str | None) -> str:

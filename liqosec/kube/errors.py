@@ -11,12 +11,14 @@ Guarantees:
   ``is_retriable``) accept any exception, so callers can use them on what they caught.
 
 Caller duties:
-- Catch ``ApiError`` (or use a predicate), never match on message text.
+- Catch ``ApiError`` (or use a predicate), never match on message text (``admission_webhook`` does it
+  once, for the one failure only the text tells apart: a webhook's refusal from an RBAC 403).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, cast
 
 import urllib3.exceptions
@@ -178,6 +180,26 @@ def is_already_exists(exc: BaseException) -> bool:
 
 def is_too_many_requests(exc: BaseException) -> bool:
     return isinstance(exc, TooManyRequests)
+
+
+# How the API server words an admission webhook's refusal (k8s.io/apiserver,
+# pkg/admission/plugin/webhook/errors/statuserror.go, `ToStatusErr`).
+_WEBHOOK_DENIAL = re.compile(r'admission webhook "([^"]*)" denied the request')
+
+
+def admission_webhook(exc: BaseException) -> str | None:
+    """The name of the admission webhook that refused the request, or None for any other failure.
+
+    The API server answers a webhook's refusal with the code the webhook gave (at least 400):
+    controller-runtime's `admission.Denied` is 403 with reason `Forbidden`, `admission.Errored(400, ...)`
+    is 400, so the status alone cannot tell a refusal from an RBAC 403. What does is the message the
+    API server writes, `admission webhook "<name>" denied the request: <the webhook's message>`: the one
+    place where matching the text is the only way.
+    """
+    if not isinstance(exc, ApiError) or not 400 <= exc.status < 500:
+        return None
+    found = _WEBHOOK_DENIAL.search(exc.message)
+    return found.group(1) if found else None
 
 
 def is_retriable(exc: BaseException) -> bool:

@@ -389,7 +389,8 @@ def namespace(name: str, **labels: str) -> JsonDict:
 
 
 def tenant(peer: str) -> JsonDict:
-    return namespace(f"liqo-tenant-{peer}", **{"liqo.io/remote-cluster-id": peer})
+    """A tenant namespace as Liqo labels it (both labels: the remote-cluster id alone marks offloaded workloads')."""
+    return namespace(f"liqo-tenant-{peer}", **{"liqo.io/remote-cluster-id": peer, "liqo.io/tenant-namespace": "true"})
 
 
 def local_network(cidr: str = "10.1.0.0/16", name: str = "pod-cidr", ns: str = "liqo") -> JsonDict:
@@ -449,6 +450,33 @@ def node(name: str, **labels: str) -> JsonDict:
 
 def virtual_node(name: str, peer: str) -> JsonDict:
     return node(name, **{"liqo.io/type": "virtual-node", "liqo.io/remote-cluster-id": peer})
+
+
+def virtual_node_cr(peer: str, *labels_not_reflected: str) -> JsonDict:
+    """Liqo's VirtualNode (offloading.liqo.io) for `peer`, in its tenant namespace, with what its kubelet skips."""
+    spec: JsonDict = {"clusterID": peer, "createNode": True}
+    if labels_not_reflected:
+        spec["offloadingPatch"] = {"labelsNotReflected": list(labels_not_reflected)}
+    return {
+        "apiVersion": "offloading.liqo.io/v1beta1",
+        "kind": "VirtualNode",
+        "metadata": {"name": peer, "namespace": f"liqo-tenant-{peer}"},
+        "spec": spec,
+    }
+
+
+def fabric_pod(name: str, node: str, *, phase: str = "Running") -> JsonDict:
+    """A pod of Liqo's fabric DaemonSet (its chart's selector labels): its agent reports under `name`."""
+    labels = {
+        "app.kubernetes.io/name": "fabric",
+        "app.kubernetes.io/instance": "liqo-fabric",
+        "app.kubernetes.io/component": "networking",
+        "app.kubernetes.io/part-of": "liqo",
+    }
+    out = pod(name, "liqo", None, node=node, **labels)
+    out["spec"]["hostNetwork"] = True
+    out["status"]["phase"] = phase
+    return out
 
 
 def rome_mix() -> list[JsonDict]:

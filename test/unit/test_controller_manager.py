@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from fake_kube import FakeKubeClient, cluster, configuration, key, ref_of
+from fake_kube import FakeKubeClient, cluster, configuration, key, peering, ref_of, virtual_node_cr
 from prometheus_client import CollectorRegistry
 
 from liqosec.controller import health
@@ -19,6 +19,7 @@ from liqosec.controller.manager import Controller, Exit, Options, _Enqueue, miss
 from liqosec.controller.mapping import Change, KeyMapper
 from liqosec.controller.metrics import CONTROLLER
 from liqosec.controller.resources import CRDS, FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES, watched_resources
+from liqosec.kube import errors
 
 ALL_CRDS = tuple(w.crd for w in watched_resources() if w.crd)
 
@@ -200,3 +201,51 @@ def test_a_bind_address_without_a_port_is_refused() -> None:
     with pytest.raises(ValueError, match="host:port"):
         health.parse_address("localhost")
     assert health.parse_address(":8080") == ("0.0.0.0", 8080)
+
+
+def test_a_missing_optional_crd_does_not_stop_the_controller_and_is_watched_once_installed() -> None:
+    """VirtualNode (labelsNotReflected) only adds a status note: without its CRD the controller runs."""
+    selecting = peering(
+        "rome",
+        "liqo-tenant-rome",
+        [{"source": {"podSelector": {"matchLabels": {"team": "shop"}}}, "action": "deny"}],
+    )
+    objs = [o for o in cluster("rome") if o["kind"] != "PeeringConnectivity"]
+    crds = tuple(c for c in ALL_CRDS if c != "virtualnodes.offloading.liqo.io")
+    client = server_with([*objs, selecting], crds=crds)
+    with running(client) as c:
+        wait_until("the firewall", lambda: client.stored(FIREWALL_CONFIGURATIONS, "liqosec-rome", "liqo-tenant-rome"))
+        assert c.synced() and c.not_ready_reason() == ""
+        assert "virtualnodes" not in {a.resource for a in client.actions if a.verb == "list"}
+        client.seed(CRDS, {"kind": "CustomResourceDefinition", "metadata": {"name": "virtualnodes.offloading.liqo.io"}})
+        client.seed(ref_of("VirtualNode"), virtual_node_cr("rome", "team"))
+        wait_until(
+            "LabelsNotReflected",
+            lambda: "PeerCannotSelect" in str(client.stored(PEERING_CONNECTIVITIES, "rome", "liqo-tenant-rome")),
+        )
+        assert c.synced()
+
+
+def test_a_write_liqos_webhook_keeps_refusing_is_retried_with_backoff_not_in_a_loop() -> None:
+    client = server_with(cluster("rome"))
+    denial = errors.Forbidden(
+        403, "Forbidden", 'admission webhook "firewallconfiguration.validate.liqo.io" denied the request: no'
+    )
+    for _ in range(100):
+        client.fail_once("create", FIREWALL_CONFIGURATIONS, denial)
+    with running(client) as c:
+        wait_until(
+            "RefusedByLiqo",
+            lambda: "RefusedByLiqo" in str(client.stored(PEERING_CONNECTIVITIES, "rome", "liqo-tenant-rome")),
+        )
+        time.sleep(1.0)
+        creates = [a for a in client.actions if a.verb == "create" and a.resource == "firewallconfigurations"]
+        assert 1 <= len(creates) <= 12  # 5 ms doubling: about 8 tries in a second, not thousands
+        assert c.queue.num_requeues(key("rome")) >= 1
+        assert [e["reason"] for e in client.events if e["type"] == "Warning"] == ["RefusedByLiqo"]
+        client._failures.clear()  # the cause goes: the next retry writes it
+        wait_until(
+            "the firewall",
+            lambda: client.stored(FIREWALL_CONFIGURATIONS, "liqosec-rome", "liqo-tenant-rome"),
+            timeout=15,
+        )

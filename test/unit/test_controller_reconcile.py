@@ -16,6 +16,7 @@ from fake_kube import (
     Fixture,
     cluster,
     configuration,
+    fabric_pod,
     key,
     namespace,
     node,
@@ -23,6 +24,7 @@ from fake_kube import (
     pod,
     remote_network,
     virtual_node,
+    virtual_node_cr,
 )
 
 import liqosec.compiler.firewallconfiguration as fcm
@@ -31,6 +33,7 @@ from liqosec.controller.reconcile import CONFLICT_RETRIES, INVALID_CLUSTER_STATE
 from liqosec.controller.resources import FIREWALL_CONFIGURATIONS as FCS
 from liqosec.controller.resources import PEERING_CONNECTIVITIES as PCS
 from liqosec.firewall.capabilities import Capabilities
+from liqosec.groups.view import ObjectRef, RemapPending
 from liqosec.kube import errors
 
 ROME, MILAN = "liqo-tenant-rome", "liqo-tenant-milan"
@@ -150,6 +153,115 @@ def test_ready_counts_the_hosts_liqos_agents_report() -> None:
     converge(f, key("rome"))
     failed = cond(f, "rome", ROME, "Ready")
     assert failed["reason"] == "ApplyFailed" and "n2" in failed["message"] and "n1" not in failed["message"]
+
+
+# ----- Ready: the hosts are Liqo's fabric pods -----
+def report(f: Fixture, fc_name: str, ns: str = ROME, **hosts: str) -> None:
+    """Liqo's agents write their per-host Applied condition on a firewall (by host name)."""
+    live = f.client.stored(FCS, fc_name, ns)
+    assert live is not None, f"{ns}/{fc_name} does not exist"
+    live["status"] = {"conditions": [{"host": h, "type": "Applied", "status": s} for h, s in hosts.items()]}
+    f.seed(live)
+
+
+FABRIC_A, FABRIC_B = "liqo-fabric-7xk2p", "liqo-fabric-q9z4m"
+
+
+def test_ready_counts_fabric_pods_by_the_pod_name_liqos_agent_reports_under() -> None:
+    """Liqo v1.2.0's agent writes `host: <its pod's name>`; the node it runs on is what it covers."""
+    f = Fixture([*cluster("rome"), node("n1"), node("n2"), fabric_pod(FABRIC_A, "n1"), fabric_pod(FABRIC_B, "n2")])
+    converge(f, key("rome"))
+    assert status_of(f, "rome", ROME)["appliedNodes"] == "0/2"
+    report(f, "liqosec-rome", n1="True", n2="True")  # reports under node names are no fabric pod's
+    converge(f, key("rome"))
+    assert (cond(f, "rome", ROME, "Ready")["reason"], status_of(f, "rome", ROME)["appliedNodes"]) == ("Applying", "0/2")
+    report(f, "liqosec-rome", **{FABRIC_A: "True"})
+    converge(f, key("rome"))
+    assert cond(f, "rome", ROME, "Ready")["reason"] == "Applying"
+    report(f, "liqosec-rome", **{FABRIC_A: "True", FABRIC_B: "True"})
+    converge(f, key("rome"))
+    ready = cond(f, "rome", ROME, "Ready")
+    assert (ready["status"], ready["reason"]) == ("True", "Applied")
+    assert status_of(f, "rome", ROME)["appliedNodes"] == "2/2"
+
+
+def test_a_node_without_a_fabric_pod_is_named_but_does_not_block_ready() -> None:
+    """The fabric DaemonSet kept off a node (nodeSelector, taints): nothing is enforced there, and Ready says
+    what is, instead of waiting forever for an agent that will never run."""
+    f = Fixture([*cluster("rome"), node("n1"), node("edge-1"), node("edge-2"), fabric_pod(FABRIC_A, "n1")])
+    converge(f, key("rome"))
+    report(f, "liqosec-rome", **{FABRIC_A: "True"})
+    converge(f, key("rome"))
+    assert cond(f, "rome", ROME, "Ready")["status"] == "True"
+    assert status_of(f, "rome", ROME)["appliedNodes"] == "1/1"
+    uncovered = cond(f, "rome", ROME, "NodesUnfiltered")
+    assert (uncovered["status"], uncovered["reason"]) == ("True", "NodesWithoutFabric")
+    assert uncovered["message"].startswith("2 nodes run no Liqo fabric pod")
+    assert uncovered["message"].endswith(": edge-1, edge-2")
+    f.seed(fabric_pod(FABRIC_B, "edge-1"), fabric_pod("liqo-fabric-c", "edge-2"))
+    converge(f, key("rome"))
+    assert "NodesUnfiltered" not in {c["type"] for c in status_of(f, "rome", ROME)["conditions"]}
+    assert cond(f, "rome", ROME, "Ready")["reason"] == "Applying"  # two more agents to wait for
+
+
+def test_a_replaced_fabric_pods_stale_report_neither_counts_nor_fails() -> None:
+    """No agent removes another host's condition: a deleted fabric pod's Applied stays on the object."""
+    f = Fixture([*cluster("rome"), node("n1"), fabric_pod(FABRIC_B, "n1")])
+    converge(f, key("rome"))
+    report(f, "liqosec-rome", **{FABRIC_A: "False", "liqo-fabric-gone": "True"})
+    converge(f, key("rome"))
+    ready = cond(f, "rome", ROME, "Ready")
+    assert (ready["reason"], status_of(f, "rome", ROME)["appliedNodes"]) == ("Applying", "0/1")
+    report(f, "liqosec-rome", **{FABRIC_A: "False", FABRIC_B: "True"})
+    converge(f, key("rome"))
+    assert cond(f, "rome", ROME, "Ready")["status"] == "True"
+    report(f, "liqosec-rome", **{FABRIC_A: "True", FABRIC_B: "False"})
+    converge(f, key("rome"))
+    failed = cond(f, "rome", ROME, "Ready")
+    assert failed["reason"] == "ApplyFailed" and FABRIC_B in failed["message"] and FABRIC_A not in failed["message"]
+
+
+def test_only_scheduled_unfinished_fabric_pods_on_physical_nodes_are_hosts() -> None:
+    unscheduled = fabric_pod("liqo-fabric-pending", "n1", phase="Pending")
+    del unscheduled["spec"]["nodeName"]
+    f = Fixture(
+        [
+            *cluster("rome"),
+            node("n1"),
+            node("n2"),
+            virtual_node("liqo-rome", "rome"),
+            fabric_pod(FABRIC_A, "n1"),
+            fabric_pod("liqo-fabric-done", "n2", phase="Succeeded"),
+            fabric_pod("liqo-fabric-virtual", "liqo-rome"),
+            unscheduled,
+        ]
+    )
+    converge(f, key("rome"))
+    assert status_of(f, "rome", ROME)["appliedNodes"] == "0/1"
+    report(f, "liqosec-rome", **{FABRIC_A: "True"})
+    converge(f, key("rome"))
+    assert cond(f, "rome", ROME, "Ready")["status"] == "True"
+    assert cond(f, "rome", ROME, "NodesUnfiltered")["message"].endswith(": n2")  # its fabric pod has finished
+
+
+def test_per_node_firewalls_wait_for_the_fabric_pod_on_their_node() -> None:
+    """Per-node scope: `firewall-unique=<node>` is applied by the agent of the fabric pod running on that node."""
+    worker = {**node("worker-1"), "spec": {"podCIDRs": ["10.1.10.0/24"]}}
+    other = {**node("worker-2"), "spec": {"podCIDRs": ["10.1.20.0/24"]}}
+    f = Fixture(
+        [*cluster("rome"), worker, other, fabric_pod(FABRIC_A, "worker-1"), fabric_pod(FABRIC_B, "worker-2")],
+        scope=fcm.PER_NODE,
+    )
+    converge(f, key("rome"))
+    mine = fcm.firewall_name("rome", node="worker-1")
+    assert [o["metadata"]["name"] for o in f.client.of(FCS)] == [mine]
+    report(f, mine, **{FABRIC_B: "True"})  # worker-2's agent does not apply worker-1's firewall
+    converge(f, key("rome"))
+    assert status_of(f, "rome", ROME)["appliedNodes"] == "1/2"  # worker-2 has no firewall to wait for
+    report(f, mine, **{FABRIC_A: "True"})
+    converge(f, key("rome"))
+    assert cond(f, "rome", ROME, "Ready")["status"] == "True"
+    assert status_of(f, "rome", ROME)["appliedNodes"] == "2/2"
 
 
 def test_conntrack_capability_changes_the_chain_and_the_condition() -> None:
@@ -582,3 +694,250 @@ def test_a_forbidden_firewall_write_is_a_warning_and_a_ready_condition_not_only_
     converge(f, key("rome"))  # allowed again: the retry writes it
     assert cond(f, "rome", ROME, "Ready")["reason"] != "Forbidden"
     assert f.client.stored(FCS, "liqosec-rome", ROME) is not None
+
+
+# ----- an admission webhook refusing a firewall write (Liqo's, failurePolicy Fail) -----
+LIQO_DENIAL = (
+    'admission webhook "firewallconfiguration.validate.liqo.io" denied the request: table name liqosec-rome '
+    "with labels map[networking.liqo.io/firewall-category:fabric networking.liqo.io/firewall-subcategory:all-nodes] "
+    "already used"
+)
+
+
+def liqo_denial() -> errors.ApiError:
+    """As the API server answers controller-runtime's `admission.Denied`: 403, reason Forbidden, prefixed text."""
+    return errors.from_status_object({"kind": "Status", "code": 403, "reason": "Forbidden", "message": LIQO_DENIAL})
+
+
+def test_a_webhook_denial_is_told_apart_from_an_rbac_forbidden() -> None:
+    rbac = errors.Forbidden(403, "Forbidden", 'firewallconfigurations is forbidden: User "x" cannot create')
+    assert errors.admission_webhook(liqo_denial()) == "firewallconfiguration.validate.liqo.io"
+    assert errors.admission_webhook(rbac) is None
+    errored = errors.from_status(
+        400, '{"kind":"Status","code":400,"message":"admission webhook \\"w.x.io\\" denied the request: cannot decode"}'
+    )
+    assert errors.admission_webhook(errored) == "w.x.io"  # admission.Errored(400, ...)
+    assert errors.admission_webhook(errors.InternalError(500, "", 'failed calling webhook "w.x.io"')) is None
+
+
+def test_a_firewall_refused_by_liqos_webhook_is_a_warning_and_ready_false_quoting_liqo() -> None:
+    f = Fixture(cluster("rome"))
+    f.client.fail_once("create", FCS, liqo_denial())
+    with pytest.raises(errors.ApiError):  # back to the worker: the queue's backoff, not a hot loop
+        f.reconcile(key("rome"))
+    ready = cond(f, "rome", ROME, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "RefusedByLiqo")
+    assert "table name liqosec-rome with labels" in ready["message"] and "RBAC" not in ready["message"]
+    assert cond(f, "rome", ROME, "Valid")["status"] == "True"
+    [warning] = warnings(f)
+    assert warning["reason"] == "RefusedByLiqo" and "firewallconfiguration.validate.liqo.io" in warning["message"]
+    f.sync()
+    f.client.fail_once("create", FCS, liqo_denial())  # still refused: no second Event, no status write
+    mark = len(f.client.actions)
+    with pytest.raises(errors.ApiError):
+        f.reconcile(key("rome"))
+    assert verbs(f.client.actions[mark:]) == [("create", "firewallconfigurations", "liqosec-rome")]
+    assert len(warnings(f)) == 1
+    converge(f, key("rome"))  # the old table's owner is gone: the write goes through
+    assert cond(f, "rome", ROME, "Ready")["reason"] != "RefusedByLiqo"
+    assert f.client.stored(FCS, "liqosec-rome", ROME) is not None
+
+
+def test_a_long_refusal_is_bounded_on_the_status() -> None:
+    f = Fixture(cluster("rome"))
+    huge = errors.Forbidden(
+        403,
+        "Forbidden",
+        'admission webhook "firewallconfiguration.validate.liqo.io" denied the request: ' + "x" * 10_000,
+    )
+    f.client.fail_once("create", FCS, huge)
+    with pytest.raises(errors.ApiError):
+        f.reconcile(key("rome"))
+    assert len(cond(f, "rome", ROME, "Ready")["message"]) < MAX_ERROR_CHARS + 200
+
+
+def test_a_refused_shard_keeps_every_other_firewall_and_retires_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Going from shards back to one firewall, the first one's update is refused: the shards it would
+    replace stay as they are (never emptied, never deleted), so nothing enforced is torn down."""
+    with monkeypatch.context() as patch:
+        _small_shards(patch)
+        f = Fixture([*cluster("rome"), *_many_pods()])
+        converge(f, key("rome"))
+    shards = {o["metadata"]["name"]: o["metadata"]["resourceVersion"] for o in f.client.of(FCS)}
+    assert len(shards) > 2
+    f.seed(pod("rome-late", "shop-rome", "10.1.250.10", origin="rome"))
+    f.client.fail_once("update", FCS, liqo_denial())
+    with pytest.raises(errors.ApiError):
+        f.reconcile(key("rome"))
+    assert {o["metadata"]["name"]: o["metadata"]["resourceVersion"] for o in f.client.of(FCS)} == shards
+    assert cond(f, "rome", ROME, "Ready")["reason"] == "RefusedByLiqo"
+    f.sync()
+    f.reconcile(key("rome"))  # allowed again: written, and only now are the other shards retired
+    f.sync()
+    f.after_grace()
+    converge(f, key("rome"))
+    assert [o["metadata"]["name"] for o in f.client.of(FCS)] == ["liqosec-rome"]
+
+
+def test_other_shards_are_still_written_when_one_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    _small_shards(monkeypatch)
+    f = Fixture([*cluster("rome"), *_many_pods()])
+    f.client.fail_once("create", FCS, liqo_denial())
+    with pytest.raises(errors.ApiError):
+        f.reconcile(key("rome"))
+    creates = [a for a in f.client.actions if a.verb == "create" and a.resource == "firewallconfigurations"]
+    assert len(creates) > 2 and len(f.client.of(FCS)) == len(creates) - 1
+    assert "(and" not in cond(f, "rome", ROME, "Ready")["message"]
+
+
+def test_another_webhooks_refusal_is_named_as_such() -> None:
+    f = Fixture(cluster("rome"))
+    f.client.fail_once(
+        "create",
+        FCS,
+        errors.Forbidden(403, "Forbidden", 'admission webhook "validate.kyverno.svc" denied the request: no'),
+    )
+    with pytest.raises(errors.ApiError):
+        f.reconcile(key("rome"))
+    assert cond(f, "rome", ROME, "Ready")["reason"] == "RefusedByWebhook"
+
+
+# ----- Liqo still remapping the peer's CIDRs -----
+def _remap_pending_for(monkeypatch: pytest.MonkeyPatch, peer: str) -> None:
+    real = reconcile_module.gather
+
+    def pending(view: Any, pc: Any, *args: Any) -> Any:
+        if pc.name == peer:
+            ref = ObjectRef("Configuration", f"liqo-tenant-{peer}", peer)
+            raise RemapPending(ref, "status.remote.cidr.pod[0]", "not remapped yet ('')")
+        return real(view, pc, *args)
+
+    monkeypatch.setattr(reconcile_module, "gather", pending)
+
+
+def test_a_pending_remap_waits_keeping_the_firewall_with_one_normal_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    f = Fixture(cluster("rome", "milan"))
+    converge(f, key("rome"))
+    before = fc_rv(f, "liqosec-rome", ROME)
+    _remap_pending_for(monkeypatch, "rome")
+    f.seed(
+        pod("rome-1", "shop-rome", "10.1.30.30", origin="rome"),
+        pod("milan-1", "shop-milan", "10.1.31.31", origin="milan"),
+    )
+    f.reconcile(key("rome"))
+    assert f.again is None  # no requeue: the Configuration's update brings it back
+    ready = cond(f, "rome", ROME, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "RemapPending")
+    assert ready["message"].startswith(
+        "waiting for Liqo: Configuration liqo-tenant-rome/rome: status.remote.cidr.pod[0]"
+    )
+    assert ready["message"].endswith("the last good FirewallConfiguration is kept")
+    assert cond(f, "rome", ROME, "Valid")["status"] == "True"
+    assert warnings(f) == []
+    assert [e["reason"] for e in f.client.events if e["type"] == "Normal"][-1] == "RemapPending"
+    assert f.metric("liqosec_invalid_cluster_state_total", peering=key("rome")) == 0
+    f.reconcile(key("rome"))  # stale cache: no second Event
+    f.sync()
+    assert f.reconcile(key("rome")) == []
+    assert [e["reason"] for e in f.client.events].count("RemapPending") == 1
+    assert fc_rv(f, "liqosec-rome", ROME) == before
+    converge(f, key("milan"))  # milan does not wait with rome
+    assert "10.1.31.31" in str(f.client.stored(FCS, "liqosec-milan", MILAN))
+    assert cond(f, "milan", MILAN, "Ready")["status"] == "True"
+    monkeypatch.undo()  # remapped: Liqo's update of the Configuration brings rome back
+    converge(f, key("rome"))
+    assert cond(f, "rome", ROME, "Ready")["status"] == "True"
+    assert "10.1.30.30" in str(f.client.stored(FCS, "liqosec-rome", ROME))
+
+
+def test_a_new_peering_waiting_for_its_remap_writes_no_firewall_until_liqo_remaps() -> None:
+    """Liqo's Configuration controller writes `""` until its IPAM has remapped the peer's CIDR."""
+    objs = [o for o in cluster("rome") if o["kind"] != "Configuration"]
+    f = Fixture([*objs, configuration("rome", "")])
+    f.reconcile(key("rome"))
+    assert f.again is None and f.client.stored(FCS, "liqosec-rome", ROME) is None
+    ready = cond(f, "rome", ROME, "Ready")
+    assert ready["reason"] == "RemapPending" and ready["message"].endswith("no FirewallConfiguration is written")
+    assert "Configuration liqo-tenant-rome/rome: status.remote.cidr.pod[0]" in ready["message"]
+    assert warnings(f) == [] and f.metric("liqosec_invalid_cluster_state_total", peering=key("rome")) == 0
+    f.seed(configuration("rome", "10.70.0.0/16"))  # remapped
+    converge(f, key("rome"))
+    assert cond(f, "rome", ROME, "Ready")["status"] == "True"
+    assert [e["reason"] for e in f.client.events].count("RemapPending") == 1
+
+
+# ----- what Liqo's reflection settings change for a policy -----
+def shadow(name: str, ip: str | None, *, phase: str = "Running", **labels: str) -> dict[str, Any]:
+    """A shadow pod of a workload we offloaded to rome, on rome's virtual node."""
+    out = pod(name, "shop", ip, node="liqo-rome", **{"liqo.io/shadowPod": "true", **labels})
+    out["status"]["phase"] = phase
+    return out
+
+
+def conditions_of(f: Fixture, name: str = "rome", ns: str = ROME) -> set[str]:
+    return {c["type"] for c in status_of(f, name, ns)["conditions"]}
+
+
+def test_shadow_pods_without_an_ip_are_named_when_the_policy_uses_vc_remote() -> None:
+    """Liqo's --disable-ip-reflection leaves shadow pods without an IP: vc-remote is silently empty."""
+    borders = peering("rome", ROME, [], securityMode="ProtectedBorders")  # its preset names vc-remote
+    objs = [o for o in cluster("rome") if o["kind"] != "PeeringConnectivity"]
+    f = Fixture(
+        [
+            *objs,
+            borders,
+            virtual_node("liqo-rome", "rome"),
+            shadow("api-0", None),
+            shadow("api-1", None),
+            shadow("api-2", None, phase="Pending"),  # not started yet: no IP is expected
+            shadow("web-0", "10.70.0.5"),
+        ]
+    )
+    converge(f, key("rome"))
+    found = cond(f, "rome", ROME, "ShadowPodsWithoutIP")
+    assert (found["status"], found["reason"]) == ("True", "IPNotReflected")
+    assert found["message"].startswith("2 running shadow pods of workloads offloaded to rome hold no IP address")
+    assert found["message"].endswith(": shop/api-0, shop/api-1")
+    assert f.reconcile(key("rome")) == []  # written once, not again
+    f.seed(shadow("api-0", "10.70.0.6"), shadow("api-1", "10.70.0.7"))
+    converge(f, key("rome"))
+    assert "ShadowPodsWithoutIP" not in conditions_of(f)
+    # A policy that does not use vc-remote is not told.
+    g = Fixture([*cluster("rome"), virtual_node("liqo-rome", "rome"), shadow("api-0", None)])
+    converge(g, key("rome"))
+    assert "ShadowPodsWithoutIP" not in conditions_of(g)
+
+
+def _selecting(group: str | None) -> dict[str, Any]:
+    party: dict[str, Any] = {"podSelector": {"matchLabels": {"team": "shop", "app": "api"}}}
+    if group:
+        party["group"] = group
+    rules = [{"source": party, "destination": {"group": "remote-cluster"}, "action": "allow"}]
+    return peering("rome", ROME, rules)
+
+
+@pytest.mark.parametrize("group", [None, "vc-remote", "vc-local"])
+def test_labels_liqo_does_not_reflect_are_named_when_a_selector_uses_them(group: str | None) -> None:
+    """`reflection.skip.labels` (the VirtualNode's labelsNotReflected): rome never sees those labels on what we
+    offload, so its policies cannot select our pods by them."""
+    objs = [o for o in cluster("rome") if o["kind"] != "PeeringConnectivity"]
+    f = Fixture([*objs, _selecting(group), virtual_node_cr("rome", "team", "owner")])
+    converge(f, key("rome"))
+    found = cond(f, "rome", ROME, "LabelsNotReflected")
+    assert (found["status"], found["reason"]) == ("True", "PeerCannotSelect")
+    assert found["message"].startswith(
+        "Liqo does not reflect the label team to rome (VirtualNode liqo-tenant-rome/rome: "
+        "spec.offloadingPatch.labelsNotReflected)"
+    )
+    assert found["message"].endswith("spec.rules[0].source.podSelector (team)")
+    assert f.reconcile(key("rome")) == []
+
+
+def test_labels_not_reflected_say_nothing_when_no_selector_of_the_policy_could_use_them() -> None:
+    objs = [o for o in cluster("rome") if o["kind"] != "PeeringConnectivity"]
+    f = Fixture([*objs, _selecting("offloaded"), virtual_node_cr("rome", "team"), virtual_node_cr("milan", "app")])
+    converge(f, key("rome"))
+    assert "LabelsNotReflected" not in conditions_of(f)
+    g = Fixture([*cluster("rome"), virtual_node_cr("rome", "team")])  # no selector at all
+    converge(g, key("rome"))
+    assert "LabelsNotReflected" not in conditions_of(g)

@@ -26,6 +26,7 @@ CLUSTER_PERMISSIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("ipam.liqo.io", "networks", ("get", "list", "watch")),
     ("networking.liqo.io", "configurations", ("get", "list", "watch")),
     ("offloading.liqo.io", "namespaceoffloadings", ("get", "list", "watch")),
+    ("offloading.liqo.io", "virtualnodes", ("get", "list", "watch")),
     ("core.liqo.io", "foreignclusters", ("get", "list", "watch")),
     ("apiextensions.k8s.io", "customresourcedefinitions", ("get", "list", "watch")),
     ("security.liqo.io", "peeringconnectivities", ("get", "list", "watch", "patch")),
