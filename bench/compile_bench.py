@@ -12,6 +12,14 @@ that bracket real clusters:
 
 The policy is the seed's Example 1 (examples/provider-isolate-offloaded.yaml). Run:
 ``python bench/compile_bench.py`` (a table) or ``--json``.
+
+``--shapes`` measures instead the policy shapes of issue 17 on pods offloaded by ``rome`` at
+scattered addresses (no two adjacent) on 8 nodes: ``protected-borders`` (``securityMode:
+ProtectedBorders``), ``default-deny`` (``defaultAction: deny``, allow remote-cluster <-> offloaded),
+``deny-offloaded-local`` (deny offloaded -> local-cluster, Example 1's shape) and ``segregation``
+(``IntraClusterTrafficSegregation``): objects, rules, the largest object's kernel expressions and
+bytes, the most matches in a rule, and how many objects a one-pod change rewrites (the most over
+``--changes`` random additions and removals). A policy refused as ``TooLarge`` reports its message.
 """
 
 from __future__ import annotations
@@ -322,6 +330,112 @@ def measure_store(pods: int) -> dict[str, Any]:
     }
 
 
+SHAPE_NODES = 8
+SHAPES: Mapping[str, dict[str, Any]] = {
+    "protected-borders": {"securityMode": "ProtectedBorders"},
+    "default-deny": {
+        "defaultAction": "deny",
+        "rules": [
+            {"source": {"group": "remote-cluster"}, "destination": {"group": "offloaded"}, "action": "allow"},
+            {"source": {"group": "offloaded"}, "destination": {"group": "remote-cluster"}, "action": "allow"},
+        ],
+    },
+    "deny-offloaded-local": {
+        "rules": [{"source": {"group": "offloaded"}, "destination": {"group": "local-cluster"}, "action": "deny"}]
+    },
+    "segregation": {"securityMode": "IntraClusterTrafficSegregation"},
+}
+DEFAULT_SHAPE_SIZES = (25, 50, 75, 100, 150, 200, 1_000, 10_000)
+# Free even addresses of the /16: pods never adjacent, so no two merge into one interval.
+_SLOTS = 32_767
+
+
+def shape_objects(shape: str, addresses: Sequence[int]) -> list[dict[str, Any]]:
+    """A provider cluster: pods offloaded by rome at `addresses` (offsets in 10.1.0.0/16) on 8 nodes, one policy."""
+    objects, _ = cluster_objects("scattered", 0)
+    pc = {**objects[-1], "spec": SHAPES[shape]}
+    pods = []
+    for i, offset in enumerate(addresses):
+        p = pod(f"off-{offset}", f"shop-{PEER}", ip(BASE + offset), offloaded=True)
+        p["spec"]["nodeName"] = f"node-{i % SHAPE_NODES}"
+        pods.append(p)
+    return [*objects[:-1], pc, *pods]
+
+
+def _expressions(rule: Mapping[str, Any]) -> int:
+    """Kernel expressions Liqo's agent forges for a rule (docs/semantics.md, "Liqo's agent")."""
+    total = 2
+    for m in rule.get("match") or ():
+        value = str((m.get("ip") or m.get("port") or {}).get("value", ""))
+        total += 3 if ("/" in value or "ctstate" in m or ("port" in m and "-" in value)) else 2
+    return total
+
+
+def _written(objects: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    return {o["metadata"]["name"]: json.dumps(o["spec"], sort_keys=True) for o in objects}
+
+
+def measure_shape(shape: str, n: int, changes: int) -> dict[str, Any]:
+    from liqosec.render import RenderError
+
+    rng = random.Random(SEED)
+    slots = rng.sample(range(1, _SLOTS), min(n + changes, _SLOTS - 1))
+    offsets = [2 * x for x in slots[:n]]
+    spare = [2 * x for x in slots[n:]]
+    out: dict[str, Any] = {"shape": shape, "pods": n}
+    try:
+        start = time.perf_counter()
+        [outcome] = outcomes(shape_objects(shape, offsets))
+        out["seconds"] = time.perf_counter() - start
+    except RenderError as err:
+        out["refused"] = str(err)
+        return out
+    fcs = outcome.firewalls
+    rules = [r for fc in fcs for c in fc["spec"]["table"]["chains"] for r in c["rules"]["filterRules"]]
+    per_object = [
+        sum(_expressions(r) for c in fc["spec"]["table"]["chains"] for r in c["rules"]["filterRules"]) for fc in fcs
+    ]
+    before = _written(fcs)
+    rewritten = []
+    for k in range(changes):
+        changed = [*offsets, spare[k]] if k % 2 == 0 else [o for o in offsets if o != offsets[rng.randrange(n)]]
+        try:
+            after = _written(outcomes(shape_objects(shape, changed))[0].firewalls)
+        except RenderError:
+            continue
+        rewritten.append(sum(1 for name in before.keys() | after.keys() if before.get(name) != after.get(name)))
+    out.update(
+        objects=len(fcs),
+        rules=len(rules),
+        rule_bound=3 * (n / 20 + 1),
+        max_object_expressions=max(per_object),
+        max_object_bytes=outcome.size_bytes,
+        max_matches_per_rule=max((len(r.get("match") or ()) for r in rules), default=0),
+        bytes_total=sum(len(json.dumps(fc, separators=(",", ":"))) for fc in fcs),
+        rewritten_per_change_max=max(rewritten, default=0),
+        rewritten_per_change_mean=statistics.mean(rewritten) if rewritten else 0.0,
+    )
+    return out
+
+
+def shape_table(results: Sequence[Mapping[str, Any]]) -> str:
+    head = (
+        f"{'shape':<21} {'pods':>6} {'objects':>7} {'rules':>7} {'3(n/20+1)':>9} {'max expr':>8} {'max KB':>7} "
+        f"{'m/rule':>6} {'rewrites':>9} {'compile s':>9}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in results:
+        if "refused" in r:
+            lines.append(f"{r['shape']:<21} {r['pods']:>6}  refused: {r['refused'][:160]}")
+            continue
+        lines.append(
+            f"{r['shape']:<21} {r['pods']:>6} {r['objects']:>7} {r['rules']:>7} {r['rule_bound']:>9.0f} "
+            f"{r['max_object_expressions']:>8} {r['max_object_bytes'] / 1000:>7.1f} {r['max_matches_per_rule']:>6} "
+            f"{r['rewritten_per_change_max']:>4} ({r['rewritten_per_change_mean']:.1f}) {r['seconds']:>9.2f}"
+        )
+    return "\n".join(lines)
+
+
 def run(sizes: Sequence[int], layouts: Sequence[str], repeat: int, store_pods: int) -> dict[str, Any]:
     return {
         "python": platform.python_version(),
@@ -370,7 +484,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=3, help="timed runs per case; the best is reported")
     p.add_argument("--store-pods", type=int, default=10_000, help="pods cached for the memory measurement")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument(
+        "--shapes",
+        type=lambda s: s.split(","),
+        nargs="?",
+        const=list(SHAPES),
+        default=None,
+        help=f"measure these policy shapes instead ({','.join(SHAPES)}; all when bare), at --sizes "
+        f"(default {','.join(map(str, DEFAULT_SHAPE_SIZES))})",
+    )
+    p.add_argument("--changes", type=int, default=6, help="one-pod changes per shape and size (with --shapes)")
     args = p.parse_args(argv)
+    if args.shapes is not None:
+        unknown_shapes = set(args.shapes) - set(SHAPES)
+        if unknown_shapes:
+            p.error(f"unknown shapes {sorted(unknown_shapes)}; choose from {', '.join(SHAPES)}")
+        sizes = args.sizes if "--sizes" in (argv if argv is not None else sys.argv) else list(DEFAULT_SHAPE_SIZES)
+        shaped = [measure_shape(shape, n, args.changes) for shape in args.shapes for n in sizes]
+        print(json.dumps({"shapes": shaped}, indent=2) if args.json else shape_table(shaped))
+        return 0
     unknown = set(args.layouts) - set(LAYOUTS)
     if unknown:
         p.error(f"unknown layouts {sorted(unknown)}; choose from {', '.join(LAYOUTS)}")

@@ -30,10 +30,11 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from liqosec.api.peeringconnectivity import MAX_PORT, Action, Group
-from liqosec.compiler.cover import Match, Plan, Term, plan
+from liqosec.compiler.cover import Match, Plan, Term, plan, rectangle_cost
 from liqosec.compiler.partition import Partition, partition
 from liqosec.compiler.policy import Clause
 from liqosec.compiler.ports import PortClass, PortSpan, port_classes, signature
+from liqosec.compiler.products import ProductPlan, product_plan, rectangle_label
 from liqosec.firewall.addresses import AddressSet
 from liqosec.firewall.capabilities import Capabilities
 from liqosec.firewall.evaluate import EPHEMERAL_PORT
@@ -50,6 +51,9 @@ CTSTATE_RULE_NAME = "accept-established-related"
 CIDR_EXPRESSIONS, VALUE_EXPRESSIONS, CTSTATE_EXPRESSIONS, RULE_OVERHEAD = 3, 2, 3, 2
 # A port range is payload and two cmps; a protocol is meta and cmp, a single port payload and cmp.
 PORT_RANGE_EXPRESSIONS = 3
+# Kernel expressions a product chain holds at most when the caller names no budget: one
+# FirewallConfiguration's (`firewallconfiguration.MAX_EXPRESSIONS_PER_FIREWALL`).
+PRODUCT_BUDGET = 1500
 _SCOPE = (Group.REMOTE_CLUSTER.value, Group.OFFLOADED.value, Group.VC_REMOTE.value)
 
 
@@ -191,7 +195,11 @@ def _verdicts(
     return out, deciders
 
 
-def _rectangles(part: Partition, region: set[tuple[int, int]], by_source: bool) -> list[tuple[AddressSet, AddressSet]]:
+def _keyed_rectangles(
+    part: Partition, region: set[tuple[int, int]], by_source: bool
+) -> list[tuple[AddressSet, AddressSet, tuple[tuple[int, ...], tuple[int, ...]]]]:
+    """Rectangles covering `region`, grouped by source (or destination) atom, each with the atoms
+    of its source and destination sides."""
     rows: dict[int, set[int]] = defaultdict(set)
     for a, b in region:
         key, other = (a, b) if by_source else (b, a)
@@ -201,18 +209,108 @@ def _rectangles(part: Partition, region: set[tuple[int, int]], by_source: bool) 
         grouped[frozenset(others)].append(key)
     out = []
     for targets, keys in sorted(grouped.items(), key=lambda kv: min(kv[1])):
-        first, second = part.union(sorted(keys)), part.union(sorted(targets))
-        out.append((first, second) if by_source else (second, first))
+        first_atoms, second_atoms = tuple(sorted(keys)), tuple(sorted(targets))
+        first, second = part.union(first_atoms), part.union(second_atoms)
+        if by_source:
+            out.append((first, second, (first_atoms, second_atoms)))
+        else:
+            out.append((second, first, (second_atoms, first_atoms)))
     return out
 
 
-def _candidates(part: Partition, verdicts: dict[tuple[int, int], str]) -> list[tuple[str, Plan]]:
+def _rectangles(part: Partition, region: set[tuple[int, int]], by_source: bool) -> list[tuple[AddressSet, AddressSet]]:
+    return [(src, dst) for src, dst, _ in _keyed_rectangles(part, region, by_source)]
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """A policy, the rules of its chain, and (policy accept only) the product chains beside it."""
+
+    policy: str
+    plan: Plan
+    products: tuple[ProductPlan, ...] = ()
+
+    @property
+    def rules(self) -> int:
+        return self.plan.rules + sum(p.rules for p in self.products)
+
+    @property
+    def matches(self) -> int:
+        return self.plan.matches + sum(p.matches for p in self.products)
+
+    @property
+    def rank(self) -> tuple[int, int, bool]:
+        """Fewest rules, then fewest matches; on a tie the accept policy, so a half-applied chain
+        fails open for traffic it does not govern."""
+        return (self.rules, self.matches, self.policy != ACCEPT)
+
+
+def _term_expressions(term: Term) -> int:
+    return RULE_OVERHEAD + sum(match_expressions(m) for m in term)
+
+
+def _drop_plan(
+    part: Partition, region: set[tuple[int, int]], by_source: bool, memo: dict[object, object], budget: int
+) -> tuple[Plan, tuple[ProductPlan, ...]]:
+    """Drop rules for `region`, but a rectangle whose sides are both scattered (its drop rules are
+    the product of its sides' chunks) becomes product chains when they spell it in fewer rules
+    (see `products`)."""
+    kept: list[tuple[AddressSet, AddressSet]] = []
+    products: list[ProductPlan] = []
+    for src, dst, atoms in _keyed_rectangles(part, region, by_source):
+        rules, src_terms, dst_terms = rectangle_cost(src, dst)
+        if src_terms >= 2 and dst_terms >= 2:
+            key = ("product", src.intervals, dst.intervals, budget)
+            if key not in memo:
+                label = rectangle_label(part.terms, atoms)
+                memo[key] = product_plan(label, src, dst, budget, _term_expressions)
+            product = memo[key]
+            assert isinstance(product, ProductPlan)
+            if product.rules + 1 < rules:  # a product chain is an object more: keep small rectangles in the chain
+                products.append(product)
+                continue
+        kept.append((src, dst))
+    return plan(kept, memo), tuple(products)
+
+
+def _candidates(
+    part: Partition, verdicts: dict[tuple[int, int], str], max_expressions: int | None = None
+) -> list[_Candidate]:
     out = []
     memo: dict[object, object] = {}
+    budget = PRODUCT_BUDGET if max_expressions is None else max_expressions
     for policy in (ACCEPT, DROP):
         region = {pair for pair, v in verdicts.items() if v != policy}
         for by_source in (True, False):
-            out.append((policy, plan(_rectangles(part, region, by_source), memo)))
+            if policy == ACCEPT:
+                out.append(_Candidate(policy, *_drop_plan(part, region, by_source, memo, budget)))
+            else:
+                out.append(_Candidate(policy, plan(_rectangles(part, region, by_source), memo)))
+    return out
+
+
+def _choose(part: Partition, verdicts: dict[tuple[int, int], str], max_expressions: int | None) -> _Candidate:
+    """The smallest candidate whose accept rules (policy drop) fit one FirewallConfiguration.
+
+    Only a candidate that would win is costed exactly (formatting its terms is slow).
+    """
+    ranked = sorted(_candidates(part, verdicts, max_expressions), key=lambda c: c.rank)
+    return next(c for c in ranked if _fits(c.policy, c.plan, max_expressions))
+
+
+def _product_chains(
+    products: Sequence[ProductPlan],
+    capabilities: Capabilities,
+    atoms: int,
+    one_way: bool,
+    one_way_clauses: tuple[Clause, ...],
+) -> list[tuple[str, CompiledChain]]:
+    """Each product chain as a chain of its own: policy drop, accepting what its block pair does not hold."""
+    out = []
+    for product in products:
+        for kind, terms in product.chains:
+            name, rules = _chain(ACCEPT, [(term, None) for term in terms], capabilities)
+            out.append((kind, CompiledChain(name, DROP, rules, atoms, one_way, one_way_clauses)))
     return out
 
 
@@ -284,20 +382,17 @@ def compile_chain(
     if any(c.ports for c in clauses):
         return compile_ports(clauses, default, groups, capabilities, max_expressions=max_expressions)
     part, verdicts, deciders = _decide(clauses, default, groups)
-    # Fewest rules, then fewest matches; on a tie prefer the accept policy so a
-    # half-applied chain fails open for traffic it does not govern. Only a
-    # candidate that would win is costed exactly (formatting its terms is slow).
-    ranked = sorted(_candidates(part, verdicts), key=lambda c: (c[1].rules, c[1].matches, c[0] != ACCEPT))
-    policy, best = next(c for c in ranked if _fits(c[0], c[1], max_expressions))
-    name, rules = _chain(DROP if policy == ACCEPT else ACCEPT, best.located_terms(), capabilities)
+    best = _choose(part, verdicts, max_expressions)
+    name, rules = _chain(DROP if best.policy == ACCEPT else ACCEPT, best.plan.located_terms(), capabilities)
     one_way, one_way_clauses = _one_way(clauses, default, verdicts, deciders)
     return CompiledChain(
         name=name,
-        policy=policy,
+        policy=best.policy,
         rules=rules,
         atoms=len(part.atoms),
         one_way=one_way,
         one_way_clauses=one_way_clauses,
+        extra=tuple(_product_chains(best.products, capabilities, len(part.atoms), one_way, one_way_clauses)),
     )
 
 
@@ -305,7 +400,8 @@ class ChainTooLarge(ValueError):
     """An accept-rules chain over one FirewallConfiguration's budget: it cannot be cut into shards."""
 
 
-PORTS, HOLES = "ports", "holes"  # the extra chains of `compile_ports`, named in their objects and tables
+PORTS, HOLES = "ports", "holes"
+# the extra chains of `compile_ports`, named in their objects and tables
 L4_MATCHES = 2  # a protocol and a port: what a rule of a port class adds to its addresses
 
 
@@ -432,9 +528,10 @@ def compile_ports(
                 )
             extra.append((HOLES, holes_chain))
         verdicts = {pair: (ACCEPT if pair in opened else verdict) for pair, verdict in base.items()}
-        ranked = sorted(_candidates(part, verdicts), key=lambda c: (c[1].rules, c[1].matches, c[0] != ACCEPT))
-        policy, best = next(c for c in ranked if _fits(c[0], c[1], max_expressions))
-        main = chain_of(policy, [*best.located_terms(), *(drops if policy == ACCEPT else [])])
+        chosen = _choose(part, verdicts, max_expressions)
+        policy = chosen.policy
+        main = chain_of(policy, [*chosen.plan.located_terms(), *(drops if policy == ACCEPT else [])])
+        extra += _product_chains(chosen.products, capabilities, atoms, one_way, one_way_clauses)
     if drops and main.policy == DROP:
         extra.append((PORTS, chain_of(ACCEPT, drops)))
     return CompiledChain(

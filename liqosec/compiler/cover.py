@@ -181,6 +181,15 @@ def _format(spelling: Spelling, position: str) -> list[Term]:
     return terms
 
 
+def complement_terms(addresses: AddressSet, position: str) -> list[Term]:
+    """Terms, each of at most `MAX_MATCHES_PER_RULE` matches, whose union is every address not in `addresses`."""
+    outside = addresses.complement()
+    hashes, holes = _set_info(outside)
+    spelling = _spell(outside, holes, hashes, MAX_MATCHES_PER_RULE)
+    assert spelling is not None  # a full budget always spells
+    return _format(spelling, position)
+
+
 def _locations(spelling: Spelling) -> list[int | None]:
     """Per chunk, the start of its last interval: near every address the chunk is about.
 
@@ -250,6 +259,12 @@ def _rectangle(src: AddressSet, dst: AddressSet, reserve: int = 0) -> tuple[int,
         raise AssertionError("no split fits the match budget")
     _bounded(_RECTANGLES, _RECTANGLES_LIMIT)[key] = best
     return best
+
+
+def rectangle_cost(src: AddressSet, dst: AddressSet) -> tuple[int, int, int]:
+    """Drop rules spelling src x dst, and the terms of each side: (rules, source terms, destination terms)."""
+    rules, _, s, d = _rectangle(src, dst)
+    return rules, s.terms, d.terms
 
 
 def plan(

@@ -37,6 +37,7 @@ from liqosec.compiler.compile import (
     compile_node_chains,
 )
 from liqosec.compiler.policy import Clause, clauses_of, namespaces_of, selections_of
+from liqosec.compiler.products import PRODUCT
 from liqosec.firewall.addresses import AddressSet, int_to_ip
 from liqosec.firewall.capabilities import Capabilities
 from liqosec.groups.resolve import (
@@ -68,6 +69,13 @@ MAX_EXPRESSIONS_PER_FIREWALL = 1500
 # Shards are filled to this fraction on average, so hashing rarely overflows one.
 SHARD_FILL = 0.6
 MAX_SHARDS = 1024
+# FirewallConfigurations one peering may have (shards, its ports and holes tables, product chains):
+# past it the policy is refused as too large, with the numbers, rather than written in part.
+MAX_FIREWALLS = 1024
+
+
+class ShardError(ValueError):
+    """A chain's drop rules cannot be cut into shards within the budget."""
 
 
 @dataclass(frozen=True)
@@ -146,7 +154,10 @@ def shards(chain: CompiledChain, max_expressions: int = MAX_EXPRESSIONS_PER_FIRE
     first = [r for r in chain.rules if not r.ctstate and r.locality is None]
     keyed = [(k, r) for r in chain.rules if not r.ctstate and (k := r.locality) is not None]
     if sum(r.expressions for r in first) > room:
-        raise ValueError(f"{len(first)} rules without an address span pass {max_expressions} expressions")
+        raise ShardError(
+            f"{len(first)} rules without an address span take {sum(r.expressions for r in first)} kernel "
+            f"expressions, over the {max_expressions} one FirewallConfiguration may hold"
+        )
     out = [Shard("", head + tuple(first))]
     pending: list[tuple[int, int, list[tuple[int, FilterRule]]]] = [(0, 0, keyed)]
     while pending:
@@ -155,7 +166,10 @@ def shards(chain: CompiledChain, max_expressions: int = MAX_EXPRESSIONS_PER_FIRE
             out.append(Shard(_cidr_label(prefix, depth), head + tuple(r for _, r in items)))
             continue
         if depth == 32 or len(out) + len(pending) >= MAX_SHARDS:
-            raise ValueError(f"cannot cut {len(keyed)} rules into shards of {max_expressions} expressions")
+            raise ShardError(
+                f"{len(keyed)} rules ({sum(r.expressions for _, r in keyed)} kernel expressions) cannot be cut "
+                f"into at most {MAX_SHARDS} FirewallConfigurations of {max_expressions} expressions each"
+            )
         half = 1 << (31 - depth)
         for bit in (half, 0):
             part = [(k, r) for k, r in items if (k & half) == bit]
@@ -264,6 +278,20 @@ def _too_large(pc: PeeringConnectivity, size: int, rules: int) -> ValidationErro
     )
 
 
+def _too_many(chain: CompiledChain, objects: int) -> str:
+    products = sum(1 for kind, _ in chain.extra if kind.startswith(PRODUCT))
+    why = (
+        f", {products} of them product chains (source and destination both scattered sets: their count grows "
+        "with the product of the two sets' sizes)"
+        if products
+        else ""
+    )
+    return (
+        f"compiles to at least {objects} FirewallConfigurations ({chain.rule_count} rules){why}, over the "
+        f"{MAX_FIREWALLS} one peering may have; narrow the rules or the groups they name"
+    )
+
+
 @dataclass(frozen=True)
 class Inputs:
     """Everything a peering's firewalls are compiled from: equal inputs, equal firewalls."""
@@ -304,7 +332,22 @@ def object_size(fc: Mapping[str, Any], rules: tuple[FilterRule, ...]) -> int:
     return len(json.dumps(hollow, separators=(",", ":"))) + sum(r.json_size for r in rules) + max(0, len(rules) - 1)
 
 
+def _refused(pc: PeeringConnectivity, message: str) -> ValidationError:
+    return ValidationError([FieldError("spec.rules", message, reason="TooLarge")], obj=f"{KIND} {pc.key}")
+
+
 def compile_inputs(inputs: Inputs, capabilities: Capabilities) -> Outcome:
+    """The peering's firewalls (`_compile_inputs`); a policy past Liqo's limits is refused as TooLarge."""
+    try:
+        return _compile_inputs(inputs, capabilities)
+    except ShardError as err:
+        raise _refused(
+            inputs.peering,
+            f"compiles to more than Liqo's agent can apply: {err}; narrow the rules or the groups they name",
+        ) from err
+
+
+def _compile_inputs(inputs: Inputs, capabilities: Capabilities) -> Outcome:
     """The peering's firewalls: one chain for every node (sharded), or one per node (`hosted` given)."""
     pc, peer, clauses, groups = inputs.peering, inputs.peer, inputs.clauses, inputs.groups
     # Per-node chains hold drop rules by address only; a peering whose rules name ports is
@@ -326,13 +369,17 @@ def compile_inputs(inputs: Inputs, capabilities: Capabilities) -> Outcome:
                 clauses, pc.spec.default_action, groups, capabilities, max_expressions=MAX_EXPRESSIONS_PER_FIREWALL
             )
         except ChainTooLarge as err:
-            problem = FieldError("spec.rules", str(err), reason="TooLarge")
-            raise ValidationError([problem], obj=f"{KIND} {pc.key}") from err
+            raise _refused(pc, str(err)) from err
+        objects = 1 + len(chain.extra)
+        if objects > MAX_FIREWALLS:  # before cutting shards: each extra chain is at least one object
+            raise _refused(pc, _too_many(chain, objects))
         built = [(firewall_object(pc, peer, chain, s.rules, s.label), s.rules) for s in shards(chain)]
         for kind, extra in chain.extra:  # tables of their own: a packet must pass them all (`compile_ports`)
             built += [
                 (firewall_object(pc, peer, extra, s.rules, extra_shard(kind, s.label)), s.rules) for s in shards(extra)
             ]
+    if len(built) > MAX_FIREWALLS:
+        raise _refused(pc, _too_many(chain, len(built)))
     objs = tuple(obj for obj, _ in built)
     size = max(object_size(obj, rules) for obj, rules in built)
     if size > MAX_OBJECT_BYTES:

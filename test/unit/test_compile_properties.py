@@ -48,9 +48,13 @@ packets = st.lists(st.tuples(ADDRESSES, ADDRESSES), min_size=1, max_size=30)
 PC = PeeringConnectivity(name="rome", namespace="liqo-tenant-rome", spec=PeeringConnectivitySpec(), uid="u")
 
 
-def firewall(rules: list[Clause], default: Action, sets: dict[str, AddressSet], caps: Capabilities) -> dict[str, Any]:
+def firewall(
+    rules: list[Clause], default: Action, sets: dict[str, AddressSet], caps: Capabilities
+) -> list[dict[str, Any]]:
+    """The peering's objects: its chain and the chains of its own tables (product chains)."""
     groups = ResolvedGroups(peer="rome", sets=sets)
-    return firewall_object(PC, "rome", compile_chain(rules, default, groups, caps))
+    chain = compile_chain(rules, default, groups, caps)
+    return [firewall_object(PC, "rome", chain)] + [firewall_object(PC, "rome", c, index=k) for k, c in chain.extra]
 
 
 def expected(rules: list[Clause], default: Action, sets: dict[str, AddressSet], src: int, dst: int) -> bool:
@@ -67,14 +71,18 @@ def shuffled(fc: dict[str, Any], seed: int) -> dict[str, Any]:
     return {**table, "chains": [chain]}
 
 
+def shuffled_all(fcs: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+    return [shuffled(fc, seed + i) for i, fc in enumerate(fcs)]
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(group_maps, clauses, st.sampled_from(list(Action)), packets, st.integers(0, 2**16))
 def test_compiled_chain_matches_first_match_in_any_order(
     sets: dict[str, AddressSet], rules: list[Clause], default: Action, pkts: list[tuple[int, int]], seed: int
 ) -> None:
-    table = shuffled(firewall(rules, default, sets, Capabilities()), seed)
+    tables = shuffled_all(firewall(rules, default, sets, Capabilities()), seed)
     for src, dst in pkts:
-        assert node_accepts([table], Packet(src, dst)) == expected(rules, default, sets, src, dst), (src, dst)
+        assert node_accepts(tables, Packet(src, dst)) == expected(rules, default, sets, src, dst), (src, dst)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -89,8 +97,8 @@ def test_verdicts_survive_an_agent_style_update(
     stateful: bool,
 ) -> None:
     caps = Capabilities(ctstate=stateful)
-    node = agent.apply(agent.EMPTY, [firewall(rules_before, default, before, caps)])
-    node = agent.apply(node, [firewall(rules_after, default, after, caps)])
+    node = agent.apply(agent.EMPTY, firewall(rules_before, default, before, caps))
+    node = agent.apply(node, firewall(rules_after, default, after, caps))
     tables = [t.as_spec() for t in node]
     for src, dst in pkts:
         assert node_accepts(tables, Packet(src, dst)) == expected(rules_after, default, after, src, dst), (src, dst)
@@ -103,6 +111,7 @@ def test_verdicts_survive_an_agent_style_update(
 def test_every_rule_shares_one_verdict_opposite_to_the_policy(
     sets: dict[str, AddressSet], rules: list[Clause], default: Action
 ) -> None:
-    chain = compile_chain(rules, default, ResolvedGroups(peer="rome", sets=sets), Capabilities())
-    assert {r.action for r in chain.rules} <= ({"drop"} if chain.policy == "accept" else {"accept"})
-    assert len({r.name for r in chain.rules}) == len(chain.rules)
+    compiled = compile_chain(rules, default, ResolvedGroups(peer="rome", sets=sets), Capabilities())
+    for chain in (compiled, *(c for _, c in compiled.extra)):
+        assert {r.action for r in chain.rules} <= ({"drop"} if chain.policy == "accept" else {"accept"})
+        assert len({r.name for r in chain.rules}) == len(chain.rules)

@@ -62,7 +62,10 @@ def random_policy(rng: random.Random) -> tuple[list[Clause], Action]:
 
 
 def tables(chain: Any) -> list[dict[str, Any]]:
-    return [fcmod.firewall_object(PC, "rome", chain)["spec"]["table"]]
+    """The chain's table and those of its extra chains (product chains of the all-nodes chain)."""
+    fcs = [fcmod.firewall_object(PC, "rome", chain)]
+    fcs += [fcmod.firewall_object(PC, "rome", extra, index=kind) for kind, extra in chain.extra]
+    return [fc["spec"]["table"] for fc in fcs]
 
 
 def node_of(ip: int, hosted: dict[str, AddressSet]) -> str | None:
