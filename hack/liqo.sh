@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Liqo, from its Go module at the one pinned version (the require line of hack/liqo-agent/go.mod).
 #
-#   hack/liqo.sh agent [--print-path]  build hack/liqo-agent (Liqo's own FirewallConfiguration
-#                                      reconciler for one node), cached by version and source hash:
+#   hack/liqo.sh agent [--print-path]  build hack/liqo-agent (one binary of Liqo's code: `agent`, the
+#                                      default, Liqo's FirewallConfiguration reconciler for one node;
+#                                      `webhook`, Liqo's FirewallConfiguration admission webhooks;
+#                                      `forge`, Liqo's objects for a peering's state), cached by
+#                                      version and source hash:
 #                                      ${LIQOSEC_CACHE:-$HOME/.cache/liqosec}/bin/liqo-agent-<ver>-<hash>
 #   hack/liqo.sh crds                  copy Liqo's CRDs that liqosec reads from the module into
 #                                      hack/liqo-crds/ (committed, so a clone works offline)

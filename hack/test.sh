@@ -16,7 +16,7 @@ python3 -c 'import liqosec, hypothesis, pytest' || { log "pip install failed"; e
 log "installing system packages and building the control plane (cached after the first run)"
 hack/ci-setup.sh
 hack/build-helm.sh >/dev/null
-hack/liqo.sh agent >/dev/null   # Liqo's own firewall agent, from its Go module (the dataplane suite)
+hack/liqo.sh agent >/dev/null   # Liqo's code from its Go module: the dataplane agents, the FC webhooks, forge
 hack/liqo.sh check-crds         # hack/liqo-crds is Liqo's, at the version pinned in hack/liqo-agent/go.mod
 export LIQOSEC_REQUIRE_HELM=1  # built just above: the chart tests must run, not skip
 

@@ -1,114 +1,53 @@
-// Command liqo-agent runs Liqo's own FirewallConfiguration reconciler (the controller that
-// Liqo's fabric DaemonSet runs on every node) for one "node" whose nftables live in a chosen
-// network namespace. It lets one host play several nodes, so that every packet in liqosec's
-// tests is decided by Liqo's code, not by a model of it.
+// Command liqo-agent runs pieces of Liqo v-pinned (go.mod) for liqosec's tests, one per subcommand:
 //
-// Nothing here re-implements Liqo: the reconciler, its label sets, finalizer and status handling
-// are imported from github.com/liqotech/liqo at the version pinned in go.mod. This file only wires
-// them: an API server connection, the node's label sets, and an nftables connection opened in the
-// target namespace. The nft monitor stays off: Liqo's monitor watches the agent's own namespace,
-// not the target one, so it would re-apply on unrelated host changes and miss drift in the target.
+//	liqo-agent [agent] --node=N [--netns=PATH] ...   Liqo's FirewallConfiguration reconciler for one node (agent.go)
+//	liqo-agent webhook --port=P --cert-dir=DIR ...   Liqo's FirewallConfiguration admission webhooks (webhook.go)
+//	liqo-agent forge < spec.json                     Liqo's objects for a peering, made by Liqo's code (forge.go)
+//
+// Nothing here re-implements Liqo: every behaviour comes from github.com/liqotech/liqo at the version
+// pinned in go.mod; these files only wire Liqo's functions to an API server, a network namespace or
+// stdin/stdout. No subcommand (first argument a flag) means "agent", so older callers keep working.
 package main
 
 import (
-	"context"
 	"flag"
 	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
-	"time"
+	"strings"
 
-	"github.com/google/nftables"
-	"golang.org/x/sys/unix"
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/runtime"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/klog/v2"
-	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/metrics/server"
-
-	networkingv1beta1 "github.com/liqotech/liqo/apis/networking/v1beta1"
-	"github.com/liqotech/liqo/pkg/fabric"
-	"github.com/liqotech/liqo/pkg/firewall"
 )
 
+var subcommands = map[string]func(args []string){
+	"agent":   agentMain,
+	"webhook": webhookMain,
+	"forge":   forgeMain,
+}
+
 func main() {
-	// controller-runtime registers --kubeconfig itself (sigs.k8s.io/controller-runtime/pkg/client/config).
-	netns := flag.String("netns", "", "network namespace whose nftables this node owns (a path such as /var/run/netns/NAME); empty: this process's own")
-	node := flag.String("node", "", "node name: the firewall-unique label this agent serves and the host of its status conditions")
-	host := flag.String("host", "", "host name written in status conditions (Liqo writes its fabric pod's name); default: the node name")
-	timeout := flag.Duration("reconcile-timeout", 30*time.Second, "bound on one reconcile")
+	// controller-runtime registers --kubeconfig on flag.CommandLine itself
+	// (sigs.k8s.io/controller-runtime/pkg/client/config); klog adds its own flags there too.
 	klog.InitFlags(nil)
-	flag.Parse()
-	if *node == "" {
-		fmt.Fprintln(os.Stderr, "liqo-agent: --node is required")
+	args := os.Args[1:]
+	name := "agent"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		name, args = args[0], args[1:]
+	}
+	run, ok := subcommands[name]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "liqo-agent: unknown subcommand %q (agent, webhook, forge)\n", name)
 		os.Exit(2)
 	}
-	if *host == "" {
-		*host = *node
-	}
-	if err := run(*netns, *node, *host, *timeout); err != nil {
-		fmt.Fprintf(os.Stderr, "liqo-agent: %v\n", err)
-		os.Exit(1)
-	}
+	run(args)
 }
 
-func nftConnection(netns string) (*nftables.Conn, error) {
-	if netns == "" {
-		return nftables.New()
+// parseFlags parses a subcommand's flags, all registered on flag.CommandLine (one subcommand runs
+// per process), so that controller-runtime's --kubeconfig and klog's flags work everywhere.
+func parseFlags(name string, args []string) {
+	flag.CommandLine.Init("liqo-agent "+name, flag.ExitOnError)
+	_ = flag.CommandLine.Parse(args)
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "liqo-agent %s: unexpected arguments %v\n", name, flag.Args())
+		os.Exit(2)
 	}
-	// A raw fd kept open for the process's lifetime: an *os.File would be closed by the garbage
-	// collector, its number reused, and the rules would then land in the host namespace silently.
-	fd, err := unix.Open(netns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("opening network namespace %s: %w", netns, err)
-	}
-	return nftables.New(nftables.WithNetNSFd(fd))
-}
-
-func run(netns, node, host string, timeout time.Duration) error {
-	log.SetLogger(klog.NewKlogr())
-	scheme := runtime.NewScheme()
-	utilruntime.Must(networkingv1beta1.AddToScheme(scheme))
-	utilruntime.Must(corev1.AddToScheme(scheme))
-
-	cfg, err := ctrl.GetConfig()
-	if err != nil {
-		return fmt.Errorf("no API server configuration (set --kubeconfig or KUBECONFIG): %w", err)
-	}
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                 scheme,
-		Metrics:                server.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		LeaderElection:         false,
-	})
-	if err != nil {
-		return fmt.Errorf("creating the manager: %w", err)
-	}
-	conn, err := nftConnection(netns)
-	if err != nil {
-		return err
-	}
-	// Liqo's constructor opens a connection in the agent's own namespace; the exported field is
-	// replaced with one in the node's namespace before the controller starts.
-	reconciler, err := firewall.NewFirewallConfigurationReconcilerWithFinalizer(
-		mgr.GetClient(), mgr.GetScheme(), host,
-		mgr.GetEventRecorderFor("firewall-controller"),
-		[]labels.Set{fabric.ForgeFirewallTargetLabels(), fabric.ForgeFirewallTargetLabelsSingleNode(node)},
-	)
-	if err != nil {
-		return fmt.Errorf("creating Liqo's firewall reconciler: %w", err)
-	}
-	reconciler.NftConnection = conn
-
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	if err := reconciler.SetupWithManager(ctx, mgr, false, timeout); err != nil {
-		return fmt.Errorf("setting up Liqo's firewall reconciler: %w", err)
-	}
-	klog.Infof("liqo-agent: node %s (host %s), nftables in %q", node, host, netns)
-	return mgr.Start(ctx)
 }

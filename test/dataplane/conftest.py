@@ -1,6 +1,7 @@
 """Scope: fixtures for real-packet tests: a real API server, `liqosec run`, Liqo's agent per node namespace.
 
-Every packet is decided by Liqo's own firewall code (hack/liqo-agent). The suite
+Every packet is decided by Liqo's own firewall code (hack/liqo-agent), and every
+FirewallConfiguration written passes Liqo's own admission webhooks (`liqo-agent webhook`). The suite
 skips only where the machine cannot run it at all (not root, no nft or ip); a
 missing build fails, naming the command that makes it, and under CI a missing
 tool fails too.
@@ -20,6 +21,7 @@ from world import World
 
 from harness.agents import AgentMissing, Agents, find_agent, node_object
 from harness.controlplane import ControlPlane, ControlPlaneUnavailable, find_binaries
+from harness.liqo_webhook import LiqoWebhook
 from harness.netns import Cluster, sweep
 from harness.objects import apply
 from liqosec.compiler.firewallconfiguration import ALL_NODES, PER_NODE
@@ -71,7 +73,8 @@ def sweep_namespaces() -> Iterator[None]:
 
 @contextmanager
 def built_world(nodes: int, name: str, *controller_args: str, scope: str = ALL_NODES) -> Iterator[World]:
-    """The whole chain: API server, `liqosec run` (with these flags), one Liqo agent per node namespace."""
+    """The whole chain: API server with Liqo's FirewallConfiguration webhooks, `liqosec run` (with these
+    flags), one Liqo agent per node namespace."""
     _require_machine()
     try:
         binaries = find_binaries(REPO_ROOT)
@@ -81,7 +84,11 @@ def built_world(nodes: int, name: str, *controller_args: str, scope: str = ALL_N
     logs = Path(tempfile.mkdtemp(prefix=f"liqosec-dataplane-{name}-"))
     with ControlPlane(binaries) as cp:
         cp.install_crds([REPO_ROOT / "hack" / "liqo-crds", REPO_ROOT / "manifests" / "crds"])
-        with cp.api_client() as api, Cluster(nodes, prefix=f"{PREFIX}{name}-") as cluster:
+        with (
+            LiqoWebhook(cp, agent=agent, work_dir=logs / "liqo-webhook"),
+            cp.api_client() as api,
+            Cluster(nodes, prefix=f"{PREFIX}{name}-") as cluster,
+        ):
             kube = RestKubeClient(api)
             apply(kube, [node_object(i) for i in range(nodes)])
             agents = Agents(cluster, cp.kubeconfig_path, logs, agent=agent)

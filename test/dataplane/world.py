@@ -128,16 +128,20 @@ class World:
                 self.kube.delete(FIREWALL_CONFIGURATIONS, meta["name"], namespace=meta["namespace"])
         for (namespace, name), fc in wanted.items():
             ensure_namespace(self.kube, namespace)
-            try:
-                self.kube.create(FIREWALL_CONFIGURATIONS, dict(fc), namespace=namespace)
-            except errors.AlreadyExists:
-                for _ in range(10):  # the agents write the same object (finalizer, status): retry conflicts
+            # Read first, then create or update: Liqo's validating webhook answers a create of an existing
+            # FirewallConfiguration with 403 "table name ... already used" (admission runs before the API
+            # server's own AlreadyExists check), so create-then-update-on-409 never reaches the update.
+            for _ in range(10):  # the agents write the same object (finalizer, status): retry conflicts
+                try:
                     live = self.kube.get(FIREWALL_CONFIGURATIONS, name, namespace=namespace)
-                    try:
-                        self.kube.update(FIREWALL_CONFIGURATIONS, {**live, "spec": fc["spec"]})
-                        break
-                    except errors.Conflict:
-                        continue
+                except errors.NotFound:
+                    self.kube.create(FIREWALL_CONFIGURATIONS, dict(fc), namespace=namespace)
+                    break
+                try:
+                    self.kube.update(FIREWALL_CONFIGURATIONS, {**live, "spec": fc["spec"]})
+                    break
+                except errors.Conflict:
+                    continue
         return self.agents.wait_applied(firewalls, timeout=timeout)
 
     def live_firewalls(self) -> list[dict[str, Any]]:

@@ -1,7 +1,12 @@
 """Fixtures for tests against a real control plane (etcd, kube-apiserver, kube-controller-manager).
 
-Nothing is built here: a cold build takes tens of minutes. Without the binaries the tests skip on a
-developer machine and fail under CI (env ``CI`` set), where a silent skip would hide a broken setup.
+The API server runs Liqo's own FirewallConfiguration admission webhooks (``liqo-agent webhook``,
+test/harness/liqo_webhook.py), as a Liqo cluster does: every FirewallConfiguration a test writes,
+or the controller writes for it, passes Liqo's mutating and validating webhooks.
+
+Nothing is built here: a cold build takes tens of minutes. Without the binaries (the control plane's,
+or Liqo's agent from ``hack/liqo.sh agent``) the tests skip on a developer machine and fail under CI
+(env ``CI`` set), where a silent skip would hide a broken setup.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ from typing import Any
 
 import pytest
 
+from harness.agents import AgentMissing, find_agent
 from harness.controlplane import ControlPlane, ControlPlaneUnavailable, find_binaries
+from harness.liqo_webhook import LiqoWebhook
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -37,12 +44,19 @@ def control_plane() -> Iterator[ControlPlane]:
         if os.environ.get("CI"):
             pytest.fail(f"integration binaries missing under CI: {err}")
         pytest.skip("run hack/build-control-plane.sh")
+    try:
+        agent = find_agent()
+    except AgentMissing as err:
+        if os.environ.get("CI"):
+            pytest.fail(f"Liqo's webhook binary missing under CI: {err}")
+        pytest.skip("run hack/liqo.sh agent (Liqo's FirewallConfiguration webhooks)")
     crds = liqo_crds_dir()
     if not crds.is_dir():
         pytest.fail(f"Liqo CRDs not found at {crds} (set LIQOSEC_LIQO_CRDS)")
     with ControlPlane(binaries) as cp:
         cp.install_crds([crds, REPO_ROOT / "manifests" / "crds"])
-        yield cp
+        with LiqoWebhook(cp, agent=agent):
+            yield cp
 
 
 @pytest.fixture()

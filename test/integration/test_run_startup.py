@@ -25,6 +25,7 @@ import yaml
 from support import wait_for
 
 from harness.controlplane import ControlPlane, find_binaries
+from harness.liqo_webhook import LiqoWebhook
 from harness.objects import ensure_namespace
 from liqosec.kube.client import EVENTS, RestKubeClient
 
@@ -81,10 +82,12 @@ def test_credentials_the_api_server_refuses(control_plane: ControlPlane, tmp_pat
 
 @pytest.fixture(scope="module")
 def bare_control_plane(control_plane: ControlPlane) -> Iterator[ControlPlane]:
-    """A second API server with Liqo's CRDs only (the shared one has ours installed for every other test)."""
+    """A second API server with Liqo's CRDs only (the shared one has ours installed for every other test),
+    and Liqo's FirewallConfiguration webhooks, as every test API server."""
     with ControlPlane(find_binaries(REPO_ROOT)) as cp:
         cp.install_crds([Path(os.environ.get("LIQOSEC_LIQO_CRDS", REPO_ROOT / "hack" / "liqo-crds"))])
-        yield cp
+        with LiqoWebhook(cp):
+            yield cp
 
 
 def readyz(port: int) -> tuple[int, str]:

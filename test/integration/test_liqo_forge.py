@@ -1,0 +1,142 @@
+"""The shapes liqosec depends on in Liqo's own objects, as Liqo v1.2.0's code makes them (`liqo-agent forge`).
+
+No API server: Liqo's functions and reconcilers run on fake clients inside the agent binary
+(test/harness/liqo_forge.py). Each assertion is one fact liqosec's readers rely on.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from typing import Any
+
+import pytest
+
+from harness.agents import AgentMissing, find_agent
+from harness.liqo_forge import forge, of_kind, one
+
+LOCAL, PEER, OTHER = "home", "rome", "milan"
+SPEC: dict[str, Any] = {
+    "localClusterID": LOCAL,
+    "peerClusterID": PEER,
+    "localPodCIDR": "10.200.0.0/16",
+    "localExternalCIDR": "10.70.0.0/16",
+    # The peer uses the same CIDRs: Liqo's IPAM remaps them.
+    "peerPodCIDR": "10.200.0.0/16",
+    "peerPodCIDRRemapped": "10.81.0.0/16",
+    "peerExternalCIDR": "10.70.0.0/16",
+    "peerExternalCIDRRemapped": "10.82.0.0/16",
+    "virtualNodeLabels": {"topology.example/region": "south"},
+    "otherProviders": [{"clusterID": OTHER, "labels": {"topology.example/region": "north"}}],
+    "namespaces": [
+        {
+            "name": "shop",
+            "clusterSelector": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "topology.example/region", "operator": "In", "values": ["south"]}]}
+                ]
+            },
+        }
+    ],
+    "pods": [
+        {"kind": "offloaded", "name": "guest", "namespace": "guests", "ip": "10.200.1.5", "labels": {"app": "guest"}},
+        {"kind": "shadow", "name": "cart", "namespace": "shop", "ip": "10.200.3.7", "labels": {"app": "cart"}},
+    ],
+}
+TENANT = f"liqo-tenant-{PEER}"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def agent_built() -> None:
+    try:
+        find_agent()
+    except AgentMissing as err:
+        if os.environ.get("CI"):
+            pytest.fail(f"Liqo's agent binary missing under CI: {err}")
+        pytest.skip(str(err))
+
+
+@pytest.fixture(scope="module")
+def remapped() -> list[dict[str, Any]]:
+    return forge(SPEC, stage="remapped")
+
+
+@pytest.fixture(scope="module")
+def pending() -> list[dict[str, Any]]:
+    return forge(SPEC, stage="pending")
+
+
+def test_the_tenant_namespace_carries_both_labels(remapped: list[dict[str, Any]]) -> None:
+    labels = one(remapped, "Namespace", TENANT)["metadata"]["labels"]
+    assert labels["liqo.io/tenant-namespace"] == "true"
+    assert labels["liqo.io/remote-cluster-id"] == PEER
+
+
+def test_a_pending_configuration_has_empty_remapped_cidrs(pending: list[dict[str, Any]]) -> None:
+    cfg = one(pending, "Configuration", PEER, TENANT)
+    assert cfg["metadata"]["labels"]["liqo.io/remote-cluster-id"] == PEER
+    assert cfg["spec"]["remote"]["cidr"] == {"pod": ["10.200.0.0/16"], "external": ["10.70.0.0/16"]}
+    assert cfg["status"]["remote"]["cidr"] == {"pod": [""], "external": [""]}
+    [cond] = cfg["status"]["conditions"]
+    assert (cond["type"], cond["status"]) == ("NetworkCIDRsConfigured", "False")
+    # Nothing is remapped yet, so Liqo's ipmapping reconciler has no unknown-source IP to make.
+    assert of_kind(pending, "IP") == []
+
+
+def test_a_remapped_configuration_has_the_ipams_cidrs(remapped: list[dict[str, Any]]) -> None:
+    cfg = one(remapped, "Configuration", PEER, TENANT)
+    assert cfg["status"]["remote"]["cidr"] == {"pod": ["10.81.0.0/16"], "external": ["10.82.0.0/16"]}
+    assert cfg["spec"]["local"]["cidr"] == {"pod": ["10.200.0.0/16"], "external": ["10.70.0.0/16"]}
+    [cond] = cfg["status"]["conditions"]
+    assert (cond["type"], cond["status"]) == ("NetworkCIDRsConfigured", "True")
+    tenant_networks = [n for n in of_kind(remapped, "Network") if n["metadata"]["namespace"] == TENANT]
+    assert sorted(n["status"]["cidr"] for n in tenant_networks) == ["10.81.0.0/16", "10.82.0.0/16"]
+    assert {n["metadata"]["labels"]["liqo.io/remote-cluster-id"] for n in tenant_networks} == {PEER}
+
+
+def test_the_unknown_source_ip_is_in_the_remapped_external_cidr(remapped: list[dict[str, Any]]) -> None:
+    ip = one(remapped, "IP", f"{PEER}-unknown-source", TENANT)
+    assert ip["metadata"]["labels"]["liqo.io/remote-cluster-id"] == PEER
+    assert ipaddress.ip_address(ip["spec"]["ip"]) in ipaddress.ip_network("10.82.0.0/16")
+
+
+def test_the_cluster_selector_excludes_the_other_provider(remapped: list[dict[str, Any]]) -> None:
+    status = one(remapped, "NamespaceOffloading", "offloading", "shop")["status"]
+    by_cluster = {
+        cluster: {c["type"]: (c["status"], c["reason"]) for c in conds}
+        for cluster, conds in status["remoteNamespacesConditions"].items()
+    }
+    assert by_cluster[OTHER] == {"OffloadingRequired": ("False", "ClusterNotSelected")}
+    assert by_cluster[PEER]["OffloadingRequired"] == ("True", "ClusterSelected")
+    assert by_cluster[PEER]["Ready"] == ("True", "NamespaceCreated")
+    assert status["remoteNamespaceName"] == f"shop-{LOCAL}"
+
+
+def test_virtual_nodes_carry_the_remote_cluster_id(remapped: list[dict[str, Any]]) -> None:
+    node = one(remapped, "Node", PEER)
+    assert node["metadata"]["labels"]["liqo.io/remote-cluster-id"] == PEER
+    assert node["metadata"]["labels"]["topology.example/region"] == "south"
+    assert one(remapped, "Node", OTHER)["metadata"]["labels"]["liqo.io/remote-cluster-id"] == OTHER
+
+
+def test_an_offloaded_pod_names_its_origin(remapped: list[dict[str, Any]]) -> None:
+    pod = one(remapped, "Pod", "guest", "guests")
+    labels = pod["metadata"]["labels"]
+    assert labels["offloading.liqo.io/origin"] == PEER
+    assert labels["offloading.liqo.io/destination"] == LOCAL
+    assert labels["app"] == "guest"
+    assert pod["status"]["podIP"] == "10.200.1.5"
+
+
+def test_a_shadow_pod_is_labelled_and_its_ip_translated(remapped: list[dict[str, Any]]) -> None:
+    pod = one(remapped, "Pod", "cart", "shop")
+    assert pod["metadata"]["labels"]["liqo.io/shadowPod"] == "true"
+    assert pod["spec"]["nodeName"] == PEER
+    # 10.200.3.7 in the peer's pod CIDR, as seen here through the remapped 10.81.0.0/16.
+    assert pod["status"]["podIP"] == "10.81.3.7"
+    assert "offloading.liqo.io/origin" not in pod["metadata"]["labels"]
+
+
+def test_forge_is_cached_per_spec(remapped: list[dict[str, Any]]) -> None:
+    again = forge(SPEC, stage="remapped")
+    assert again == remapped and again is not remapped
