@@ -19,6 +19,8 @@ CIDR_TYPE = "configuration.liqo.io/cidr-type"  # "pod" on a peer's remapped pod 
 SERVICE_NAME = "kubernetes.io/service-name"  # Kubernetes' own, on EndpointSlices
 OFFLOADING_NAME = "offloading"  # the name of every NamespaceOffloading
 CIDR_TYPE_EXTERNAL = "external"  # CIDR_TYPE's value on a peer's remapped external CIDR Networks
+# A Configuration's condition: Liqo has remapped every CIDR of the peer (for its observedGeneration).
+REMAP_CONDITION = "NetworkCIDRsConfigured"
 # A NamespaceOffloading's per-peer condition saying the ClusterSelector picked that peer.
 OFFLOADING_REQUIRED = "OffloadingRequired"
 # Local Networks (NETWORK_TYPE values) holding the cluster's own address space, never the Internet.

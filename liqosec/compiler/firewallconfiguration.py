@@ -245,12 +245,19 @@ def firewall_object(
                         "hook": "forward",
                         "priority": CHAIN_PRIORITY,
                         "policy": chain.policy,
-                        "rules": {"filterRules": [r.to_api() for r in (chain.rules if rules is None else rules)]},
+                        "rules": rules_set([r.to_api() for r in (chain.rules if rules is None else rules)]),
                     }
                 ],
             }
         },
     }
+
+
+def rules_set(filter_rules: list[dict[str, Any]]) -> dict[str, Any]:
+    """A chain's `rules` as Liqo's API stores them: `filterRules` is `omitempty` in Liqo's RulesSet, and
+    Liqo's mutating webhook re-encodes every object it admits, so an empty list is stored as `{}`.
+    Written so, what we write is what we read back, and a rule-less chain compares equal."""
+    return {"filterRules": filter_rules} if filter_rules else {}
 
 
 def peer_of(view: ClusterView, pc: PeeringConnectivity) -> str:

@@ -503,6 +503,17 @@ class Reconciler:
                 except errors.AlreadyExists:
                     live = self._client.get(FIREWALL_CONFIGURATIONS, name, namespace=namespace)
                     continue
+                except errors.ApiError as err:
+                    # Admission runs before the API server's own AlreadyExists check: with a stale cache,
+                    # Liqo's validating webhook refuses our create ("table name ... already used") of an
+                    # object that is there. Read it; if it is, update it, else the refusal stands.
+                    if errors.admission_webhook(err) is None:
+                        raise
+                    try:
+                        live = self._client.get(FIREWALL_CONFIGURATIONS, name, namespace=namespace)
+                    except errors.NotFound:
+                        raise err from None
+                    continue
                 self._wrote(key, obj, "create", outcome, desired, log)
                 return
             if not firewall_differs(live, desired):

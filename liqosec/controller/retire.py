@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from liqosec.compiler.firewallconfiguration import rules_set
+
 RETIRED_ANNOTATION = "security.liqo.io/retired-at"
 # The peering's own finalizer: its firewalls are retired before it goes.
 FINALIZER = "security.liqo.io/firewall-cleanup"
@@ -51,7 +53,7 @@ Step = Neutralize | Wait | Delete
 def neutral_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     """The same table and chains, with no rules and an accept policy."""
     table = dict(spec.get("table") or {})
-    table["chains"] = [{**dict(c), "policy": "accept", "rules": {"filterRules": []}} for c in table.get("chains") or ()]
+    table["chains"] = [{**dict(c), "policy": "accept", "rules": rules_set([])} for c in table.get("chains") or ()]
     return {**dict(spec), "table": table}
 
 

@@ -33,6 +33,7 @@ from liqosec.api.liqo import (
     OFFLOADING_NAME,
     OFFLOADING_REQUIRED,
     ORIGIN,
+    REMAP_CONDITION,
     REMOTE_CLUSTER_ID,
     SERVICE_NAME,
     SHADOW_POD,
@@ -268,9 +269,10 @@ def _cidr_list(conf: Obj, section: str, kind: str) -> list[object] | None:
 def _remote_cidrs(conf: Obj, kind: str, *, waiting: bool = False) -> list[tuple[int, int] | None]:
     """`status.remote.cidr.<kind>` of a Configuration: the peer's CIDRs as remapped here (None: IPv6).
 
-    Never `.spec`: that is the peer's own view, which Liqo may remap here. Liqo's Configuration
-    controller writes `""` where its IPAM has not remapped a CIDR yet: skipped, or with `waiting`
-    (the peering's own Configuration) `RemapPending`, as is a status shorter than the spec.
+    Never `.spec`: that is the peer's own view, which Liqo may remap here. `""` entries (what
+    Liqo's Configuration controller means by "not remapped yet") are skipped, or with `waiting`
+    (the peering's own Configuration) raise `RemapPending`, as do a status shorter than the spec
+    and Liqo's `NetworkCIDRsConfigured` condition not True for the current generation.
     """
     raw = _cidr_list(conf, "status", kind)
     path = f"status.remote.cidr.{kind}"
@@ -282,7 +284,30 @@ def _remote_cidrs(conf: Obj, kind: str, *, waiting: bool = False) -> list[tuple[
                 raise RemapPending(ObjectRef.of(conf), f"{path}[{i}]", _pending_text(wanted, i))
         if raw is not None and len(have) < len(wanted):
             raise RemapPending(ObjectRef.of(conf), path, _pending_text(wanted, len(have)))
+        _check_remap_condition(conf)
     return [_cidr(conf, f"{path}[{i}]", c) for i, c in enumerate(raw or ()) if c != ""]
+
+
+def _check_remap_condition(conf: Obj) -> None:
+    """Liqo's own word, where it wrote one: `NetworkCIDRsConfigured` True for this generation.
+
+    Liqo's CRD types the remapped CIDRs `format: cidr`, so the API server refuses a status update
+    holding `""`: the status keeps the previous remap (or none) and the condition of its generation.
+    A condition behind the spec's generation is a remap not done yet.
+    """
+    conditions = mapping_at(conf, "status").get("conditions")
+    if not isinstance(conditions, list):
+        return
+    for i, cond in enumerate(conditions):
+        if not isinstance(cond, Mapping) or cond.get("type") != REMAP_CONDITION:
+            continue
+        observed, generation = cond.get("observedGeneration"), mapping_at(conf, "metadata").get("generation")
+        behind = isinstance(observed, int) and isinstance(generation, int) and observed < generation
+        if cond.get("status") != "True" or behind:
+            why = f"Liqo says {REMAP_CONDITION}={shown(cond.get('status'))}"
+            if behind:
+                why = f"Liqo's {REMAP_CONDITION} is for generation {observed}, the spec is at {generation}"
+            raise RemapPending(ObjectRef.of(conf), f"status.conditions[{i}]", f"{why}: the peering waits")
 
 
 def _pending_text(spec: list[object], index: int) -> str:
@@ -290,14 +315,10 @@ def _pending_text(spec: list[object], index: int) -> str:
     return f"Liqo has not remapped {what} yet (its IPAM has not answered); the peering waits"
 
 
-def configuration_pending(conf: Obj) -> bool:
-    """Liqo is still remapping this Configuration's CIDRs (see `_remote_cidrs`)."""
-    try:
-        for kind in ("pod", "external"):
-            _remote_cidrs(conf, kind, waiting=True)
-    except RemapPending:
-        return True
-    return False
+def _unremapped(conf: Obj, kind: str) -> RemapPending:
+    """The Configuration asks for CIDRs of `kind`; neither its status nor a Network holds one yet."""
+    wanted = _cidr_list(conf, "spec", kind) or []
+    return RemapPending(ObjectRef.of(conf), f"status.remote.cidr.{kind}", _pending_text(wanted, 0))
 
 
 def configuration_pod_cidrs(conf: Obj, *, waiting: bool = False) -> list[tuple[int, int] | None]:
@@ -515,12 +536,17 @@ def remote_pod_cidr(view: ClusterView, tenant_namespace: str) -> AddressSet:
     `RemapPending` while Liqo has not remapped them all (the peering waits).
     """
     cidrs: list[tuple[int, int] | None] = []
-    for conf in view.list("Configuration", tenant_namespace):
+    confs = view.list("Configuration", tenant_namespace)
+    for conf in confs:
         cidrs.extend(configuration_pod_cidrs(conf, waiting=True))
     if not cidrs:
         for net in view.by_label("Network", CIDR_TYPE, "pod"):
             if namespace_of(net) == tenant_namespace:
                 cidrs.append(network_cidr(net, "status"))
+    if not any(c is not None for c in cidrs):
+        for conf in confs:
+            if _cidr_list(conf, "spec", "pod"):  # Liqo has not written its first remap yet
+                raise _unremapped(conf, "pod")
     return _v4(cidrs)
 
 
@@ -533,7 +559,8 @@ def masquerade_source(view: ClusterView, tenant_namespace: str) -> AddressSet:
     address of the primary remapped external CIDR, which Liqo records as the IP object
     `<configuration>-unknown-source` of the tenant namespace. Empty when no external CIDR is known.
     """
-    for conf in view.list("Configuration", tenant_namespace):
+    confs = view.list("Configuration", tenant_namespace)
+    for conf in confs:
         primary = next(iter(configuration_external_cidrs(conf, waiting=True)), None)
         if primary is not None:
             return AddressSet.from_intervals([(primary[0], primary[0])])
@@ -542,6 +569,9 @@ def masquerade_source(view: ClusterView, tenant_namespace: str) -> AddressSet:
             found = network_cidr(net, "status")
             if found is not None:
                 return AddressSet.from_intervals([(found[0], found[0])])
+    for conf in confs:
+        if _cidr_list(conf, "spec", "external"):  # Liqo has not written its first remap yet
+            raise _unremapped(conf, "external")
     return EMPTY
 
 

@@ -71,3 +71,54 @@ def test_many_scattered_pods_load_and_keep_verdicts(fresh: World, cell_report: A
     cells = check_cells(fresh.cluster, build_matrix(grown, max_endpoints=None).connect)
     cell_report.append(("scale +90 pods, the agent patching the live chains", len(cells.observed), cells.agreed))
     assert not cells.disagreements, describe(cells, names)
+
+
+# Issue 17's shapes: both sides of the denied region scattered, so the compiler writes product
+# chains (policy drop, accepting src not in S or dst not in T) beside the main chain.
+PROVIDER = Path(__file__).resolve().parents[2] / "examples" / "mode-protected-borders-provider.yaml"
+SHAPES: dict[str, dict[str, Any]] = {
+    "protected-borders": {"securityMode": "ProtectedBorders"},
+    "default-deny": {
+        "defaultAction": "deny",
+        "rules": [
+            {"source": {"group": "remote-cluster"}, "destination": {"group": "offloaded"}, "action": "allow"},
+            {"source": {"group": "offloaded"}, "destination": {"group": "remote-cluster"}, "action": "allow"},
+        ],
+    },
+}
+
+
+def _offloaded_and_local(count: int) -> list[dict[str, Any]]:
+    """`count` offloaded pods and as many local ones, interleaved at every other address."""
+    pods = []
+    for i in range(count):
+        block, host = i // 100, 2 * (i % 100) + 1
+        pods += [
+            _pod(f"far-{i}", "shop-rome", f"10.1.{60 + block}.{host}", OFFLOADED, node=f"worker-{i % 2}"),
+            _pod(f"near-{i}", "default", f"10.1.{60 + block}.{host + 1}", {}, node=f"worker-{i % 2}"),
+        ]
+    return pods
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_300_scattered_offloaded_pods_compile_linear_and_keep_verdicts(
+    fresh: World, cell_report: Any, shape: str
+) -> None:
+    base = [o for o in load_objects([str(PROVIDER)]) if o["kind"] != "PeeringConnectivity"]
+    (policy,) = [o for o in load_objects([str(PROVIDER)]) if o["kind"] == "PeeringConnectivity"]
+    policy = {**policy, "spec": SHAPES[shape]}
+    objects = [*base, *_offloaded_and_local(300), policy]
+    fcs = fresh.converge(objects, timeout=180)
+    rules = [r for fc in fcs for c in fc["spec"]["table"]["chains"] for r in c["rules"]["filterRules"]]
+    assert len(rules) <= 3_000, f"{shape}: {len(rules)} rules for 300 offloaded pods"
+    assert max(agent.expression_count(r) for r in rules) <= agent.MAX_RULE_EXPRESSIONS
+    fresh.wait_ready(objects, timeout=60)  # every object applied by Liqo's agent on every node
+    matrix = build_matrix(objects, max_endpoints=None)
+    sample = _sample(matrix, random.Random(shape))
+    names = {e.ip: e.name for e in matrix.endpoints}
+    fresh.cluster.attach({ip: i % len(fresh.cluster.nodes) for i, ip in enumerate(sample)}, names)
+    cells = check_cells(fresh.cluster, matrix.connect)
+    cell_report.append(
+        (f"{shape}, 300 scattered offloaded pods: {len(fcs)} objects", len(cells.observed), cells.agreed)
+    )
+    assert not cells.disagreements, describe(cells, names)

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from support import example, running_controller, unique_peer, wait_for
 
-from harness.objects import apply, ensure_namespace
+from harness.objects import apply, ensure_namespace, tenant_namespace_labels
 from liqosec.controller.resources import FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES
 from liqosec.kube import errors
 from liqosec.kube.client import EVENTS, NAMESPACES, KubeClient
@@ -64,14 +64,10 @@ def test_outside_a_tenant_namespace_is_invalid_and_writes_nothing(kube: KubeClie
 
 def test_an_invalid_change_keeps_the_last_good_firewall(kube: KubeClient, local_pod_cidr: None) -> None:
     peer = unique_peer()
-    ns = f"edge-{peer}"  # a tenant namespace by its label only
+    ns = f"edge-{peer}"  # a tenant namespace by Liqo's labels only, whatever its name
     kube.create(
         NAMESPACES,
-        {
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": {"name": ns, "labels": {"liqo.io/remote-cluster-id": peer}},
-        },
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": tenant_namespace_labels(peer)}},
     )
     apply(kube, [pc(peer, ns, [{"source": {"group": "remote-cluster"}, "action": "deny"}])])
     with running_controller(kube):

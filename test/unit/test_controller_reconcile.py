@@ -22,6 +22,7 @@ from fake_kube import (
     node,
     peering,
     pod,
+    ref_of,
     remote_network,
     virtual_node,
     virtual_node_cr,
@@ -941,3 +942,21 @@ def test_labels_not_reflected_say_nothing_when_no_selector_of_the_policy_could_u
     g = Fixture([*cluster("rome"), virtual_node_cr("rome", "team")])  # no selector at all
     converge(g, key("rome"))
     assert "LabelsNotReflected" not in conditions_of(g)
+
+
+def test_a_create_liqos_webhook_refuses_because_a_stale_cache_missed_the_object_updates_it() -> None:
+    """Admission runs before the API server's AlreadyExists check: creating an object that is there is
+    refused by Liqo's validator ("already used"), not 409. The firewall is read, and updated."""
+    f = Fixture(cluster("rome"))
+    converge(f, key("rome"))
+    live = f.client.stored(FCS, "liqosec-rome", ROME)
+    assert live is not None
+    f.stores["FirewallConfiguration"].delete(live)  # the informer has not seen it (yet)
+    f.client.fail_once("create", FCS, liqo_denial())
+    f.seed(pod("cart-9", "shop-rome", "10.1.5.99", origin="rome"), sync=False)
+    f.stores["Pod"].replace(f.client.of(ref_of("Pod")), f.client.resource_version)
+    actions = verbs(f.reconcile(key("rome")))
+    assert ("create", "firewallconfigurations", "liqosec-rome") in actions
+    assert ("update", "firewallconfigurations", "liqosec-rome") in actions
+    assert warnings(f) == []
+    assert cond(f, "rome", ROME, "Ready")["reason"] != "RefusedByLiqo"

@@ -316,6 +316,32 @@ def test_a_pending_remap_makes_the_peering_wait_naming_the_field() -> None:
             raise AssertionError(f"{status} did not wait")
 
 
+def test_before_liqos_first_remap_the_peering_waits() -> None:
+    # Liqo's CRD types the remapped CIDRs `format: cidr`: the API server refuses a status holding "",
+    # so before the first remap a real Configuration has no status.remote at all.
+    try:
+        groups(conf("rome", None))
+    except RemapPending as err:
+        assert err.path == "status.remote.cidr.pod" and "10.1.0.0/16" in err.message
+    else:
+        raise AssertionError("a Configuration never remapped did not wait")
+
+
+def test_liqos_remap_condition_behind_the_spec_makes_the_peering_wait() -> None:
+    remapped = {"pod": ["10.71.0.0/16"], "external": ["10.80.0.0/16"]}
+    stale = conf("rome", remapped)
+    stale["metadata"]["generation"] = 3
+    stale["status"]["conditions"] = [{"type": "NetworkCIDRsConfigured", "status": "True", "observedGeneration": 2}]
+    try:
+        groups(stale)
+    except RemapPending as err:
+        assert err.path == "status.conditions[0]" and "generation 2, the spec is at 3" in err.message
+    else:
+        raise AssertionError("a remap behind the spec did not wait")
+    stale["status"]["conditions"][0]["observedGeneration"] = 3
+    assert values(groups(stale), "remote-cluster") == ["10.71.0.0/16", "10.80.0.0"]
+
+
 def test_another_peers_pending_remap_does_not_stop_internet() -> None:
     pending = conf("milan", {"pod": [""], "external": [""]})
     done = conf("rome", {"pod": ["10.71.0.0/16"], "external": ["10.80.0.0/16"]})
