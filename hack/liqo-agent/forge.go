@@ -53,8 +53,8 @@ import (
 	tenantnamespace "github.com/liqotech/liqo/pkg/tenantNamespace"
 	foreignclusterutils "github.com/liqotech/liqo/pkg/utils/foreigncluster"
 	ipamips "github.com/liqotech/liqo/pkg/utils/ipam/mapping"
-	virtualnodeutils "github.com/liqotech/liqo/pkg/utils/virtualnode"
 	vkforge "github.com/liqotech/liqo/pkg/virtualKubelet/forge"
+	liqonodeprovider "github.com/liqotech/liqo/pkg/virtualKubelet/liqoNodeProvider"
 )
 
 // forgeSpec is the state to forge Liqo's objects for: the local cluster peered with one peer, which
@@ -360,11 +360,15 @@ func forgeOffloading(ctx context.Context, scheme *runtime.Scheme, recorder recor
 		if err := cl.Create(ctx, vn); err != nil {
 			return nil, nil, err
 		}
-		node, err := virtualnodeutils.ForgeFakeNodeFromVirtualNode(ctx, cl, vn)
-		if err != nil {
-			return nil, nil, fmt.Errorf("Liqo's ForgeFakeNodeFromVirtualNode: %w", err)
-		}
-		nodes = append(nodes, node)
+		// The Node the virtual kubelet registers for it (liqo.io/type=virtual-node, the remote cluster id,
+		// the VirtualNode's labels): Liqo's node provider builds it; its clients are never used here.
+		unused := &rest.Config{Host: "https://127.0.0.1:1"}
+		provider := liqonodeprovider.NewLiqoNodeProvider(&liqonodeprovider.InitConfig{
+			HomeConfig: unused, RemoteConfig: unused,
+			HomeClusterID: local, RemoteClusterID: id, Namespace: tenants[id],
+			NodeName: name, ExtraLabels: p.Labels, VirtualNode: vn,
+		})
+		nodes = append(nodes, provider.GetNode().DeepCopy())
 		// The NamespaceMap Liqo's virtual node controller keeps for this provider (its name and labels).
 		nm := &offloadingv1beta1.NamespaceMap{ObjectMeta: metav1.ObjectMeta{
 			Name: foreignclusterutils.UniqueName(id), Namespace: tenants[id],

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from support import unique_peer, wait_for
 
-from harness.objects import ensure_namespace
+from harness.objects import ensure_namespace, tenant_namespace_labels
 from harness.pki import write_pki
 from liqosec.admission.server import ClusterLookup, serve
 from liqosec.controller.resources import PEERING_CONNECTIVITIES
@@ -163,7 +163,7 @@ SHADOWED = [
 
 
 def test_the_api_server_refuses_a_contradiction_with_the_webhooks_message(kube: KubeClient, webhook: str) -> None:
-    ns = labelled_namespace(kube, f"liqo-tenant-{webhook}", webhook)
+    ns = labelled_namespace(kube, f"liqo-tenant-{webhook}", webhook, **tenant_namespace_labels(webhook))
     expected = (
         f'admission webhook "{WEBHOOK_NAME}" denied the request: PeeringConnectivity {ns}/contradiction: '
         "spec.rules[1]: can never decide: spec.rules[0] (any -> offloaded: deny) matches every packet it matches, "
@@ -207,6 +207,9 @@ def test_the_webhook_refuses_a_policy_outside_a_tenant_namespace(kube: KubeClien
     assert WEBHOOK_NAME in message
     stray = refused(kube, pc("stray", ns, []))
     assert f"metadata.namespace: '{ns}' is not a tenant namespace" in stray
-    # A namespace labelled as a peering's is one, whatever its name.
-    edge = labelled_namespace(kube, f"edge-{webhook}", webhook, **{"liqo.io/remote-cluster-id": webhook})
+    # Nor is a namespace Liqo made for a consumer's offloaded workloads (the remote cluster id alone).
+    offloaded = labelled_namespace(kube, f"shop-{webhook}", webhook, **{"liqo.io/remote-cluster-id": webhook})
+    assert "lacks liqo.io/tenant-namespace" in refused(kube, pc("stray", offloaded, []))
+    # A namespace Liqo labels as a tenant namespace is one, whatever its name.
+    edge = labelled_namespace(kube, f"edge-{webhook}", webhook, **tenant_namespace_labels(webhook))
     assert kube.create(PEERING_CONNECTIVITIES, pc("edge", edge, []))["metadata"]["namespace"] == edge

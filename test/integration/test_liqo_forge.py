@@ -113,8 +113,9 @@ def test_the_cluster_selector_excludes_the_other_provider(remapped: list[dict[st
 
 
 def test_virtual_nodes_carry_the_remote_cluster_id(remapped: list[dict[str, Any]]) -> None:
-    node = one(remapped, "Node", PEER)
+    node = one(remapped, "Node", PEER)  # as Liqo's virtual kubelet registers it (liqoNodeProvider)
     assert node["metadata"]["labels"]["liqo.io/remote-cluster-id"] == PEER
+    assert node["metadata"]["labels"]["liqo.io/type"] == "virtual-node"
     assert node["metadata"]["labels"]["topology.example/region"] == "south"
     assert one(remapped, "Node", OTHER)["metadata"]["labels"]["liqo.io/remote-cluster-id"] == OTHER
 
@@ -140,3 +141,42 @@ def test_a_shadow_pod_is_labelled_and_its_ip_translated(remapped: list[dict[str,
 def test_forge_is_cached_per_spec(remapped: list[dict[str, Any]]) -> None:
     again = forge(SPEC, stage="remapped")
     assert again == remapped and again is not remapped
+
+
+# ----- liqosec's resolution of Liqo's own objects -----
+def local_pod(name: str, namespace: str, ip: str) -> dict[str, Any]:
+    """A plain pod of this cluster: the kubelet's, not Liqo's (the one hand-made input here)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": {}},
+        "spec": {"nodeName": "worker-1"},
+        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
+    }
+
+
+def test_liqosec_resolves_every_group_from_liqos_own_objects(remapped: list[dict[str, Any]]) -> None:
+    from liqosec.firewall.addresses import AddressSet
+    from liqosec.groups.resolve import peer_of_namespace, resolve_groups
+    from liqosec.groups.view import Snapshot
+
+    view = Snapshot([*remapped, local_pod("front", "shop", "10.200.9.9"), local_pod("web", "default", "10.200.8.8")])
+    assert peer_of_namespace(view, TENANT) == PEER
+    groups = resolve_groups(view, PEER, TENANT)
+    unknown_source = one(remapped, "IP", f"{PEER}-unknown-source", TENANT)["spec"]["ip"]
+    expected = AddressSet.of(["10.81.0.0/16", unknown_source])  # the masquerade source is Liqo's IP object
+    assert groups.get("remote-cluster") == expected
+    assert groups.get("offloaded").values() == ["10.200.1.5"]
+    assert groups.get("vc-remote").values() == ["10.81.3.7"]  # the shadow pod on the peer's virtual node
+    assert groups.get("vc-local").values() == ["10.200.9.9"]  # shop's ClusterSelector picked the peer
+    other = resolve_groups(view, OTHER, f"liqo-tenant-{OTHER}")
+    assert other.get("vc-local").values() == []  # ... and left the other provider out
+
+
+def test_liqos_pending_configuration_makes_the_peering_wait(pending: list[dict[str, Any]]) -> None:
+    from liqosec.groups.resolve import resolve_groups
+    from liqosec.groups.view import RemapPending, Snapshot
+
+    with pytest.raises(RemapPending) as waited:
+        resolve_groups(Snapshot(pending), PEER, TENANT)
+    assert waited.value.ref.kind == "Configuration" and waited.value.path.startswith("status.remote.cidr.")
