@@ -29,6 +29,7 @@ CRDS=(
   networking.liqo.io_firewallconfigurations.yaml
   offloading.liqo.io_namespacemaps.yaml
   offloading.liqo.io_namespaceoffloadings.yaml
+  offloading.liqo.io_virtualnodes.yaml
 )
 
 log() { echo "liqo: $*" >&2; }

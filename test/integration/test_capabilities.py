@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from support import example, running_controller, unique_peer, wait_for
 
+from harness.controlplane import ControlPlane
+from harness.liqo_webhook import mutation_suspended
 from harness.objects import apply
 from liqosec.controller.resources import CRDS, FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES
 from liqosec.firewall.capabilities import FIREWALL_CRD_NAME
@@ -46,12 +48,16 @@ def _set_match_schema(kube: KubeClient, extra: dict[str, Any] | None) -> None:
 
 
 @pytest.fixture()
-def enable_ctstate(kube: KubeClient) -> Iterator[Callable[[], None]]:
-    """Extends Liqo's CRD as upstream pull request 3144 would; restored afterwards for other tests."""
+def enable_ctstate(kube: KubeClient, control_plane: ControlPlane) -> Iterator[Callable[[], None]]:
+    """Extends Liqo's CRD as upstream pull request 3144 would; restored afterwards for other tests.
+
+    That Liqo's mutating webhook would carry the field; v1.2.0's drops it, so it is off meanwhile.
+    """
     original = copy.deepcopy(_match_schema(kube.get(CRDS, FIREWALL_CRD_NAME)))
     assert "ctstate" not in original
     try:
-        yield lambda: _set_match_schema(kube, {"ctstate": CTSTATE})
+        with mutation_suspended(control_plane):
+            yield lambda: _set_match_schema(kube, {"ctstate": CTSTATE})
     finally:
         _set_match_schema(kube, None)
 

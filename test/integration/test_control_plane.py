@@ -40,7 +40,7 @@ def firewall_configuration(name: str) -> dict[str, Any]:
             "notAField": "pruned",
             "table": {
                 "name": "liqosec-test",
-                "family": "INET",
+                "family": "IPV4",  # Liqo's webhook refuses a forward filter chain in INET
                 "alsoNotAField": 1,
                 "chains": [
                     {

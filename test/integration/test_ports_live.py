@@ -12,7 +12,7 @@ import pytest
 import yaml
 from support import POD_CIDR_NETWORK, running_controller, unique_peer, wait_for
 
-from harness.objects import apply
+from harness.objects import apply, tenant_namespace_labels
 from liqosec.cli import main
 from liqosec.controller.resources import FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES
 from liqosec.firewall.evaluate import EPHEMERAL_PORT, Packet, node_accepts
@@ -37,7 +37,7 @@ def tenant(peer: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Namespace",
-        "metadata": {"name": f"liqo-tenant-{peer}", "labels": {"liqo.io/remote-cluster-id": peer}},
+        "metadata": {"name": f"liqo-tenant-{peer}", "labels": tenant_namespace_labels(peer)},
     }
 
 

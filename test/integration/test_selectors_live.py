@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from support import running_controller, unique_peer, wait_for
 
-from harness.objects import apply
+from harness.objects import apply, tenant_namespace_labels
 from liqosec.controller.resources import FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES
 from liqosec.firewall.evaluate import Packet, node_accepts
 from liqosec.kube import errors
@@ -52,7 +52,7 @@ def objects(peer: str, shop: str) -> list[dict[str, Any]]:
         {
             "apiVersion": "v1",
             "kind": "Namespace",
-            "metadata": {"name": tenant, "labels": {"liqo.io/remote-cluster-id": peer}},
+            "metadata": {"name": tenant, "labels": tenant_namespace_labels(peer)},
         },
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": shop, "labels": {"team": peer}}},
         {
