@@ -335,8 +335,12 @@ def object_size(fc: Mapping[str, Any], rules: tuple[FilterRule, ...]) -> int:
     """len(json.dumps(fc, separators=(",", ":"))) of a one-chain object holding `rules`, without
     encoding the rules again (each keeps its own size)."""
     table = fc["spec"]["table"]
-    hollow = {**fc, "spec": {"table": {**table, "chains": [{**table["chains"][0], "rules": {"filterRules": []}}]}}}
-    return len(json.dumps(hollow, separators=(",", ":"))) + sum(r.json_size for r in rules) + max(0, len(rules) - 1)
+    hollow = {**fc, "spec": {"table": {**table, "chains": [{**table["chains"][0], "rules": rules_set([])}]}}}
+    size = len(json.dumps(hollow, separators=(",", ":")))
+    if not rules:
+        return size
+    # `{"filterRules":[` + the rules, comma-separated, + `]`, where `{}` was.
+    return size + len('"filterRules":[]') + sum(r.json_size for r in rules) + len(rules) - 1
 
 
 def _refused(pc: PeeringConnectivity, message: str) -> ValidationError:

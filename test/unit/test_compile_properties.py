@@ -65,7 +65,7 @@ def expected(rules: list[Clause], default: Action, sets: dict[str, AddressSet], 
 def shuffled(fc: dict[str, Any], seed: int) -> dict[str, Any]:
     table = fc["spec"]["table"]
     chain = dict(table["chains"][0])
-    rules = list(chain["rules"]["filterRules"])
+    rules = list(chain["rules"].get("filterRules", []))
     random.Random(seed).shuffle(rules)
     chain["rules"] = {"filterRules": rules}
     return {**table, "chains": [chain]}

@@ -98,7 +98,7 @@ def objects(clauses: list[Clause], default: Action, offsets: list[int]) -> list[
 
 
 def rules_of(fc: dict[str, Any]) -> list[dict[str, Any]]:
-    return [r for c in fc["spec"]["table"]["chains"] for r in c["rules"]["filterRules"]]
+    return [r for c in fc["spec"]["table"]["chains"] for r in c["rules"].get("filterRules", [])]
 
 
 def written(fcs: list[dict[str, Any]]) -> dict[str, str]:
@@ -225,7 +225,7 @@ def shuffled(fcs: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
     out = []
     for table in tables_of(fcs):
         chain = dict(table["chains"][0])
-        rules = list(chain["rules"]["filterRules"])
+        rules = list(chain["rules"].get("filterRules", []))
         rng.shuffle(rules)
         out.append({**table, "chains": [{**chain, "rules": {"filterRules": rules}}]})
     return out

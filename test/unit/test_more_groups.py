@@ -128,7 +128,9 @@ def test_leaf_falls_back_to_the_tenant_networks_of_type_external() -> None:
     ext["status"] = {"cidr": "10.73.0.0/16"}
     other = network("milan-ext", "liqo-tenant-milan", ("configuration.liqo.io/cidr-type", "external"))
     other["status"] = {"cidr": "10.83.0.0/16"}
-    assert resolve(bare, ext, other, named=("leaf",)).get("leaf").values() == ["10.73.0.0/16"]
+    pod = network("rome-pod", TENANT, ("configuration.liqo.io/cidr-type", "pod"), spec="10.200.0.0/16")
+    pod["status"] = {"cidr": "10.72.0.0/16"}  # Liqo keeps both kinds of Network; without them it waits
+    assert resolve(bare, ext, other, pod, named=("leaf",)).get("leaf").values() == ["10.73.0.0/16"]
 
 
 def test_a_malformed_external_cidr_names_the_object_and_field() -> None:

@@ -42,7 +42,7 @@ def expressions(fc: dict[str, object]) -> int:
     return sum(
         agent.expression_count(r)
         for c in fc["spec"]["table"]["chains"]  # type: ignore[index]
-        for r in c["rules"]["filterRules"]
+        for r in c["rules"].get("filterRules", [])
     )
 
 
@@ -84,7 +84,7 @@ def test_a_pod_added_moves_no_rule_between_shards() -> None:
             r["name"]: i
             for i, fc in enumerate(fcs)
             for c in fc["spec"]["table"]["chains"]  # type: ignore[index]
-            for r in c["rules"]["filterRules"]
+            for r in c["rules"].get("filterRules", [])
         }
 
     old, new = placement(before), placement(after)
