@@ -2,7 +2,7 @@
 
 Why: docs/semantics.md ("The FirewallConfiguration written") promises an object well under the
 API server's 1.5 MiB limit at 10,000 pods per group and a chain kept small without nft sets.
-This measures both on the public core API (`liqosec.render.outcomes`), for three address layouts
+This measures both on the public core API (`liqosec.offline.outcomes`), for three address layouts
 that bracket real clusters:
 
 - ``scattered``: every group pod at a random address of the /16 (the worst case for aggregation);
@@ -57,7 +57,7 @@ from liqosec.kube.store import (
     measure_bytes_per_object,
     slim_pod,
 )
-from liqosec.render import outcomes
+from liqosec.offline import outcomes
 
 PEER = "rome"
 TENANT = f"liqo-tenant-{PEER}"
@@ -376,7 +376,7 @@ def _written(objects: Sequence[Mapping[str, Any]]) -> dict[str, str]:
 
 
 def measure_shape(shape: str, n: int, changes: int) -> dict[str, Any]:
-    from liqosec.render import RenderError
+    from liqosec.inputs import RenderError
 
     rng = random.Random(SEED)
     slots = rng.sample(range(1, _SLOTS), min(n + changes, _SLOTS - 1))

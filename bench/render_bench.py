@@ -36,7 +36,8 @@ except ImportError:  # run from a checkout without `pip install -e .`
 import yaml
 
 from liqosec.cli import main as cli_main
-from liqosec.render import load, render
+from liqosec.inputs import load
+from liqosec.render import render
 
 EXAMPLE = ROOT / "examples" / "provider-isolate-offloaded.yaml"
 PEER = "rome"

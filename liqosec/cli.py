@@ -24,17 +24,10 @@ from liqosec.compiler.firewallconfiguration import Outcome
 from liqosec.compiler.ports import L4, parse_port
 from liqosec.explain import ExplainError, explain, explanation_json, format_explanation
 from liqosec.firewall.capabilities import Capabilities
+from liqosec.inputs import MAX_INPUT_BYTES_ENV, READ_KINDS, RenderError, load, max_input_bytes
 from liqosec.matrix import Matrix, build_matrix, in_force
-from liqosec.render import (
-    MAX_INPUT_BYTES_ENV,
-    READ_KINDS,
-    RenderError,
-    capabilities_of,
-    load,
-    max_input_bytes,
-    outcomes,
-    render,
-)
+from liqosec.offline import capabilities_of, outcomes
+from liqosec.render import render
 
 EXIT_INVALID = 1
 EXIT_INTERNAL = 70  # EX_SOFTWARE (sysexits.h)

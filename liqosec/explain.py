@@ -34,7 +34,8 @@ from liqosec.groups.resolve import (
     slice_addresses,
 )
 from liqosec.groups.view import ClusterStateError, labels, name_of, namespace_of
-from liqosec.render import RenderError, outcomes
+from liqosec.inputs import RenderError
+from liqosec.offline import outcomes
 
 OUT_OF_SCOPE = "outOfScope"
 DEFAULT_ACTION = "spec.defaultAction"

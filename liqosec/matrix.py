@@ -22,7 +22,8 @@ from liqosec.firewall.capabilities import Capabilities
 from liqosec.firewall.evaluate import Packet, connects, node_accepts, tables_of
 from liqosec.groups.resolve import MASQUERADE_SOURCE, pod_addresses
 from liqosec.groups.view import ClusterStateError, name_of, namespace_of
-from liqosec.render import RenderError, Waiting, outcomes
+from liqosec.inputs import RenderError
+from liqosec.offline import Waiting, outcomes
 
 # TEST-NET-2 (RFC 5737): never a pod, never routed; stands for the Internet.
 INTERNET = "198.51.100.10"

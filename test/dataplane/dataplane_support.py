@@ -182,7 +182,7 @@ def policy_connects(objects: Sequence[dict[str, Any]], *, stateful: bool) -> Cal
     """
     from liqosec.firewall.addresses import ip_to_int
     from liqosec.firewall.capabilities import Capabilities
-    from liqosec.render import outcomes
+    from liqosec.offline import outcomes
 
     found = outcomes(objects, capabilities=Capabilities(ctstate=stateful))
     specs = {(o.peering.namespace, o.peering.name): o for o in found}

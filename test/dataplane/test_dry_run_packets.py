@@ -14,9 +14,9 @@ from world import World, key
 
 from harness.objects import apply
 from liqosec.controller.resources import PEERING_CONNECTIVITIES
+from liqosec.inputs import load_objects
 from liqosec.kube import errors
 from liqosec.matrix import build_matrix
-from liqosec.render import load_objects
 
 pytestmark = pytest.mark.dataplane
 

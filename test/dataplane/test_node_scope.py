@@ -23,8 +23,8 @@ from harness.agents import node_name
 from liqosec.api.liqo import NODE_TYPE, SHADOW_POD, VIRTUAL_NODE
 from liqosec.controller.resources import FIREWALL_CONFIGURATIONS
 from liqosec.groups.resolve import pod_addresses
+from liqosec.inputs import load_objects
 from liqosec.matrix import build_matrix
-from liqosec.render import load_objects
 
 pytestmark = pytest.mark.dataplane
 

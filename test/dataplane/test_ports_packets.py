@@ -18,8 +18,9 @@ from dataplane_support import RECHECK_TIMEOUT
 from world import World
 
 from harness.netns import EXTRA_TCP_PORTS, PORT, UDP_PORTS
+from liqosec.inputs import load_objects
 from liqosec.matrix import build_matrix
-from liqosec.render import load_objects, render
+from liqosec.render import render
 
 pytestmark = pytest.mark.dataplane
 

@@ -13,8 +13,8 @@ import yaml
 from dataplane_support import check_cells, describe, policy_connects
 from world import World
 
+from liqosec.inputs import load_objects
 from liqosec.matrix import build_matrix
-from liqosec.render import load_objects
 
 pytestmark = pytest.mark.dataplane
 

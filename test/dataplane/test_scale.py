@@ -11,8 +11,8 @@ from dataplane_support import check_cells, describe
 from world import World
 
 from harness import agent_model as agent
+from liqosec.inputs import load_objects
 from liqosec.matrix import Matrix, build_matrix
-from liqosec.render import load_objects
 
 pytestmark = pytest.mark.dataplane
 

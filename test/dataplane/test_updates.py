@@ -20,8 +20,9 @@ from world import World
 from harness.agents import EMPTY_ACCEPT, live_state
 from liqosec.controller.resources import FIREWALL_CONFIGURATIONS
 from liqosec.firewall.capabilities import STATELESS
+from liqosec.inputs import load_objects
 from liqosec.matrix import Matrix, build_matrix
-from liqosec.render import load_objects, render
+from liqosec.render import render
 
 pytestmark = pytest.mark.dataplane
 

@@ -39,7 +39,7 @@ from liqosec.controller.retire import FINALIZER
 from liqosec.firewall.evaluate import Packet, node_accepts
 from liqosec.kube import errors
 from liqosec.kube.client import RestKubeClient, load_api_client
-from liqosec.render import outcomes
+from liqosec.offline import outcomes
 
 pytestmark = pytest.mark.e2e
 

@@ -23,10 +23,10 @@ from liqosec.controller import health
 from liqosec.controller.manager import Controller, Options
 from liqosec.controller.resources import FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES
 from liqosec.firewall.evaluate import connects, tables_of
+from liqosec.inputs import load_objects
 from liqosec.kube import errors
 from liqosec.kube.client import KubeClient, RestKubeClient
 from liqosec.matrix import build_matrix
-from liqosec.render import load_objects
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO = Path(__file__).with_name("demo.yaml")

@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 from prometheus_client import CollectorRegistry
 
 from liqosec.controller.manager import Controller, Exit, Options
+from liqosec.inputs import load_objects
 from liqosec.kube.client import KubeClient
-from liqosec.render import load_objects
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 T = TypeVar("T")

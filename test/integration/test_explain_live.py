@@ -10,7 +10,7 @@ from typing import Any
 from harness.controlplane import ControlPlane
 from harness.objects import apply, remove
 from liqosec.cli import main
-from liqosec.render import load_objects
+from liqosec.inputs import load_objects
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "provider-isolate-offloaded.yaml"

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from liqosec.admission.review import BadReview, LookupFailed, review
 from liqosec.api.validation import ValidationError, parse_peering_connectivity
-from liqosec.render import RenderError, load_objects, outcomes
+from liqosec.inputs import RenderError, load_objects
+from liqosec.offline import outcomes
 
 ROOT = Path(__file__).resolve().parents[2]
 TENANT = "liqo-tenant-rome"

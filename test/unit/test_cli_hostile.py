@@ -18,7 +18,8 @@ import pytest
 import liqosec.cli
 from liqosec.cli import EXIT_INTERNAL, TRACEBACK_ENV, main
 from liqosec.groups.view import ClusterStateError, ObjectRef, Snapshot
-from liqosec.render import MAX_INPUT_BYTES_ENV, RenderError, load, render
+from liqosec.inputs import MAX_INPUT_BYTES_ENV, RenderError, load
+from liqosec.render import render
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "test" / "corpus" / "nasty"

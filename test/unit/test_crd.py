@@ -9,7 +9,7 @@ import yaml
 from schema_check import violations
 
 from liqosec.api.peeringconnectivity import GROUP_ALIASES, Action, Group, SecurityMode
-from liqosec.render import load_objects
+from liqosec.inputs import load_objects
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = yaml.safe_load((ROOT / "manifests/crds/security.liqo.io_peeringconnectivities.yaml").read_text())

@@ -23,7 +23,8 @@ from liqosec.controller.resources import PEERING_CONNECTIVITIES as PCS
 from liqosec.firewall.addresses import AddressSet, format_interval, int_to_ip, ip_to_int
 from liqosec.firewall.evaluate import connects, tables_of
 from liqosec.groups.view import Snapshot
-from liqosec.render import load_objects, outcomes
+from liqosec.inputs import load_objects
+from liqosec.offline import outcomes
 
 ROOT = Path(__file__).resolve().parents[2]
 ROME = "liqo-tenant-rome"

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from liqosec.firewall.capabilities import Capabilities
+from liqosec.inputs import load_objects
 from liqosec.matrix import Matrix, build_matrix
-from liqosec.render import load_objects, render
+from liqosec.render import render
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

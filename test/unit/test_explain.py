@@ -12,8 +12,9 @@ import pytest
 from liqosec.cli import EXIT_INVALID, TRACEBACK_ENV, main
 from liqosec.explain import DEFAULT_ACTION, OUT_OF_SCOPE, PRESET, Explanation, explain, explain_outcome
 from liqosec.firewall.capabilities import Capabilities
+from liqosec.inputs import load_objects
 from liqosec.matrix import build_matrix
-from liqosec.render import capabilities_of, load_objects, outcomes
+from liqosec.offline import capabilities_of, outcomes
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SEEDS = sorted(

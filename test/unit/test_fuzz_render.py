@@ -25,8 +25,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from liqosec.cli import TRACEBACK_ENV, main
+from liqosec.inputs import _LOADER, RenderError, _fast_documents, _Unusual, load
 from liqosec.matrix import build_matrix
-from liqosec.render import _LOADER, RenderError, _fast_documents, _Unusual, load, render
+from liqosec.render import render
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "provider-isolate-offloaded.yaml"
 BASELINE = [d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d]

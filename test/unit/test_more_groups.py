@@ -24,8 +24,9 @@ from liqosec.controller.resources import watched_resources
 from liqosec.explain import explain
 from liqosec.groups.resolve import ResolvedGroups, resolve_groups
 from liqosec.groups.view import ClusterStateError, Snapshot
+from liqosec.inputs import load_objects
 from liqosec.matrix import build_matrix
-from liqosec.render import load_objects, outcomes
+from liqosec.offline import outcomes
 
 Obj = dict[str, Any]
 TENANT = "liqo-tenant-rome"

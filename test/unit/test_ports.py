@@ -33,8 +33,10 @@ from liqosec.firewall.addresses import AddressSet
 from liqosec.firewall.capabilities import Capabilities
 from liqosec.firewall.evaluate import EPHEMERAL_PORT, Packet, node_accepts
 from liqosec.groups.resolve import ResolvedGroups
+from liqosec.inputs import RenderError, load_objects
 from liqosec.matrix import build_matrix
-from liqosec.render import RenderError, load_objects, outcomes, render
+from liqosec.offline import outcomes
+from liqosec.render import render
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = yaml.safe_load((ROOT / "manifests/crds/security.liqo.io_peeringconnectivities.yaml").read_text())

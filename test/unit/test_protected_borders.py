@@ -19,8 +19,10 @@ from liqosec.api.validation import ValidationError, parse_peering_connectivity
 from liqosec.compiler.modes import has_one_way_allows, mode_clauses
 from liqosec.controller.status import STATELESS, valid_conditions
 from liqosec.firewall.capabilities import Capabilities
+from liqosec.inputs import load_objects
 from liqosec.matrix import Matrix, build_matrix
-from liqosec.render import load_objects, outcomes, render
+from liqosec.offline import outcomes
+from liqosec.render import render
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"

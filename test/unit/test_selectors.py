@@ -26,8 +26,9 @@ from liqosec.controller.resources import FIREWALL_CONFIGURATIONS
 from liqosec.explain import explain, explain_outcome
 from liqosec.groups.resolve import namespace_term, resolve_groups
 from liqosec.groups.view import Snapshot
+from liqosec.inputs import load_objects
 from liqosec.matrix import build_matrix
-from liqosec.render import load_objects, outcomes
+from liqosec.offline import outcomes
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = ROOT / "test" / "dataplane" / "scenarios" / "selector-parties.yaml"

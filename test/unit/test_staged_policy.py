@@ -18,8 +18,9 @@ from liqosec.controller.resources import FIREWALL_CONFIGURATIONS as FCS
 from liqosec.controller.resources import PEERING_CONNECTIVITIES as PCS
 from liqosec.firewall.addresses import ip_to_int
 from liqosec.firewall.evaluate import connects, tables_of
+from liqosec.inputs import load_objects
 from liqosec.matrix import build_matrix
-from liqosec.render import load_objects, outcomes
+from liqosec.offline import outcomes
 
 ROME = "liqo-tenant-rome"
 ENFORCED, STAGED = key("rome"), f"{ROME}/trial"
