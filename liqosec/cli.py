@@ -19,8 +19,10 @@ from typing import Any, TextIO
 
 import yaml
 
+from liqosec.api.peeringconnectivity import KIND
 from liqosec.compiler import ipv6
 from liqosec.compiler.firewallconfiguration import Outcome
+from liqosec.compiler.governance import is_dry_run
 from liqosec.compiler.ports import L4, parse_port
 from liqosec.explain import ExplainError, explain, explanation_json, format_explanation
 from liqosec.firewall.capabilities import Capabilities
@@ -191,8 +193,7 @@ def _key(obj: dict[str, Any]) -> str:
 def _print_dry_run_notes(args: argparse.Namespace, objects: Sequence[dict[str, Any]]) -> None:
     """A DryRun policy's firewall is shown as it would be enforced; stdout stays the answer, the note goes to stderr."""
     for obj in objects:
-        spec = obj.get("spec")
-        if obj.get("kind") == "PeeringConnectivity" and isinstance(spec, dict) and spec.get("enforcement") == "DryRun":
+        if obj.get("kind") == KIND and is_dry_run(obj):
             print(
                 f"liqosec {args.command}: note: {_key(obj)} is a dry run (spec.enforcement: DryRun): the controller "
                 "writes none of its FirewallConfigurations; shown is what it would enforce",

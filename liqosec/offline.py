@@ -14,7 +14,8 @@ from typing import Any
 
 from liqosec.api.peeringconnectivity import KIND
 from liqosec.api.validation import FieldError, ValidationError, parse_peering_connectivity
-from liqosec.compiler.firewallconfiguration import ALL_NODES, Outcome, build, governing, staged
+from liqosec.compiler.firewallconfiguration import ALL_NODES, Outcome, build
+from liqosec.compiler.governance import conflict, governors
 from liqosec.firewall.capabilities import STATELESS, Capabilities, from_crd
 from liqosec.groups.view import ClusterStateError, RemapPending, Snapshot, name_of, namespace_of
 from liqosec.inputs import CRD_KIND, RenderError, check_firewall_crd, check_peering, is_read
@@ -64,15 +65,15 @@ def _outcomes(
             problems.append(err)
     if errors:
         raise RenderError(errors, problems=problems)
-    winners = governing(peerings)
+    governing = governors(peerings)
     results: list[Outcome] = []
     for obj in peerings:
         ns, name = namespace_of(obj), name_of(obj)
         try:
-            if winners.get(ns) != name and not staged(obj):  # DryRun policies sit beside the enforced one
+            problem = conflict(obj, governing)
+            if problem is not None:
                 raise ValidationError(
-                    [FieldError("metadata.name", f"peering in {ns!r} is already governed by {winners.get(ns)!r}")],
-                    obj=f"{KIND} {ns}/{name}",
+                    [FieldError("metadata.name", problem, reason="Conflict")], obj=f"{KIND} {ns}/{name}"
                 )
             pc = parse_peering_connectivity(obj)
             results.append(build(view, pc, caps, scope))

@@ -23,7 +23,8 @@ from typing import Any, Protocol
 from liqosec.admission.checks import static_problems
 from liqosec.api.peeringconnectivity import GROUP, KIND, PeeringConnectivity
 from liqosec.api.validation import FieldError, ValidationError, parse_peering_connectivity
-from liqosec.compiler.firewallconfiguration import conflict_message, governing, peer_of, staged
+from liqosec.compiler.firewallconfiguration import peer_of
+from liqosec.compiler.governance import conflict, governors, is_dry_run
 from liqosec.groups.view import Snapshot
 
 REVIEW_KIND = "AdmissionReview"
@@ -120,7 +121,7 @@ def _cluster_problems(
         errors += err.errors
     except LookupFailed as err:
         warnings.append(f"could not read Namespace {namespace} ({err}): the controller checks it is a tenant namespace")
-    if staged(obj):
+    if is_dry_run(obj):
         return errors  # a DryRun policy enforces nothing: any number may sit beside the enforced one
     try:
         others = [
@@ -131,14 +132,15 @@ def _cluster_problems(
     except LookupFailed as err:
         warnings.append(f"could not list the PeeringConnectivities of {namespace} ({err}): the controller checks them")
         return errors
-    if operation == "CREATE" or (isinstance(old, Mapping) and staged(old)):
+    if operation == "CREATE" or (isinstance(old, Mapping) and is_dry_run(old)):
         # A new policy, or a staged one promoted to Enforce, comes after the enforced one, however
         # old it is: promoting it while another is enforced would leave both firewalls in force.
-        winner = governing(others).get(namespace)
+        governing = governors(others)
     else:
-        winner = governing([*others, obj]).get(namespace)
-    if winner is not None and winner != name:
-        errors.append(FieldError("metadata.name", conflict_message(namespace, winner), reason="Conflict"))
+        governing = governors([*others, obj])
+    problem = conflict(obj, governing)
+    if problem is not None:
+        errors.append(FieldError("metadata.name", problem, reason="Conflict"))
     return errors
 
 

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from liqosec.api.liqo import REMOTE_CLUSTER_ID
-from liqosec.api.peeringconnectivity import API_VERSION, KIND, Enforcement, PeeringConnectivity
+from liqosec.api.peeringconnectivity import API_VERSION, KIND, PeeringConnectivity
 from liqosec.api.validation import FieldError, ValidationError
 from liqosec.compiler.compile import (
     CHAIN_PRIORITY,
@@ -47,7 +47,7 @@ from liqosec.groups.resolve import (
     resolve_groups,
     tenant_namespace_problem,
 )
-from liqosec.groups.view import ClusterView, meta
+from liqosec.groups.view import ClusterView
 
 FC_API_VERSION = "networking.liqo.io/v1beta1"
 FC_KIND = "FirewallConfiguration"
@@ -401,40 +401,3 @@ def _compile_inputs(inputs: Inputs, capabilities: Capabilities) -> Outcome:
 def build(view: ClusterView, pc: PeeringConnectivity, capabilities: Capabilities, scope: str = ALL_NODES) -> Outcome:
     """The whole pure pipeline for one peering (`gather`, then `compile_inputs`)."""
     return compile_inputs(gather(view, pc, scope), capabilities)
-
-
-def staged(obj: Mapping[str, Any]) -> bool:
-    """A DryRun policy, by its spec as written: it enforces nothing, so it governs nothing.
-
-    Any other value counts as Enforce (omitted is Enforce; a typo is invalid and keeps the
-    last good firewall, so it must keep its place too).
-    """
-    spec = obj.get("spec")
-    return isinstance(spec, Mapping) and spec.get("enforcement") == Enforcement.DRY_RUN.value
-
-
-def conflict_message(namespace: str, winner: str | None) -> str:
-    """Why a second enforced policy of a peering is refused, and how to stage it instead."""
-    return (
-        f"the peering of {namespace!r} is already governed by {winner!r}: at most one policy "
-        "per peering has spec.enforcement Enforce; set spec.enforcement: DryRun to stage this one beside it"
-    )
-
-
-def governing(peerings: Iterable[Mapping[str, Any]]) -> dict[str, str]:
-    """Which enforced PeeringConnectivity governs each tenant namespace: the oldest, then by name.
-
-    A peering has one firewall; a second enforced PeeringConnectivity in the same tenant
-    namespace is reported as conflicting instead of fighting over the table. DryRun (staged)
-    policies write no firewall and are left out: any number may sit beside the enforced one.
-    """
-    winners: dict[str, tuple[str, str]] = {}
-    for obj in peerings:
-        if staged(obj):
-            continue
-        m = meta(obj)
-        ns, name = str(m.get("namespace") or ""), str(m.get("name") or "")
-        rank = (str(m.get("creationTimestamp") or ""), name)
-        if ns not in winners or rank < winners[ns]:
-            winners[ns] = rank
-    return {ns: rank[1] for ns, rank in winners.items()}

@@ -33,6 +33,7 @@ from liqosec.api.liqo import (
 from liqosec.api.peeringconnectivity import KIND, NAMESPACE_NAME_LABEL, Group, Party
 from liqosec.api.validation import ValidationError, parse_peering_connectivity
 from liqosec.compiler.firewallconfiguration import OWNER_LABEL
+from liqosec.compiler.governance import is_dry_run
 from liqosec.controller import fabric
 from liqosec.firewall.capabilities import FIREWALL_CRD_NAME
 from liqosec.groups.resolve import is_tenant_namespace, peer_of_namespace
@@ -235,11 +236,7 @@ class KeyMapper:
         kept = self._dry_run
         if kept is not None and kept[0] == stamp and stamp >= 0:
             return set(kept[1])
-        keys = frozenset(
-            f"{_ns(pc)}/{_name(pc)}"
-            for pc in self._view.list(KIND)
-            if _section(pc, "spec").get("enforcement") == "DryRun"
-        )
+        keys = frozenset(f"{_ns(pc)}/{_name(pc)}" for pc in self._view.list(KIND) if is_dry_run(pc))
         self._dry_run = (stamp, keys)
         return set(keys)
 

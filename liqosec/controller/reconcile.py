@@ -39,12 +39,10 @@ from liqosec.compiler.firewallconfiguration import (
     Inputs,
     Outcome,
     compile_inputs,
-    conflict_message,
     firewall_name,
     gather,
-    governing,
-    staged,
 )
+from liqosec.compiler.governance import conflict, governors
 from liqosec.controller import fabric, reflection, retire
 from liqosec.controller.resources import FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES, StoreView
 from liqosec.controller.status import (
@@ -427,9 +425,9 @@ class Reconciler:
     def _compile(self, obj: Mapping[str, Any], caps: Capabilities) -> Outcome:
         namespace, name = str(_meta(obj).get("namespace")), str(_meta(obj).get("name"))
         key = f"{namespace}/{name}"
-        winner = governing(self._view.list(KIND, namespace)).get(namespace)
-        if winner != name and not staged(obj):  # DryRun policies sit beside the enforced one
-            raise _InvalidSpec(Invalid("Conflict", f"metadata.name: {conflict_message(namespace, winner)}"))
+        problem = conflict(obj, governors(self._view.list(KIND, namespace)))
+        if problem is not None:
+            raise _InvalidSpec(Invalid("Conflict", f"metadata.name: {problem}"))
         try:
             inputs = gather(self._view, parse_peering_connectivity(obj), self._scope, self._hosted)
             last = self._compiled.get(key)
