@@ -42,7 +42,7 @@ from support import example, offloaded_pod
 
 from harness.controlplane import ControlPlane, find_binaries
 from harness.objects import apply, set_status
-from liqosec.controller import manager, reconcile
+from liqosec.controller import firewalls, manager
 from liqosec.controller.logging import configure
 from liqosec.controller.manager import Controller, Options
 from liqosec.controller.options import parse_batch_window
@@ -115,9 +115,11 @@ def instrument(controller: Controller, client: Any, probe: Probe) -> None:
             return reconcile_fn(key)
 
     rec.reconcile = timed_reconcile  # type: ignore[method-assign]
-    for name in ("_compile", "_rollout", "_set_finalizer", "_write_status", "_remove_orphans"):
+    for name in ("_compile", "_rollout", "_set_finalizer"):
         setattr(rec, name, probe.timed(name.strip("_"), getattr(rec, name)))
-    reconcile.firewall_differs = probe.timed("semantic diff", reconcile.firewall_differs)  # type: ignore[assignment]
+    rec._status.write = probe.timed("write_status", rec._status.write)  # type: ignore[method-assign]
+    rec._firewalls.remove_orphans = probe.timed("remove_orphans", rec._firewalls.remove_orphans)  # type: ignore[method-assign]
+    firewalls.firewall_differs = probe.timed("semantic diff", firewalls.firewall_differs)  # type: ignore[assignment]
     update = client.update
 
     def timed_update(ref: Any, obj: dict[str, Any]) -> Any:

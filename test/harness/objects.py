@@ -25,6 +25,7 @@ from liqosec.controller.resources import (
 )
 from liqosec.kube import errors
 from liqosec.kube.client import ENDPOINT_SLICES, NAMESPACES, NODES, PODS, KubeClient, ResourceRef
+from liqosec.kube.retry import retry_on_conflict
 
 REFS: dict[str, ResourceRef] = {
     r.kind: r
@@ -121,12 +122,17 @@ def apply(client: KubeClient, objects: Iterable[Mapping[str, Any]]) -> list[dict
 def set_status(
     client: KubeClient, ref: ResourceRef, live: Mapping[str, Any], status: Mapping[str, Any]
 ) -> dict[str, Any]:
-    for _ in range(5):
-        try:
-            return client.update_status(ref, {**dict(live), "status": dict(status)})
-        except errors.Conflict:
-            live = client.get(ref, live["metadata"]["name"], namespace=live["metadata"].get("namespace"))
-    raise RuntimeError(f"status of {ref.kind} {live['metadata'].get('name')} kept conflicting")
+    name, namespace = live["metadata"]["name"], live["metadata"].get("namespace")
+    written = retry_on_conflict(
+        lambda: client.get(ref, name, namespace=namespace),
+        lambda current: {**dict(current), "status": dict(status)},
+        lambda body: client.update_status(ref, body),
+        current=live,
+        what=f"status of {ref.kind} {name}",
+        attempts=5,
+    )
+    assert written is not None
+    return written
 
 
 def remove(client: KubeClient, objects: Iterable[Mapping[str, Any]]) -> None:

@@ -30,12 +30,13 @@ from fake_kube import (
 
 import liqosec.compiler.firewallconfiguration as fcm
 from liqosec.controller import reconcile as reconcile_module
-from liqosec.controller.reconcile import CONFLICT_RETRIES, INVALID_CLUSTER_STATE, MAX_ERROR_CHARS
 from liqosec.controller.resources import FIREWALL_CONFIGURATIONS as FCS
 from liqosec.controller.resources import PEERING_CONNECTIVITIES as PCS
+from liqosec.controller.statuswrites import INVALID_CLUSTER_STATE, MAX_ERROR_CHARS
 from liqosec.firewall.capabilities import Capabilities
 from liqosec.groups.view import ObjectRef, RemapPending
 from liqosec.kube import errors
+from liqosec.kube.retry import CONFLICT_RETRIES
 
 ROME, MILAN = "liqo-tenant-rome", "liqo-tenant-milan"
 
