@@ -45,10 +45,10 @@ from harness.objects import apply, set_status
 from liqosec.controller import firewalls, manager
 from liqosec.controller.logging import configure
 from liqosec.controller.manager import Controller, Options
-from liqosec.controller.options import parse_batch_window
 from liqosec.controller.resources import FIREWALL_CONFIGURATIONS
 from liqosec.firewall.evaluate import Packet, node_accepts
 from liqosec.kube.client import PODS, RestKubeClient
+from liqosec.run import parse_batch_window
 
 PEER = "rome"
 LOCAL_POD = "10.1.1.10"

@@ -70,8 +70,8 @@ from bench_world import (
 from harness.controlplane import ControlPlane, ControlPlaneError, find_binaries
 from harness.objects import set_status
 from liqosec.api.liqo import ORIGIN
-from liqosec.controller.options import parse_batch_window
 from liqosec.kube.client import PODS, RestKubeClient
+from liqosec.run import parse_batch_window
 
 METRICS = ("liqosec_firewall_writes_total", "controller_runtime_reconcile_total")
 ROUND_GAP_S = 1.0  # between a round's firewall and the next change: each round is an isolated change

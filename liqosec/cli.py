@@ -91,12 +91,12 @@ def _capped(lines: Sequence[str]) -> list[str]:
 
 def _read_live(args: argparse.Namespace) -> list[dict[str, Any]]:
     """The live cluster's objects, read through --kubeconfig (or the pod's ServiceAccount)."""
-    from liqosec.controller.live import read_cluster
-    from liqosec.controller.options import StartupError, _connect
     from liqosec.kube import errors
+    from liqosec.live import read_cluster
+    from liqosec.run import StartupError, connect
 
     try:
-        client, _ = _connect(args.kubeconfig or None, args.context)
+        client, _ = connect(args.kubeconfig or None, args.context)
         objects, warnings = read_cluster(client)
     except StartupError as err:
         raise _LiveError(str(err)) from None
@@ -382,7 +382,7 @@ def parser(*, with_run: bool = True) -> argparse.ArgumentParser:
 
 def _add_run(sub: Any) -> None:
     try:
-        from liqosec.controller.options import add_run_parser
+        from liqosec.run import add_run_parser
     except ImportError:  # the runtime is optional for the pure commands
         return
     add_run_parser(sub)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import enum
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -41,6 +40,7 @@ from liqosec.controller.reconcile import Reconciler
 from liqosec.controller.resources import CRDS, StoreView, Watched, watched_resources
 from liqosec.firewall.capabilities import FIREWALL_CRD_NAME, STATELESS, Capabilities, from_crd
 from liqosec.kube.client import JsonDict, KubeClient
+from liqosec.kube.clock import Clock, RealClock
 from liqosec.kube.errors import ApiError
 from liqosec.kube.leaderelection import LeaderCallbacks, LeaderElector
 from liqosec.kube.metrics import KubeMetrics
@@ -132,13 +132,32 @@ class _Enqueue:
 
 
 class Controller:
-    def __init__(self, client: KubeClient, options: Options, *, registry: CollectorRegistry | None = None) -> None:
+    """The controller: informers feeding a rate-limited queue of peering keys, workers reconciling them, and
+    leader election deciding which instance writes.
+
+    Built as sample-controller's `NewController`: the client, the options, and optionally the
+    metrics registry, the clock (every reflector, the queue, the leader elector, the reconciler
+    and the reconcile timing read it) and the queue itself, so a test can drive it all on fake time.
+    """
+
+    def __init__(
+        self,
+        client: KubeClient,
+        options: Options,
+        *,
+        registry: CollectorRegistry | None = None,
+        clock: Clock | None = None,
+        queue: RateLimitingQueue[str] | None = None,
+    ) -> None:
         self.options = options
+        self.clock: Clock = clock or RealClock()
         self.registry = registry or CollectorRegistry()
         self._client = client
         self._kube_metrics = KubeMetrics(self.registry)
         self.metrics = ControllerMetrics(self.registry, workers=options.workers)
-        self.queue: RateLimitingQueue[str] = RateLimitingQueue(CONTROLLER, metrics_provider=self._kube_metrics)
+        self.queue: RateLimitingQueue[str] = queue or RateLimitingQueue(
+            CONTROLLER, clock=self.clock, metrics_provider=self._kube_metrics
+        )
         self.stores: dict[str, Store] = {}
         self.reflectors: list[Reflector] = []
         self._reflector_of: dict[str, Reflector] = {}
@@ -155,6 +174,7 @@ class Controller:
             recorder=self._recorder,
             metrics=self.metrics,
             retire_grace=options.retire_grace_seconds,
+            now=self.clock.wall,
             scope=options.firewall_scope,
         )
         self._caps_cache: tuple[str, Capabilities] = ("", STATELESS)
@@ -174,6 +194,7 @@ class Controller:
             resync_period=self.options.resync_seconds if watched.kind == KIND else 0.0,
             handler=_Enqueue(watched.kind, watched.mapper, keys, self._enqueuer(watched.kind)),
             metrics=self._kube_metrics,
+            clock=self.clock,
         )
         self.reflectors.append(reflector)
         self._reflector_of[watched.kind] = reflector
@@ -267,6 +288,7 @@ class Controller:
             renew_deadline=renew,
             retry_period=retry,
             metrics=self._kube_metrics,
+            clock=self.clock,
         )
         self._elector.run(stop)
         self.queue.shutdown()
@@ -343,7 +365,7 @@ class Controller:
             self._process(key)
 
     def _process(self, key: str) -> None:
-        started = time.monotonic()
+        started = self.clock.now()
         self.metrics.active_workers.labels(CONTROLLER).inc()
         try:
             again = self.reconciler.reconcile(key)
@@ -367,7 +389,7 @@ class Controller:
                 self.metrics.reconcile_total.labels(CONTROLLER, "success").inc()
         finally:
             self.metrics.active_workers.labels(CONTROLLER).dec()
-            self.metrics.reconcile_time.labels(CONTROLLER).observe(time.monotonic() - started)
+            self.metrics.reconcile_time.labels(CONTROLLER).observe(self.clock.now() - started)
             self.queue.done(key)
 
 

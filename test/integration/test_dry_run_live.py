@@ -10,7 +10,6 @@ from support import example, running_controller, running_pod, unique_peer, wait_
 
 from harness.objects import apply
 from liqosec.compiler.dryrun import pod_scope
-from liqosec.controller.live import read_cluster
 from liqosec.controller.resources import FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES
 from liqosec.firewall.addresses import ip_to_int
 from liqosec.firewall.evaluate import connects
@@ -18,6 +17,7 @@ from liqosec.groups.resolve import pod_addresses, resolve_groups
 from liqosec.groups.view import Snapshot
 from liqosec.kube import errors
 from liqosec.kube.client import KubeClient
+from liqosec.live import read_cluster
 
 
 def firewall(kube: KubeClient, peer: str) -> dict[str, Any] | None:

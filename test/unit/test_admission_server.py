@@ -151,7 +151,7 @@ def test_run_takes_the_webhook_flags() -> None:
 
 
 def test_run_says_what_to_fix_when_the_webhook_cannot_start(tmp_path: Path) -> None:
-    from liqosec.controller.options import StartupError, _listen_webhook
+    from liqosec.run import StartupError, _listen_webhook
 
     args = parser().parse_args(["run", "--webhook-bind-address=127.0.0.1:0", f"--webhook-cert-dir={tmp_path}"])
     with pytest.raises(StartupError) as info:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from liqosec.controller import options
-from liqosec.controller.options import StartupError
+from liqosec import run as options
 from liqosec.kube import errors
+from liqosec.run import StartupError
 
 KUBECONFIG = """\
 apiVersion: v1

@@ -269,7 +269,7 @@ def run_options(args: Iterable[str], pod_namespace: str = "liqo") -> tuple[Any, 
     Raises like the real command would: SystemExit for an unknown flag, StartupError for a value out of range.
     """
     from liqosec.cli import parser
-    from liqosec.controller.options import options_from_args, run_command
+    from liqosec.run import options_from_args, run_command
 
     parsed = parser().parse_args([a.replace("$(POD_NAMESPACE)", pod_namespace) for a in args])
     assert parsed.command == "run" and parsed.func is run_command
@@ -289,7 +289,7 @@ def test_deployment_args_are_accepted_by_the_real_run_command() -> None:
 
 
 def test_run_options_catch_a_value_the_command_would_refuse() -> None:
-    from liqosec.controller.options import StartupError
+    from liqosec.run import StartupError
 
     with pytest.raises(StartupError, match="workers must be at least 1"):
         run_options(["run", "--workers=0"])

@@ -159,6 +159,6 @@ def test_ten_thousand_scattered_pods_on_a_hundred_nodes_stay_small_per_node() ->
 
 
 def test_the_run_flag_spells_the_compilers_scopes() -> None:
-    from liqosec.controller import options
+    from liqosec import run as options
 
     assert (options.ALL_NODES, options.PER_NODE) == (fcmod.ALL_NODES, fcmod.PER_NODE)

@@ -149,7 +149,7 @@ def _run(args: argparse.Namespace) -> int:
     configure(level=args.log_level, fmt=args.log_format)
     log = structlog.get_logger("liqosec")
     options = options_from_args(args)
-    client, server = _connect(args.kubeconfig, args.context)
+    client, server = connect(args.kubeconfig, args.context)
     controller = Controller(client, options)
     servers = _listen(args, controller)
     servers += _listen_webhook(args, client, servers)
@@ -195,7 +195,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
         raise StartupError(f"{err}: see liqosec run --help") from None
 
 
-def _connect(kubeconfig: str | None, context: str | None) -> tuple[RestKubeClient, str]:
+def connect(kubeconfig: str | None, context: str | None) -> tuple[RestKubeClient, str]:
     """A client from the kubeconfig (or the pod's ServiceAccount), and the server it talks to."""
     from liqosec.kube.client import RestKubeClient, load_api_client
 
