@@ -27,6 +27,7 @@ class FakeClock:
         self._wall_start = wall_start or datetime(2026, 1, 1, tzinfo=UTC)
         self._cond_waits: list[threading.Condition] = []
         self._deadlines: list[float] = []
+        self._waits_started = 0  # timed waits ever begun: a waiter that woke and waits again adds one
 
     # ----- Clock protocol -----
     def now(self) -> float:
@@ -41,6 +42,7 @@ class FakeClock:
         with self._lock:
             deadline = self._now + seconds
             self._deadlines.append(deadline)
+            self._waits_started += 1
             try:
                 while self._now < deadline:
                     self._lock.wait()
@@ -53,6 +55,7 @@ class FakeClock:
             if deadline is not None and self._now >= deadline:
                 return False
             self._cond_waits.append(cond)
+            self._waits_started += 1
             if deadline is not None:
                 self._deadlines.append(deadline)
         try:
@@ -69,6 +72,7 @@ class FakeClock:
     def wait_event(self, event: threading.Event, timeout: float | None) -> bool:
         with self._lock:
             deadline = None if timeout is None else self._now + timeout
+            self._waits_started += 1
             if deadline is not None:
                 self._deadlines.append(deadline)
         try:
@@ -94,6 +98,21 @@ class FakeClock:
         for cond in conds:
             with cond:
                 cond.notify_all()
+
+    def advance_and_settle(self, seconds: float, *, waiters: int = 1, real_timeout: float = 5.0) -> None:
+        """Advance, then block (real time) until `waiters` timed waits have begun since: each waiting
+        thread has looked at the new time and gone back to waiting, so what it did not do, it will not."""
+        with self._lock:
+            target = self._waits_started + waiters
+        self.advance(seconds)
+        end = time.monotonic() + real_timeout
+        while True:
+            with self._lock:
+                if self._waits_started >= target:
+                    return
+            if time.monotonic() > end:
+                raise AssertionError(f"expected {waiters} clock wait(s) to begin after advancing {seconds} s")
+            time.sleep(0.001)
 
     def waiters(self) -> int:
         """Number of timed waits in progress (sleep, wait_condition with timeout, wait_event)."""

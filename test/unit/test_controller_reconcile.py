@@ -345,8 +345,11 @@ def test_a_create_racing_another_writer_becomes_an_update() -> None:
 def test_a_status_write_for_a_vanished_peering_is_dropped() -> None:
     f = Fixture(cluster("rome"))
     f.client.fail_once("update_status", PCS, errors.NotFound(404, "NotFound", "gone"))
-    f.reconcile(key("rome"))  # no exception: the deletion brings the key back
+    actions = f.reconcile(key("rome"))  # no exception: the deletion brings the key back
     assert f.client.stored(FCS, "liqosec-rome", ROME) is not None
+    assert [a.verb for a in actions if a.resource == f"{PCS.plural}/status"] == ["update_status"]
+    stored = f.client.stored(PCS, "rome", ROME)
+    assert stored is not None and not stored.get("status")  # the write was dropped, not retried
 
 
 # ----- invalid spec -----

@@ -136,8 +136,7 @@ def test_add_after_delivers_only_when_due() -> None:
     start = clock.now()
     q.add_after("a", 5)
     wait_until(lambda: clock.next_deadline() == start + 5)
-    clock.advance(4.9)
-    time.sleep(0.01)
+    clock.advance_and_settle(4.9)  # the delay loop has looked at 4.9 s and waits again
     assert len(q) == 0 and q.waiting() == 1
     clock.advance(0.1)
     wait_until(lambda: len(q) == 1)
@@ -153,8 +152,7 @@ def test_add_after_keeps_earlier_ready_time() -> None:
     q.add_after("a", 8)  # later than the pending 2 s: ignored
     clock.advance(2)
     wait_until(lambda: len(q) == 1)
-    clock.advance(10)
-    time.sleep(0.01)
+    clock.advance_and_settle(10)
     q.get()
     assert len(q) == 0
     q.shutdown()
