@@ -13,7 +13,7 @@ import pytest
 
 from harness.agents import AgentMissing, find_agent
 from harness.liqo_forge import forge, of_kind, one
-from liqosec.render import load_objects
+from liqosec.inputs import load_objects
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = sorted((ROOT / "examples").glob("*.yaml")) + sorted(
