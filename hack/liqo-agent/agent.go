@@ -25,9 +25,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/klog/v2"
-	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	networkingv1beta1 "github.com/liqotech/liqo/apis/networking/v1beta1"
 	"github.com/liqotech/liqo/pkg/fabric"
@@ -68,23 +65,12 @@ func nftConnection(netns string) (*nftables.Conn, error) {
 }
 
 func runAgent(netns, node, host string, timeout time.Duration) error {
-	log.SetLogger(klog.NewKlogr())
 	scheme := runtime.NewScheme()
 	utilruntime.Must(networkingv1beta1.AddToScheme(scheme))
 	utilruntime.Must(corev1.AddToScheme(scheme))
-
-	cfg, err := ctrl.GetConfig()
+	mgr, err := newManager(scheme, nil)
 	if err != nil {
-		return fmt.Errorf("no API server configuration (set --kubeconfig or KUBECONFIG): %w", err)
-	}
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                 scheme,
-		Metrics:                server.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		LeaderElection:         false,
-	})
-	if err != nil {
-		return fmt.Errorf("creating the manager: %w", err)
+		return err
 	}
 	conn, err := nftConnection(netns)
 	if err != nil {

@@ -15,7 +15,11 @@ import (
 	"os"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/server"
 )
 
 var subcommands = map[string]func(args []string){
@@ -50,4 +54,29 @@ func parseFlags(name string, args []string) {
 		fmt.Fprintf(os.Stderr, "liqo-agent %s: unexpected arguments %v\n", name, flag.Args())
 		os.Exit(2)
 	}
+}
+
+// newManager is the controller-runtime manager every long-running subcommand runs Liqo's code in:
+// the API server from --kubeconfig or KUBECONFIG, metrics, probes and leader election off; `with`
+// adds a subcommand's own options (the webhook server).
+func newManager(scheme *runtime.Scheme, with func(*ctrl.Options)) (ctrl.Manager, error) {
+	log.SetLogger(klog.NewKlogr())
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return nil, fmt.Errorf("no API server configuration (set --kubeconfig or KUBECONFIG): %w", err)
+	}
+	opts := ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                server.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		LeaderElection:         false,
+	}
+	if with != nil {
+		with(&opts)
+	}
+	mgr, err := ctrl.NewManager(cfg, opts)
+	if err != nil {
+		return nil, fmt.Errorf("creating the manager: %w", err)
+	}
+	return mgr, nil
 }

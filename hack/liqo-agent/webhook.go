@@ -22,8 +22,6 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	networkingv1beta1 "github.com/liqotech/liqo/apis/networking/v1beta1"
@@ -66,23 +64,11 @@ func webhookMain(args []string) {
 }
 
 func runWebhook(opts webhook.Options) error {
-	log.SetLogger(klog.NewKlogr())
 	scheme := runtime.NewScheme()
 	utilruntime.Must(networkingv1beta1.AddToScheme(scheme))
-
-	cfg, err := ctrl.GetConfig()
+	mgr, err := newManager(scheme, func(o *ctrl.Options) { o.WebhookServer = webhook.NewServer(opts) })
 	if err != nil {
-		return fmt.Errorf("no API server configuration (set --kubeconfig or KUBECONFIG): %w", err)
-	}
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                 scheme,
-		Metrics:                server.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		LeaderElection:         false,
-		WebhookServer:          webhook.NewServer(opts),
-	})
-	if err != nil {
-		return fmt.Errorf("creating the manager: %w", err)
+		return err
 	}
 	// Exactly Liqo's two FirewallConfiguration handlers, as cmd/webhook/main.go registers them.
 	mgr.GetWebhookServer().Register(validatePath, fwcfgwh.NewValidator(mgr.GetClient()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import random
 from pathlib import Path
 from typing import Any
@@ -75,17 +76,20 @@ def test_many_scattered_pods_load_and_keep_verdicts(fresh: World, cell_report: A
 
 # Issue 17's shapes: both sides of the denied region scattered, so the compiler writes product
 # chains (policy drop, accepting src not in S or dst not in T) beside the main chain.
-PROVIDER = Path(__file__).resolve().parents[2] / "examples" / "mode-protected-borders-provider.yaml"
-SHAPES: dict[str, dict[str, Any]] = {
-    "protected-borders": {"securityMode": "ProtectedBorders"},
-    "default-deny": {
-        "defaultAction": "deny",
-        "rules": [
-            {"source": {"group": "remote-cluster"}, "destination": {"group": "offloaded"}, "action": "allow"},
-            {"source": {"group": "offloaded"}, "destination": {"group": "remote-cluster"}, "action": "allow"},
-        ],
-    },
-}
+ROOT = Path(__file__).resolve().parents[2]
+PROVIDER = ROOT / "examples" / "mode-protected-borders-provider.yaml"
+
+
+def _bench_shapes() -> dict[str, dict[str, Any]]:
+    """The policy shapes bench/compile_bench.py measures (issue 17's size table): one definition."""
+    spec = importlib.util.spec_from_file_location("compile_bench", ROOT / "bench" / "compile_bench.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return {name: module.SHAPES[name] for name in ("protected-borders", "default-deny")}
+
+
+SHAPES = _bench_shapes()
 
 
 def _offloaded_and_local(count: int) -> list[dict[str, Any]]:

@@ -32,6 +32,36 @@ from typing import Any
 from harness.agents import find_agent
 
 TIMEOUT_S = 60.0
+# One peering as the suites forge it: "home" consumes "rome" (and "milan", whose ClusterSelector
+# leaves "shop" out), both peers using our own CIDRs, so Liqo's IPAM remaps them.
+PEERING_SPEC: dict[str, Any] = {
+    "localClusterID": "home",
+    "peerClusterID": "rome",
+    "localPodCIDR": "10.200.0.0/16",
+    "localExternalCIDR": "10.70.0.0/16",
+    # The peer uses the same CIDRs: Liqo's IPAM remaps them.
+    "peerPodCIDR": "10.200.0.0/16",
+    "peerPodCIDRRemapped": "10.81.0.0/16",
+    "peerExternalCIDR": "10.70.0.0/16",
+    "peerExternalCIDRRemapped": "10.82.0.0/16",
+    "virtualNodeLabels": {"topology.example/region": "south"},
+    "otherProviders": [{"clusterID": "milan", "labels": {"topology.example/region": "north"}}],
+    "namespaces": [
+        {
+            "name": "shop",
+            "clusterSelector": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "topology.example/region", "operator": "In", "values": ["south"]}]}
+                ]
+            },
+        }
+    ],
+    "pods": [
+        {"kind": "offloaded", "name": "guest", "namespace": "guests", "ip": "10.200.1.5", "labels": {"app": "guest"}},
+        {"kind": "shadow", "name": "cart", "namespace": "shop", "ip": "10.200.3.7", "labels": {"app": "cart"}},
+    ],
+}
+
 _CACHE: dict[str, list[dict[str, Any]]] = {}
 
 

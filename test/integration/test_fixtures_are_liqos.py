@@ -12,29 +12,13 @@ from typing import Any
 import pytest
 
 from harness.agents import AgentMissing, find_agent
-from harness.liqo_forge import forge, of_kind, one
+from harness.liqo_forge import PEERING_SPEC, forge, of_kind, one
 from liqosec.inputs import load_objects
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = sorted((ROOT / "examples").glob("*.yaml")) + sorted(
     (ROOT / "test" / "dataplane" / "scenarios").glob("*.yaml")
 )
-SPEC: dict[str, Any] = {
-    "localClusterID": "home",
-    "peerClusterID": "rome",
-    "localPodCIDR": "10.200.0.0/16",
-    "localExternalCIDR": "10.70.0.0/16",
-    "peerPodCIDR": "10.200.0.0/16",
-    "peerPodCIDRRemapped": "10.81.0.0/16",
-    "peerExternalCIDR": "10.70.0.0/16",
-    "peerExternalCIDRRemapped": "10.82.0.0/16",
-    "otherProviders": [{"clusterID": "milan", "labels": {}}],
-    "namespaces": [{"name": "shop"}],
-    "pods": [
-        {"kind": "offloaded", "name": "guest", "namespace": "guests", "ip": "10.200.1.5"},
-        {"kind": "shadow", "name": "cart", "namespace": "shop", "ip": "10.200.3.7"},
-    ],
-}
 # Label keys liqosec reads, by the kind of object they are on.
 READ = ("liqo.io/", "offloading.liqo.io/origin")
 
@@ -47,7 +31,7 @@ def liqo() -> list[dict[str, Any]]:
         if os.environ.get("CI"):
             pytest.fail(f"Liqo's agent binary missing under CI: {err}")
         pytest.skip(str(err))
-    return forge(SPEC, stage="remapped")
+    return forge(PEERING_SPEC, stage="remapped")
 
 
 def liqo_keys(obj: dict[str, Any]) -> set[str]:

@@ -13,36 +13,10 @@ from typing import Any
 import pytest
 
 from harness.agents import AgentMissing, find_agent
-from harness.liqo_forge import forge, of_kind, one
+from harness.liqo_forge import PEERING_SPEC, forge, of_kind, one
 
 LOCAL, PEER, OTHER = "home", "rome", "milan"
-SPEC: dict[str, Any] = {
-    "localClusterID": LOCAL,
-    "peerClusterID": PEER,
-    "localPodCIDR": "10.200.0.0/16",
-    "localExternalCIDR": "10.70.0.0/16",
-    # The peer uses the same CIDRs: Liqo's IPAM remaps them.
-    "peerPodCIDR": "10.200.0.0/16",
-    "peerPodCIDRRemapped": "10.81.0.0/16",
-    "peerExternalCIDR": "10.70.0.0/16",
-    "peerExternalCIDRRemapped": "10.82.0.0/16",
-    "virtualNodeLabels": {"topology.example/region": "south"},
-    "otherProviders": [{"clusterID": OTHER, "labels": {"topology.example/region": "north"}}],
-    "namespaces": [
-        {
-            "name": "shop",
-            "clusterSelector": {
-                "nodeSelectorTerms": [
-                    {"matchExpressions": [{"key": "topology.example/region", "operator": "In", "values": ["south"]}]}
-                ]
-            },
-        }
-    ],
-    "pods": [
-        {"kind": "offloaded", "name": "guest", "namespace": "guests", "ip": "10.200.1.5", "labels": {"app": "guest"}},
-        {"kind": "shadow", "name": "cart", "namespace": "shop", "ip": "10.200.3.7", "labels": {"app": "cart"}},
-    ],
-}
+SPEC = PEERING_SPEC
 TENANT = f"liqo-tenant-{PEER}"
 
 
