@@ -6,9 +6,10 @@ import copy
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -96,10 +97,20 @@ class Running:
     stop: threading.Event
     thread: threading.Thread
     result: list[Exit]
+    reconciled: Counter[str] = field(default_factory=Counter)  # key -> reconcile passes finished
 
     def metric(self, name: str, **labels: str) -> float:
         value = self.controller.registry.get_sample_value(name, labels)
         return float(value or 0.0)
+
+    def passes(self, key: str) -> int:
+        """Reconcile passes of `key` finished so far (a resync is one)."""
+        return self.reconciled[key]
+
+    def idle(self) -> bool:
+        """Nothing queued, held for a batch window, waiting for a retry, or being reconciled."""
+        queue = self.controller.queue
+        return len(queue) == 0 and queue.waiting() == 0 and not queue._processing
 
     def halt(self, timeout: float = 20.0) -> None:
         self.stop.set()
@@ -116,8 +127,17 @@ def running_controller(client: KubeClient, **options: Any) -> Iterator[Running]:
     stop = threading.Event()
     result: list[Exit] = []
     thread = threading.Thread(target=lambda: result.append(controller.run(stop)), daemon=True)
-    thread.start()
     handle = Running(controller, stop, thread, result)
+    reconcile = controller.reconciler.reconcile
+
+    def counted(key: str) -> float | None:
+        try:
+            return reconcile(key)
+        finally:
+            handle.reconciled[key] += 1
+
+    controller.reconciler.reconcile = counted  # type: ignore[method-assign]
+    thread.start()
     try:
         wait_for("informers to sync", controller.synced, timeout=30)
         yield handle

@@ -58,7 +58,7 @@ def test_500_pod_changes_lead_to_a_handful_of_writes(kube: KubeClient, local_pod
             return not node_accepts([fc["spec"]["table"]], Packet.of(last_ip, "10.1.1.10"))
 
         wait_for("the firewall to reach the final IPs", converged, timeout=60)
-        time.sleep(1)
+        wait_for("the last batch to be written", ctl.idle)  # no change held, queued or in a pass
         writes = (
             sum(ctl.metric("liqosec_firewall_writes_total", peering=key, operation=o) for o in ("create", "update"))
             - writes_before

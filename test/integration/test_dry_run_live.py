@@ -3,7 +3,6 @@ Enforce writes it, and the pods it really cuts are the ones the report counted; 
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from support import example, running_controller, running_pod, unique_peer, wait_for
@@ -95,7 +94,8 @@ def test_dry_run_then_enforce_then_dry_run_again(kube: KubeClient, local_pod_cid
         assert ctl.metric("liqosec_dryrun_pairs", peering=key, change="newly_denied") == report["newlyDenied"]
         assert ctl.metric("liqosec_firewall_writes_total", peering=key, operation="create") == 0
         writes = ctl.metric("liqosec_status_writes_total", peering=key)
-        time.sleep(3)  # three resyncs: the same report, no write
+        passes = ctl.passes(key)
+        wait_for("three resyncs: the same report, no write", lambda: ctl.passes(key) >= passes + 3)
         assert ctl.metric("liqosec_status_writes_total", peering=key) == writes
         assert firewall(kube, peer) is None
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from support import example, running_controller, unique_peer, wait_for
 
 from harness.objects import apply
@@ -28,7 +26,9 @@ def test_no_writes_after_convergence_resync_and_restart(kube: KubeClient, local_
         before = versions(kube, peer)
         writes = first.metric("liqosec_firewall_writes_total", peering=key, operation="update")
         noops = first.metric("liqosec_firewall_noop_writes_skipped_total", peering=key)
-        time.sleep(4)  # four resync periods
+        passes = first.passes(key)
+        wait_for("two more resync passes", lambda: first.passes(key) >= passes + 2)
+        wait_for("the last pass to finish", first.idle)
         assert first.metric("liqosec_firewall_noop_writes_skipped_total", peering=key) >= noops + 2
         assert first.metric("liqosec_firewall_writes_total", peering=key, operation="update") == writes
         assert versions(kube, peer) == before
@@ -37,7 +37,7 @@ def test_no_writes_after_convergence_resync_and_restart(kube: KubeClient, local_
             "the restarted controller to look",
             lambda: second.metric("liqosec_firewall_noop_writes_skipped_total", peering=key) >= 1,
         )
-        time.sleep(1)
+        wait_for("its first pass to finish", second.idle)
         assert versions(kube, peer) == before
         for op in ("create", "update", "delete"):
             assert second.metric("liqosec_firewall_writes_total", peering=key, operation=op) == 0

@@ -146,6 +146,7 @@ def test_a_missing_crd_keeps_it_running_unready_until_installed(bare_control_pla
             assert event["type"] == "Warning" and event["involvedObject"]["kind"] == "Pod"
             assert event["involvedObject"]["name"] == "liqosec-0"
             assert f"install liqosec's CRD ({OUR_CRD}: kubectl apply -f manifests/crds/" in event["message"]
+            # The time is the point: a controller that gives up would have exited within this second.
             time.sleep(1.0)
             assert proc.poll() is None, "the controller exited instead of waiting"
 

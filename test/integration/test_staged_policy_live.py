@@ -4,7 +4,6 @@ follows an edit of the enforced policy, and both reports are what the promoted p
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from support import example, running_controller, running_pod, unique_peer, wait_for
@@ -100,9 +99,13 @@ def test_a_staged_policy_beside_the_enforced_one(kube: KubeClient, local_pod_cid
             assert conditions(policy(kube, name, ns))["Valid"]["status"] == "True", name
         assert (conditions(policy(kube, "trial", ns))["Ready"]["reason"]) == "DryRun"
         assert firewall(kube, "trial", ns) is None
-        time.sleep(2)  # two resyncs: the staged policy leaves the enforced firewall as it is
-        assert firewall(kube, peer, ns) == enforced
         key = f"{ns}/trial"
+        passes = ctl.passes(key), ctl.passes(f"{ns}/{peer}")
+        wait_for(  # the staged policy leaves the enforced firewall as it is
+            "two resyncs of both policies",
+            lambda: ctl.passes(key) >= passes[0] + 2 and ctl.passes(f"{ns}/{peer}") >= passes[1] + 2,
+        )
+        assert firewall(kube, peer, ns) == enforced
         assert ctl.metric("liqosec_dryrun_pairs", peering=key, change="newly_allowed") == first["newlyAllowed"]
         assert ctl.metric("liqosec_dryrun_pairs", peering=key, change="newly_denied") == first["newlyDenied"]
 

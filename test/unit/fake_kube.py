@@ -75,6 +75,7 @@ class _Stream:
         self._rv = rv
         self._closed = threading.Event()
         self._wake: queue.SimpleQueue[None] = queue.SimpleQueue()
+        self.parked = False  # waiting for news: everything yielded so far has been taken and handled
 
     def wake(self) -> None:
         self._wake.put(None)
@@ -92,10 +93,13 @@ class _Stream:
                     continue
                 if _selected(obj, self._selector):
                     yield copy.deepcopy(event)
+            with self._client._lock:
+                self.parked = not self._client.events_after(self._plural, self._rv)
             try:
                 self._wake.get(timeout=0.5)
             except queue.Empty:
                 pass
+            self.parked = False
 
 
 @dataclass
@@ -151,6 +155,11 @@ class FakeKubeClient:
     def resource_version(self) -> str:
         return str(self._rv)
 
+    def delivered(self) -> bool:
+        """Every change so far has reached every open watch and been handled (each watch asked for the next)."""
+        with self._lock:
+            return all(s.parked for s in self._streams if not s._closed.is_set())
+
     def events_after(self, plural: str, rv: int) -> list[tuple[int, JsonDict]]:
         with self._lock:
             return [(r, copy.deepcopy(e)) for r, p, e in self._log if p == plural and r > rv]
@@ -164,6 +173,7 @@ class FakeKubeClient:
             _meta(obj)["resourceVersion"] = str(self._rv)
         self._log.append((self._rv, plural, {"type": event, "object": logged}))
         for stream in self._streams:
+            stream.parked = False
             stream.wake()
 
     def _store(self, key: tuple[str, str, str], obj: JsonDict, event: str) -> None:

@@ -14,23 +14,21 @@ import pytest
 from fake_kube import FakeKubeClient, cluster, configuration, key, peering, ref_of, virtual_node_cr
 from prometheus_client import CollectorRegistry
 
+from harness import waiting
+from harness.fakeclock import FakeClock
 from liqosec.controller import health
 from liqosec.controller.manager import Controller, Exit, Options, _Enqueue, missing_crds_message
 from liqosec.controller.mapping import Change, KeyMapper
 from liqosec.controller.metrics import CONTROLLER
 from liqosec.controller.resources import CRDS, FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES, watched_resources
 from liqosec.kube import errors
+from liqosec.kube.queue import RateLimitingQueue
 
 ALL_CRDS = tuple(w.crd for w in watched_resources() if w.crd)
 
 
 def wait_until(what: str, probe: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := probe():
-            return found
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+    return waiting.wait_until(probe, what, timeout=timeout, interval=0.02)
 
 
 def server_with(objects: list[dict[str, Any]], crds: tuple[str, ...] = ALL_CRDS) -> FakeKubeClient:
@@ -46,9 +44,11 @@ def server_with(objects: list[dict[str, Any]], crds: tuple[str, ...] = ALL_CRDS)
 
 
 @contextmanager
-def running(client: FakeKubeClient, **options: Any) -> Iterator[Controller]:
+def running(client: FakeKubeClient, *, queue_clock: FakeClock | None = None, **options: Any) -> Iterator[Controller]:
+    """The controller on its own thread; with `queue_clock`, its queue (delays, retries) runs on that fake time."""
     opts = Options(identity="unit", leader_elect=False, batch_seconds=0.0, **options)
-    controller = Controller(client, opts, registry=CollectorRegistry())
+    queue = None if queue_clock is None else RateLimitingQueue[str](CONTROLLER, clock=queue_clock)
+    controller = Controller(client, opts, registry=CollectorRegistry(), queue=queue)
     stop = threading.Event()
     result: list[Exit] = []
     thread = threading.Thread(target=lambda: result.append(controller.run(stop)), daemon=True)
@@ -83,10 +83,12 @@ def test_missing_crds_keep_it_unready_with_one_event_until_installed() -> None:
     crds = tuple(c for c in ALL_CRDS if c != "peeringconnectivities.security.liqo.io")
     client = server_with(cluster("rome"), crds=crds)
     with running(client, pod=("liqo", "liqosec-0")) as c:
+        polls = count_calls(c, "missing_crds")
         wait_until("the wait to be reported", lambda: client.events)
         assert c.not_ready_reason() == "waiting for CustomResourceDefinitions: peeringconnectivities.security.liqo.io"
         assert not c.synced()
-        time.sleep(0.5)  # several polls: still one Event, and nothing else listed
+        seen = polls[0]
+        wait_until("several more polls", lambda: polls[0] >= seen + 5)  # still one Event, and nothing else listed
         [event] = client.events
         assert event["type"] == "Warning" and event["reason"] == "CustomResourceDefinitionMissing"
         assert event["involvedObject"] == {
@@ -118,26 +120,45 @@ def test_missing_liqo_crds_say_to_install_liqo_and_no_event_without_a_pod() -> N
     assert "\n" not in message
 
 
-def settled(c: Controller) -> float | None:
-    """The success count once it holds still for 0.3 s with nothing queued (None while it moves)."""
-    before = successes(c)
-    time.sleep(0.3)
-    quiet = len(c.queue) == 0 and c.queue.waiting() == 0
-    return before if quiet and successes(c) == before and before >= 1 else None
+def count_calls(c: Controller, method: str) -> list[int]:
+    """Count the calls of one of the controller's methods from now on (in a one-item list)."""
+    calls = [0]
+    original = getattr(c, method)
+
+    def counting(*args: Any) -> Any:
+        calls[0] += 1
+        return original(*args)
+
+    setattr(c, method, counting)
+    return calls
+
+
+def settled(c: Controller, client: FakeKubeClient) -> float | None:
+    """The success count once every change has reached the informers and the queue is idle: nothing
+    queued, waiting or being processed, and no change since (None while it moves)."""
+    before, version = successes(c), client.resource_version
+    delivered = client.delivered()
+    quiet = len(c.queue) == 0 and c.queue.waiting() == 0 and not c.queue._processing
+    still = delivered and quiet and client.resource_version == version and successes(c) == before
+    return before if still and before >= 1 else None
 
 
 def test_invalid_cluster_state_is_not_retried_in_a_loop() -> None:
     objs = [o for o in cluster("rome") if o["kind"] != "Configuration"]
     client = server_with([*objs, configuration("rome", "10.70.0.1/16")])
-    with running(client) as c:
+    clock = FakeClock()
+    with running(client, queue_clock=clock) as c:
         wait_until(
             "InvalidClusterState",
             lambda: "InvalidClusterState" in str(client.stored(PEERING_CONNECTIVITIES, "rome", "liqo-tenant-rome")),
         )
         # Informers may still hand over their first lists: those events are real and may wake the peering
         # once more. Wait for them to settle, then watch for a loop.
-        done = wait_until("the initial events to settle", lambda: settled(c))
-        time.sleep(1.0)  # a requeue would come back within the rate limiter's first delays (5 ms and up)
+        done = wait_until("the initial events to settle", lambda: settled(c, client))
+        # Settled means nothing waits in the queue either; a second's time on the queue's clock (a
+        # requeue would come back within the rate limiter's first delays, 5 ms and up) changes nothing.
+        clock.advance_and_settle(1.0)
+        assert wait_until("the queue to settle again", lambda: settled(c, client)) == done
         assert successes(c) == done
         assert c.queue.num_requeues(key("rome")) == 0
         assert c.registry.get_sample_value("liqosec_invalid_cluster_state_total", {"peering": key("rome")}) == done
@@ -233,12 +254,15 @@ def test_a_write_liqos_webhook_keeps_refusing_is_retried_with_backoff_not_in_a_l
     )
     for _ in range(100):
         client.fail_once("create", FIREWALL_CONFIGURATIONS, denial)
-    with running(client) as c:
+    clock = FakeClock()
+    with running(client, queue_clock=clock) as c:
         wait_until(
             "RefusedByLiqo",
             lambda: "RefusedByLiqo" in str(client.stored(PEERING_CONNECTIVITIES, "rome", "liqo-tenant-rome")),
         )
-        time.sleep(1.0)
+        for _ in range(200):  # one second of the queue's time, 5 ms at a time, each retry done before the next step
+            clock.advance_and_settle(0.005)
+            wait_until("the retry to be done", lambda: len(c.queue) == 0 and not c.queue._processing)
         creates = [a for a in client.actions if a.verb == "create" and a.resource == "firewallconfigurations"]
         assert 1 <= len(creates) <= 12  # 5 ms doubling: about 8 tries in a second, not thousands
         assert c.queue.num_requeues(key("rome")) >= 1
@@ -246,6 +270,6 @@ def test_a_write_liqos_webhook_keeps_refusing_is_retried_with_backoff_not_in_a_l
         client._failures.clear()  # the cause goes: the next retry writes it
         wait_until(
             "the firewall",
-            lambda: client.stored(FIREWALL_CONFIGURATIONS, "liqosec-rome", "liqo-tenant-rome"),
+            lambda: clock.advance(0.5) or client.stored(FIREWALL_CONFIGURATIONS, "liqosec-rome", "liqo-tenant-rome"),
             timeout=15,
         )

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import copy
 import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from harness.fakeclock import FakeClock
+from harness.waiting import wait_until
 from liqosec.kube import errors
 from liqosec.kube.client import LEASES, ResourceRef
 from liqosec.kube.leaderelection import (
@@ -23,13 +22,6 @@ from liqosec.kube.leaderelection import (
 )
 
 JsonDict = dict[str, Any]
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 3.0) -> None:
-    end = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < end, "condition not reached"
-        time.sleep(0.001)
 
 
 class FakeLeaseApi:
@@ -158,8 +150,8 @@ def test_does_not_take_a_lease_held_by_a_live_leader() -> None:
     c = Candidate(api, clock)
     c.thread.start()
     wait_until(lambda: "leader:other" in c.events.log)
-    clock.advance(LEASE_DURATION_SECONDS - 1)
-    time.sleep(0.02)
+    clock.block_until_waiters(1)  # it waits to retry, its next look due well within the advance
+    clock.advance_and_settle(LEASE_DURATION_SECONDS - 1)  # it has looked again, one second short of expiry
     assert not c.elector.is_leader()
     assert c.elector.get_leader() == "other"
     c.finish()
@@ -176,8 +168,7 @@ def test_lease_acquired_when_expired() -> None:
     waited = 0.0
     while not c.elector.is_leader():
         assert waited < LEASE_DURATION_SECONDS + 3 * 1.2 * RETRY_PERIOD_SECONDS
-        waited += clock.advance_to_next_deadline()
-        time.sleep(0.01)
+        waited += clock.advance_to_next_deadline(settle=True)
     assert waited >= LEASE_DURATION_SECONDS
     assert api.holder() == "me"
     assert api.objects["lease"]["spec"]["leaseTransitions"] == 4

@@ -3,12 +3,11 @@ registry."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from harness.fakeclock import FakeClock
+from harness.waiting import wait_until
 from liqosec.kube.metrics import KubeMetrics
 from liqosec.kube.queue import RateLimitingQueue
 
@@ -25,9 +24,7 @@ def test_queue_metrics_use_controller_runtime_names() -> None:
     def settles(unfinished: float, longest: float) -> None:
         """The gauges are refreshed by the queue's metrics loop, on the fake clock: wait for it (real time)."""
         names = ("workqueue_unfinished_work_seconds", "workqueue_longest_running_processor_seconds")
-        deadline = time.monotonic() + 5
-        while [sample(n) for n in names] != [unfinished, longest] and time.monotonic() < deadline:
-            time.sleep(0.001)
+        wait_until(lambda: [sample(n) for n in names] == [unfinished, longest], "the gauges", timeout=5)
         assert [sample(n) for n in names] == [unfinished, longest]
 
     q.add("a")

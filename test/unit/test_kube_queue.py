@@ -4,24 +4,16 @@ RateLimitingQueue retries, and the metrics hooks."""
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable
 
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from harness.fakeclock import FakeClock
+from harness.waiting import blocked_on, hold, wait_until
 from liqosec.kube.queue import DelayingQueue, RateLimitingQueue, WorkQueue
 from liqosec.kube.ratelimit import ItemExponentialFailureRateLimiter
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 2.0) -> None:
-    end = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < end, "condition not reached"
-        time.sleep(0.001)
 
 
 def test_items_come_out_in_insertion_order() -> None:
@@ -74,7 +66,7 @@ def test_key_never_processed_by_two_workers() -> None:
                 if item in active:
                     violations.append(item)
                 active.add(item)
-            time.sleep(0.0002)
+            hold(0.0002)  # busy a moment: another worker would take the key now if it could
             with lock:
                 active.discard(item)
                 processed[item] += 1
@@ -97,7 +89,7 @@ def test_shutdown_wakes_blocked_get() -> None:
     result: list[tuple[str | None, bool]] = []
     t = threading.Thread(target=lambda: result.append(q.get()))
     t.start()
-    time.sleep(0.01)
+    wait_until(lambda: blocked_on(q._cond), "get() to block")
     q.shutdown()
     t.join(2)
     assert result == [(None, True)]
@@ -339,13 +331,14 @@ def test_add_coalesced_releases_a_long_burst_at_the_cap() -> None:
     released = 0
     for _ in range(60):  # 3 s of changes every 50 ms: a burst that is never quiet for 0.2 s
         q.add_coalesced("a", 0.2, 0.5)
-        clock.advance(0.05)
-        time.sleep(0.03)  # real time for the delay loop to look at the new time
+        clock.advance_and_settle(0.05)  # the delay loop has looked at the new time
         if len(q):
             q.get()
             q.done("a")
             released += 1
-    assert 6 <= released <= 9  # the first few at once, then once per cap (0.5 s)
+    # the first three at once, then the burst once per cap (0.5 s after its first held change): at
+    # 0.65 s, 1.15 s, 1.65 s, 2.15 s and 2.65 s
+    assert released == 3 + 5
     q.shutdown()
 
 

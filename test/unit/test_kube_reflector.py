@@ -6,14 +6,14 @@ from __future__ import annotations
 import builtins
 import random
 import threading
-import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from harness.fakeclock import FakeClock
+from harness.waiting import wait_until
 from liqosec.kube import errors
 from liqosec.kube.reflector import (
     BACKOFF_CAP_SECONDS,
@@ -44,13 +44,6 @@ def page(items: list[JsonDict], rv: str, cont: str | None = None) -> JsonDict:
     if cont:
         meta["continue"] = cont
     return {"items": items, "metadata": meta}
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 3.0) -> None:
-    end = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < end, "condition not reached"
-        time.sleep(0.001)
 
 
 class FakeStream:
