@@ -82,7 +82,7 @@ def test_the_pairs_a_dry_run_reports_are_the_pairs_enforcing_cuts(
     before = fresh.cluster.probe_pairs(pairs)
     assert all(before.values()), "nothing is enforced in DryRun: every pair connects"
 
-    fresh.converge(enforced)  # Enforce: liqosec writes the firewall, Liqo's agents apply it
+    fresh.apply_and_settle(enforced)  # Enforce: liqosec writes the firewall, Liqo's agents apply it
     after = fresh.cluster.probe_pairs(pairs)
     cut = {p for p in pairs if before[p] and not after[p]}
     opened = {p for p in pairs if after[p] and not before[p]}
@@ -143,7 +143,7 @@ def test_promoting_a_staged_policy_changes_the_pairs_its_report_says(
     staged = copy.deepcopy(pc)
     staged["metadata"] = {"name": "trial", "namespace": pc["metadata"]["namespace"]}
     staged["spec"] = {"enforcement": "DryRun", "rules": TRIAL}
-    fresh.converge(enforced)
+    fresh.apply_and_settle(enforced)
     tables = liqosec_tables(fresh)
     put(fresh, [*enforced, staged])
     first = report_in_force(fresh, staged)
@@ -159,7 +159,7 @@ def test_promoting_a_staged_policy_changes_the_pairs_its_report_says(
     promoted = {**staged, "spec": {**staged["spec"], "enforcement": "Enforce"}}
     after_objs = [o for o in enforced if o is not pc] + [promoted]
     enforce(fresh, promoted)
-    fresh.converge(after_objs)  # the enforced policy deleted (its firewall retired), the staged one enforced
+    fresh.apply_and_settle(after_objs)  # the enforced policy deleted (its firewall retired), the staged one enforced
     after = fresh.cluster.probe_pairs(pairs)
     expected = build_matrix(after_objs)
     assert after == {(s, d): expected.connect(s, d) for s, d in pairs}

@@ -68,7 +68,7 @@ def hosted(objects: list[dict[str, Any]], nodes: int = NODES) -> dict[str, int]:
 
 def probe(world: World, objects: list[dict[str, Any]], report: list[tuple[str, int, int]], what: str) -> None:
     matrix = build_matrix(objects)
-    world.converge(objects)
+    world.apply_and_settle(objects)
     world.wait_ready(objects)
     names = {e.ip: e.name for e in matrix.endpoints}
     where = hosted(objects)

@@ -58,7 +58,7 @@ READER: dict[str, list[tuple[str, str, str, int, bool]]] = {
 
 def probe_ports(world: World, path: Path, report: list[tuple[str, int, int]]) -> None:
     objects = load_objects([str(path)])
-    firewalls = world.converge(objects)
+    firewalls = world.apply_and_settle(objects)
     world.wait_ready(objects)
     world.cluster.listen_on()
     matrix = build_matrix(objects)
@@ -130,12 +130,12 @@ def test_a_port_deny_added_and_removed_on_a_live_peering(fresh: World, cell_repo
     full = load_objects([str(path)])
     pc = next(o for o in full if o["kind"] == "PeeringConnectivity")
     without = [o for o in full if o is not pc] + [{**pc, "spec": {**pc["spec"], "rules": pc["spec"]["rules"][1:]}}]
-    fresh.converge(without)
+    fresh.apply_and_settle(without)
     fresh.cluster.listen_on()
     names = fresh.place(build_matrix(without))
     pairs = fresh.cluster.all_pairs()
     for step, objects in (("without the deny", without), ("with the deny", full), ("without it again", without)):
-        firewalls = fresh.converge(objects)
+        firewalls = fresh.apply_and_settle(objects)
         assert len(firewalls) == (2 if objects is full else 1), step
         for proto, port in (("tcp", 22), ("tcp", 443)):
             at_port = build_matrix(objects, port=(proto, port))
@@ -162,7 +162,7 @@ def test_holes_table_through_the_agent_at_scale(fresh: World, cell_report: Any) 
         }
         for i in range(120)
     ]
-    firewalls = fresh.converge(objects)
+    firewalls = fresh.apply_and_settle(objects)
     assert [f["metadata"]["name"] for f in firewalls] == ["liqosec-milan", "liqosec-milan-holes"]
     fresh.wait_ready(objects)
     fresh.cluster.listen_on()

@@ -74,7 +74,7 @@ def _policies(seed: int) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def node(world: World) -> Iterator[World]:
     """The cluster's objects and endpoints stay; each test swaps the two policies."""
-    world.converge(_cluster() + _policies(0))
+    world.apply_and_settle(_cluster() + _policies(0))
     world.place(build_matrix(_cluster() + _policies(0)))
     try:
         yield world
@@ -87,7 +87,7 @@ def test_random_policy_cells_match_the_matrix(node: World, cell_report: Any, see
     objects = _cluster() + _policies(seed)
     matrix = build_matrix(objects)
     assert {e.ip for e in matrix.endpoints} <= set(node.cluster.endpoints)
-    node.converge(objects)
+    node.apply_and_settle(objects)
     cells = check_cells(node.cluster, matrix.connect)
     cell_report.append((f"random policy seed {seed}", len(cells.observed), cells.agreed))
     names = {e.ip: e.name for e in matrix.endpoints}

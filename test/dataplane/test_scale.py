@@ -53,7 +53,7 @@ def _sample(matrix: Matrix, rng: random.Random) -> list[str]:
 
 def test_many_scattered_pods_load_and_keep_verdicts(fresh: World, cell_report: Any) -> None:
     objects = load_objects([str(SCENARIO)]) + _scattered(70, 0)
-    fcs = fresh.converge(objects, timeout=120)
+    fcs = fresh.apply_and_settle(objects, timeout=120)
     rules = [r for fc in fcs for c in fc["spec"]["table"]["chains"] for r in c["rules"]["filterRules"]]
     widest = max(agent.expression_count(r) for r in rules)
     assert widest <= agent.MAX_RULE_EXPRESSIONS
@@ -68,7 +68,7 @@ def test_many_scattered_pods_load_and_keep_verdicts(fresh: World, cell_report: A
     assert not cells.disagreements, describe(cells, names)
 
     grown = objects + _scattered(30, 70)
-    fresh.converge(grown, timeout=120)
+    fresh.apply_and_settle(grown, timeout=120)
     cells = check_cells(fresh.cluster, build_matrix(grown, max_endpoints=None).connect)
     cell_report.append(("scale +90 pods, the agent patching the live chains", len(cells.observed), cells.agreed))
     assert not cells.disagreements, describe(cells, names)
@@ -112,7 +112,7 @@ def test_300_scattered_offloaded_pods_compile_linear_and_keep_verdicts(
     (policy,) = [o for o in load_objects([str(PROVIDER)]) if o["kind"] == "PeeringConnectivity"]
     policy = {**policy, "spec": SHAPES[shape]}
     objects = [*base, *_offloaded_and_local(300), policy]
-    fcs = fresh.converge(objects, timeout=180)
+    fcs = fresh.apply_and_settle(objects, timeout=180)
     rules = [r for fc in fcs for c in fc["spec"]["table"]["chains"] for r in c["rules"]["filterRules"]]
     assert len(rules) <= 3_000, f"{shape}: {len(rules)} rules for 300 offloaded pods"
     assert max(agent.expression_count(r) for r in rules) <= agent.MAX_RULE_EXPRESSIONS

@@ -140,7 +140,7 @@ READER: dict[str, list[tuple[str, str, bool, bool]]] = {
 def probe_scenario(world: World, path: Path, report: list[tuple[str, int, int]]) -> None:
     objects = load_objects([str(path)])
     matrix = build_matrix(objects)
-    world.converge(objects)
+    world.apply_and_settle(objects)
     world.wait_ready(objects)  # Ready means Liqo's agent reports it applied on every node
     names = world.place(matrix)
     cells = check_cells(world.cluster, matrix.connect)
@@ -173,7 +173,7 @@ def test_every_scenario_has_reader_expectations() -> None:
 def test_endpoints_are_spread_over_every_node(fresh: World) -> None:
     """Cross-node pairs are what make two agents matter: each node must host endpoints."""
     objects = load_objects([str(ROOT / "examples" / "quick-start.yaml")])
-    fresh.converge(objects)
+    fresh.apply_and_settle(objects)
     fresh.place(build_matrix(objects))
     assert {e.node for e in fresh.cluster.endpoints.values()} == set(range(len(fresh.cluster.nodes)))
 
@@ -186,7 +186,7 @@ def test_one_way_allow_is_dropped_without_conntrack(fresh: World) -> None:
     path = ROOT / "examples" / "mode-segregation-consumer.yaml"
     objects = load_objects([str(path)])
     matrix = build_matrix(objects)
-    fresh.converge(objects)
+    fresh.apply_and_settle(objects)
     fresh.place(matrix)
     ip = {e.name: e.ip for e in matrix.endpoints}
     assert fresh.cluster.probe(ip["default/admin"], ip["shop/backend"]) is False
@@ -201,7 +201,7 @@ def test_protected_borders_hole_is_named_in_the_status(fresh: World) -> None:
     replies, and StatelessFiltering names the rule and the allow its replies need."""
     objects = load_objects([str(ROOT / "examples" / "mode-protected-borders-provider.yaml")])
     matrix = build_matrix(objects)
-    fresh.converge(objects)
+    fresh.apply_and_settle(objects)
     fresh.place(matrix)
     ip = {e.name: e.ip for e in matrix.endpoints}
     assert fresh.cluster.probe(ip["shop-rome/cart-0"], ip["monitoring/metrics"]) is False
@@ -218,7 +218,7 @@ def test_the_peers_masqueraded_traffic_is_judged_as_its_cluster(fresh: World) ->
     its external CIDR: through Liqo's agent, that source is cut where the policy cuts the peer."""
     objects = load_objects([str(ROOT / "examples" / "provider-isolate-offloaded.yaml")])
     matrix = build_matrix(objects)
-    fresh.converge(objects)
+    fresh.apply_and_settle(objects)
     fresh.wait_ready(objects)
     fresh.place(matrix)
     ip = {e.name: e.ip for e in matrix.endpoints}
@@ -232,7 +232,7 @@ def test_under_full_masquerade_a_shadow_pods_packets_lose_their_vc_remote_allow(
     offloaded backend reaches admin; masqueraded (milan's fullMasquerade), it is the rest of milan."""
     objects = load_objects([str(ROOT / "examples" / "consumer-vc-only.yaml")])
     matrix = build_matrix(objects)
-    fresh.converge(objects)
+    fresh.apply_and_settle(objects)
     fresh.wait_ready(objects)
     fresh.place(matrix)
     ip = {e.name: e.ip for e in matrix.endpoints}

@@ -86,7 +86,7 @@ def test_pods_added_then_removed_keep_verdicts_as_the_agent_appends(
     # what each adds, so the node's rule order is history's: only the verdicts are checked here (the
     # order, step by step, is test_agent_fidelity.py's); `converge` checks every node holds exactly the rules.
     for n, objs in enumerate(steps):
-        fresh.converge(objs)
+        fresh.apply_and_settle(objs)
         if n == 0:
             fresh.place(final)
         _check(fresh, objs, final, f"update {scenario} step {n}", cell_report)
@@ -95,7 +95,7 @@ def test_pods_added_then_removed_keep_verdicts_as_the_agent_appends(
 def test_a_pod_changing_address_and_labels_moves_between_groups(fresh: World, cell_report: Any) -> None:
     objects = load_objects([str(HERE / "scenarios" / "default-deny.yaml")])
     grown = objects + [_pod("mover", "guest-rome", "10.1.7.7", OFFLOADED)]
-    fresh.converge(grown)
+    fresh.apply_and_settle(grown)
     moved = copy.deepcopy(grown)
     mover = moved[-1]
     mover["status"] = {"phase": "Running", "podIP": "10.1.7.9", "podIPs": [{"ip": "10.1.7.9"}]}
@@ -104,7 +104,7 @@ def test_a_pod_changing_address_and_labels_moves_between_groups(fresh: World, ce
     everyone = build_matrix(grown)
     fresh.place(everyone, extra=["10.1.7.9"])
     for n, objs in enumerate([grown, moved, relabelled]):
-        fresh.converge(objs)
+        fresh.apply_and_settle(objs)
         _check(fresh, objs, build_matrix(objs), f"pod re-addressed/relabelled step {n}", cell_report)
 
 
@@ -123,13 +123,13 @@ def test_selector_parties_follow_pod_and_namespace_labels(fresh: World, cell_rep
     billing_web = relabelled(cache_frontend, "Namespace", "billing", team="web")  # leaves team NotIn web
     billing_back = relabelled(billing_web, "Namespace", "billing", team="money")
     steps = [base, cache_frontend, billing_web, billing_back]
-    fresh.converge(base)
+    fresh.apply_and_settle(base)
     fresh.place(build_matrix(base))
     ip = {e.name: e.ip for e in build_matrix(base).endpoints}
     cache, rome = ip["shop/cache"], ip["(remote-cluster/rome)"]
     opened = []
     for n, objs in enumerate(steps):
-        fresh.converge(objs)
+        fresh.apply_and_settle(objs)
         _check(fresh, objs, build_matrix(objs), f"selector relabel step {n}", cell_report)
         opened.append(fresh.cluster.probe(cache, rome))
     assert opened == [False, True, True, True]  # the relabelled pod reaches rome once it is a frontend
@@ -145,7 +145,7 @@ def test_rules_changed_on_a_live_peering(fresh: World, cell_report: Any) -> None
     fresh.place(build_matrix(objects))
     for n, version in enumerate(versions):
         objs = [*rest, {**policy, "spec": {**policy["spec"], "rules": version}}]
-        fresh.converge(objs)
+        fresh.apply_and_settle(objs)
         _check(fresh, objs, build_matrix(objects), f"rules version {n} of ordering-deny-first", cell_report)
 
 
@@ -197,10 +197,10 @@ def test_deleting_a_policy_removes_its_firewall_and_restores_traffic(fresh: Worl
     liqosec empties a firewall and waits before deleting it: whatever a node keeps lets all through.
     """
     objects = load_objects([str(HERE / "scenarios" / "two-peerings.yaml")])
-    fresh.converge(objects)
+    fresh.apply_and_settle(objects)
     fresh.place(build_matrix(objects))
     assert not all(fresh.cluster.probe_pairs(fresh.cluster.all_pairs()).values())
-    fresh.converge([o for o in objects if o["kind"] != "PeeringConnectivity"], timeout=60)
+    fresh.apply_and_settle([o for o in objects if o["kind"] != "PeeringConnectivity"], timeout=60)
     deadline = time.monotonic() + 60
     while fresh.kube.list(FIREWALL_CONFIGURATIONS, limit=10, continue_token=None)["items"]:
         assert time.monotonic() < deadline, "liqosec did not delete the retired firewalls"

@@ -64,7 +64,7 @@ class World:
             self.agents.wait_applied(mine, nodes=[i], timeout=left)
         return time.monotonic() - started
 
-    def converge(self, objects: Sequence[Mapping[str, Any]], *, timeout: float = 60.0) -> list[dict[str, Any]]:
+    def apply_and_settle(self, objects: Sequence[Mapping[str, Any]], *, timeout: float = 60.0) -> list[dict[str, Any]]:
         """Make the API server hold exactly these objects; wait until every node enforces their firewalls."""
         wanted = {key(o): o for o in objects}
         remove(self.kube, [o for k, o in self.applied.items() if k not in wanted])

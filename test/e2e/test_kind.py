@@ -190,7 +190,7 @@ def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
     return next((c for c in obj.get("status", {}).get("conditions", []) if c.get("type") == kind), {})
 
 
-def converged(cluster: KindCluster, peer: str) -> dict[str, Any] | None:
+def settled_firewall(cluster: KindCluster, peer: str) -> dict[str, Any] | None:
     """The peering's policy is Ready at its generation and its live firewall is `liqosec render` of the live objects."""
     pc = cluster.get_json(PC, "-n", f"liqo-tenant-{peer}", peer)
     if pc.get("status", {}).get("observedGeneration") != pc["metadata"]["generation"]:
@@ -204,7 +204,7 @@ def converged(cluster: KindCluster, peer: str) -> dict[str, Any] | None:
 
 def wait_converged(cluster: KindCluster, peer: str, timeout: float = RECONCILE_TIMEOUT_S) -> dict[str, Any]:
     return eventually(
-        lambda: converged(cluster, peer),
+        lambda: settled_firewall(cluster, peer),
         timeout=timeout,
         what=f"peering {peer}: Ready at its generation, live rules equal to `liqosec render` of the live objects",
     )

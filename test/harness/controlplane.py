@@ -108,6 +108,18 @@ def find_binaries(repo_root: Path) -> Binaries:
     return binaries
 
 
+def binaries_or_skip(repo_root: Path) -> Binaries:
+    """`find_binaries` for a test: without them, skip (run hack/build-control-plane.sh), or fail under CI."""
+    import pytest  # only tests call this: the harness CLI does not need pytest
+
+    try:
+        return find_binaries(repo_root)
+    except ControlPlaneUnavailable as err:
+        if os.environ.get("CI"):
+            pytest.fail(f"integration binaries missing under CI: {err}")
+        pytest.skip("run hack/build-control-plane.sh")
+
+
 def _paths_from_build_script(repo_root: Path) -> dict[str, str | None]:
     script = repo_root / BUILD_SCRIPT
     if not script.is_file():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from liqosec.api.liqo import REMOTE_CLUSTER_ID, TENANT_NAMESPACE, TENANT_PREFIX
@@ -130,6 +130,34 @@ def set_status(
         current=live,
         what=f"status of {ref.kind} {name}",
         attempts=5,
+    )
+    assert written is not None
+    return written
+
+
+def update_retrying(
+    client: KubeClient,
+    ref: ResourceRef,
+    name: str,
+    change: Callable[[dict[str, Any]], None],
+    *,
+    namespace: str | None = None,
+    attempts: int = 5,
+) -> dict[str, Any]:
+    """Read, `change` a copy, update; on a conflict (the controller writes meanwhile) read again and retry."""
+
+    def changed(current: dict[str, Any]) -> dict[str, Any]:
+        body = copy.deepcopy(current)
+        change(body)
+        return body
+
+    written = retry_on_conflict(
+        lambda: client.get(ref, name, namespace=namespace),
+        changed,
+        lambda body: client.update(ref, body),
+        current=client.get(ref, name, namespace=namespace),
+        what=f"{ref.kind} {name}",
+        attempts=attempts,
     )
     assert written is not None
     return written

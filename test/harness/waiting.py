@@ -15,7 +15,7 @@ T = TypeVar("T")
 
 
 def wait_until(
-    probe: Callable[[], T], what: str = "the condition", *, timeout: float = 5.0, interval: float = 0.001
+    probe: Callable[[], T], what: str = "the condition", *, timeout: float = 10.0, interval: float = 0.001
 ) -> T:
     """Poll ``probe`` until it returns something truthy, and return that; AssertionError after ``timeout`` s."""
     deadline = time.monotonic() + timeout

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from harness.agents import AgentMissing, find_agent
-from harness.controlplane import ControlPlane, ControlPlaneUnavailable, find_binaries
+from harness.controlplane import ControlPlane, binaries_or_skip
 from harness.liqo_webhook import LiqoWebhook
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -38,12 +38,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def control_plane() -> Iterator[ControlPlane]:
-    try:
-        binaries = find_binaries(REPO_ROOT)
-    except ControlPlaneUnavailable as err:
-        if os.environ.get("CI"):
-            pytest.fail(f"integration binaries missing under CI: {err}")
-        pytest.skip("run hack/build-control-plane.sh")
+    binaries = binaries_or_skip(REPO_ROOT)
     try:
         agent = find_agent()
     except AgentMissing as err:

@@ -7,7 +7,6 @@ with a message, not a hang.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from harness.controlplane import ControlPlaneUnavailable, find_binaries
+from harness.controlplane import binaries_or_skip
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = ROOT / "bench" / "run.py"
@@ -25,18 +24,9 @@ PHASES = ["control plane", "world", "baseline", "populate", "start-up", "api ser
 LATENCY_KEYS = {"n", "timeouts", "p50_s", "p90_s", "p99_s", "max_s", "mean_s", "p50_ratio", "p90_ratio", "p99_ratio"}
 
 
-def _need_binaries() -> None:
-    try:
-        find_binaries(ROOT)
-    except ControlPlaneUnavailable as err:
-        if os.environ.get("CI"):
-            pytest.fail(f"integration binaries missing under CI: {err}")
-        pytest.skip("run hack/build-control-plane.sh")
-
-
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str, Path]:
-    _need_binaries()
+    binaries_or_skip(ROOT)
     out = tmp_path_factory.mktemp("bench")
     proc = subprocess.run(
         [sys.executable, str(RUN), "--scale", "smoke", "--json", str(out / "smoke.json"), "--out", str(out / "png")],
@@ -125,7 +115,7 @@ def test_table_and_plots(smoke: tuple[dict[str, Any], str, Path]) -> None:
 
 
 def test_a_controller_that_never_converges_fails_with_a_message(tmp_path: Path) -> None:
-    _need_binaries()
+    binaries_or_skip(ROOT)
     proc = subprocess.run(
         [
             sys.executable,

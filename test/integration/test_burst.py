@@ -53,11 +53,11 @@ def test_500_pod_changes_lead_to_a_handful_of_writes(kube: KubeClient, local_pod
         burst_seconds = time.monotonic() - started
         last_ip = f"10.1.{150 + (CHANGES - 1) // 250}.{1 + (CHANGES - 1) % 250}"
 
-        def converged() -> bool:
+        def at_final_ips() -> bool:
             fc = kube.get(FIREWALL_CONFIGURATIONS, f"liqosec-{peer}", namespace=f"liqo-tenant-{peer}")
             return not node_accepts([fc["spec"]["table"]], Packet.of(last_ip, "10.1.1.10"))
 
-        wait_for("the firewall to reach the final IPs", converged, timeout=60)
+        wait_for("the firewall to reach the final IPs", at_final_ips, timeout=60)
         wait_for("the last batch to be written", ctl.idle)  # no change held, queued or in a pass
         writes = (
             sum(ctl.metric("liqosec_firewall_writes_total", peering=key, operation=o) for o in ("create", "update"))

@@ -11,7 +11,7 @@ from support import example, running_controller, unique_peer, wait_for
 
 from harness.controlplane import ControlPlane
 from harness.liqo_webhook import mutation_suspended
-from harness.objects import apply
+from harness.objects import apply, update_retrying
 from liqosec.controller.resources import CRDS, FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES
 from liqosec.firewall.capabilities import FIREWALL_CRD_NAME
 from liqosec.kube import errors
@@ -28,8 +28,7 @@ def _match_schema(crd: dict[str, Any]) -> dict[str, Any]:
 
 
 def _set_match_schema(kube: KubeClient, extra: dict[str, Any] | None) -> None:
-    for _ in range(5):
-        crd = kube.get(CRDS, FIREWALL_CRD_NAME)
+    def change(crd: dict[str, Any]) -> None:
         [version] = [v for v in crd["spec"]["versions"] if v["name"] == "v1beta1"]
         props = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["table"]["properties"]
         match = props["chains"]["items"]["properties"]["rules"]["properties"]["filterRules"]["items"]["properties"][
@@ -39,12 +38,8 @@ def _set_match_schema(kube: KubeClient, extra: dict[str, Any] | None) -> None:
             match["items"]["properties"].pop("ctstate", None)
         else:
             match["items"]["properties"].update(extra)
-        try:
-            kube.update(CRDS, crd)
-            return
-        except errors.Conflict:
-            continue
-    raise AssertionError("could not update the FirewallConfiguration CRD")
+
+    update_retrying(kube, CRDS, FIREWALL_CRD_NAME, change)
 
 
 @pytest.fixture()

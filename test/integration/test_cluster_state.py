@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from support import Running, example, offloaded_pod, running_controller, unique_peer, wait_for
 
+from harness.firewalls import firewall
 from harness.objects import apply, set_status
 from liqosec.controller import reconcile as reconcile_module
-from liqosec.controller.resources import CONFIGURATIONS, FIREWALL_CONFIGURATIONS, NETWORKS, PEERING_CONNECTIVITIES
+from liqosec.controller.resources import CONFIGURATIONS, NETWORKS, PEERING_CONNECTIVITIES
 from liqosec.firewall.evaluate import Packet, node_accepts
-from liqosec.kube import errors
 from liqosec.kube.client import EVENTS, KubeClient
 
 LOCAL_POD = "10.1.1.10"  # the example's `web` pod
@@ -26,13 +26,6 @@ LOCAL_POD = "10.1.1.10"  # the example's `web` pod
 
 def tenant(peer: str) -> str:
     return f"liqo-tenant-{peer}"
-
-
-def firewall(kube: KubeClient, peer: str) -> dict[str, Any] | None:
-    try:
-        return kube.get(FIREWALL_CONFIGURATIONS, f"liqosec-{peer}", namespace=tenant(peer))
-    except errors.NotFound:
-        return None
 
 
 def isolates(kube: KubeClient, peer: str, ip: str) -> bool:

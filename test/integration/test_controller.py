@@ -7,20 +7,13 @@ from typing import Any
 
 from support import example, offloaded_pod, running_controller, unique_peer, wait_for
 
+from harness.firewalls import firewall
 from harness.objects import apply, set_status
-from liqosec.controller.resources import FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES
+from liqosec.controller.resources import PEERING_CONNECTIVITIES
 from liqosec.firewall.evaluate import Packet, node_accepts
-from liqosec.kube import errors
 from liqosec.kube.client import PODS, KubeClient
 
 ROME_POD = "10.71.9.9"
-
-
-def firewall(kube: KubeClient, peer: str) -> dict[str, Any] | None:
-    try:
-        return kube.get(FIREWALL_CONFIGURATIONS, f"liqosec-{peer}", namespace=f"liqo-tenant-{peer}")
-    except errors.NotFound:
-        return None
 
 
 def accepts(fc: dict[str, Any], src: str, dst: str) -> bool:

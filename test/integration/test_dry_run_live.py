@@ -7,23 +7,10 @@ from typing import Any
 
 from support import example, running_controller, running_pod, unique_peer, wait_for
 
+from harness.firewalls import firewall, pair_changes
 from harness.objects import apply
-from liqosec.compiler.dryrun import pod_scope
-from liqosec.controller.resources import FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES
-from liqosec.firewall.addresses import ip_to_int
-from liqosec.firewall.evaluate import connects
-from liqosec.groups.resolve import pod_addresses, resolve_groups
-from liqosec.groups.view import Snapshot
-from liqosec.kube import errors
+from liqosec.controller.resources import PEERING_CONNECTIVITIES
 from liqosec.kube.client import KubeClient
-from liqosec.live import read_cluster
-
-
-def firewall(kube: KubeClient, peer: str) -> dict[str, Any] | None:
-    try:
-        return kube.get(FIREWALL_CONFIGURATIONS, f"liqosec-{peer}", namespace=f"liqo-tenant-{peer}")
-    except errors.NotFound:
-        return None
 
 
 def policy(kube: KubeClient, peer: str) -> dict[str, Any]:
@@ -50,26 +37,6 @@ def reported(kube: KubeClient, peer: str, generation: int) -> dict[str, Any] | N
 def grown_report(kube: KubeClient, peer: str, pods: int) -> dict[str, Any] | None:
     report = (policy(kube, peer).get("status") or {}).get("dryRun") or {}
     return report if report.get("pods") == pods else None
-
-
-def denied_by(kube: KubeClient, peer: str, tables: list[dict[str, Any]]) -> tuple[int, int]:
-    """(pairs of the peering's traffic, pairs whose connection `tables` stop), pod by pod, from the API server.
-
-    The API server is shared with other tests: every pod of the peering's groups counts, as it
-    does for the controller; the groups are resolved from the live objects as `explain` reads them.
-    """
-    objects, _ = read_cluster(kube)
-    groups = resolve_groups(Snapshot(objects), peer, f"liqo-tenant-{peer}")
-    scope, peer_space = pod_scope(groups), groups.peer_space
-    ips = [v4[0] for o in objects if o["kind"] == "Pod" and (v4 := pod_addresses(o)[0]) and ip_to_int(v4[0]) in scope]
-    pairs = denied = 0
-    for i, src in enumerate(ips):
-        for j, dst in enumerate(ips):
-            if i == j or not (ip_to_int(src) in peer_space or ip_to_int(dst) in peer_space):
-                continue
-            pairs += 1
-            denied += not connects(tables, src, dst)
-    return pairs, denied
 
 
 def test_dry_run_then_enforce_then_dry_run_again(kube: KubeClient, local_pod_cidr: None) -> None:
@@ -114,7 +81,7 @@ def test_dry_run_then_enforce_then_dry_run_again(kube: KubeClient, local_pod_cid
             is None
         )
         # What the written firewall really cuts, pod pair by pod pair, is what the dry run counted.
-        assert denied_by(kube, peer, [fc["spec"]["table"]]) == (report["pairs"], report["newlyDenied"])
+        assert pair_changes(kube, peer, None, [fc["spec"]["table"]])[:2] == (report["pairs"], report["newlyDenied"])
 
         generation = set_enforcement(kube, peer, "DryRun")
         wait_for("the firewall to be retired", lambda: firewall(kube, peer) is None, timeout=30)

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from support import example, offloaded_pod, running_controller, unique_peer, wait_for
 
+from harness.firewalls import firewall
 from harness.objects import apply, ensure_namespace, set_status
-from liqosec.controller.resources import CONFIGURATIONS, FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES
+from liqosec.controller.resources import CONFIGURATIONS, PEERING_CONNECTIVITIES
 from liqosec.firewall.evaluate import Packet, node_accepts
 from liqosec.kube import errors
 from liqosec.kube.client import EVENTS, NAMESPACES, KubeClient
@@ -20,13 +21,6 @@ LOCAL_POD = "10.1.1.10"  # the example's `web` pod
 
 def tenant(peer: str) -> str:
     return f"liqo-tenant-{peer}"
-
-
-def firewall(kube: KubeClient, peer: str, namespace: str | None = None) -> dict[str, Any] | None:
-    try:
-        return kube.get(FIREWALL_CONFIGURATIONS, f"liqosec-{peer}", namespace=namespace or tenant(peer))
-    except errors.NotFound:
-        return None
 
 
 def condition(kube: KubeClient, name: str, namespace: str, type_: str) -> dict[str, Any]:

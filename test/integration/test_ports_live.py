@@ -12,7 +12,7 @@ import pytest
 import yaml
 from support import POD_CIDR_NETWORK, running_controller, unique_peer, wait_for
 
-from harness.objects import apply, tenant_namespace_labels
+from harness.objects import apply, tenant_namespace_labels, update_retrying
 from liqosec.cli import main
 from liqosec.controller.resources import FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES
 from liqosec.firewall.evaluate import EPHEMERAL_PORT, Packet, node_accepts
@@ -116,15 +116,14 @@ def cluster(peer: str) -> list[dict[str, Any]]:
 
 def set_rules(kube: KubeClient, peer: str, rules: list[dict[str, Any]]) -> None:
     """Change the spec; the controller writes the status meanwhile, so retry on a conflict."""
-    for _ in range(10):
-        live = kube.get(PEERING_CONNECTIVITIES, peer, namespace=f"liqo-tenant-{peer}")
-        live["spec"]["rules"] = rules
-        try:
-            kube.update(PEERING_CONNECTIVITIES, live)
-            return
-        except errors.Conflict:
-            continue
-    raise AssertionError(f"{peer} kept conflicting")
+    update_retrying(
+        kube,
+        PEERING_CONNECTIVITIES,
+        peer,
+        lambda live: live["spec"].update(rules=rules),
+        namespace=f"liqo-tenant-{peer}",
+        attempts=10,
+    )
 
 
 def firewalls(kube: KubeClient, peer: str) -> dict[str, dict[str, Any]]:

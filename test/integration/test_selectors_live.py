@@ -7,21 +7,15 @@ from typing import Any
 import pytest
 from support import running_controller, unique_peer, wait_for
 
-from harness.objects import apply, tenant_namespace_labels
-from liqosec.controller.resources import FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES
+from harness.firewalls import firewall
+from harness.objects import apply, tenant_namespace_labels, update_retrying
+from liqosec.controller.resources import PEERING_CONNECTIVITIES
 from liqosec.firewall.evaluate import Packet, node_accepts
 from liqosec.kube import errors
 from liqosec.kube.client import NAMESPACES, PODS, KubeClient
 
 ROME_POD = "10.71.9.9"  # in the peer's pod CIDR as seen here
 POD_IP = "10.1.44.7"
-
-
-def firewall(kube: KubeClient, peer: str) -> dict[str, Any] | None:
-    try:
-        return kube.get(FIREWALL_CONFIGURATIONS, f"liqosec-{peer}", namespace=f"liqo-tenant-{peer}")
-    except errors.NotFound:
-        return None
 
 
 def reaches_peer(kube: KubeClient, peer: str) -> bool | None:
@@ -31,15 +25,7 @@ def reaches_peer(kube: KubeClient, peer: str) -> bool | None:
 
 
 def relabel(kube: KubeClient, ref: Any, name: str, namespace: str | None, labels: dict[str, str]) -> None:
-    for _ in range(5):
-        live = kube.get(ref, name, namespace=namespace)
-        live["metadata"]["labels"] = labels
-        try:
-            kube.update(ref, live)
-            return
-        except errors.Conflict:
-            continue
-    raise AssertionError(f"{name} kept conflicting")
+    update_retrying(kube, ref, name, lambda live: live["metadata"].update(labels=labels), namespace=namespace)
 
 
 def objects(peer: str, shop: str) -> list[dict[str, Any]]:

@@ -8,16 +8,10 @@ from typing import Any
 
 from support import example, running_controller, running_pod, unique_peer, wait_for
 
+from harness.firewalls import firewall, pair_changes
 from harness.objects import apply
-from liqosec.compiler.dryrun import pod_scope
-from liqosec.controller.resources import FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES
-from liqosec.firewall.addresses import ip_to_int
-from liqosec.firewall.evaluate import connects
-from liqosec.groups.resolve import pod_addresses, resolve_groups
-from liqosec.groups.view import Snapshot
-from liqosec.kube import errors
+from liqosec.controller.resources import PEERING_CONNECTIVITIES
 from liqosec.kube.client import KubeClient
-from liqosec.live import read_cluster
 
 # Opens the offloaded pods to local pods, and cuts them off the peer's pods.
 TRIAL = [
@@ -28,40 +22,12 @@ TRIAL = [
 ]
 
 
-def firewall(kube: KubeClient, name: str, ns: str) -> dict[str, Any] | None:
-    try:
-        return kube.get(FIREWALL_CONFIGURATIONS, f"liqosec-{name}", namespace=ns)
-    except errors.NotFound:
-        return None
-
-
 def policy(kube: KubeClient, name: str, ns: str) -> dict[str, Any]:
     return kube.get(PEERING_CONNECTIVITIES, name, namespace=ns)
 
 
 def conditions(pc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["type"]: c for c in (pc.get("status") or {}).get("conditions") or ()}
-
-
-def changes(kube: KubeClient, peer: str, now: list[Any], then: list[Any]) -> tuple[int, int, int]:
-    """(pairs of the peering's traffic, newly denied, newly allowed) from `now` to `then`, pod pair by pod pair.
-
-    The API server is shared with other tests: every pod of the peering's groups counts, as for the controller.
-    """
-    objects, _ = read_cluster(kube)
-    groups = resolve_groups(Snapshot(objects), peer, f"liqo-tenant-{peer}")
-    scope, peer_space = pod_scope(groups), groups.peer_space
-    ips = [v4[0] for o in objects if o["kind"] == "Pod" and (v4 := pod_addresses(o)[0]) and ip_to_int(v4[0]) in scope]
-    pairs = denied = allowed = 0
-    for i, src in enumerate(ips):
-        for j, dst in enumerate(ips):
-            if i == j or not (ip_to_int(src) in peer_space or ip_to_int(dst) in peer_space):
-                continue
-            pairs += 1
-            before, after = connects(now, src, dst), connects(then, src, dst)
-            denied += before and not after
-            allowed += after and not before
-    return pairs, denied, allowed
 
 
 def counts(report: dict[str, Any]) -> tuple[int, int, int]:
@@ -129,5 +95,5 @@ def test_a_staged_policy_beside_the_enforced_one(kube: KubeClient, local_pod_cid
         kube.update(PEERING_CONNECTIVITIES, trial)
         promoted = wait_for("the promoted firewall", lambda: firewall(kube, "trial", ns))
         tables = [promoted["spec"]["table"]]
-        assert changes(kube, peer, [enforced["spec"]["table"]], tables) == counts(first)
-        assert changes(kube, peer, [opened["spec"]["table"]], tables) == counts(second)
+        assert pair_changes(kube, peer, [enforced["spec"]["table"]], tables) == counts(first)
+        assert pair_changes(kube, peer, [opened["spec"]["table"]], tables) == counts(second)

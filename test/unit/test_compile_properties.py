@@ -48,7 +48,7 @@ packets = st.lists(st.tuples(ADDRESSES, ADDRESSES), min_size=1, max_size=30)
 PC = PeeringConnectivity(name="rome", namespace="liqo-tenant-rome", spec=PeeringConnectivitySpec(), uid="u")
 
 
-def firewall(
+def firewall_objects(
     rules: list[Clause], default: Action, sets: dict[str, AddressSet], caps: Capabilities
 ) -> list[dict[str, Any]]:
     """The peering's objects: its chain and the chains of its own tables (product chains)."""
@@ -80,7 +80,7 @@ def shuffled_all(fcs: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
 def test_compiled_chain_matches_first_match_in_any_order(
     sets: dict[str, AddressSet], rules: list[Clause], default: Action, pkts: list[tuple[int, int]], seed: int
 ) -> None:
-    tables = shuffled_all(firewall(rules, default, sets, Capabilities()), seed)
+    tables = shuffled_all(firewall_objects(rules, default, sets, Capabilities()), seed)
     for src, dst in pkts:
         assert node_accepts(tables, Packet(src, dst)) == expected(rules, default, sets, src, dst), (src, dst)
 
@@ -97,8 +97,8 @@ def test_verdicts_survive_an_agent_style_update(
     stateful: bool,
 ) -> None:
     caps = Capabilities(ctstate=stateful)
-    node = agent.apply(agent.EMPTY, firewall(rules_before, default, before, caps))
-    node = agent.apply(node, firewall(rules_after, default, after, caps))
+    node = agent.apply(agent.EMPTY, firewall_objects(rules_before, default, before, caps))
+    node = agent.apply(node, firewall_objects(rules_after, default, after, caps))
     tables = [t.as_spec() for t in node]
     for src, dst in pkts:
         assert node_accepts(tables, Packet(src, dst)) == expected(rules_after, default, after, src, dst), (src, dst)

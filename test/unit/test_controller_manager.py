@@ -6,7 +6,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -14,8 +14,9 @@ import pytest
 from fake_kube import FakeKubeClient, cluster, configuration, key, peering, ref_of, virtual_node_cr
 from prometheus_client import CollectorRegistry
 
-from harness import waiting
 from harness.fakeclock import FakeClock
+from harness.waiting import wait_until
+from liqosec.api.peeringconnectivity import KIND
 from liqosec.controller import health
 from liqosec.controller.manager import Controller, Exit, Options, _Enqueue, missing_crds_message
 from liqosec.controller.mapping import Change, KeyMapper
@@ -25,10 +26,6 @@ from liqosec.kube import errors
 from liqosec.kube.queue import RateLimitingQueue
 
 ALL_CRDS = tuple(w.crd for w in watched_resources() if w.crd)
-
-
-def wait_until(what: str, probe: Callable[[], Any], timeout: float = 10.0) -> Any:
-    return waiting.wait_until(probe, what, timeout=timeout, interval=0.02)
 
 
 def server_with(objects: list[dict[str, Any]], crds: tuple[str, ...] = ALL_CRDS) -> FakeKubeClient:
@@ -52,6 +49,16 @@ def running(client: FakeKubeClient, *, queue_clock: FakeClock | None = None, **o
     stop = threading.Event()
     result: list[Exit] = []
     thread = threading.Thread(target=lambda: result.append(controller.run(stop)), daemon=True)
+    queued_at_start: list[str] = []  # what the controller queues once leading: every peering it knows
+    add = controller.queue.add
+
+    def add_noting(item: str) -> None:
+        add(item)
+        if threading.current_thread() is thread:
+            queued_at_start.append(item)
+
+    controller.queue.add = add_noting  # type: ignore[method-assign]
+    controller.queued_at_start = queued_at_start  # type: ignore[attr-defined]
     thread.start()
     try:
         yield controller
@@ -73,9 +80,9 @@ def successes(c: Controller) -> float:
 def test_the_controller_writes_the_firewall_once_synced() -> None:
     client = server_with(cluster("rome"))
     with running(client) as c:
-        wait_until("the firewall", lambda: client.stored(FIREWALL_CONFIGURATIONS, "liqosec-rome", "liqo-tenant-rome"))
+        wait_until(lambda: client.stored(FIREWALL_CONFIGURATIONS, "liqosec-rome", "liqo-tenant-rome"), "the firewall")
         assert c.synced() and c.not_ready_reason() == ""
-        wait_until("Ready", lambda: "Applied" in str(client.stored(PEERING_CONNECTIVITIES, "rome", "liqo-tenant-rome")))
+        wait_until(lambda: "Applied" in str(client.stored(PEERING_CONNECTIVITIES, "rome", "liqo-tenant-rome")), "Ready")
     assert client.events and client.events[0]["reason"] == "FirewallCreated"
 
 
@@ -84,11 +91,11 @@ def test_missing_crds_keep_it_unready_with_one_event_until_installed() -> None:
     client = server_with(cluster("rome"), crds=crds)
     with running(client, pod=("liqo", "liqosec-0")) as c:
         polls = count_calls(c, "missing_crds")
-        wait_until("the wait to be reported", lambda: client.events)
+        wait_until(lambda: client.events, "the wait to be reported")
         assert c.not_ready_reason() == "waiting for CustomResourceDefinitions: peeringconnectivities.security.liqo.io"
         assert not c.synced()
         seen = polls[0]
-        wait_until("several more polls", lambda: polls[0] >= seen + 5)  # still one Event, and nothing else listed
+        wait_until(lambda: polls[0] >= seen + 5, "several more polls")  # still one Event, and nothing else listed
         [event] = client.events
         assert event["type"] == "Warning" and event["reason"] == "CustomResourceDefinitionMissing"
         assert event["involvedObject"] == {
@@ -103,14 +110,14 @@ def test_missing_crds_keep_it_unready_with_one_event_until_installed() -> None:
         client.seed(
             CRDS, {"kind": "CustomResourceDefinition", "metadata": {"name": "peeringconnectivities.security.liqo.io"}}
         )
-        wait_until("the firewall", lambda: client.stored(FIREWALL_CONFIGURATIONS, "liqosec-rome", "liqo-tenant-rome"))
+        wait_until(lambda: client.stored(FIREWALL_CONFIGURATIONS, "liqosec-rome", "liqo-tenant-rome"), "the firewall")
         assert c.synced() and c.not_ready_reason() == ""
 
 
 def test_missing_liqo_crds_say_to_install_liqo_and_no_event_without_a_pod() -> None:
     client = server_with([], crds=("peeringconnectivities.security.liqo.io",))
     with running(client) as c:
-        wait_until("the wait", lambda: "waiting" in c.not_ready_reason())
+        wait_until(lambda: "waiting" in c.not_ready_reason(), "the wait")
         assert "firewallconfigurations.networking.liqo.io" in c.not_ready_reason()
     assert client.events == []
     message = missing_crds_message(("firewallconfigurations.networking.liqo.io", "networks.ipam.liqo.io"))
@@ -134,10 +141,12 @@ def count_calls(c: Controller, method: str) -> list[int]:
 
 
 def settled(c: Controller, client: FakeKubeClient) -> float | None:
-    """The success count once every change has reached the informers and the queue is idle: nothing
-    queued, waiting or being processed, and no change since (None while it moves)."""
+    """The success count once the controller has queued every peering it leads for, every change has
+    reached the informers and the queue is idle: nothing queued, waiting or being processed, and no
+    change since (None while it moves)."""
     before, version = successes(c), client.resource_version
-    delivered = client.delivered()
+    started = set(c.queued_at_start) >= set(c.stores[KIND].keys())  # type: ignore[attr-defined]
+    delivered = started and client.delivered()
     quiet = len(c.queue) == 0 and c.queue.waiting() == 0 and not c.queue._processing
     still = delivered and quiet and client.resource_version == version and successes(c) == before
     return before if still and before >= 1 else None
@@ -149,22 +158,22 @@ def test_invalid_cluster_state_is_not_retried_in_a_loop() -> None:
     clock = FakeClock()
     with running(client, queue_clock=clock) as c:
         wait_until(
-            "InvalidClusterState",
             lambda: "InvalidClusterState" in str(client.stored(PEERING_CONNECTIVITIES, "rome", "liqo-tenant-rome")),
+            "InvalidClusterState",
         )
         # Informers may still hand over their first lists: those events are real and may wake the peering
         # once more. Wait for them to settle, then watch for a loop.
-        done = wait_until("the initial events to settle", lambda: settled(c, client))
+        done = wait_until(lambda: settled(c, client), "the initial events to settle")
         # Settled means nothing waits in the queue either; a second's time on the queue's clock (a
         # requeue would come back within the rate limiter's first delays, 5 ms and up) changes nothing.
         clock.advance_and_settle(1.0)
-        assert wait_until("the queue to settle again", lambda: settled(c, client)) == done
+        assert wait_until(lambda: settled(c, client), "the queue to settle again") == done
         assert successes(c) == done
         assert c.queue.num_requeues(key("rome")) == 0
         assert c.registry.get_sample_value("liqosec_invalid_cluster_state_total", {"peering": key("rome")}) == done
         # The fix comes back through the informer.
         client.seed(ref_of("Configuration"), configuration("rome", "10.70.0.0/16"))
-        wait_until("the firewall", lambda: client.stored(FIREWALL_CONFIGURATIONS, "liqosec-rome", "liqo-tenant-rome"))
+        wait_until(lambda: client.stored(FIREWALL_CONFIGURATIONS, "liqosec-rome", "liqo-tenant-rome"), "the firewall")
     assert [e["reason"] for e in client.events if e["type"] == "Warning"] == ["InvalidClusterState"]
 
 
@@ -172,7 +181,7 @@ def test_stopping_while_waiting_for_crds_returns_promptly() -> None:
     client = server_with([], crds=())
     started = time.monotonic()
     with running(client) as c:
-        wait_until("the wait", lambda: "waiting" in c.not_ready_reason())
+        wait_until(lambda: "waiting" in c.not_ready_reason(), "the wait")
     assert time.monotonic() - started < 5
 
 
@@ -235,14 +244,14 @@ def test_a_missing_optional_crd_does_not_stop_the_controller_and_is_watched_once
     crds = tuple(c for c in ALL_CRDS if c != "virtualnodes.offloading.liqo.io")
     client = server_with([*objs, selecting], crds=crds)
     with running(client) as c:
-        wait_until("the firewall", lambda: client.stored(FIREWALL_CONFIGURATIONS, "liqosec-rome", "liqo-tenant-rome"))
+        wait_until(lambda: client.stored(FIREWALL_CONFIGURATIONS, "liqosec-rome", "liqo-tenant-rome"), "the firewall")
         assert c.synced() and c.not_ready_reason() == ""
         assert "virtualnodes" not in {a.resource for a in client.actions if a.verb == "list"}
         client.seed(CRDS, {"kind": "CustomResourceDefinition", "metadata": {"name": "virtualnodes.offloading.liqo.io"}})
         client.seed(ref_of("VirtualNode"), virtual_node_cr("rome", "team"))
         wait_until(
-            "LabelsNotReflected",
             lambda: "PeerCannotSelect" in str(client.stored(PEERING_CONNECTIVITIES, "rome", "liqo-tenant-rome")),
+            "LabelsNotReflected",
         )
         assert c.synced()
 
@@ -257,19 +266,19 @@ def test_a_write_liqos_webhook_keeps_refusing_is_retried_with_backoff_not_in_a_l
     clock = FakeClock()
     with running(client, queue_clock=clock) as c:
         wait_until(
-            "RefusedByLiqo",
             lambda: "RefusedByLiqo" in str(client.stored(PEERING_CONNECTIVITIES, "rome", "liqo-tenant-rome")),
+            "RefusedByLiqo",
         )
         for _ in range(200):  # one second of the queue's time, 5 ms at a time, each retry done before the next step
             clock.advance_and_settle(0.005)
-            wait_until("the retry to be done", lambda: len(c.queue) == 0 and not c.queue._processing)
+            wait_until(lambda: len(c.queue) == 0 and not c.queue._processing, "the retry to be done")
         creates = [a for a in client.actions if a.verb == "create" and a.resource == "firewallconfigurations"]
         assert 1 <= len(creates) <= 12  # 5 ms doubling: about 8 tries in a second, not thousands
         assert c.queue.num_requeues(key("rome")) >= 1
         assert [e["reason"] for e in client.events if e["type"] == "Warning"] == ["RefusedByLiqo"]
         client._failures.clear()  # the cause goes: the next retry writes it
         wait_until(
-            "the firewall",
             lambda: clock.advance(0.5) or client.stored(FIREWALL_CONFIGURATIONS, "liqosec-rome", "liqo-tenant-rome"),
+            "the firewall",
             timeout=15,
         )

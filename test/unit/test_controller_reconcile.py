@@ -29,6 +29,7 @@ from fake_kube import (
 )
 
 import liqosec.compiler.firewallconfiguration as fcm
+from harness.reconciling import converge
 from liqosec.controller import reconcile as reconcile_module
 from liqosec.controller.resources import FIREWALL_CONFIGURATIONS as FCS
 from liqosec.controller.resources import PEERING_CONNECTIVITIES as PCS
@@ -59,16 +60,6 @@ def cond(f: Fixture, name: str, ns: str, type_: str) -> dict[str, Any]:
 
 def warnings(f: Fixture) -> list[dict[str, Any]]:
     return [e for e in f.client.events if e["type"] == "Warning"]
-
-
-def converge(f: Fixture, k: str, passes: int = 5) -> None:
-    """Reconcile and let the informers catch up until a pass writes nothing."""
-    for _ in range(passes):
-        wrote = [a for a in f.reconcile(k) if a.write]
-        f.sync()
-        if not wrote:
-            return
-    raise AssertionError(f"{k} did not converge in {passes} passes")
 
 
 def fc_rv(f: Fixture, name: str, ns: str) -> str:

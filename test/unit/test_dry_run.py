@@ -13,6 +13,7 @@ import yaml
 from fake_kube import Fixture, cluster, key, peering, pod, rome_mix
 from schema_check import violations
 
+from harness.reconciling import converge
 from liqosec.api.peeringconnectivity import Enforcement, PeeringConnectivitySpec
 from liqosec.api.validation import ValidationError, parse_peering_connectivity
 from liqosec.cli import main
@@ -56,15 +57,6 @@ def set_enforcement(f: Fixture, value: str) -> None:
     obj["spec"]["enforcement"] = value
     obj["metadata"]["generation"] += 1
     f.seed(obj)
-
-
-def converge(f: Fixture, passes: int = 6) -> None:
-    for _ in range(passes):
-        wrote = [a for a in f.reconcile(key("rome")) if a.write]
-        f.sync()
-        if not wrote:
-            return
-    raise AssertionError("did not converge")
 
 
 def pairs(f: Fixture, change: str) -> float:
@@ -182,7 +174,7 @@ def test_dry_run_writes_no_firewall_and_reports_the_pairs_enforcing_would_cut() 
 
 def test_an_unchanged_dry_run_writes_nothing_and_a_new_pod_updates_the_counts() -> None:
     f = Fixture(world())
-    converge(f)
+    converge(f, key("rome"), passes=6)
     assert f.reconcile(key("rome")) == []  # the report is the same: no status write
     f.seed(pod("cache", "default", "10.1.1.12"))  # one more local pod: 2 more pairs with each offloaded pod
     actions = f.reconcile(key("rome"))
@@ -196,7 +188,7 @@ def test_a_policy_that_changes_nothing_says_so() -> None:
     allow = [{"source": {"group": "offloaded"}, "destination": {"group": "local-cluster"}, "action": "allow"}]
     objs = [o for o in world() if o["kind"] != "PeeringConnectivity"]
     f = Fixture([*objs, peering("rome", ROME, allow, enforcement="DryRun")])
-    converge(f)
+    converge(f, key("rome"), passes=6)
     dry = conditions(f)["DryRun"]
     assert (dry["status"], dry["reason"]) == ("True", "NoChange")
     assert status_of(f)["dryRun"]["newlyDenied"] == 0 and status_of(f)["dryRun"]["newlyDeniedSample"] == []
@@ -204,7 +196,7 @@ def test_a_policy_that_changes_nothing_says_so() -> None:
 
 def test_switching_to_dry_run_retires_the_firewall_and_back_to_enforce_writes_it() -> None:
     f = Fixture(world("Enforce"))
-    converge(f)
+    converge(f, key("rome"), passes=6)
     assert f.client.stored(FCS, "liqosec-rome", ROME) is not None
     assert "DryRun" not in conditions(f) and "dryRun" not in status_of(f)
     assert conditions(f)["Ready"]["status"] == "True"
@@ -230,7 +222,7 @@ def test_switching_to_dry_run_retires_the_firewall_and_back_to_enforce_writes_it
     actions = f.reconcile(key("rome"))
     assert [(a.verb, a.resource) for a in actions][0] == ("create", "firewallconfigurations")
     f.sync()
-    converge(f)
+    converge(f, key("rome"), passes=6)
     assert "dryRun" not in status_of(f) and "DryRun" not in conditions(f)
     assert conditions(f)["Ready"]["status"] == "True"
     # The series are gone, not left at their last value.
@@ -240,7 +232,7 @@ def test_switching_to_dry_run_retires_the_firewall_and_back_to_enforce_writes_it
 
 def test_deleting_a_dry_run_peering_removes_its_series() -> None:
     f = Fixture(world())
-    converge(f)
+    converge(f, key("rome"), passes=6)
     assert pairs(f, "newly_denied") == 10
     f.client.remove(PCS, "rome", ROME)
     f.sync()
@@ -250,7 +242,7 @@ def test_deleting_a_dry_run_peering_removes_its_series() -> None:
 
 def test_an_invalid_dry_run_spec_keeps_the_last_report_and_writes_no_firewall() -> None:
     f = Fixture(world())
-    converge(f)
+    converge(f, key("rome"), passes=6)
     obj = f.client.stored(PCS, "rome", ROME)
     assert obj is not None
     obj["spec"]["enforcement"] = "Sometimes"
@@ -275,7 +267,7 @@ def test_any_pod_change_wakes_a_dry_run_peering_and_only_those() -> None:
 
 def test_a_typo_in_enforcement_keeps_a_working_firewall() -> None:
     f = Fixture(world("Enforce"))
-    converge(f)
+    converge(f, key("rome"), passes=6)
     before = f.client.stored(FCS, "liqosec-rome", ROME)
     set_enforcement(f, "Dry-Run")
     assert [(a.verb, a.resource) for a in f.reconcile(key("rome"))] == [

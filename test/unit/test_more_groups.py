@@ -15,6 +15,7 @@ import pytest
 import yaml
 from fake_kube import Fixture, cluster, dns_slice, endpoint_slice, key, node, peering, pod, ref_of
 
+from harness.reconciling import converge
 from liqosec.api.validation import ValidationError, parse_peering_connectivity
 from liqosec.cli import main
 from liqosec.compiler import ipv6
@@ -279,18 +280,6 @@ def ipv6_condition(f: Fixture, peer: str = "rome") -> dict[str, Any] | None:
     assert stored is not None
     found = [c for c in (stored.get("status") or {}).get("conditions") or () if c["type"] == "IPv6Unfiltered"]
     return found[0] if found else None
-
-
-def converge(f: Fixture, k: str) -> list[Any]:
-    """Reconcile until a pass writes nothing; the writes of every pass."""
-    writes: list[Any] = []
-    for _ in range(5):
-        wrote = [a for a in f.reconcile(k) if a.write]
-        f.sync()
-        if not wrote:
-            return writes
-        writes += wrote
-    raise AssertionError(f"{k} did not converge")
 
 
 def test_the_status_names_ipv6_pods_left_unfiltered_and_forgets_them_when_gone() -> None:

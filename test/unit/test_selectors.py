@@ -11,6 +11,7 @@ from fake_kube import Fixture, cluster, key, namespace, peering, pod
 from hypothesis import given
 from hypothesis import strategies as st
 
+from harness.reconciling import converge, firewall_writes
 from liqosec.api.peeringconnectivity import (
     LabelSelector,
     Operator,
@@ -316,22 +317,10 @@ def test_a_namespace_relabelled_into_or_out_of_a_selector_wakes_that_peering() -
     assert keys(f, "Namespace", batch, relabelled(batch, team="ops")) == set()
 
 
-def converge(f: Fixture, k: str, passes: int = 5) -> int:
-    """Reconcile until a pass writes nothing; how many firewall writes it took."""
-    fc_writes = 0
-    for _ in range(passes):
-        wrote = [a for a in f.reconcile(k) if a.write]
-        f.sync()
-        fc_writes += sum(a.resource == "firewallconfigurations" for a in wrote)
-        if not wrote:
-            return fc_writes
-    raise AssertionError(f"{k} did not converge in {passes} passes")
-
-
 def test_the_firewall_follows_a_relabel_and_is_not_rewritten_when_nothing_changed() -> None:
     f = live()
     f.seed(pod("web-0", "shop", "10.1.3.3"))
-    assert converge(f, key("rome")) == 1
+    assert firewall_writes(converge(f, key("rome"))) == 1
 
     def rules() -> str:
         fc = f.client.stored(FIREWALL_CONFIGURATIONS, "liqosec-rome", "liqo-tenant-rome")
@@ -340,12 +329,12 @@ def test_the_firewall_follows_a_relabel_and_is_not_rewritten_when_nothing_change
 
     assert "10.1.3.3" not in rules()
     f.seed(pod("web-0", "shop", "10.1.3.3", app="frontend"))  # joins the selector: denied now
-    assert converge(f, key("rome")) == 1
+    assert firewall_writes(converge(f, key("rome"))) == 1
     assert "10.1.3.3" in rules()
     f.seed(pod("web-0", "shop", "10.1.3.3", app="frontend", note="x"))  # a label no selector reads
-    assert converge(f, key("rome")) == 0
+    assert firewall_writes(converge(f, key("rome"))) == 0
     f.seed(relabelled(namespace("shop", team="web"), team="data"))  # its namespace leaves the selector
-    assert converge(f, key("rome")) == 1
+    assert firewall_writes(converge(f, key("rome"))) == 1
     assert "10.1.3.3" not in rules()
 
 

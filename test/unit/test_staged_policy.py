@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 from fake_kube import Fixture, cluster, key, node, peering, rome_mix
 
+from harness.reconciling import converge
 from liqosec.cli import main
 from liqosec.compiler.firewallconfiguration import ALL_NODES, PER_NODE
 from liqosec.controller.mapping import KeyMapper, firewall_configuration_keys
@@ -43,15 +44,6 @@ def world(trial: list[dict[str, Any]] = TRIAL, enforcement: str = "DryRun") -> l
     staged = peering("trial", ROME, trial, enforcement=enforcement)
     staged["metadata"]["creationTimestamp"] = "2026-02-01T00:00:00Z"
     return [*objs, *pods(), enforced, staged]
-
-
-def converge(f: Fixture, *keys: str) -> None:
-    for _ in range(8):
-        wrote = [a for k in keys for a in f.reconcile(k) if a.write]
-        f.sync()
-        if not wrote:
-            return
-    raise AssertionError("did not converge")
 
 
 def status(f: Fixture, name: str) -> dict[str, Any]:
@@ -98,7 +90,7 @@ def expected(f: Fixture) -> tuple[int, int, int]:
 
 def test_a_staged_policy_reports_against_the_enforced_firewall_and_leaves_it_alone() -> None:
     f = Fixture(world())
-    converge(f, ENFORCED)
+    converge(f, ENFORCED, passes=8)
     enforced_fc = f.client.stored(FCS, "liqosec-rome", ROME)
     assert enforced_fc is not None
     actions = f.reconcile(STAGED)
@@ -125,13 +117,13 @@ def test_a_staged_policy_reports_against_the_enforced_firewall_and_leaves_it_alo
     assert f"compared with {report['comparedWith']}" in cond(f, "trial", "DryRun")["message"]
     assert f.metric("liqosec_dryrun_pairs", peering=STAGED, change="newly_allowed") == allowed
     assert f.metric("liqosec_dryrun_pairs", peering=STAGED, change="newly_denied") == denied
-    converge(f, ENFORCED, STAGED)  # and it stays so: nothing more to write on either
+    converge(f, ENFORCED, STAGED, passes=8)  # and it stays so: nothing more to write on either
     assert f.client.stored(FCS, "liqosec-rome", ROME)["spec"] == enforced_fc["spec"]  # type: ignore[index]
 
 
 def test_a_staged_copy_of_the_enforced_policy_changes_nothing() -> None:
     f = Fixture(world(SPLIT))
-    converge(f, ENFORCED, STAGED)
+    converge(f, ENFORCED, STAGED, passes=8)
     report = status(f, "trial")["dryRun"]
     assert report["pairs"] > 0 and (report["newlyDenied"], report["newlyAllowed"]) == (0, 0)
     assert cond(f, "trial", "DryRun")["reason"] == "NoChange"
@@ -139,11 +131,11 @@ def test_a_staged_copy_of_the_enforced_policy_changes_nothing() -> None:
 
 def test_editing_the_enforced_policy_wakes_the_staged_one_and_its_report_follows() -> None:
     f = Fixture(world())
-    converge(f, ENFORCED, STAGED)
+    converge(f, ENFORCED, STAGED, passes=8)
     before = status(f, "trial")["dryRun"]
     edit(f, "rome", rules=[])  # the enforced policy now lets everything through
     old_fc = f.stores["FirewallConfiguration"].get(f"{ROME}/liqosec-rome")
-    converge(f, ENFORCED)
+    converge(f, ENFORCED, passes=8)
     new_fc = f.stores["FirewallConfiguration"].get(f"{ROME}/liqosec-rome")
     assert old_fc is not None and new_fc is not None and old_fc["spec"] != new_fc["spec"]
     mapper = KeyMapper(f.view)
@@ -157,7 +149,7 @@ def test_editing_the_enforced_policy_wakes_the_staged_one_and_its_report_follows
 
 def test_an_agent_report_on_the_enforced_firewall_wakes_only_its_owner() -> None:
     f = Fixture(world())
-    converge(f, ENFORCED, STAGED)
+    converge(f, ENFORCED, STAGED, passes=8)
     fc = f.stores["FirewallConfiguration"].get(f"{ROME}/liqosec-rome")
     assert fc is not None
     reported = {
@@ -173,12 +165,12 @@ def test_an_agent_report_on_the_enforced_firewall_wakes_only_its_owner() -> None
 
 def test_with_the_enforced_policy_gone_the_staged_one_compares_with_no_firewall() -> None:
     f = Fixture(world())
-    converge(f, ENFORCED, STAGED)
+    converge(f, ENFORCED, STAGED, passes=8)
     obj = f.client.stored(PCS, "rome", ROME)
     assert obj is not None
     obj["metadata"]["deletionTimestamp"] = "2026-01-02T00:00:00Z"
     f.seed(obj)
-    converge(f, ENFORCED, STAGED)  # emptied: retiring, so no longer in force
+    converge(f, ENFORCED, STAGED, passes=8)  # emptied: retiring, so no longer in force
     report = status(f, "trial")["dryRun"]
     assert report["comparedWith"].startswith("no firewall")
     assert report["newlyAllowed"] == 0 and report["newlyDenied"] > 0
@@ -186,14 +178,14 @@ def test_with_the_enforced_policy_gone_the_staged_one_compares_with_no_firewall(
 
 def test_two_enforced_policies_still_conflict_and_staging_the_second_makes_it_valid() -> None:
     f = Fixture(world(enforcement="Enforce"))
-    converge(f, ENFORCED, STAGED)
+    converge(f, ENFORCED, STAGED, passes=8)
     valid = cond(f, "trial", "Valid")
     assert valid["status"] == "False" and valid["reason"] == "Conflict"
     assert valid["message"].startswith(f"metadata.name: the peering of '{ROME}' is already governed by 'rome'")
     assert "set spec.enforcement: DryRun to stage this one" in valid["message"]
     assert f.client.stored(FCS, "liqosec-trial", ROME) is None
     edit(f, "trial", enforcement="DryRun")
-    converge(f, ENFORCED, STAGED)
+    converge(f, ENFORCED, STAGED, passes=8)
     assert cond(f, "trial", "Valid")["status"] == "True" and status(f, "trial")["dryRun"]["pairs"] > 0
     assert cond(f, "rome", "Ready")["status"] == "True"
 
@@ -203,7 +195,7 @@ def test_the_oldest_enforced_policy_governs_whatever_the_staged_ones_ages() -> N
     staged = next(o for o in objs if o["metadata"].get("name") == "trial")
     staged["metadata"]["creationTimestamp"] = "2025-01-01T00:00:00Z"  # older than the enforced one
     f = Fixture(objs)
-    converge(f, ENFORCED, STAGED)
+    converge(f, ENFORCED, STAGED, passes=8)
     assert cond(f, "rome", "Valid")["status"] == "True" and f.client.stored(FCS, "liqosec-rome", ROME) is not None
     assert cond(f, "trial", "Valid")["status"] == "True"
 
@@ -221,7 +213,7 @@ def test_render_and_matrix_take_an_enforced_and_a_staged_policy(tmp_path: Path) 
     alone = build_matrix([o for o in world() if o["metadata"].get("name") != "trial"])
     assert m.grid(peer="rome") == m.grid() == alone.grid()
     f = Fixture(world())
-    converge(f, ENFORCED, STAGED)
+    converge(f, ENFORCED, STAGED, passes=8)
     report = status(f, "trial")["dryRun"]
     staged = m.grid(peer=STAGED)
     enforced = m.grid(peer="rome")
@@ -251,7 +243,7 @@ def test_the_readme_staged_example_is_what_the_controller_reports() -> None:
     documented = shown.pop("status")["dryRun"]
     f = Fixture([*objs, shown])
     meta = shown["metadata"]
-    converge(f, f"{meta['namespace']}/rome", f"{meta['namespace']}/{meta['name']}")
+    converge(f, f"{meta['namespace']}/rome", f"{meta['namespace']}/{meta['name']}", passes=8)
     live = f.client.stored(PCS, meta["name"], meta["namespace"])
     assert live is not None
     assert live["status"]["dryRun"] == documented
@@ -267,7 +259,7 @@ def test_per_node_firewalls_in_force_give_the_report_all_nodes_ones_give() -> No
     reports = {}
     for scope in (ALL_NODES, PER_NODE):
         f = Fixture(objs, scope=scope)
-        converge(f, ENFORCED, STAGED)
+        converge(f, ENFORCED, STAGED, passes=8)
         fcs = [fc["metadata"]["name"] for fc in f.client.of(FCS)]
         assert len(fcs) == 1 if scope == ALL_NODES else len(fcs) > 1, fcs  # one per node with rules
         reports[scope] = status(f, "trial")["dryRun"]
