@@ -43,18 +43,17 @@ try:
     import liqosec  # noqa: F401
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "test"))  # harness: the cache's memory measure
 
 import yaml
 
+from harness.cachememory import NODE_NAME_INDEX, index_by_node_name, measure_bytes_per_object
 from liqosec.api.liqo import ORIGIN as ORIGIN_LABEL
 from liqosec.compiler.firewallconfiguration import MAX_OBJECT_BYTES
 from liqosec.kube.store import (
     NAMESPACE_INDEX,
-    NODE_NAME_INDEX,
     index_by_label,
     index_by_namespace,
-    index_by_node_name,
-    measure_bytes_per_object,
     slim_pod,
 )
 from liqosec.offline import outcomes

@@ -154,10 +154,6 @@ class Party:
     namespace_selector: LabelSelector | None = None
 
     @property
-    def is_any(self) -> bool:
-        return self.group is None and self.namespace is None and not self.selects_pods
-
-    @property
     def selects_pods(self) -> bool:
         return self.pod_selector is not None or self.namespace_selector is not None
 

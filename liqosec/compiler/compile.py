@@ -114,10 +114,6 @@ class CompiledChain:
         return len(self.rules) + sum(len(c.rules) for _, c in self.extra)
 
     @property
-    def match_count(self) -> int:
-        return sum(len(r.matches) for r in self.rules)
-
-    @property
     def expressions(self) -> int:
         return sum(r.expressions for r in self.rules)
 

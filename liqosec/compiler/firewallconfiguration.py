@@ -66,8 +66,6 @@ MAX_OBJECT_BYTES = 1_300_000
 # Kernel expressions one FirewallConfiguration may hold: Liqo v1.2.0's agent failed
 # from about 4,000 (see above); a quarter of margin.
 MAX_EXPRESSIONS_PER_FIREWALL = 1500
-# Shards are filled to this fraction on average, so hashing rarely overflows one.
-SHARD_FILL = 0.6
 MAX_SHARDS = 1024
 # FirewallConfigurations one peering may have (shards, its ports and holes tables, product chains):
 # past it the policy is refused as too large, with the numbers, rather than written in part.

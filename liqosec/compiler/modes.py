@@ -60,11 +60,3 @@ PRESETS: dict[SecurityMode, Preset] = {
 
 def mode_clauses(mode: SecurityMode) -> Preset:
     return PRESETS[mode]
-
-
-def has_one_way_allows(mode: SecurityMode) -> bool:
-    """True when the preset allows a direction but not its reverse (needs conntrack).
-
-    ProtectedBorders' one allow is symmetric: only explicit rules (its holes) can be one way.
-    """
-    return mode is SecurityMode.INTRA_CLUSTER_TRAFFIC_SEGREGATION

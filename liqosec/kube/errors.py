@@ -1,4 +1,4 @@
-"""Typed API failures and the small predicates the runtime sorts them by.
+"""Typed API failures: the runtime sorts them by class.
 
 Guarantees:
 - Every failure talking to the API server surfaces as an ``ApiError`` subclass chosen by HTTP
@@ -7,11 +7,9 @@ Guarantees:
   with status 0.
 - ``from_status``/``from_api_exception``/``from_transport_error`` never raise; unparsable
   bodies keep their text in ``message``.
-- Predicates (``is_gone``, ``is_conflict``, ``is_not_found``, ``is_already_exists``,
-  ``is_retriable``) accept any exception, so callers can use them on what they caught.
 
 Caller duties:
-- Catch ``ApiError`` (or use a predicate), never match on message text (``admission_webhook`` does it
+- Catch ``ApiError`` or a subclass, never match on message text (``admission_webhook`` does it
   once, for the one failure only the text tells apart: a webhook's refusal from an RBAC 403).
 """
 
@@ -94,10 +92,6 @@ _BY_STATUS: dict[int, type[ApiError]] = {
     504: ServerTimeout,
 }
 
-# Statuses worth retrying unchanged: throttling, server-side failures and transport failures.
-# 409/410 are retriable only after re-reading, so they are deliberately absent.
-_RETRIABLE_STATUSES = frozenset({0, 429, 500, 502, 503, 504})
-
 
 def _error_class(status: int, reason: str) -> type[ApiError]:
     if status == 409 and reason == "AlreadyExists":
@@ -162,26 +156,6 @@ def from_transport_error(exc: Exception) -> ApiError:
     return ConnectionFailure(0, type(exc).__name__, repr(exc))
 
 
-def is_gone(exc: BaseException) -> bool:
-    return isinstance(exc, Gone)
-
-
-def is_conflict(exc: BaseException) -> bool:
-    return isinstance(exc, Conflict)
-
-
-def is_not_found(exc: BaseException) -> bool:
-    return isinstance(exc, NotFound)
-
-
-def is_already_exists(exc: BaseException) -> bool:
-    return isinstance(exc, AlreadyExists)
-
-
-def is_too_many_requests(exc: BaseException) -> bool:
-    return isinstance(exc, TooManyRequests)
-
-
 # How the API server words an admission webhook's refusal (k8s.io/apiserver,
 # pkg/admission/plugin/webhook/errors/statuserror.go, `ToStatusErr`).
 _WEBHOOK_DENIAL = re.compile(r'admission webhook "([^"]*)" denied the request')
@@ -200,8 +174,3 @@ def admission_webhook(exc: BaseException) -> str | None:
         return None
     found = _WEBHOOK_DENIAL.search(exc.message)
     return found.group(1) if found else None
-
-
-def is_retriable(exc: BaseException) -> bool:
-    """True when the same request may succeed if simply tried again later."""
-    return isinstance(exc, ApiError) and exc.status in _RETRIABLE_STATUSES

@@ -118,10 +118,6 @@ class LeaderElector:
         with self._lock:
             return self._leading
 
-    def get_leader(self) -> str:
-        with self._lock:
-            return str((self._observed_spec or {}).get("holderIdentity") or "")
-
     def run(self, stop: threading.Event) -> None:
         """Campaign until leading, lead until the lease is lost or ``stop`` is set."""
         if not self._acquire(stop):

@@ -195,11 +195,6 @@ class Reflector:
     def has_synced(self) -> bool:
         return self._synced.is_set()
 
-    @property
-    def last_resource_version(self) -> str:
-        with self._dispatch:
-            return self._last_rv
-
     # ----- loop -----
     def run(self, stop: threading.Event) -> None:
         helper = threading.Thread(

@@ -22,7 +22,6 @@ from __future__ import annotations
 import builtins
 import sys
 import threading
-import tracemalloc
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +33,6 @@ Indexer = Callable[[JsonDict], list[str]]
 Transform = Callable[[JsonDict], JsonDict]
 
 NAMESPACE_INDEX = "namespace"
-NODE_NAME_INDEX = "spec.nodeName"
 _LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 
@@ -64,11 +62,6 @@ def index_by_label(label_key: str) -> Indexer:
         return [value] if isinstance(value, str) else []
 
     return indexer
-
-
-def index_by_node_name(obj: JsonDict) -> list[str]:
-    node = (obj.get("spec") or {}).get("nodeName")
-    return [node] if node else []
 
 
 def _intern(value: Any) -> Any:
@@ -176,7 +169,6 @@ class Store:
         self._indexers: dict[str, Indexer] = dict(indexers or {})
         self._indices: dict[str, dict[str, set[str]]] = {name: {} for name in self._indexers}
         self._transform: Transform = transform or _identity
-        self._resource_version = ""
         self._generation = 0  # bumped by every change: lets readers keep what they derived
 
     @property
@@ -262,7 +254,6 @@ class Store:
                     self._unindex(key, old_obj)
                 self._items[key] = new
                 self._index(key, new)
-            self._resource_version = rv
             if delta.added or delta.updated or delta.deleted:
                 self._generation += 1
         return delta
@@ -286,45 +277,6 @@ class Store:
                 raise KeyError(f"no indexer named {index_name!r}")
             return [self._items[k] for k in self._indices[index_name].get(value, ())]
 
-    def index_values(self, index_name: str) -> builtins.list[str]:
-        with self._lock:
-            return list(self._indices[index_name])
-
     def __len__(self) -> int:
         with self._lock:
             return len(self._items)
-
-    @property
-    def last_list_resource_version(self) -> str:
-        with self._lock:
-            return self._resource_version
-
-
-def measure_bytes_per_object(
-    objects: Iterable[JsonDict],
-    *,
-    transform: Transform | None = None,
-    indexers: Mapping[str, Indexer] | None = None,
-) -> float:
-    """Memory held per cached object (tracemalloc), with the given transform and indexes.
-
-    A bench helper: it allocates a fresh ``Store``; ``objects`` should be produced lazily so the
-    inputs themselves are not counted.
-    """
-    was_tracing = tracemalloc.is_tracing()
-    if not was_tracing:
-        tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        store = Store(indexers=indexers, transform=transform)
-        count = 0
-        for obj in objects:
-            store.add(obj)
-            count += 1
-        after = tracemalloc.get_traced_memory()[0]
-    finally:
-        if not was_tracing:
-            tracemalloc.stop()
-    if count == 0:
-        raise ValueError("no objects to measure")
-    return (after - before) / count

@@ -47,7 +47,7 @@ def test_retry_after_from_details_or_header() -> None:
 
 
 def test_watch_error_event_object_maps_410_to_gone() -> None:
-    assert errors.is_gone(errors.from_status_object({"code": 410, "reason": "Expired"}))
+    assert isinstance(errors.from_status_object({"code": 410, "reason": "Expired"}), errors.Gone)
 
 
 def test_api_exception_converts_by_status() -> None:
@@ -55,23 +55,12 @@ def test_api_exception_converts_by_status() -> None:
 
     exc = ApiException(status=409, reason="Conflict")
     exc.body = json.dumps({"kind": "Status", "code": 409, "reason": "Conflict"})
-    assert errors.is_conflict(errors.from_api_exception(exc))
+    assert isinstance(errors.from_api_exception(exc), errors.Conflict)
     transport = errors.from_api_exception(ApiException(status=0, reason="SSLError"))
     assert isinstance(transport, errors.ConnectionFailure)
 
 
-def test_urllib3_failures_become_retriable_connection_failures() -> None:
+def test_urllib3_failures_become_connection_failures() -> None:
     err = errors.from_transport_error(urllib3.exceptions.ProtocolError("reset"))
-    assert isinstance(err, errors.ConnectionFailure) and errors.is_retriable(err)
+    assert isinstance(err, errors.ConnectionFailure) and err.status == 0
     assert isinstance(errors.from_transport_error(ConnectionRefusedError()), errors.ConnectionFailure)
-
-
-def test_predicates() -> None:
-    assert errors.is_not_found(errors.NotFound(404, "", ""))
-    assert errors.is_already_exists(errors.AlreadyExists(409, "AlreadyExists", ""))
-    assert not errors.is_conflict(errors.AlreadyExists(409, "AlreadyExists", ""))
-    assert errors.is_retriable(errors.ServiceUnavailable(503, "", ""))
-    assert not errors.is_retriable(errors.Conflict(409, "", ""))
-    assert not errors.is_retriable(errors.Gone(410, "", ""))
-    assert not errors.is_retriable(ValueError("x"))
-    assert errors.is_too_many_requests(errors.TooManyRequests(429, "", ""))

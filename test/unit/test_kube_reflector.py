@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from harness.fakeclock import FakeClock
+from harness.peek import last_resource_version
 from harness.waiting import wait_until
 from liqosec.kube import errors
 from liqosec.kube.reflector import (
@@ -202,7 +203,7 @@ def test_watch_events_update_store_and_handler() -> None:
         wait_until(lambda: len(h.handler.events) == 4)
         assert h.handler.events == [("add", "a", "5"), ("add", "b", "11"), ("update", "a", "12"), ("delete", "b", "11")]
         assert h.names() == ["ns/a"]
-        assert h.reflector.last_resource_version == "13"
+        assert last_resource_version(h.reflector) == "13"
 
 
 def test_event_with_unchanged_rv_is_not_reemitted() -> None:
@@ -210,7 +211,7 @@ def test_event_with_unchanged_rv_is_not_reemitted() -> None:
         h.lw.lists.append(page([obj("a", "5")], "10"))
         h.lw.watches.append([ev("ADDED", "a", "5"), ev("MODIFIED", "a", "5"), ev("DELETED", "zz", "14")])
         h.start()
-        wait_until(lambda: h.reflector.last_resource_version == "14")
+        wait_until(lambda: last_resource_version(h.reflector) == "14")
         assert h.handler.events == [("add", "a", "5")]
 
 
@@ -285,7 +286,7 @@ def test_bookmark_advances_rv_without_event() -> None:
         h.lw.lists.append(page([obj("a", "5")], "10"))
         h.lw.watches.append([{"type": "BOOKMARK", "object": {"kind": "Pod", "metadata": {"resourceVersion": "99"}}}])
         h.start()
-        wait_until(lambda: h.reflector.last_resource_version == "99")
+        wait_until(lambda: last_resource_version(h.reflector) == "99")
         assert h.handler.events == [("add", "a", "5")]
         assert h.names() == ["ns/a"]
 

@@ -20,7 +20,14 @@ from hypothesis import strategies as st
 from schema_check import violations
 
 from harness import agent_model as agent
-from liqosec.api.peeringconnectivity import Action, PeeringConnectivity, PeeringConnectivitySpec, PortRange, Protocol
+from liqosec.api.peeringconnectivity import (
+    Action,
+    Party,
+    PeeringConnectivity,
+    PeeringConnectivitySpec,
+    PortRange,
+    Protocol,
+)
 from liqosec.api.validation import ValidationError, parse_peering_connectivity
 from liqosec.cli import main
 from liqosec.compiler.compile import compile_chain, compile_ports
@@ -92,7 +99,7 @@ def test_ports_parse_networkpolicy_style() -> None:
 def test_ports_alone_make_the_destination_any_address() -> None:
     parsed = parse_peering_connectivity(pc([{"destination": {"ports": [{"port": 22}]}, "action": "deny"}]))
     [rule] = parsed.spec.rules
-    assert rule.destination.is_any and rule.ports == (PortRange(Protocol.TCP, 22),)
+    assert rule.destination == Party() and rule.ports == (PortRange(Protocol.TCP, 22),)
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from schema_check import violations
 
 from liqosec.api.peeringconnectivity import Group, SecurityMode
 from liqosec.api.validation import ValidationError, parse_peering_connectivity
-from liqosec.compiler.modes import has_one_way_allows, mode_clauses
+from liqosec.compiler.modes import mode_clauses
 from liqosec.controller.status import STATELESS, valid_conditions
 from liqosec.firewall.capabilities import Capabilities
 from liqosec.inputs import load_objects
@@ -62,7 +62,6 @@ def test_the_preset_allows_the_virtual_cluster_both_ways_then_denies() -> None:
     preset = mode_clauses(SecurityMode.PROTECTED_BORDERS)
     assert preset[-1][:2] == (None, None) and preset[-1][2].value == "deny"
     assert all((dst, src, action) in preset for src, dst, action in preset)  # every allow is two way
-    assert not has_one_way_allows(SecurityMode.PROTECTED_BORDERS)
 
 
 @pytest.mark.parametrize("stateful", [False, True])

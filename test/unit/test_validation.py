@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from liqosec.api.peeringconnectivity import Action, Group, SecurityMode
+from liqosec.api.peeringconnectivity import Action, Group, Party, SecurityMode
 from liqosec.api.validation import MAX_RULES, ValidationError, parse_peering_connectivity
 
 
@@ -25,7 +25,7 @@ def test_seed_quick_start_parses_with_omitted_parties_as_any() -> None:
     parsed = parse_peering_connectivity(pc({"rules": [{"source": {"group": "offloaded"}, "action": "deny"}]}))
     rule = parsed.spec.rules[0]
     assert rule.source.group is Group.OFFLOADED
-    assert rule.destination.is_any
+    assert rule.destination == Party()  # any address
     assert rule.action is Action.DENY
 
 
