@@ -134,7 +134,7 @@ def instrument(controller: Controller, client: Any, probe: Probe) -> None:
     client.update = timed_update
     client.update_status = probe.timed("status PUT", client.update_status)
     client.create_event = probe.timed("event POST", client.create_event)
-    original_queue = manager._Enqueue._queue
+    original_queue = manager._QueueAffectedPeerings._queue
 
     def queue(self: Any, old: Any, new: Any) -> None:
         if self._kind == "Pod" and new is not None:
@@ -144,7 +144,7 @@ def instrument(controller: Controller, client: Any, probe: Probe) -> None:
         with probe.phase(f"map+enqueue {self._kind}"):
             original_queue(self, old, new)
 
-    manager._Enqueue._queue = queue  # type: ignore[method-assign]
+    manager._QueueAffectedPeerings._queue = queue  # type: ignore[method-assign]
 
 
 def run(

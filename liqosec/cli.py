@@ -21,7 +21,7 @@ import yaml
 
 from liqosec.api.peeringconnectivity import KIND
 from liqosec.compiler import ipv6
-from liqosec.compiler.firewallconfiguration import Outcome
+from liqosec.compiler.firewallconfiguration import CompiledPeering
 from liqosec.compiler.governance import is_dry_run
 from liqosec.compiler.ports import L4, parse_port
 from liqosec.explain import ExplainError, explain, explanation_json, format_explanation
@@ -137,7 +137,7 @@ def _waiting(args: argparse.Namespace) -> Callable[[str], None]:
     return lambda line: print(f"liqosec {args.command}: warning: {line}", file=sys.stderr)
 
 
-def _ipv6_warnings(args: argparse.Namespace, results: Sequence[Outcome]) -> None:
+def _ipv6_warnings(args: argparse.Namespace, results: Sequence[CompiledPeering]) -> None:
     """Pods of a policy's groups holding IPv6 addresses pass unfiltered: say so, as the status does."""
     for line in _capped(ipv6.notes(results)):
         print(f"liqosec {args.command}: warning: {line}", file=sys.stderr)

@@ -21,18 +21,12 @@ from liqosec.api.liqo import SERVICE_NAME
 from liqosec.api.peeringconnectivity import PEER_GROUPS, Action, Group
 from liqosec.compiler import ipv6
 from liqosec.compiler.compile import CHAIN_STATEFUL
-from liqosec.compiler.firewallconfiguration import Outcome
+from liqosec.compiler.firewallconfiguration import CompiledPeering
 from liqosec.compiler.policy import Clause, clauses_of, first_match, in_scope
 from liqosec.compiler.ports import L4, describe_spans
 from liqosec.firewall.evaluate import EPHEMERAL_PORT, Packet, connects, deciding_rule, node_accepts, tables_of
-from liqosec.groups.resolve import (
-    OFFLOADED_SERVICE_BACKENDS,
-    OUTSIDE_POD_CIDRS,
-    REFLECTED_SERVICE_BACKENDS,
-    pod_addresses,
-    pod_ipv6_addresses,
-    slice_addresses,
-)
+from liqosec.groups.readers import pod_addresses, pod_ipv6_addresses, slice_addresses
+from liqosec.groups.resolve import OFFLOADED_SERVICE_BACKENDS, OUTSIDE_POD_CIDRS, REFLECTED_SERVICE_BACKENDS
 from liqosec.groups.view import ClusterStateError, labels, name_of, namespace_of
 from liqosec.inputs import RenderError
 from liqosec.offline import outcomes
@@ -227,7 +221,7 @@ def _services(objects: Sequence[Mapping[str, Any]], ip: str) -> tuple[str, ...]:
     return tuple(sorted(out))
 
 
-def describe_end(objects: Sequence[Mapping[str, Any]], outcome: Outcome, ip: str, pod: str | None) -> End:
+def describe_end(objects: Sequence[Mapping[str, Any]], outcome: CompiledPeering, ip: str, pod: str | None) -> End:
     sets = outcome.groups.sets
     groups = tuple(g.value for g in Group if ip in outcome.groups.get(g.value))
     terms = tuple(t for t in sorted(sets) if t not in {g.value for g in Group} and ip in outcome.groups.get(t))
@@ -239,7 +233,7 @@ def describe_end(objects: Sequence[Mapping[str, Any]], outcome: Outcome, ip: str
 # ----- one packet -----
 
 
-def _decision(outcome: Outcome, src: str, dst: str, l4: L4) -> Decision:
+def _decision(outcome: CompiledPeering, src: str, dst: str, l4: L4) -> Decision:
     groups, spec = outcome.groups, outcome.peering.spec
     if not in_scope(groups, src, dst):
         return Decision(OUT_OF_SCOPE, None, None, None, None, "accept")
@@ -281,7 +275,7 @@ def format_match(m: Mapping[str, Any]) -> str:
     return str(dict(m))
 
 
-def _enforcement(outcome: Outcome, packet: Packet) -> Enforcement:
+def _enforcement(outcome: CompiledPeering, packet: Packet) -> Enforcement:
     """The shard that drops the packet (the first), else the one whose rule accepts it, else the policy."""
     found: list[Enforcement] = []
     for index, fw in enumerate(outcome.firewalls):
@@ -311,7 +305,9 @@ def _enforcement(outcome: Outcome, packet: Packet) -> Enforcement:
     return (drops or by_rule or found)[0]
 
 
-def _step(outcome: Outcome, src: str, dst: str, probe: L4, *, established: bool = False, reply: bool = False) -> Step:
+def _step(
+    outcome: CompiledPeering, src: str, dst: str, probe: L4, *, established: bool = False, reply: bool = False
+) -> Step:
     """One packet of the probe: the request to its port, or (`reply`) the reply back to the client's ephemeral port."""
     proto, port = probe
     sport, dport = (port, EPHEMERAL_PORT) if reply else (EPHEMERAL_PORT, port)
@@ -325,7 +321,7 @@ def _step(outcome: Outcome, src: str, dst: str, probe: L4, *, established: bool 
 # ----- the whole question -----
 
 
-def choose(results: Sequence[Outcome], peering: str | None) -> Outcome:
+def choose(results: Sequence[CompiledPeering], peering: str | None) -> CompiledPeering:
     keys = [o.peering.key for o in results]
     if peering is not None:
         for o in results:
@@ -345,8 +341,8 @@ def choose(results: Sequence[Outcome], peering: str | None) -> Outcome:
 
 def explain_outcome(
     objects: Sequence[Mapping[str, Any]],
-    results: Sequence[Outcome],
-    outcome: Outcome,
+    results: Sequence[CompiledPeering],
+    outcome: CompiledPeering,
     src: str,
     dst: str,
     *,
@@ -384,7 +380,7 @@ def explain(
     destination: str,
     *,
     peering: str | None = None,
-    results: Sequence[Outcome] | None = None,
+    results: Sequence[CompiledPeering] | None = None,
     port: L4 | None = None,
 ) -> Explanation:
     """Why a TCP connection from `source` to `destination` (pods as namespace/name, or IPv4 addresses) opens or not.

@@ -43,8 +43,8 @@ from yaml.scanner import Scanner
 
 from liqosec.api.peeringconnectivity import KIND
 from liqosec.firewall.capabilities import FIREWALL_CRD_NAME
-from liqosec.groups.resolve import READ_KINDS as RESOLVED_KINDS
-from liqosec.groups.resolve import check_object
+from liqosec.groups.readers import READ_KINDS as RESOLVED_KINDS
+from liqosec.groups.readers import check_object
 from liqosec.groups.view import (
     ClusterStateError,
     ObjectRef,
@@ -324,7 +324,7 @@ def _read_text(file: Path, limit: int) -> str:
     return _decode(data)
 
 
-class _Unusual(Exception):
+class _NeedsFullLoader(Exception):
     """The fast path met something only the full loader handles (an anchor, a tag, a merge key, ...)."""
 
 
@@ -346,11 +346,11 @@ def _plain(event: Any) -> Any:
         return value
     construct = SafeConstructor.yaml_constructors.get(tag)
     if construct is None or len(value) > MAX_INT_CHARS:  # "<<", "=", over-long numbers: the full loader's business
-        raise _Unusual()
+        raise _NeedsFullLoader()
     try:
         return construct(_SCALARS, ScalarNode(tag, value, event.start_mark, event.end_mark))
     except Exception:  # a bad date, say: the full loader reports it with its line
-        raise _Unusual() from None
+        raise _NeedsFullLoader() from None
 
 
 def _fast_documents(text: str) -> list[Any]:
@@ -359,7 +359,7 @@ def _fast_documents(text: str) -> list[Any]:
     Twice as fast as composing nodes then constructing objects, and without
     recursion. Anything beyond plain data (anchors, aliases, explicit tags,
     merge keys, collections as keys, nesting past MAX_DEPTH) raises
-    `_Unusual`, and the caller reads the file again with `_BoundedLoader`:
+    `_NeedsFullLoader`, and the caller reads the file again with `_BoundedLoader`:
     one semantics, one place for the bounds. Parse errors propagate as they
     are (the same parser would raise them again).
     """
@@ -375,27 +375,27 @@ def _fast_documents(text: str) -> list[Any]:
                 kind = type(event)
                 if kind is ScalarEvent:
                     if event.anchor is not None or event.tag not in (None, "!"):
-                        raise _Unusual()
+                        raise _NeedsFullLoader()
                     value = event.value
                     if event.implicit[0] and value[:1] in _IMPLICIT:  # else text, whatever it says
                         value = _plain(event)
                 elif kind is MappingStartEvent or kind is SequenceStartEvent:
                     if event.anchor is not None or event.tag not in (None, "!") or len(stack) >= MAX_DEPTH:
-                        raise _Unusual()
+                        raise _NeedsFullLoader()
                     value = {} if kind is MappingStartEvent else []
                 elif kind is MappingEndEvent or kind is SequenceEndEvent:
                     value = stack.pop()[0]
                     if stack:
                         continue
                 else:  # an alias
-                    raise _Unusual()
+                    raise _NeedsFullLoader()
                 if stack:
                     top = stack[-1]
                     if type(top[0]) is list:
                         top[0].append(value)
                     elif top[1] is _NO_KEY:
                         if kind is not ScalarEvent:
-                            raise _Unusual()  # a collection as a key
+                            raise _NeedsFullLoader()  # a collection as a key
                         top[1] = value
                     else:
                         top[0][top[1]] = value
@@ -419,7 +419,7 @@ def _documents(file: Path, limit: int) -> Iterator[Any]:
             try:
                 yield from _fast_documents(text)
                 return
-            except _Unusual:
+            except _NeedsFullLoader:
                 pass
         yield from yaml.load_all(text, Loader=_LOADER)
     except yaml.YAMLError as err:

@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from liqosec.api.peeringconnectivity import Enforcement, Group
-from liqosec.compiler.firewallconfiguration import Outcome
+from liqosec.compiler.firewallconfiguration import CompiledPeering
 from liqosec.compiler.ports import L4
 from liqosec.firewall.addresses import AddressSet, int_to_ip, ip_to_int
 from liqosec.firewall.capabilities import Capabilities
 from liqosec.firewall.evaluate import Packet, connects, node_accepts, tables_of
-from liqosec.groups.resolve import MASQUERADE_SOURCE, pod_addresses
+from liqosec.groups.readers import pod_addresses
+from liqosec.groups.resolve import MASQUERADE_SOURCE
 from liqosec.groups.view import ClusterStateError, name_of, namespace_of
 from liqosec.inputs import RenderError
 from liqosec.offline import Waiting, outcomes
@@ -45,7 +46,7 @@ class Endpoint:
 class Matrix:
     endpoints: tuple[Endpoint, ...]
     firewalls: tuple[dict[str, Any], ...]
-    outcomes: tuple[Outcome, ...] = field(default=(), compare=False)
+    outcomes: tuple[CompiledPeering, ...] = field(default=(), compare=False)
     # The probe: protocol and destination port (`--port 80/tcp`); None is TCP to a port no rule names.
     port: L4 | None = None
 
@@ -78,7 +79,7 @@ class Matrix:
         return [o.peer for o in self.outcomes]
 
 
-def in_force(outcomes_: Sequence[Outcome]) -> list[Outcome]:
+def in_force(outcomes_: Sequence[CompiledPeering]) -> list[CompiledPeering]:
     """What nodes apply: the enforced policies' firewalls; a DryRun policy's only where its peering has no
     enforced policy (shown as it would enforce). A staged policy beside an enforced one is shown on its own."""
     enforced = {o.peer for o in outcomes_ if o.peering.spec.enforcement is not Enforcement.DRY_RUN}
@@ -105,7 +106,7 @@ def _sample(space: AddressSet, used: AddressSet) -> str | None:
     return None
 
 
-def _label(ep: Endpoint, outcomes_: Sequence[Outcome]) -> Endpoint:
+def _label(ep: Endpoint, outcomes_: Sequence[CompiledPeering]) -> Endpoint:
     groups = []
     for o in outcomes_:
         for g in Group:

@@ -14,7 +14,7 @@ from typing import Any
 
 from liqosec.api.peeringconnectivity import KIND
 from liqosec.api.validation import FieldError, ValidationError, parse_peering_connectivity
-from liqosec.compiler.firewallconfiguration import ALL_NODES, Outcome, build
+from liqosec.compiler.firewallconfiguration import ALL_NODES, CompiledPeering, build
 from liqosec.compiler.governance import conflict, governors
 from liqosec.firewall.capabilities import STATELESS, Capabilities, from_crd
 from liqosec.groups.view import ClusterStateError, RemapPending, Snapshot, name_of, namespace_of
@@ -40,7 +40,7 @@ def outcomes(
     capabilities: Capabilities | None = None,
     scope: str = ALL_NODES,
     waiting: Waiting | None = None,
-) -> list[Outcome]:
+) -> list[CompiledPeering]:
     """Every policy's outcome. A peering waiting on Liqo (`RemapPending`) has none: `waiting` hears
     why, naming it, and the others go on; without `waiting` it is an error like any other."""
     try:
@@ -51,7 +51,7 @@ def outcomes(
 
 def _outcomes(
     objects: Sequence[Mapping[str, Any]], capabilities: Capabilities | None, scope: str, waiting: Waiting | None
-) -> list[Outcome]:
+) -> list[CompiledPeering]:
     caps = capabilities if capabilities is not None else capabilities_of(objects)
     view = Snapshot(objects)
     peerings = [o for o in objects if o.get("kind") == KIND]
@@ -66,7 +66,7 @@ def _outcomes(
     if errors:
         raise RenderError(errors, problems=problems)
     governing = governors(peerings)
-    results: list[Outcome] = []
+    results: list[CompiledPeering] = []
     for obj in peerings:
         ns, name = namespace_of(obj), name_of(obj)
         try:

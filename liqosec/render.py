@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from liqosec.compiler.firewallconfiguration import ALL_NODES, Outcome
+from liqosec.compiler.firewallconfiguration import ALL_NODES, CompiledPeering
 from liqosec.firewall.capabilities import Capabilities
 from liqosec.offline import Waiting, outcomes
 
@@ -22,7 +22,7 @@ def render(
     *,
     capabilities: Capabilities | None = None,
     scope: str = ALL_NODES,
-    report: Callable[[Sequence[Outcome]], None] | None = None,
+    report: Callable[[Sequence[CompiledPeering]], None] | None = None,
     waiting: Waiting | None = None,
 ) -> list[dict[str, Any]]:
     """The FirewallConfigurations; `report` sees the outcomes first (the CLI's IPv6 warnings)."""

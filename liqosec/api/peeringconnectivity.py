@@ -51,7 +51,7 @@ class Action(str, enum.Enum):
 
 
 class SecurityMode(str, enum.Enum):
-    """Liqo's security modes (seed 003), offered per peering at run time."""
+    """Liqo's security modes (Liqo issue 1879), offered per peering at run time."""
 
     FULL_POD_TO_POD = "FullPodToPod"
     INTRA_CLUSTER_TRAFFIC_SEGREGATION = "IntraClusterTrafficSegregation"
@@ -223,7 +223,7 @@ class PortRange:
 class Rule:
     source: Party = ANY
     destination: Party = ANY
-    action: Action = Action.DENY  # an omitted action denies (seed 000's API)
+    action: Action = Action.DENY  # an omitted action denies (the original engine's API)
     # `destination.ports`: the rule matches only these protocols and destination ports; () is any packet.
     ports: tuple[PortRange, ...] = ()
 

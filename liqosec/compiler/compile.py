@@ -21,11 +21,10 @@ Guarantees:
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -452,93 +451,143 @@ def compile_ports(
       port: a pair of some Y_c passes only in a class that opens it.
     Replies are judged at the client's ephemeral port (`ports.EPHEMERAL_PORT`) for the one-way analysis.
     """
+    a = _analyse_port_classes(clauses, default, groups)
+    single = _single_accept_chain(a, capabilities, max_expressions, holes_table)
+    extra: list[tuple[str, CompiledChain]] = []
+    if single is not None:
+        _fit(single, max_expressions)
+        main = single
+    else:
+        main, extra = _base_and_holes_chains(a, capabilities, max_expressions)
+    if a.drops and main.policy == DROP:
+        extra.append((PORTS, a.chain_of(ACCEPT, a.drops, capabilities)))
+    return CompiledChain(
+        name=main.name,
+        policy=main.policy,
+        rules=main.rules,
+        atoms=a.atoms,
+        one_way=a.one_way,
+        one_way_clauses=a.one_way_clauses,
+        extra=tuple(extra),
+    )
+
+
+_Located = list[tuple[Term, int | None]]
+_Judged = tuple[dict[tuple[int, int], str], dict[tuple[int, int], int]]
+
+
+@dataclass
+class _PortAnalysis:
+    """Per port class c, against the base class B: X_c's drop rules and Y_c's accept rules (with
+    the class's protocol and port), the pairs some class opens, and the one-way analysis."""
+
+    part: Partition
+    base: dict[tuple[int, int], str]  # B's verdict of every pair of atoms
+    memo: dict[object, object]
+    drops: _Located = field(default_factory=list)
+    accepts: _Located = field(default_factory=list)
+    opened: set[tuple[int, int]] = field(default_factory=set)  # the union of the Y_c
+    hole_classes: list[tuple[PortClass, set[tuple[int, int]]]] = field(default_factory=list)
+    one_way: bool = False
+    one_way_clauses: tuple[Clause, ...] = ()
+
+    @property
+    def atoms(self) -> int:
+        return len(self.part.atoms)
+
+    def smallest(self, region: set[tuple[int, int]], reserve: int) -> Plan:
+        return _smallest(self.part, region, self.memo, reserve)
+
+    def chain_of(
+        self, policy: str, terms: Sequence[tuple[Term, int | None]], capabilities: Capabilities
+    ) -> CompiledChain:
+        name, rules = _chain(DROP if policy == ACCEPT else ACCEPT, terms, capabilities)
+        return CompiledChain(
+            name, policy, rules, self.atoms, one_way=self.one_way, one_way_clauses=self.one_way_clauses
+        )
+
+
+def _analyse_port_classes(clauses: Sequence[Clause], default: Action, groups: ResolvedGroups) -> _PortAnalysis:
+    """Step one of `compile_ports`: the verdicts per port class, and what each class changes from B."""
     part = _partition(clauses, groups)
     spans = [c.ports for c in clauses]
-    classes = [pc for pc in port_classes(spans) if pc.clauses]
     portless = frozenset(i for i, c in enumerate(clauses) if not c.ports)
-    judged: dict[frozenset[int], tuple[dict[tuple[int, int], str], dict[tuple[int, int], int]]] = {}
+    judged: dict[frozenset[int], _Judged] = {}
 
-    def verdicts_of(sig: frozenset[int]) -> tuple[dict[tuple[int, int], str], dict[tuple[int, int], int]]:
+    def verdicts_of(sig: frozenset[int]) -> _Judged:
         if sig not in judged:
             judged[sig] = _verdicts(part, clauses, default, portless | sig)
         return judged[sig]
 
     base, _ = verdicts_of(frozenset())
-    memo: dict[object, object] = {}
-    drops: list[tuple[Term, int | None]] = []
-    accepts: list[tuple[Term, int | None]] = []
-    opened: set[tuple[int, int]] = set()  # the union of the Y_c
-    hole_classes: list[tuple[PortClass, set[tuple[int, int]]]] = []
-    for pc in classes:
+    a = _PortAnalysis(part, base, {})
+    for pc in (pc for pc in port_classes(spans) if pc.clauses):
         v, _ = verdicts_of(pc.clauses)
         x = {pair for pair, verdict in v.items() if verdict == DROP and base[pair] == ACCEPT}
         y = {pair for pair, verdict in v.items() if verdict == ACCEPT and base[pair] == DROP}
         if x:
-            drops += _with_l4(_smallest(part, x, memo, L4_MATCHES).located_terms(), pc.spans)
+            a.drops += _with_l4(a.smallest(x, L4_MATCHES).located_terms(), pc.spans)
         if y:
-            accepts += _with_l4(_smallest(part, y, memo, L4_MATCHES).located_terms(), pc.spans)
-            opened |= y
-            hole_classes.append((pc, y))
-    extra: list[tuple[str, CompiledChain]] = []
-    atoms = len(part.atoms)
-    one_way, holes = _port_one_way(spans, [pc.spans for pc in port_classes(spans)], verdicts_of)
+            a.accepts += _with_l4(a.smallest(y, L4_MATCHES).located_terms(), pc.spans)
+            a.opened |= y
+            a.hole_classes.append((pc, y))
+    a.one_way, holes = _port_one_way(spans, [pc.spans for pc in port_classes(spans)], verdicts_of)
     everything = (*clauses, Clause(None, None, default, "defaultAction"))
-    one_way_clauses = tuple(everything[i] for i in sorted(holes))
+    a.one_way_clauses = tuple(everything[i] for i in sorted(holes))
+    return a
 
-    def chain_of(policy: str, terms: Sequence[tuple[Term, int | None]]) -> CompiledChain:
-        name, rules = _chain(DROP if policy == ACCEPT else ACCEPT, terms, capabilities)
-        return CompiledChain(name, policy, rules, atoms, one_way=one_way, one_way_clauses=one_way_clauses)
 
-    single: CompiledChain | None = None
-    if accepts and holes_table is not True:
-        allowed = _smallest(part, {pair for pair, verdict in base.items() if verdict == ACCEPT}, memo, 0)
-        single = chain_of(DROP, [*allowed.located_terms(), *accepts])
-        if holes_table is None and max_expressions is not None and single.expressions > max_expressions:
-            single = None  # too large for one FirewallConfiguration: a holes table instead
-    if single is not None:
-        if max_expressions is not None and single.expressions > max_expressions:  # holes_table=False
-            raise ChainTooLarge(
-                f"the rules with ports compile to an accept-rules chain of {single.expressions} kernel "
-                f"expressions, over the {max_expressions} one FirewallConfiguration may hold"
-            )
-        main = single
-    else:
-        if accepts:
-            # B with every Y_c pair accepted; the holes chain then lets those pairs through only in their
-            # class: it accepts every other pair, and in class c the pairs of Y_c, or (when that spells
-            # shorter, often as "any") every pair but those only other classes open.
-            others = {pair for pair in base if pair not in opened}
-            kept = _smallest(part, others, memo, 0).located_terms()
-            in_class: list[tuple[Term, int | None]] = []
-            for pc, y in hole_classes:
-                wide = {pair for pair in base if pair not in opened or pair in y}
-                narrow, widest = _smallest(part, y, memo, L4_MATCHES), _smallest(part, wide, memo, L4_MATCHES)
-                best = min((widest, narrow), key=lambda p: (p.rules, p.matches))
-                in_class += _with_l4(best.located_terms(), pc.spans)
-            holes_chain = chain_of(DROP, [*kept, *in_class])
-            if max_expressions is not None and holes_chain.expressions > max_expressions:
-                raise ChainTooLarge(
-                    f"the rules with ports compile to an accept-rules chain of {holes_chain.expressions} kernel "
-                    f"expressions, over the {max_expressions} one FirewallConfiguration may hold; name fewer ports "
-                    "or narrower groups"
-                )
-            extra.append((HOLES, holes_chain))
-        verdicts = {pair: (ACCEPT if pair in opened else verdict) for pair, verdict in base.items()}
-        chosen = _choose(part, verdicts, max_expressions)
-        policy = chosen.policy
-        main = chain_of(policy, [*chosen.plan.located_terms(), *(drops if policy == ACCEPT else [])])
-        extra += _product_chains(chosen.products, capabilities, atoms, one_way, one_way_clauses)
-    if drops and main.policy == DROP:
-        extra.append((PORTS, chain_of(ACCEPT, drops)))
-    return CompiledChain(
-        name=main.name,
-        policy=main.policy,
-        rules=main.rules,
-        atoms=atoms,
-        one_way=one_way,
-        one_way_clauses=one_way_clauses,
-        extra=tuple(extra),
-    )
+def _single_accept_chain(
+    a: _PortAnalysis, capabilities: Capabilities, max_expressions: int | None, holes_table: bool | None
+) -> CompiledChain | None:
+    """Step two of `compile_ports`, the choice: the one policy-drop chain of B's accepted pairs and
+    every Y_c, or None for B's chain with a holes table (no Y_c, asked to, or the one chain too large)."""
+    if not a.accepts or holes_table is True:
+        return None
+    allowed = a.smallest({pair for pair, verdict in a.base.items() if verdict == ACCEPT}, 0)
+    single = a.chain_of(DROP, [*allowed.located_terms(), *a.accepts], capabilities)
+    if holes_table is None and max_expressions is not None and single.expressions > max_expressions:
+        return None  # too large for one FirewallConfiguration: a holes table instead
+    return single
+
+
+def _base_and_holes_chains(
+    a: _PortAnalysis, capabilities: Capabilities, max_expressions: int | None
+) -> tuple[CompiledChain, list[tuple[str, CompiledChain]]]:
+    """Step three of `compile_ports` without the single chain: B's chain with every Y_c pair accepted
+    (any policy, shardable, X_c's drop rules joining it when its policy is accept), its product
+    chains, and the HOLES chain when some class opens pairs."""
+    extra: list[tuple[str, CompiledChain]] = []
+    if a.accepts:
+        # The holes chain lets the Y_c pairs through only in their class: it accepts every other
+        # pair, and in class c the pairs of Y_c, or (when that spells shorter, often as "any") every
+        # pair but those only other classes open.
+        others = {pair for pair in a.base if pair not in a.opened}
+        kept = a.smallest(others, 0).located_terms()
+        in_class: _Located = []
+        for pc, y in a.hole_classes:
+            wide = {pair for pair in a.base if pair not in a.opened or pair in y}
+            narrow, widest = a.smallest(y, L4_MATCHES), a.smallest(wide, L4_MATCHES)
+            best = min((widest, narrow), key=lambda p: (p.rules, p.matches))
+            in_class += _with_l4(best.located_terms(), pc.spans)
+        holes_chain = a.chain_of(DROP, [*kept, *in_class], capabilities)
+        _fit(holes_chain, max_expressions, "; name fewer ports or narrower groups")
+        extra.append((HOLES, holes_chain))
+    verdicts = {pair: (ACCEPT if pair in a.opened else verdict) for pair, verdict in a.base.items()}
+    chosen = _choose(a.part, verdicts, max_expressions)
+    policy = chosen.policy
+    main = a.chain_of(policy, [*chosen.plan.located_terms(), *(a.drops if policy == ACCEPT else [])], capabilities)
+    extra += _product_chains(chosen.products, capabilities, a.atoms, a.one_way, a.one_way_clauses)
+    return main, extra
+
+
+def _fit(chain: CompiledChain, max_expressions: int | None, advice: str = "") -> None:
+    """ChainTooLarge when an accept-rules chain of `compile_ports` is over one FirewallConfiguration's budget."""
+    if max_expressions is not None and chain.expressions > max_expressions:
+        raise ChainTooLarge(
+            f"the rules with ports compile to an accept-rules chain of {chain.expressions} kernel "
+            f"expressions, over the {max_expressions} one FirewallConfiguration may hold{advice}"
+        )
 
 
 def _port_one_way(
@@ -558,116 +607,3 @@ def _port_one_way(
         found |= one_way
         holes |= these
     return found, holes
-
-
-def _pieces(part: Partition, hosted: AddressSet) -> dict[int, AddressSet]:
-    """`hosted` cut along the atoms: signature -> the hosted addresses of that atom."""
-    bounds = part.sorted_intervals()
-    starts = [iv[0] for iv in bounds]
-    out: dict[int, list[tuple[int, int]]] = defaultdict(list)
-    for start, end in hosted.intervals:
-        i = max(0, bisect.bisect_right(starts, start) - 1)
-        while i < len(bounds) and bounds[i][0] <= end:
-            lo, hi, sig = bounds[i]
-            if hi >= start:
-                out[sig].append((max(lo, start), min(hi, end)))
-            i += 1
-    return {sig: AddressSet.from_intervals(ivs) for sig, ivs in out.items()}
-
-
-def _node_duties(
-    part: Partition, verdicts: dict[tuple[int, int], str], anywhere: AddressSet
-) -> tuple[dict[int, AddressSet], dict[int, AddressSet]]:
-    """Per atom, what a node drops from its addresses in it (row) and towards them (column).
-
-    A packet between two hosted addresses crosses both their nodes: one of them dropping
-    it is enough. The source's node drops the whole row when that is the cheaper spelling
-    (fewer intervals; for example "everything but the peer's CIDR"); otherwise only towards
-    addresses no node hosts (the peer, the outside), and the destination's node catches the
-    rest in its column. A column may include sources whose row already drops the packet
-    when that spells shorter.
-    """
-    atoms = sorted(part.atoms)
-    rows: dict[int, AddressSet] = {}
-    full: dict[int, bool] = {}
-    for a in atoms:
-        whole = part.union(tuple(b for b in atoms if verdicts[(a, b)] == DROP))
-        outside = whole.difference(anywhere)
-        full[a] = len(whole.intervals) <= len(outside.intervals)
-        rows[a] = whole if full[a] else outside
-    cols: dict[int, AddressSet] = {}
-    for b in atoms:
-        sources = tuple(a for a in atoms if verdicts[(a, b)] == DROP)
-        widest = part.union(sources)
-        parts = (part.atoms[a].difference(anywhere) if full[a] else part.atoms[a] for a in sources)
-        needed = AddressSet.from_intervals(iv for p in parts for iv in p.intervals)
-        cols[b] = widest if len(widest.intervals) <= len(needed.intervals) else needed
-    return rows, cols
-
-
-@dataclass(frozen=True)
-class NodeChains:
-    """One chain per node (see `compile_node_chains`) and what the whole policy says."""
-
-    chains: dict[str, CompiledChain]
-    summary: CompiledChain  # every node's rules, for counts and the status
-
-
-def compile_node_chains(
-    clauses: Sequence[Clause],
-    default: Action,
-    groups: ResolvedGroups,
-    capabilities: Capabilities,
-    hosted: Mapping[str, AddressSet],
-) -> NodeChains:
-    """A chain per node holding only packets with an end on that node (`hosted[node]`).
-
-    A packet of the peering crosses the forward hook of the node hosting each of its local
-    ends, and a node neither end is on (a gateway it only transits) passes it. Node N drops,
-    from its addresses in atom a, `N_a x row(a)`, and towards them `column(b) x N_b`, with
-    rows and columns from `_node_duties`: every denied packet is dropped by at least one of
-    the nodes it crosses, no allowed one by any. Rows and columns are the same for every
-    node and their spellings are shared (`cover`'s caches), so a node's chain costs about
-    its own addresses, and a pod change rewrites only its node's chain unless it changes a
-    row or a column. Policy accept: an accept-rules chain would have to spell "no end here".
-    """
-    part, verdicts, deciders = _decide(clauses, default, groups)
-    anywhere = AddressSet.from_intervals(iv for h in hosted.values() for iv in h.intervals)
-    rows, cols = _node_duties(part, verdicts, anywhere)
-    memo: dict[object, object] = {}
-    chains: dict[str, CompiledChain] = {}
-    everything: dict[str, FilterRule] = {}
-    for node in sorted(hosted):
-        pieces = _pieces(part, hosted[node])
-        by_row: dict[AddressSet, list[int]] = defaultdict(list)
-        by_col: dict[AddressSet, list[int]] = defaultdict(list)
-        for sig in sorted(pieces):
-            if rows[sig]:
-                by_row[rows[sig]].append(sig)
-            if cols[sig]:
-                by_col[cols[sig]].append(sig)
-        rectangles = [
-            (AddressSet.from_intervals(iv for s in sigs for iv in pieces[s].intervals), targets)
-            for targets, sigs in by_row.items()
-        ] + [
-            (sources, AddressSet.from_intervals(iv for s in sigs for iv in pieces[s].intervals))
-            for sources, sigs in by_col.items()
-        ]
-        name, rules = _chain(DROP, plan(rectangles, memo).located_terms(), capabilities)
-        chains[node] = CompiledChain(name=name, policy=ACCEPT, rules=rules, atoms=len(part.atoms), one_way=False)
-        everything.update((r.name, r) for r in rules)
-    one_way, one_way_clauses = _one_way(clauses, default, verdicts, deciders)
-    name, _ = _chain(DROP, (), capabilities)
-    summary = CompiledChain(
-        name=name,
-        policy=ACCEPT,
-        rules=tuple(everything.values()),
-        atoms=len(part.atoms),
-        one_way=one_way,
-        one_way_clauses=one_way_clauses,
-    )
-    for node, chain in chains.items():
-        chains[node] = CompiledChain(
-            chain.name, chain.policy, chain.rules, chain.atoms, one_way=one_way, one_way_clauses=one_way_clauses
-        )
-    return NodeChains(chains=chains, summary=summary)

@@ -22,12 +22,13 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from liqosec.api.peeringconnectivity import Group
 from liqosec.firewall.addresses import AddressSet, int_to_ip, ip_to_int, parse_value
 from liqosec.firewall.evaluate import connects
-from liqosec.groups.resolve import ResolvedGroups, pod_addresses
+from liqosec.groups.readers import pod_addresses
+from liqosec.groups.resolve import ResolvedGroups
 from liqosec.groups.view import ClusterStateError, Obj, name_of, namespace_of
 
 # Class pairs evaluated per report. Each costs two connection checks on the rules that
@@ -235,11 +236,11 @@ class _Tables:
                     rules.append(_Rule(t, c, rule, tuple(src), tuple(dst)))
         return cls(tuple(tables), tuple(rules), tuple(sorted(bounds)))
 
-    def masks(self, addresses: Sequence[int]) -> list[tuple[int, int]]:
-        """For each of the sorted `addresses`: (rules whose source side holds, rules whose destination side does)."""
+    def masks(self, addresses: Sequence[int]) -> list[_Masks]:
+        """For each of the sorted `addresses`: the rules whose source side holds it, and whose destination side does."""
         src = _masks([_holding(r.src) for r in self.rules], addresses)
         dst = _masks([_holding(r.dst) for r in self.rules], addresses)
-        return list(zip(src, dst))
+        return [_Masks(s, d) for s, d in zip(src, dst, strict=True)]
 
     def pruned(self, mask: int) -> list[Mapping[str, Any]]:
         """The tables with only the rules of `mask`, in their order; chains and policies kept."""
@@ -259,11 +260,31 @@ class _Tables:
         return out
 
 
+class _Masks(NamedTuple):
+    """For one address, as bits of a side's rules: those whose source side holds it, and whose destination side does."""
+
+    as_source: int
+    as_destination: int
+
+
+class _Class(NamedTuple):
+    """What the comparison tells addresses apart by: addresses with equal keys are compared once."""
+
+    in_peer_space: bool
+    proposed: _Masks
+    enforced: _Masks
+
+
 @dataclass
 class _Tally:
     compared: int = 0
     denied: int = 0
     allowed: int = 0
+
+
+def _may_match(a: _Masks, b: _Masks) -> int:
+    """The rules that may match a packet from a to b (the request) or from b to a (its reply)."""
+    return (a.as_source & b.as_destination) | (b.as_source & a.as_destination)
 
 
 def _sample(into: list[PairChange], sources: Sequence[Endpoint], destinations: Sequence[Endpoint], size: int) -> None:
@@ -287,23 +308,24 @@ def dry_run_report(
     sample_size: int = SAMPLE_SIZE,
 ) -> DryRunReport:
     """Compare `enforced` (the tables in force now; none: everything connects) with `proposed`."""
-    sides = [_Tables.of(_ipv4_tables(proposed), peer_space), _Tables.of(_ipv4_tables(enforced), peer_space)]
-    bounds = sorted({*sides[0].bounds, *sides[1].bounds})
+    proposed_side = _Tables.of(_ipv4_tables(proposed), peer_space)
+    enforced_side = _Tables.of(_ipv4_tables(enforced), peer_space)
+    bounds = sorted({*proposed_side.bounds, *enforced_side.bounds})
     # Addresses between two bounds share a class: one representative address per interval.
     firsts: dict[int, int] = {}
     for ep in endpoints:
         firsts.setdefault(bisect.bisect_right(bounds, ep.address), ep.address)
     reps = sorted(firsts.values())
-    proposed_masks, enforced_masks = sides[0].masks(reps), sides[1].masks(reps)
+    proposed_masks, enforced_masks = proposed_side.masks(reps), enforced_side.masks(reps)
     key_of = {
-        address: (address in peer_space, *proposed_masks[i], *enforced_masks[i]) for i, address in enumerate(reps)
+        address: _Class(address in peer_space, proposed_masks[i], enforced_masks[i]) for i, address in enumerate(reps)
     }
-    classes: dict[tuple[bool, int, int, int, int], list[Endpoint]] = {}  # in the order of their lowest address
+    classes: dict[_Class, list[Endpoint]] = {}  # in the order of their lowest address
     for ep in endpoints:
         classes.setdefault(key_of[firsts[bisect.bisect_right(bounds, ep.address)]], []).append(ep)
     keys = list(classes)
     total = len(endpoints)
-    outside = sum(len(members) for key, members in classes.items() if not key[0])
+    outside = sum(len(members) for key, members in classes.items() if not key.in_peer_space)
     pairs = total * (total - 1) - outside * (outside - 1)
     tally = _Tally()
     denied: list[PairChange] = []
@@ -311,7 +333,7 @@ def dry_run_report(
     evaluations = 0
     for a in keys:
         for b in keys:
-            if not (a[0] or b[0]):
+            if not (a.in_peer_space or b.in_peer_space):
                 continue  # neither end is the peer's: no table of the peering acts on it
             if evaluations >= max_comparisons:
                 break
@@ -321,8 +343,8 @@ def dry_run_report(
             tally.compared += count
             src, dst = int_to_ip(sources[0].address), int_to_ip(destinations[0].address)
             # Rules that may match the request (a to b) or its reply (b to a); the rest cannot.
-            then = connects(sides[0].pruned((a[1] & b[2]) | (b[1] & a[2])), src, dst)
-            now = connects(sides[1].pruned((a[3] & b[4]) | (b[3] & a[4])), src, dst)
+            then = connects(proposed_side.pruned(_may_match(a.proposed, b.proposed)), src, dst)
+            now = connects(enforced_side.pruned(_may_match(a.enforced, b.enforced)), src, dst)
             if now and not then:
                 tally.denied += count
                 _sample(denied, sources, destinations, sample_size)

@@ -34,8 +34,8 @@ from liqosec.compiler.compile import (
     CompiledChain,
     FilterRule,
     compile_chain,
-    compile_node_chains,
 )
+from liqosec.compiler.nodechains import compile_node_chains
 from liqosec.compiler.policy import Clause, clauses_of, namespaces_of, selections_of
 from liqosec.compiler.products import PRODUCT
 from liqosec.firewall.addresses import AddressSet, int_to_ip
@@ -77,7 +77,7 @@ class ShardError(ValueError):
 
 
 @dataclass(frozen=True)
-class Outcome:
+class CompiledPeering:
     peering: PeeringConnectivity
     peer: str
     groups: ResolvedGroups
@@ -298,7 +298,7 @@ def _too_many(chain: CompiledChain, objects: int) -> str:
 
 
 @dataclass(frozen=True)
-class Inputs:
+class CompileInputs:
     """Everything a peering's firewalls are compiled from: equal inputs, equal firewalls."""
 
     peering: PeeringConnectivity
@@ -308,12 +308,12 @@ class Inputs:
     hosted: Mapping[str, AddressSet] | None  # per node (per-node scope only)
 
 
-def gather(
+def read_compile_inputs(
     view: ClusterView,
     pc: PeeringConnectivity,
     scope: str = ALL_NODES,
     hosted: Callable[[ClusterView], Mapping[str, AddressSet]] = hosted_addresses,
-) -> Inputs:
+) -> CompileInputs:
     """Read the cluster for one peering: its peer, its groups' addresses and, per node, the node's
     (`hosted`: the same for every peering, so a caller may keep it between peerings)."""
     peer = peer_of(view, pc)
@@ -326,7 +326,7 @@ def gather(
         selections=selections_of(pc.spec),
         named=[t for c in clauses for t in (c.src, c.dst)],
     )
-    return Inputs(pc, peer, clauses, groups, hosted(view) if scope == PER_NODE else None)
+    return CompileInputs(pc, peer, clauses, groups, hosted(view) if scope == PER_NODE else None)
 
 
 def object_size(fc: Mapping[str, Any], rules: tuple[FilterRule, ...]) -> int:
@@ -345,7 +345,7 @@ def _refused(pc: PeeringConnectivity, message: str) -> ValidationError:
     return ValidationError([FieldError("spec.rules", message, reason="TooLarge")], obj=f"{KIND} {pc.key}")
 
 
-def compile_inputs(inputs: Inputs, capabilities: Capabilities) -> Outcome:
+def compile_inputs(inputs: CompileInputs, capabilities: Capabilities) -> CompiledPeering:
     """The peering's firewalls (`_compile_inputs`); a policy past Liqo's limits is refused as TooLarge."""
     try:
         return _compile_inputs(inputs, capabilities)
@@ -356,7 +356,7 @@ def compile_inputs(inputs: Inputs, capabilities: Capabilities) -> Outcome:
         ) from err
 
 
-def _compile_inputs(inputs: Inputs, capabilities: Capabilities) -> Outcome:
+def _compile_inputs(inputs: CompileInputs, capabilities: Capabilities) -> CompiledPeering:
     """The peering's firewalls: one chain for every node (sharded), or one per node (`hosted` given)."""
     pc, peer, clauses, groups = inputs.peering, inputs.peer, inputs.clauses, inputs.groups
     # Per-node chains hold drop rules by address only; a peering whose rules name ports is
@@ -393,9 +393,11 @@ def _compile_inputs(inputs: Inputs, capabilities: Capabilities) -> Outcome:
     size = max(object_size(obj, rules) for obj, rules in built)
     if size > MAX_OBJECT_BYTES:
         raise _too_large(pc, size, len(chain.rules))
-    return Outcome(peering=pc, peer=peer, groups=groups, chain=chain, firewalls=objs, size_bytes=size)
+    return CompiledPeering(peering=pc, peer=peer, groups=groups, chain=chain, firewalls=objs, size_bytes=size)
 
 
-def build(view: ClusterView, pc: PeeringConnectivity, capabilities: Capabilities, scope: str = ALL_NODES) -> Outcome:
-    """The whole pure pipeline for one peering (`gather`, then `compile_inputs`)."""
-    return compile_inputs(gather(view, pc, scope), capabilities)
+def build(
+    view: ClusterView, pc: PeeringConnectivity, capabilities: Capabilities, scope: str = ALL_NODES
+) -> CompiledPeering:
+    """The whole pure pipeline for one peering (`read_compile_inputs`, then `compile_inputs`)."""
+    return compile_inputs(read_compile_inputs(view, pc, scope), capabilities)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from liqosec.api.peeringconnectivity import PEER_GROUPS
-from liqosec.compiler.firewallconfiguration import Outcome
+from liqosec.compiler.firewallconfiguration import CompiledPeering
 from liqosec.compiler.policy import clauses_of
 from liqosec.groups.resolve import IPv6Member
 
@@ -29,14 +29,14 @@ MAX_NAMED = 5
 WHY = "liqosec's firewalls are IPv4 tables: Liqo v1.2.0's agent matches IPv4 addresses only"
 
 
-def covered_terms(outcome: Outcome) -> set[str]:
+def covered_terms(outcome: CompiledPeering) -> set[str]:
     """The terms whose IPv6 members matter: those the policy's clauses name (the security mode's
     included), and the peer's groups, which decide what is this peering's traffic at all."""
     named = {t for c in clauses_of(outcome.peering.spec) for t in (c.src, c.dst) if t is not None}
     return named | {g.value for g in PEER_GROUPS}
 
 
-def unfiltered(outcome: Outcome) -> tuple[IPv6Member, ...]:
+def unfiltered(outcome: CompiledPeering) -> tuple[IPv6Member, ...]:
     """Pods (and EndpointSlices) of the policy's groups holding IPv6 addresses, which no table filters."""
     return outcome.groups.ipv6_members(covered_terms(outcome))
 
@@ -61,7 +61,7 @@ def describe(members: Sequence[IPv6Member]) -> str:
     return f"{who} of this policy's groups {verb} IPv6 addresses whose packets pass unfiltered ({WHY}): {named}{more}"
 
 
-def notes(results: Iterable[Outcome]) -> list[str]:
+def notes(results: Iterable[CompiledPeering]) -> list[str]:
     """One line per peering with unfiltered IPv6 members, for `liqosec render`, `matrix` and `explain`."""
     out = []
     for o in results:

@@ -1,4 +1,4 @@
-"""Liqo's security modes (seed 003, Liqo issue 1879) as per-peering presets of clauses.
+"""Liqo's security modes (Liqo issue 1879) as per-peering presets of clauses.
 
 Each preset is evaluated after the explicit rules. Both halves of
 IntraClusterTrafficSegregation always apply: each names groups that are empty

@@ -13,12 +13,30 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from liqosec.compiler.dryrun import DryRunReport
-from liqosec.compiler.firewallconfiguration import Inputs, Outcome
+from liqosec.compiler.firewallconfiguration import CompiledPeering, CompileInputs
 from liqosec.controller import fabric
 from liqosec.controller.resources import StoreView
 from liqosec.firewall.addresses import AddressSet
-from liqosec.firewall.capabilities import Capabilities
+from liqosec.firewall.capabilities import FIREWALL_CRD_NAME, STATELESS, Capabilities, from_crd
 from liqosec.groups.resolve import hosted_addresses
+from liqosec.kube.store import Store
+
+
+class CrdCapabilities:
+    """The capabilities the installed FirewallConfiguration CRD declares, re-parsed only when it changes."""
+
+    def __init__(self, crds: Store) -> None:
+        self._crds = crds
+        self._cache: tuple[str, Capabilities] = ("", STATELESS)
+
+    def __call__(self) -> Capabilities:
+        crd = self._crds.get(FIREWALL_CRD_NAME)
+        if crd is None:
+            return STATELESS
+        rv = str((crd.get("metadata") or {}).get("resourceVersion") or "")
+        if self._cache[0] != rv:
+            self._cache = (rv, from_crd(crd))
+        return self._cache[1]
 
 
 class Derived:
@@ -28,9 +46,9 @@ class Derived:
         self._view = view
         # The last compile per key, reused while its inputs are equal (compiling is most of a
         # reconcile's CPU; reading the inputs is a few lookups in the caches).
-        self._compiled: dict[str, tuple[Inputs, Capabilities, Outcome]] = {}
+        self._compiled: dict[str, tuple[CompileInputs, Capabilities, CompiledPeering]] = {}
         # The last DryRun report per key, reused while its outcome, the pods and the firewall in force are the same.
-        self._reports: dict[str, tuple[Outcome, int, list[Mapping[str, Any]], DryRunReport]] = {}
+        self._reports: dict[str, tuple[CompiledPeering, int, list[Mapping[str, Any]], DryRunReport]] = {}
         self._hosted_kept: tuple[tuple[int, int], Mapping[str, AddressSet]] | None = None
         self._hosts_kept: tuple[tuple[int, int], fabric.Hosts] | None = None
 
@@ -43,14 +61,19 @@ class Derived:
         """The peering is enforced: its DryRun report is gone."""
         self._reports.pop(key, None)
 
-    def compiled(self, key: str) -> tuple[Inputs, Capabilities, Outcome] | None:
+    def compiled(self, key: str) -> tuple[CompileInputs, Capabilities, CompiledPeering] | None:
         return self._compiled.get(key)
 
-    def keep_compiled(self, key: str, inputs: Inputs, caps: Capabilities, outcome: Outcome) -> None:
+    def keep_compiled(self, key: str, inputs: CompileInputs, caps: Capabilities, outcome: CompiledPeering) -> None:
         self._compiled[key] = (inputs, caps, outcome)
 
     def report(
-        self, key: str, outcome: Outcome, pods: int, enforced: list[Mapping[str, Any]], make: Callable[[], DryRunReport]
+        self,
+        key: str,
+        outcome: CompiledPeering,
+        pods: int,
+        enforced: list[Mapping[str, Any]],
+        make: Callable[[], DryRunReport],
     ) -> DryRunReport:
         """The peering's report, made again only when the outcome, the pods or the enforced firewall changed."""
         kept = self._reports.get(key)

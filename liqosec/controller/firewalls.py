@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from liqosec.api.peeringconnectivity import KIND
 from liqosec.compiler.dryrun import DryRunReport
-from liqosec.compiler.firewallconfiguration import FC_KIND, MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL, Outcome
+from liqosec.compiler.firewallconfiguration import FC_KIND, MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL, CompiledPeering
 from liqosec.controller import retire
 from liqosec.controller.resources import FIREWALL_CONFIGURATIONS, StoreView
 from liqosec.kube import errors
@@ -42,7 +42,7 @@ class WriteMetrics(Protocol):
 
     def status_write(self, peering: str) -> None: ...
 
-    def compiled(self, peering: str, outcome: Outcome) -> None: ...
+    def compiled(self, peering: str, outcome: CompiledPeering) -> None: ...
 
     def cluster_state_invalid(self, peering: str) -> None: ...
 
@@ -110,7 +110,7 @@ class FirewallWriter:
         self._retire_grace = retire_grace
         self._update_events: dict[str, datetime] = {}  # when each peering last had a FirewallUpdated Event
 
-    def apply(self, key: str, obj: Mapping[str, Any], outcome: Outcome, log: Any) -> float | None:
+    def apply(self, key: str, obj: Mapping[str, Any], outcome: CompiledPeering, log: Any) -> float | None:
         """Write every shard that differs, those gaining rules first; then retire shards no longer wanted.
 
         Returns the seconds until a retired shard may be deleted, or None; raises `Refused`
@@ -136,7 +136,7 @@ class FirewallWriter:
         return self.remove_orphans(namespace, name, log, keep={fw["metadata"]["name"] for fw in outcome.firewalls})
 
     def _apply_one(
-        self, key: str, obj: Mapping[str, Any], outcome: Outcome, desired: Mapping[str, Any], log: Any
+        self, key: str, obj: Mapping[str, Any], outcome: CompiledPeering, desired: Mapping[str, Any], log: Any
     ) -> None:
         name, namespace = desired["metadata"]["name"], desired["metadata"]["namespace"]
 
@@ -191,7 +191,13 @@ class FirewallWriter:
             self._wrote(key, obj, operation, outcome, desired, log)
 
     def _wrote(
-        self, key: str, obj: Mapping[str, Any], operation: str, outcome: Outcome, desired: Mapping[str, Any], log: Any
+        self,
+        key: str,
+        obj: Mapping[str, Any],
+        operation: str,
+        outcome: CompiledPeering,
+        desired: Mapping[str, Any],
+        log: Any,
     ) -> None:
         self._metrics.firewall_write(key, operation)
         rules = len(rule_names(desired))

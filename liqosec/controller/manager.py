@@ -33,12 +33,13 @@ from prometheus_client import CollectorRegistry
 from liqosec.api.peeringconnectivity import KIND
 from liqosec.compiler.firewallconfiguration import ALL_NODES, PER_NODE
 from liqosec.controller import retire
+from liqosec.controller.caches import CrdCapabilities
 from liqosec.controller.events import EventRecorder
 from liqosec.controller.mapping import KeyMapper, Mapper
 from liqosec.controller.metrics import CONTROLLER, ControllerMetrics
 from liqosec.controller.reconcile import Reconciler
 from liqosec.controller.resources import CRDS, StoreView, Watched, watched_resources
-from liqosec.firewall.capabilities import FIREWALL_CRD_NAME, STATELESS, Capabilities, from_crd
+from liqosec.firewall.capabilities import Capabilities
 from liqosec.kube.client import JsonDict, KubeClient
 from liqosec.kube.clock import Clock, RealClock
 from liqosec.kube.errors import ApiError
@@ -103,7 +104,7 @@ class Options:
             raise ValueError("identity is required: leader election tells instances apart by it")
 
 
-class _Enqueue:
+class _QueueAffectedPeerings:
     """Reflector handler: map each change to peering keys (the kind's declared mapper) and queue them."""
 
     def __init__(self, kind: str, mapper: Mapper, keys: KeyMapper, add: Callable[[str], None]) -> None:
@@ -177,7 +178,7 @@ class Controller:
             now=self.clock.wall,
             scope=options.firewall_scope,
         )
-        self._caps_cache: tuple[str, Capabilities] = ("", STATELESS)
+        self._capabilities = CrdCapabilities(self.stores[CRDS.kind])
         self._missing_crds: tuple[str, ...] = ()
         self._started: set[str] = set()  # kinds whose informer runs (an optional one waits for its CRD)
         self._log = structlog.get_logger(__name__).bind(controller=CONTROLLER)
@@ -192,7 +193,7 @@ class Controller:
             store,
             resource=watched.ref.plural,
             resync_period=self.options.resync_seconds if watched.kind == KIND else 0.0,
-            handler=_Enqueue(watched.kind, watched.mapper, keys, self._enqueuer(watched.kind)),
+            handler=_QueueAffectedPeerings(watched.kind, watched.mapper, keys, self._enqueuer(watched.kind)),
             metrics=self._kube_metrics,
             clock=self.clock,
         )
@@ -238,13 +239,7 @@ class Controller:
 
     def capabilities(self) -> Capabilities:
         """Read from the installed FirewallConfiguration CRD, re-parsed only when it changes."""
-        crd = self.stores["CustomResourceDefinition"].get(FIREWALL_CRD_NAME)
-        if crd is None:
-            return STATELESS
-        rv = str((crd.get("metadata") or {}).get("resourceVersion") or "")
-        if self._caps_cache[0] != rv:
-            self._caps_cache = (rv, from_crd(crd))
-        return self._caps_cache[1]
+        return self._capabilities()
 
     # ----- run -----
     def run(self, stop: threading.Event) -> Exit:
@@ -303,7 +298,7 @@ class Controller:
         while missing := self.missing_crds():
             self._missing_crds = missing
             if missing != reported:
-                self._report_missing(missing)
+                _report_missing(missing, self._recorder, self.options.pod)
                 reported = missing
             if stop.wait(SYNC_POLL_SECONDS):
                 return False
@@ -321,20 +316,6 @@ class Controller:
                 self._started.add(watched.kind)
                 _start(self._reflector_of[watched.kind], stop)
                 waiting.remove(watched)
-
-    def _report_missing(self, missing: tuple[str, ...]) -> None:
-        message = missing_crds_message(missing)
-        self._log.error(message, missing=list(missing))
-        if self.options.pod is not None:
-            namespace, name = self.options.pod
-            self._recorder.event(
-                {"metadata": {"namespace": namespace, "name": name}},
-                kind="Pod",
-                api_version="v1",
-                reason="CustomResourceDefinitionMissing",
-                message=message,
-                warning=True,
-            )
 
     def _lead(self, leading_stop: threading.Event) -> None:
         """Work while leading: start the workers, queue every peering, stop with leadership."""
@@ -395,6 +376,22 @@ class Controller:
 
 def _start(reflector: Reflector, stop: threading.Event) -> None:
     threading.Thread(target=reflector.run, args=(stop,), name=f"reflector-{id(reflector)}", daemon=True).start()
+
+
+def _report_missing(missing: tuple[str, ...], recorder: EventRecorder, pod: tuple[str, str] | None) -> None:
+    """Log which CRDs are missing and, when we know our Pod, say it in an Event on it."""
+    message = missing_crds_message(missing)
+    structlog.get_logger(__name__).bind(controller=CONTROLLER).error(message, missing=list(missing))
+    if pod is not None:
+        namespace, name = pod
+        recorder.event(
+            {"metadata": {"namespace": namespace, "name": name}},
+            kind="Pod",
+            api_version="v1",
+            reason="CustomResourceDefinitionMissing",
+            message=message,
+            warning=True,
+        )
 
 
 def missing_crds_message(missing: tuple[str, ...]) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from liqosec.compiler.dryrun import DryRunReport
-from liqosec.compiler.firewallconfiguration import Outcome
+from liqosec.compiler.firewallconfiguration import CompiledPeering
 
 CONTROLLER = "peeringconnectivity"
 DRY_RUN_CHANGES = ("newly_denied", "newly_allowed")  # values of liqosec_dryrun_pairs' `change` label
@@ -151,7 +151,7 @@ class ControllerMetrics:
     def cluster_state_invalid(self, peering: str) -> None:
         self.invalid_cluster_state.labels(peering).inc()
 
-    def compiled(self, peering: str, outcome: Outcome) -> None:
+    def compiled(self, peering: str, outcome: CompiledPeering) -> None:
         self.rules.labels(peering).set(outcome.chain.rule_count)
         self.bytes.labels(peering).set(outcome.size_bytes)
         for group, count in outcome.groups.counts().items():

@@ -40,9 +40,9 @@ from liqosec.compiler.firewallconfiguration import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
     OWNER_LABEL,
-    Outcome,
+    CompiledPeering,
     compile_inputs,
-    gather,
+    read_compile_inputs,
 )
 from liqosec.compiler.governance import conflict, governors
 from liqosec.controller import reflection, retire
@@ -150,7 +150,7 @@ class Reconciler:
         return wait
 
     def _dry_run(
-        self, key: str, obj: Mapping[str, Any], outcome: Outcome, caps: Capabilities, log: Any
+        self, key: str, obj: Mapping[str, Any], outcome: CompiledPeering, caps: Capabilities, log: Any
     ) -> float | None:
         """DryRun: retire this policy's own firewalls as on deletion (never the enforced policy's), and say what
         enforcing would change."""
@@ -171,7 +171,7 @@ class Reconciler:
         self._status.write(key, obj, conds, outcome, log, dry_run=report.to_status())
         return wait
 
-    def _dry_run_report(self, key: str, outcome: Outcome) -> DryRunReport:
+    def _dry_run_report(self, key: str, outcome: CompiledPeering) -> DryRunReport:
         """Computed only in DryRun, and again only when the compiled outcome, the pods or the enforced firewall changed.
 
         What is enforced now is the firewall of the peering's enforced policy (`_enforced_now`),
@@ -232,7 +232,7 @@ class Reconciler:
             return obj
         return patched if isinstance(patched, Mapping) and patched.get("metadata") else obj
 
-    def _rollout(self, namespace: str, outcome: Outcome) -> Rollout:
+    def _rollout(self, namespace: str, outcome: CompiledPeering) -> Rollout:
         """Liqo's agents' reports, from the cache: a report arriving brings this key back.
 
         The hosts are Liqo's fabric pods, each tied to its node (`fabric.expected_hosts`);
@@ -247,22 +247,22 @@ class Reconciler:
             return rollout(outcome.firewalls, live, hosts.by_host, hosts.uncovered)
         return rollout(outcome.firewalls, live, list(hosts.by_host))
 
-    def _valid(self, outcome: Outcome, caps: Capabilities) -> list[Condition]:
+    def _valid(self, outcome: CompiledPeering, caps: Capabilities) -> list[Condition]:
         """A valid policy's conditions, before any rollout: what a failed write amends."""
         return valid_conditions(outcome, stateful=caps.ctstate) + self._notes(outcome)
 
-    def _notes(self, outcome: Outcome) -> list[Condition]:
+    def _notes(self, outcome: CompiledPeering) -> list[Condition]:
         """What Liqo's reflection settings change for this policy (`reflection`), present only when it applies."""
         return reflection.conditions(self._view, outcome.peering.spec, outcome.peer)
 
-    def _compile(self, obj: Mapping[str, Any], caps: Capabilities) -> Outcome:
+    def _compile(self, obj: Mapping[str, Any], caps: Capabilities) -> CompiledPeering:
         namespace, name = str(_meta(obj).get("namespace")), str(_meta(obj).get("name"))
         key = f"{namespace}/{name}"
         problem = conflict(obj, governors(self._view.list(KIND, namespace)))
         if problem is not None:
             raise _InvalidSpec(Invalid("Conflict", f"metadata.name: {problem}"))
         try:
-            inputs = gather(self._view, parse_peering_connectivity(obj), self._scope, self._derived.hosted)
+            inputs = read_compile_inputs(self._view, parse_peering_connectivity(obj), self._scope, self._derived.hosted)
             last = self._derived.compiled(key)
             if last is not None and last[0] == inputs and last[1] == caps:
                 return last[2]  # an echo of our own write, a resync, a change resolution does not read

@@ -20,7 +20,8 @@ from liqosec.api.liqo import SHADOW_POD
 from liqosec.api.peeringconnectivity import Group, PeeringConnectivitySpec
 from liqosec.compiler.policy import clauses_of
 from liqosec.controller.status import Condition, named
-from liqosec.groups.resolve import VIRTUAL_CLUSTER, node_name, virtual_nodes
+from liqosec.groups.readers import node_name
+from liqosec.groups.resolve import VIRTUAL_CLUSTER, virtual_nodes
 from liqosec.groups.view import ClusterView, Obj, meta
 
 SHADOW_PODS_WITHOUT_IP, IP_NOT_REFLECTED = "ShadowPodsWithoutIP", "IPNotReflected"

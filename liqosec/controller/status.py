@@ -16,7 +16,7 @@ from liqosec.compiler import ipv6
 from liqosec.compiler.compile import CompiledChain
 from liqosec.compiler.dryrun import CONDITION as DRY_RUN
 from liqosec.compiler.dryrun import NO_FIREWALL, DryRunReport
-from liqosec.compiler.firewallconfiguration import MAX_OBJECT_BYTES, NODE_SCOPE_LABEL, Outcome
+from liqosec.compiler.firewallconfiguration import MAX_OBJECT_BYTES, NODE_SCOPE_LABEL, CompiledPeering
 from liqosec.compiler.ports import EPHEMERAL_RANGE, describe_spans
 
 VALID, READY, STATELESS, LARGE = "Valid", "Ready", "StatelessFiltering", "LargeFirewall"
@@ -111,7 +111,7 @@ def rollout(
     )
 
 
-def ready_condition(outcome: Outcome, progress: Rollout | None) -> Condition:
+def ready_condition(outcome: CompiledPeering, progress: Rollout | None) -> Condition:
     names = [fw["metadata"]["name"] for fw in outcome.firewalls]
     what = f"FirewallConfiguration {names[0]}" + (f" (+{len(names) - 1} shards)" if len(names) > 1 else "")
     if progress is None:
@@ -141,7 +141,7 @@ class Condition:
     message: str
 
 
-def valid_conditions(outcome: Outcome, *, stateful: bool, progress: Rollout | None = None) -> list[Condition]:
+def valid_conditions(outcome: CompiledPeering, *, stateful: bool, progress: Rollout | None = None) -> list[Condition]:
     chain = outcome.chain
     conds = [Condition(VALID, True, "Valid", "the spec compiles"), ready_condition(outcome, progress)]
     if stateful:
@@ -218,7 +218,7 @@ def _one_way_message(chain: CompiledChain) -> str:
     )
 
 
-def dry_run_conditions(outcome: Outcome, report: DryRunReport, *, stateful: bool) -> list[Condition]:
+def dry_run_conditions(outcome: CompiledPeering, report: DryRunReport, *, stateful: bool) -> list[Condition]:
     """A valid policy in DryRun: not Ready (nothing is written, by request), and what enforcing would change."""
     promote = (
         "set it to Enforce to write it"
@@ -274,7 +274,7 @@ def desired_status(
     current: Mapping[str, Any],
     conds: Sequence[Condition],
     generation: int,
-    outcome: Outcome | None,
+    outcome: CompiledPeering | None,
     progress: Rollout | None = None,
     dry_run: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from liqosec.api.peeringconnectivity import API_VERSION, KIND
-from liqosec.compiler.firewallconfiguration import FC_KIND, Outcome, firewall_name
+from liqosec.compiler.firewallconfiguration import FC_KIND, CompiledPeering, firewall_name
 from liqosec.controller.firewalls import Recorder, Refused, WriteMetrics
 from liqosec.controller.resources import PEERING_CONNECTIVITIES, StoreView
 from liqosec.controller.status import (
@@ -94,7 +94,7 @@ class StatusWriter:
         key: str,
         obj: Mapping[str, Any],
         conds: list[Condition],
-        outcome: Outcome | None,
+        outcome: CompiledPeering | None,
         log: Any,
         progress: Rollout | None = None,
         dry_run: Mapping[str, Any] | None = None,
@@ -156,7 +156,13 @@ class StatusWriter:
         self.write(key, obj, conds, None, log)
 
     def forbidden(
-        self, key: str, obj: Mapping[str, Any], outcome: Outcome, conds: list[Condition], err: errors.ApiError, log: Any
+        self,
+        key: str,
+        obj: Mapping[str, Any],
+        outcome: CompiledPeering,
+        conds: list[Condition],
+        err: errors.ApiError,
+        log: Any,
     ) -> None:
         """A write our RBAC does not allow: say so where the user looks, not only in our log.
 
@@ -177,7 +183,13 @@ class StatusWriter:
             pass  # the status may be forbidden too: the Event and the log remain
 
     def refused(
-        self, key: str, obj: Mapping[str, Any], outcome: Outcome, conds: list[Condition], refused: Refused, log: Any
+        self,
+        key: str,
+        obj: Mapping[str, Any],
+        outcome: CompiledPeering,
+        conds: list[Condition],
+        refused: Refused,
+        log: Any,
     ) -> None:
         """An admission webhook (Liqo's, failurePolicy Fail) refused a firewall write: say so where the user looks.
 

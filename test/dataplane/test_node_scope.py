@@ -22,7 +22,7 @@ from world import World
 from harness.agents import node_name
 from liqosec.api.liqo import NODE_TYPE, SHADOW_POD, VIRTUAL_NODE
 from liqosec.controller.resources import FIREWALL_CONFIGURATIONS
-from liqosec.groups.resolve import pod_addresses
+from liqosec.groups.readers import pod_addresses
 from liqosec.inputs import load_objects
 from liqosec.matrix import build_matrix
 

@@ -8,7 +8,8 @@ from liqosec.compiler.dryrun import pod_scope
 from liqosec.controller.resources import FIREWALL_CONFIGURATIONS
 from liqosec.firewall.addresses import ip_to_int
 from liqosec.firewall.evaluate import connects
-from liqosec.groups.resolve import pod_addresses, resolve_groups
+from liqosec.groups.readers import pod_addresses
+from liqosec.groups.resolve import resolve_groups
 from liqosec.groups.view import Snapshot
 from liqosec.kube import errors
 from liqosec.kube.client import KubeClient

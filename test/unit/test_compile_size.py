@@ -287,12 +287,12 @@ def test_the_property_worlds_do_make_product_chains() -> None:
 def test_a_policy_past_liqos_limits_is_refused_as_too_large_with_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
     """Too many objects for one peering: TooLarge naming the count, never an internal error."""
     from liqosec.api.peeringconnectivity import PeeringConnectivitySpec as Spec
-    from liqosec.compiler.firewallconfiguration import Inputs, compile_inputs
+    from liqosec.compiler.firewallconfiguration import CompileInputs, compile_inputs
 
     monkeypatch.setattr(fcmod, "MAX_FIREWALLS", 4)
     pc = PeeringConnectivity("rome", "liqo-tenant-rome", Spec(security_mode=SecurityMode.PROTECTED_BORDERS), uid="u")
     clauses = tuple(preset(SecurityMode.PROTECTED_BORDERS))
-    inputs = Inputs(pc, "rome", clauses, groups(scattered(1000, 3)), None)
+    inputs = CompileInputs(pc, "rome", clauses, groups(scattered(1000, 3)), None)
     with pytest.raises(ValidationError) as err:
         compile_inputs(inputs, Capabilities())
     [problem] = err.value.errors

@@ -18,7 +18,7 @@ from harness.fakeclock import FakeClock
 from harness.waiting import wait_until
 from liqosec.api.peeringconnectivity import KIND
 from liqosec.controller import health
-from liqosec.controller.manager import Controller, Exit, Options, _Enqueue, missing_crds_message
+from liqosec.controller.manager import Controller, Exit, Options, _QueueAffectedPeerings, missing_crds_message
 from liqosec.controller.mapping import Change, KeyMapper
 from liqosec.controller.metrics import CONTROLLER
 from liqosec.controller.resources import CRDS, FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES, watched_resources
@@ -195,7 +195,7 @@ def test_a_mapper_that_fails_wakes_every_peering() -> None:
     def broken(keys: KeyMapper, change: Change) -> set[str]:
         raise TypeError("unreadable")
 
-    handler = _Enqueue("Pod", broken, KeyMapper(controller.view), queued.append)
+    handler = _QueueAffectedPeerings("Pod", broken, KeyMapper(controller.view), queued.append)
     handler.on_add({"metadata": {"name": "x"}})
     assert sorted(queued) == [key("milan"), key("rome")]
 

@@ -494,7 +494,7 @@ def test_api_errors_while_compiling_go_back_to_the_worker(monkeypatch: pytest.Mo
     def unavailable(*_: Any) -> Any:
         raise errors.ServiceUnavailable(503, "ServiceUnavailable", "later")
 
-    monkeypatch.setattr(reconcile_module, "gather", unavailable)
+    monkeypatch.setattr(reconcile_module, "read_compile_inputs", unavailable)
     f = Fixture(cluster("rome"))
     with pytest.raises(errors.ServiceUnavailable):
         f.reconcile(key("rome"))
@@ -804,7 +804,7 @@ def test_another_webhooks_refusal_is_named_as_such() -> None:
 
 # ----- Liqo still remapping the peer's CIDRs -----
 def _remap_pending_for(monkeypatch: pytest.MonkeyPatch, peer: str) -> None:
-    real = reconcile_module.gather
+    real = reconcile_module.read_compile_inputs
 
     def pending(view: Any, pc: Any, *args: Any) -> Any:
         if pc.name == peer:
@@ -812,7 +812,7 @@ def _remap_pending_for(monkeypatch: pytest.MonkeyPatch, peer: str) -> None:
             raise RemapPending(ref, "status.remote.cidr.pod[0]", "not remapped yet ('')")
         return real(view, pc, *args)
 
-    monkeypatch.setattr(reconcile_module, "gather", pending)
+    monkeypatch.setattr(reconcile_module, "read_compile_inputs", pending)
 
 
 def test_a_pending_remap_waits_keeping_the_firewall_with_one_normal_event(monkeypatch: pytest.MonkeyPatch) -> None:

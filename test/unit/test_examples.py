@@ -1,4 +1,5 @@
-"""Seed 000's and seed 003's examples, rendered from examples/, give the verdicts a reader expects."""
+"""The original engine's examples and the security modes' (Liqo issue 1879), rendered from examples/, give the
+verdicts a reader expects."""
 
 from __future__ import annotations
 

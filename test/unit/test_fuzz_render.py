@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from liqosec.cli import TRACEBACK_ENV, main
-from liqosec.inputs import _LOADER, RenderError, _fast_documents, _Unusual, load
+from liqosec.inputs import _LOADER, RenderError, _fast_documents, _NeedsFullLoader, load
 from liqosec.matrix import build_matrix
 from liqosec.render import render
 
@@ -372,7 +372,7 @@ def test_fast_path_reads_what_safeloader_reads(docs: list[Any], flow: bool | Non
     expected = list(yaml.load_all(source, Loader=REFERENCE))
     try:
         got = _fast_documents(source)
-    except _Unusual:
+    except _NeedsFullLoader:
         return  # read again by the full loader
     assert same(got, expected)
 
@@ -386,7 +386,7 @@ def test_fast_path_agrees_on_any_text(source: str) -> None:
         expected = None
     try:
         got = _fast_documents(source)
-    except _Unusual:
+    except _NeedsFullLoader:
         return
     except yaml.YAMLError:
         assert expected is None

@@ -15,7 +15,8 @@ import pytest
 
 from liqosec.api.peeringconnectivity import Action, PeeringConnectivity, PeeringConnectivitySpec
 from liqosec.compiler import firewallconfiguration as fcmod
-from liqosec.compiler.compile import compile_chain, compile_node_chains
+from liqosec.compiler.compile import compile_chain
+from liqosec.compiler.nodechains import compile_node_chains
 from liqosec.compiler.policy import Clause
 from liqosec.firewall.addresses import AddressSet, int_to_ip, ip_to_int
 from liqosec.firewall.capabilities import Capabilities

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from liqosec.firewall.addresses import AddressSet
+from liqosec.groups.readers import pod_addresses
 from liqosec.groups.resolve import (
     OFFLOADED_SERVICE_BACKENDS,
     OUTSIDE_POD_CIDRS,
@@ -12,7 +13,6 @@ from liqosec.groups.resolve import (
     ResolvedGroups,
     internet,
     peer_of_namespace,
-    pod_addresses,
     resolve_groups,
     tenant_namespace_problem,
 )

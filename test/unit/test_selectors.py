@@ -19,7 +19,7 @@ from liqosec.api.peeringconnectivity import (
     Requirement,
 )
 from liqosec.api.validation import ValidationError, parse_spec
-from liqosec.compiler.firewallconfiguration import gather
+from liqosec.compiler.firewallconfiguration import read_compile_inputs
 from liqosec.compiler.policy import party_term
 from liqosec.controller import mapping
 from liqosec.controller.mapping import KeyMapper
@@ -260,8 +260,8 @@ def test_equal_selectors_give_equal_compile_inputs() -> None:
     pc_obj = next(o for o in objs if o["kind"] == "PeeringConnectivity")
     respelled = copy.deepcopy(pc_obj)
     respelled["spec"]["rules"][2]["source"] = {"group": "offloaded", "podSelector": {"matchLabels": {"app": "batch"}}}
-    a = gather(Snapshot(objs), parse_peering_connectivity(pc_obj))
-    b = gather(Snapshot(objs), parse_peering_connectivity(respelled))
+    a = read_compile_inputs(Snapshot(objs), parse_peering_connectivity(pc_obj))
+    b = read_compile_inputs(Snapshot(objs), parse_peering_connectivity(respelled))
     assert a == b
 
 
