@@ -9,6 +9,8 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 log() { echo "ci-setup: $*" >&2; }
 
 APT_PACKAGES=(openssl nftables iproute2 ca-certificates)
+# hack/test.sh runs the suites from a virtualenv: Debian's python3 needs python3-venv for `python3 -m venv`.
+python3 -c 'import ensurepip, venv' 2>/dev/null || APT_PACKAGES+=(python3-venv)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -257,11 +257,18 @@ def _install_checked_constructors() -> None:
 _install_checked_constructors()
 
 
+# The scanner of the libyaml PyYAML 6.0.4 bundles refuses nesting past its own limit (1,000 levels)
+# with this problem; it scans ahead of the composer, so a deep flow collection meets it before MAX_DEPTH.
+_LIBYAML_TOO_DEEP = "exceeded maximum nesting depth"
+
+
 def _yaml_error(err: yaml.YAMLError, text: str) -> str:
     """The parser's complaint with its line and column, without PyYAML's "<unicode string>" noise."""
     if isinstance(err, yaml.MarkedYAMLError):
         mark = err.problem_mark or err.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        if err.problem == _LIBYAML_TOO_DEEP:  # libyaml's own bound (PyYAML >= 6.0.4), past ours: say ours
+            return f"{where}collections are nested more than {MAX_DEPTH} deep"
         context = f" ({err.context})" if err.context and err.problem else ""
         return _shortened(f"{where}{err.problem or err.context}{context}")
     if isinstance(err, ReaderError):  # libyaml counts characters for these
