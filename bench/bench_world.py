@@ -195,9 +195,22 @@ def _example() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     return by_kind["Namespace"], by_kind["Configuration"], by_kind["PeeringConnectivity"]
 
 
-def peering_objects(peers: list[str]) -> list[dict[str, Any]]:
-    """Per peer: its tenant namespace, Configuration and Example 1's PeeringConnectivity; its pod namespace."""
+def policy_spec(policy: str) -> dict[str, Any] | None:
+    """The PeeringConnectivity spec of `--policy`: Example 1's (None), or a shape compile_bench measures."""
+    if policy == "example-1":
+        return None
+    from compile_bench import SHAPES  # the shapes of issue 17's size table, one definition
+
+    if policy not in SHAPES:
+        raise ValueError(f"unknown policy {policy!r}: example-1, {', '.join(SHAPES)}")
+    return copy.deepcopy(dict(SHAPES[policy]))
+
+
+def peering_objects(peers: list[str], policy: str = "example-1") -> list[dict[str, Any]]:
+    """Per peer: its tenant namespace, Configuration and PeeringConnectivity (Example 1's, or `policy`);
+    its pod namespace."""
     ns_t, conf_t, pc_t = _example()
+    spec = policy_spec(policy)
     out: list[dict[str, Any]] = []
     for k, peer in enumerate(peers):
         ns = copy.deepcopy(ns_t)
@@ -210,6 +223,8 @@ def peering_objects(peers: list[str]) -> list[dict[str, Any]]:
         conf["status"] = {"remote": {"cidr": {"pod": [f"10.{71 + k}.0.0/16"], "external": [f"172.16.{k}.0/24"]}}}
         pc = copy.deepcopy(pc_t)
         pc["metadata"] = {"name": peer, "namespace": tenant_namespace(peer)}
+        if spec is not None:
+            pc["spec"] = copy.deepcopy(spec)
         app_ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": pod_namespace(peer)}}
         # Liqo also keeps the peer's pod CIDR as a Network `<peer>-pod` in the tenant namespace: liqosec
         # reads the Configuration first, the Go original only this.
@@ -288,8 +303,8 @@ def setup_base(kube: KubeClient, plan: AddressPlan) -> None:
     set_status(kube, PODS, live, running(OTHER_IP))
 
 
-def setup_peerings(kube: KubeClient, peers: list[str]) -> None:
-    apply(kube, peering_objects(peers))
+def setup_peerings(kube: KubeClient, peers: list[str], policy: str = "example-1") -> None:
+    apply(kube, peering_objects(peers, policy))
     for peer in peers:
         wait_service_account(kube, pod_namespace(peer))
 

@@ -142,6 +142,7 @@ class Bench:
                 "peerings": scale.peerings,
                 "nodes": scale.nodes,
                 "layout": args.layout,
+                "policy": args.policy,
                 "seed": args.seed,
             },
             "params": {f: getattr(scale, f) for f in SCALE_FIELDS if f != "name"} | {"quiet_s": self.quiet},
@@ -297,7 +298,7 @@ class Bench:
             self.watch.start()
         self._baseline()
         with self.phase("populate") as rec:
-            setup_peerings(self.kube, self.peers)
+            setup_peerings(self.kube, self.peers, self.args.policy)
             bulk = spread("bulk", sc.pods, self.peers, self.plan)
             create_pods(self.kube, bulk)
             self.probes = spread("probe", sc.rounds, self.peers, self.plan)
@@ -727,6 +728,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--firewall-scope", choices=("all-nodes", "per-node"), help="liqosec run --firewall-scope")
     p.add_argument("--batch-window", metavar="auto|SECONDS", help="liqosec run --batch-window (default: its own)")
     p.add_argument("--layout", choices=("scattered", "per-node"), default="scattered", help="pod addresses")
+    p.add_argument(
+        "--policy",
+        default="example-1",
+        choices=("example-1", "protected-borders", "default-deny", "deny-offloaded-local", "segregation"),
+        help="every peering's policy: Example 1 (default), or a shape bench/compile_bench.py measures",
+    )
     p.add_argument(
         "--coverage",
         choices=sorted(COVERAGES),

@@ -209,3 +209,13 @@ def test_plots_are_written_for_a_run(tmp_path: Path) -> None:
     names = sorted(p.name for p in written)
     assert "scaling.png" in names and "smoke-liqosec-window-auto-process.png" in names
     assert all(p.stat().st_size > 1000 for p in written)
+
+
+def test_policy_sets_every_peerings_policy_to_a_shape_compile_bench_measures() -> None:
+    objects = peering_objects(["a", "b"], "protected-borders")
+    specs = [o["spec"] for o in objects if o["kind"] == "PeeringConnectivity"]
+    assert specs == [{"securityMode": "ProtectedBorders"}] * 2
+    example = [o["spec"] for o in peering_objects(["a"]) if o["kind"] == "PeeringConnectivity"]
+    assert example[0] != specs[0] and example[0]["rules"]  # Example 1 by default
+    with pytest.raises(ValueError, match="unknown policy 'open'"):
+        peering_objects(["a"], "open")
