@@ -51,6 +51,7 @@ def test_results_have_the_documented_shape(smoke: tuple[dict[str, Any], str, Pat
         "peerings": 1,
         "nodes": 2,
         "layout": "scattered",
+        "policy": "example-1",
         "seed": 7,
         "populate_s": 0,
     }

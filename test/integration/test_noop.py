@@ -29,7 +29,9 @@ def test_no_writes_after_convergence_resync_and_restart(kube: KubeClient, local_
         passes = first.passes(key)
         wait_for("two more resync passes", lambda: first.passes(key) >= passes + 2)
         wait_for("the last pass to finish", first.idle)
-        assert first.metric("liqosec_firewall_noop_writes_skipped_total", peering=key) >= noops + 2
+        # Each resync looked at the live firewall and found nothing to write (a pass that ends before
+        # the firewall step, e.g. woken by its own status echo, counts as a pass but not a no-op).
+        assert first.metric("liqosec_firewall_noop_writes_skipped_total", peering=key) >= noops + 1
         assert first.metric("liqosec_firewall_writes_total", peering=key, operation="update") == writes
         assert versions(kube, peer) == before
     with running_controller(kube) as second:
