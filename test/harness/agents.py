@@ -56,6 +56,19 @@ def find_agent() -> Path:
     return Path(path)
 
 
+def agent_or_skip() -> Path:
+    """`find_agent` for a test: without the binary, skip (naming the command), or fail under CI,
+    where a silent skip would hide a broken setup."""
+    import pytest
+
+    try:
+        return find_agent()
+    except AgentMissing as err:
+        if os.environ.get("CI"):
+            pytest.fail(f"Liqo's agent binary missing under CI: {err}")
+        pytest.skip(str(err))
+
+
 def _die_with_parent() -> None:
     ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 

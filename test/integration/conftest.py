@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from harness.agents import AgentMissing, find_agent
+from harness.agents import agent_or_skip
 from harness.controlplane import ControlPlane, binaries_or_skip
 from harness.liqo_webhook import LiqoWebhook
 
@@ -39,12 +39,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def control_plane() -> Iterator[ControlPlane]:
     binaries = binaries_or_skip(REPO_ROOT)
-    try:
-        agent = find_agent()
-    except AgentMissing as err:
-        if os.environ.get("CI"):
-            pytest.fail(f"Liqo's webhook binary missing under CI: {err}")
-        pytest.skip("run hack/liqo.sh agent (Liqo's FirewallConfiguration webhooks)")
+    agent = agent_or_skip()  # Liqo's FirewallConfiguration webhooks run from it
     crds = liqo_crds_dir()
     if not crds.is_dir():
         pytest.fail(f"Liqo CRDs not found at {crds} (set LIQOSEC_LIQO_CRDS)")

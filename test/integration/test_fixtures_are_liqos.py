@@ -5,13 +5,12 @@ about Liqo; this test turns each guess into a checked fact, file by file."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from harness.agents import AgentMissing, find_agent
+from harness.agents import agent_or_skip
 from harness.liqo_forge import PEERING_SPEC, forge, of_kind, one
 from liqosec.inputs import load_objects
 
@@ -25,12 +24,7 @@ READ = ("liqo.io/", "offloading.liqo.io/origin")
 
 @pytest.fixture(scope="module")
 def liqo() -> list[dict[str, Any]]:
-    try:
-        find_agent()
-    except AgentMissing as err:
-        if os.environ.get("CI"):
-            pytest.fail(f"Liqo's agent binary missing under CI: {err}")
-        pytest.skip(str(err))
+    agent_or_skip()
     return forge(PEERING_SPEC, stage="remapped")
 
 

@@ -7,12 +7,11 @@ No API server: Liqo's functions and reconcilers run on fake clients inside the a
 from __future__ import annotations
 
 import ipaddress
-import os
 from typing import Any
 
 import pytest
 
-from harness.agents import AgentMissing, find_agent
+from harness.agents import agent_or_skip
 from harness.liqo_forge import PEERING_SPEC, forge, of_kind, one
 
 LOCAL, PEER, OTHER = "home", "rome", "milan"
@@ -22,12 +21,7 @@ TENANT = f"liqo-tenant-{PEER}"
 
 @pytest.fixture(scope="module", autouse=True)
 def agent_built() -> None:
-    try:
-        find_agent()
-    except AgentMissing as err:
-        if os.environ.get("CI"):
-            pytest.fail(f"Liqo's agent binary missing under CI: {err}")
-        pytest.skip(str(err))
+    agent_or_skip()
 
 
 @pytest.fixture(scope="module")
