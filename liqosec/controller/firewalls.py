@@ -15,6 +15,7 @@ Guarantees:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -86,6 +87,15 @@ class Refused(Exception):
         self.first = refusals[0][1]
 
 
+@dataclass(frozen=True)
+class Applied:
+    """What a pass wrote: when to look again (a retired shard's grace), and each object written as the
+    API server answered it, newer than the cache until the watch brings it back."""
+
+    retry_after: float | None
+    written: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
 class FirewallWriter:
     """Writes and retires one controller's FirewallConfigurations, reading the live ones from the cache.
 
@@ -110,10 +120,10 @@ class FirewallWriter:
         self._retire_grace = retire_grace
         self._update_events: dict[str, datetime] = {}  # when each peering last had a FirewallUpdated Event
 
-    def apply(self, key: str, obj: Mapping[str, Any], outcome: CompiledPeering, log: Any) -> float | None:
+    def apply(self, key: str, obj: Mapping[str, Any], outcome: CompiledPeering, log: Any) -> Applied:
         """Write every shard that differs, those gaining rules first; then retire shards no longer wanted.
 
-        Returns the seconds until a retired shard may be deleted, or None; raises `Refused`
+        Returns the objects written and the seconds until a retired shard may be deleted; raises `Refused`
         when an admission webhook refused a shard (the others are written, none retired).
         """
         namespace, name = key.partition("/")[0], key.partition("/")[2]
@@ -123,21 +133,27 @@ class FirewallWriter:
             return len(rule_names(desired) - (rule_names(live) if live else set()))
 
         refused: list[tuple[str, errors.ApiError]] = []
+        written: dict[str, Mapping[str, Any]] = {}
         for desired in sorted(outcome.firewalls, key=gained, reverse=True):
             try:
-                self._apply_one(key, obj, outcome, desired, log)
+                live = self._apply_one(key, obj, outcome, desired, log)
             except errors.ApiError as err:
                 if errors.admission_webhook(err) is None:
                     raise
                 refused.append((desired["metadata"]["name"], err))  # the other shards are still written
+                continue
+            if live is not None:
+                written[desired["metadata"]["name"]] = live
         if refused:
             # What is enforced stays: no firewall of the peering is retired while its replacement is refused.
             raise Refused(refused)
-        return self.remove_orphans(namespace, name, log, keep={fw["metadata"]["name"] for fw in outcome.firewalls})
+        keep = {fw["metadata"]["name"] for fw in outcome.firewalls}
+        return Applied(self.remove_orphans(namespace, name, log, keep=keep), written)
 
     def _apply_one(
         self, key: str, obj: Mapping[str, Any], outcome: CompiledPeering, desired: Mapping[str, Any], log: Any
-    ) -> None:
+    ) -> Mapping[str, Any] | None:
+        """Write the shard if it differs; the object as the API server answered, or None when nothing was written."""
         name, namespace = desired["metadata"]["name"], desired["metadata"]["namespace"]
 
         def read() -> Mapping[str, Any] | None:
@@ -149,16 +165,15 @@ class FirewallWriter:
                 return "create", dict(desired)
             return ("update", merged_firewall(live, desired)) if firewall_differs(live, desired) else None
 
-        def write(change: tuple[str, JsonDict]) -> str:
+        def write(change: tuple[str, JsonDict]) -> tuple[str, JsonDict]:
             operation, body = change
             if operation == "update":
                 try:
-                    self._client.update(FIREWALL_CONFIGURATIONS, body)
+                    return operation, self._client.update(FIREWALL_CONFIGURATIONS, body)
                 except errors.NotFound:
                     raise Stale(None) from None
-                return operation
             try:
-                self._client.create(FIREWALL_CONFIGURATIONS, body)
+                return operation, self._client.create(FIREWALL_CONFIGURATIONS, body)
             except errors.AlreadyExists:
                 raise Stale(read()) from None
             except errors.ApiError as err:
@@ -172,12 +187,11 @@ class FirewallWriter:
                 except errors.NotFound:
                     raise err from None
                 raise Stale(live) from None
-            return operation
 
         def conflicted(attempt: int) -> None:
             log.info("firewall changed under us, reading it again", attempt=attempt)
 
-        operation = retry_on_conflict(
+        done = retry_on_conflict(
             read,
             mutate,
             write,
@@ -185,10 +199,12 @@ class FirewallWriter:
             what=f"FirewallConfiguration {namespace}/{name}",
             on_conflict=conflicted,
         )
-        if operation is None:
+        if done is None:
             self._metrics.firewall_noop(key)
-        else:
-            self._wrote(key, obj, operation, outcome, desired, log)
+            return None
+        operation, live = done
+        self._wrote(key, obj, operation, outcome, desired, log)
+        return live
 
     def _wrote(
         self,

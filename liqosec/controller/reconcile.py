@@ -98,7 +98,9 @@ class Reconciler:
         self._firewalls = FirewallWriter(
             client=client, view=view, recorder=recorder, metrics=metrics, now=now, retire_grace=retire_grace
         )
-        self._status = StatusWriter(client=client, view=view, recorder=recorder, metrics=metrics)
+        self._status = StatusWriter(
+            client=client, view=view, recorder=recorder, metrics=metrics, seconds=lambda: now().timestamp()
+        )
 
     def reconcile(self, key: str) -> float | None:
         """Make the peering's firewalls and status right; return seconds after which to look again, if any."""
@@ -134,7 +136,7 @@ class Reconciler:
         self._derived.forget_report(key)
         self._metrics.dry_run(key, None)
         try:
-            wait = self._firewalls.apply(key, obj, outcome, log)
+            applied = self._firewalls.apply(key, obj, outcome, log)
         except Refused as refused:
             self._status.refused(key, obj, outcome, self._valid(outcome, caps), refused, log)
             raise refused.first from None  # the worker retries with backoff, until the cause goes
@@ -144,10 +146,10 @@ class Reconciler:
         # Only now: a warning said while the writes kept failing is said once, not once per retry.
         self._status.settled(key)
         self._metrics.compiled(key, outcome)
-        progress = self._rollout(namespace, outcome)
+        progress = self._rollout(namespace, outcome, applied.written)
         conds = valid_conditions(outcome, stateful=caps.ctstate, progress=progress) + self._notes(outcome)
-        self._status.write(key, obj, conds, outcome, log, progress)
-        return wait
+        later = self._status.write(key, obj, conds, outcome, log, progress)
+        return _sooner(applied.retry_after, later)
 
     def _dry_run(
         self, key: str, obj: Mapping[str, Any], outcome: CompiledPeering, caps: Capabilities, log: Any
@@ -168,8 +170,8 @@ class Reconciler:
         self._metrics.compiled(key, outcome)
         self._metrics.dry_run(key, report)
         conds = dry_run_conditions(outcome, report, stateful=caps.ctstate) + self._notes(outcome)
-        self._status.write(key, obj, conds, outcome, log, dry_run=report.to_status())
-        return wait
+        later = self._status.write(key, obj, conds, outcome, log, dry_run=report.to_status())
+        return _sooner(wait, later)
 
     def _dry_run_report(self, key: str, outcome: CompiledPeering) -> DryRunReport:
         """Computed only in DryRun, and again only when the compiled outcome, the pods or the enforced firewall changed.
@@ -232,14 +234,20 @@ class Reconciler:
             return obj
         return patched if isinstance(patched, Mapping) and patched.get("metadata") else obj
 
-    def _rollout(self, namespace: str, outcome: CompiledPeering) -> Rollout:
+    def _rollout(
+        self, namespace: str, outcome: CompiledPeering, written: Mapping[str, Mapping[str, Any]]
+    ) -> Rollout:
         """Liqo's agents' reports, from the cache: a report arriving brings this key back.
 
+        An object this pass wrote is read from the write's answer, not the cache, which has not
+        seen it yet: a pod change then costs no status write saying "not written yet" and
+        another taking it back.
         The hosts are Liqo's fabric pods, each tied to its node (`fabric.expected_hosts`);
         with none in the cluster, the physical nodes, as the project's test agents name themselves.
         """
         live = {
-            fw["metadata"]["name"]: self._view.get(FC_KIND, fw["metadata"]["name"], namespace)
+            fw["metadata"]["name"]: written.get(fw["metadata"]["name"])
+            or self._view.get(FC_KIND, fw["metadata"]["name"], namespace)
             for fw in outcome.firewalls
         }
         hosts = self._derived.hosts()
@@ -277,6 +285,11 @@ class Reconciler:
         except ValidationError as err:
             reason = err.errors[0].reason if err.errors else "InvalidSpec"
             raise _InvalidSpec(Invalid(reason, "; ".join(str(e) for e in err.errors))) from err
+
+
+def _sooner(a: float | None, b: float | None) -> float | None:
+    """The earlier of two look-again delays (None: no need)."""
+    return b if a is None else a if b is None else min(a, b)
 
 
 class _InvalidSpec(Exception):

@@ -3,6 +3,8 @@
 Guarantees:
 - The status is written only when it differs (`desired_status`), against a fresh read after a
   conflict (`retry_on_conflict`); a peering gone meanwhile is no error.
+- Figures alone (`status.FIGURES`: counts that follow every pod change) are written at most once
+  per `FIGURES_REFRESH_SECONDS` per peering; `write` then says when to look again.
 - One problem makes one Event, not one per pass: the last warning said per key is kept here
   (the status in the cache may lag our own write), and a message already on the status is not
   said again.
@@ -14,7 +16,7 @@ Caller duties:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +25,7 @@ from liqosec.compiler.firewallconfiguration import FC_KIND, CompiledPeering, fir
 from liqosec.controller.firewalls import Recorder, Refused, WriteMetrics
 from liqosec.controller.resources import PEERING_CONNECTIVITIES, StoreView
 from liqosec.controller.status import (
+    FIGURES_REFRESH_SECONDS,
     READY,
     VALID,
     Condition,
@@ -30,6 +33,7 @@ from liqosec.controller.status import (
     condition,
     desired_status,
     invalid_conditions,
+    only_figures_differ,
 )
 from liqosec.groups.view import ClusterStateError, RemapPending
 from liqosec.kube import errors
@@ -74,20 +78,33 @@ def _with_ready(conds: Sequence[Condition], reason: str, message: str) -> list[C
 class StatusWriter:
     """Writes PeeringConnectivity status and says each distinct problem once (an Event and a log line)."""
 
-    def __init__(self, *, client: KubeClient, view: StoreView, recorder: Recorder, metrics: WriteMetrics) -> None:
+    def __init__(
+        self,
+        *,
+        client: KubeClient,
+        view: StoreView,
+        recorder: Recorder,
+        metrics: WriteMetrics,
+        seconds: Callable[[], float],
+    ) -> None:
         self._client = client
         self._view = view
         self._recorder = recorder
         self._metrics = metrics
+        self._seconds = seconds  # the injected clock, in seconds
         # The last warning emitted per key: the status in the cache may lag our own write,
         # and one problem must make one Event, not one per pass.
         self._warned: dict[str, str] = {}
+        self._written_at: dict[str, float] = {}  # when each peering's status was last written
 
     def settled(self, key: str) -> None:
         """The pass went through: the next problem of this peering is said again."""
         self._warned.pop(key, None)
 
-    forget = settled  # the peering is gone
+    def forget(self, key: str) -> None:
+        """The peering is gone."""
+        self._warned.pop(key, None)
+        self._written_at.pop(key, None)
 
     def write(
         self,
@@ -98,9 +115,14 @@ class StatusWriter:
         log: Any,
         progress: Rollout | None = None,
         dry_run: Mapping[str, Any] | None = None,
-    ) -> None:
-        """Write the status these conditions make, if it differs from the peering's."""
+    ) -> float | None:
+        """Write the status these conditions make, if it differs from the peering's.
+
+        Returns the seconds after which to look again when only figures differ and were
+        written less than `FIGURES_REFRESH_SECONDS` ago, else None.
+        """
         namespace, _, name = key.partition("/")
+        later: float | None = None
 
         def read() -> Mapping[str, Any]:
             current: Mapping[str, Any] = self._client.get(PEERING_CONNECTIVITIES, name, namespace=namespace)
@@ -112,6 +134,13 @@ class StatusWriter:
             desired = desired_status(status, conds, generation, outcome, progress, dry_run)
             if desired == status:
                 return None
+            last = self._written_at.get(key)
+            if last is not None and only_figures_differ(status, desired):
+                wait = last + FIGURES_REFRESH_SECONDS - self._seconds()
+                if wait > 0:
+                    nonlocal later
+                    later = wait
+                    return None
             return {
                 "apiVersion": API_VERSION,
                 "kind": KIND,
@@ -124,12 +153,14 @@ class StatusWriter:
                 self._client.update_status(PEERING_CONNECTIVITIES, body)
             except errors.NotFound:
                 return
+            self._written_at[key] = self._seconds()
             self._metrics.status_write(key)
 
         def conflicted(attempt: int) -> None:
             log.info("peering changed under us, reading it again", attempt=attempt)
 
         retry_on_conflict(read, mutate, write, current=obj, what=f"{KIND} {key} status", on_conflict=conflicted)
+        return later
 
     def _firewall_kept(self, obj: Mapping[str, Any]) -> bool:
         name, namespace = str(_meta(obj).get("name")), str(_meta(obj).get("namespace"))

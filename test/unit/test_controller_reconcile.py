@@ -7,6 +7,7 @@ whether the reconcile sees a fresh or a stale cache.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -33,6 +34,7 @@ from harness.reconciling import converge
 from liqosec.controller import reconcile as reconcile_module
 from liqosec.controller.resources import FIREWALL_CONFIGURATIONS as FCS
 from liqosec.controller.resources import PEERING_CONNECTIVITIES as PCS
+from liqosec.controller.status import FIGURES_REFRESH_SECONDS
 from liqosec.controller.statuswrites import INVALID_CLUSTER_STATE, MAX_ERROR_CHARS
 from liqosec.firewall.capabilities import Capabilities
 from liqosec.groups.view import ObjectRef, RemapPending
@@ -85,8 +87,8 @@ def test_the_first_pass_creates_the_firewall_then_says_so() -> None:
     assert owner["uid"] == f.client.stored(PCS, "rome", ROME)["metadata"]["uid"]  # type: ignore[index]
     assert body["spec"]["table"]["name"] == "liqosec-rome"
     assert f.client.events[0]["reason"] == "FirewallCreated" and f.client.events[0]["type"] == "Normal"
-    # The cache has not seen the create yet: Ready waits for the write to come back.
-    assert cond(f, "rome", ROME, "Ready")["reason"] == "Writing"
+    # The cache has not seen the create yet; the create's answer is the firewall as written.
+    assert cond(f, "rome", ROME, "Ready")["reason"] == "Applied"
     assert cond(f, "rome", ROME, "Valid")["status"] == "True"
     assert f.metric("liqosec_firewall_writes_total", peering=key("rome"), operation="create") == 1
     assert f.metric("liqosec_status_writes_total", peering=key("rome")) == 1
@@ -146,6 +148,45 @@ def test_ready_counts_the_hosts_liqos_agents_report() -> None:
     converge(f, key("rome"))
     failed = cond(f, "rome", ROME, "Ready")
     assert failed["reason"] == "ApplyFailed" and "n2" in failed["message"] and "n1" not in failed["message"]
+
+
+def test_a_pod_change_writes_the_firewall_and_the_status_figures_follow_within_their_refresh() -> None:
+    f = Fixture([*cluster("rome"), node("n1"), node("n2")])
+    converge(f, key("rome"))
+    report(f, "liqosec-rome", n1="True", n2="True")
+    converge(f, key("rome"))
+    assert cond(f, "rome", ROME, "Ready")["status"] == "True"
+    statuses = f.metric("liqosec_status_writes_total", peering=key("rome"))
+    offloaded = status_of(f, "rome", ROME)["addresses"]["offloaded"]
+    for i in range(3):
+        f.seed(pod(f"rome-{i}", "shop-rome", f"10.1.{40 + 3 * i}.9", origin="rome"))
+        actions = f.reconcile(key("rome"))
+        assert [a for a in verbs(actions) if a[0] != "create_event"] == [
+            ("update", "firewallconfigurations", "liqosec-rome")
+        ]
+        assert f.again is not None and 0 < f.again <= FIGURES_REFRESH_SECONDS  # the figures are due then
+        f.sync()  # the watch brings our own write back: nothing more to write
+        assert f.reconcile(key("rome")) == []
+        f.now += timedelta(seconds=1)
+    assert f.metric("liqosec_status_writes_total", peering=key("rome")) == statuses
+    # Liqo's agents' reports still say applied (they report their last pass), and the figures catch up.
+    assert cond(f, "rome", ROME, "Ready")["status"] == "True"
+    f.now += timedelta(seconds=FIGURES_REFRESH_SECONDS)
+    assert verbs(f.reconcile(key("rome"))) == [("update_status", "peeringconnectivities/status", "rome")]
+    assert status_of(f, "rome", ROME)["addresses"]["offloaded"] > offloaded
+
+
+def test_a_condition_change_is_written_at_once_with_the_figures() -> None:
+    f = Fixture([*cluster("rome"), node("n1"), node("n2")])
+    converge(f, key("rome"))
+    report(f, "liqosec-rome", n1="True", n2="True")
+    converge(f, key("rome"))
+    f.seed(pod("rome-0", "shop-rome", "10.1.30.30", origin="rome"))
+    converge(f, key("rome"))
+    report(f, "liqosec-rome", n1="True", n2="False")  # within the figures' refresh
+    converge(f, key("rome"))
+    assert cond(f, "rome", ROME, "Ready")["reason"] == "ApplyFailed"
+    assert status_of(f, "rome", ROME)["addresses"]["offloaded"] >= 1
 
 
 # ----- Ready: the hosts are Liqo's fabric pods -----
