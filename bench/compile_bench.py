@@ -148,22 +148,22 @@ def cluster_objects(layout: str, n: int) -> tuple[list[dict[str, Any]], int]:
     return objects, len(group) + len(others)
 
 
-def chain_stats(firewall: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Rules and matches per chain, read from the object as the API server would store it."""
-    out = []
-    for chain in firewall["spec"]["table"]["chains"]:
-        rules = (chain.get("rules") or {}).get("filterRules") or []
-        matches = [len(r.get("match") or []) for r in rules]
-        out.append(
-            {
-                "name": chain["name"],
-                "policy": chain.get("policy"),
-                "rules": len(rules),
-                "matches": sum(matches),
-                "max_matches_per_rule": max(matches, default=0),
-            }
-        )
-    return out
+def chain_stats(firewalls: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Rules and matches per chain over every shard (a chain's rules are cut across them), read from
+    the objects as the API server would store them."""
+    found: dict[str, dict[str, Any]] = {}
+    for firewall in firewalls:
+        for chain in firewall["spec"]["table"]["chains"]:
+            rules = (chain.get("rules") or {}).get("filterRules") or []
+            matches = [len(r.get("match") or []) for r in rules]
+            stats = found.setdefault(
+                chain["name"],
+                {"name": chain["name"], "policy": chain.get("policy"), "rules": 0, "matches": 0, "max_matches_per_rule": 0},
+            )
+            stats["rules"] += len(rules)
+            stats["matches"] += sum(matches)
+            stats["max_matches_per_rule"] = max(stats["max_matches_per_rule"], max(matches, default=0))
+    return list(found.values())
 
 
 def measure_compile(layout: str, n: int, repeat: int) -> dict[str, Any]:
@@ -191,7 +191,8 @@ def measure_compile(layout: str, n: int, repeat: int) -> dict[str, Any]:
         "peak_alloc_bytes": peak,
         "firewall_bytes": outcome.size_bytes,
         "firewall_bytes_limit": MAX_OBJECT_BYTES,
-        "chains": chain_stats(outcome.firewall),
+        "objects": len(outcome.firewalls),
+        "chains": chain_stats(outcome.firewalls),
     }
 
 
@@ -447,7 +448,7 @@ def run(sizes: Sequence[int], layouts: Sequence[str], repeat: int, store_pods: i
 
 def table(result: Mapping[str, Any]) -> str:
     head = (
-        f"{'layout':<12} {'group':>6} {'pods':>6} {'compile s':>10} {'peak MiB':>9} {'FC bytes':>10} "
+        f"{'layout':<12} {'group':>6} {'pods':>6} {'compile s':>10} {'peak MiB':>9} {'objects':>7} {'max bytes':>10} "
         f"{'rules':>6} {'matches':>8} {'max/rule':>8}"
     )
     lines = [f"python {result['python']} on {result['machine']}, best of {result['repeat']}", head, "-" * len(head)]
@@ -455,7 +456,8 @@ def table(result: Mapping[str, Any]) -> str:
         for c in r["chains"]:
             lines.append(
                 f"{r['layout']:<12} {r['pods_in_group']:>6} {r['pods_total']:>6} {r['seconds_min']:>10.3f} "
-                f"{r['peak_alloc_bytes'] / 2**20:>9.1f} {r['firewall_bytes']:>10,} {c['rules']:>6} {c['matches']:>8} "
+                f"{r['peak_alloc_bytes'] / 2**20:>9.1f} {r['objects']:>7} {r['firewall_bytes']:>10,} {c['rules']:>6} "
+                f"{c['matches']:>8} "
                 f"{c['max_matches_per_rule']:>8}"
             )
     s = result["store"]

@@ -17,17 +17,18 @@ Caller duties:
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, cast
+from urllib.parse import urlencode
 
+import urllib3
 import urllib3.exceptions
 
-from liqosec.kube import errors
+from liqosec.kube import errors, jsonwire
 
 JsonDict = dict[str, Any]
 JsonPatch = list[JsonDict]
@@ -200,10 +201,13 @@ class _HttpWatchStream:
         try:
             for chunk in self._response.stream(_WATCH_CHUNK_BYTES, decode_content=True):
                 buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
+                start = 0
+                while (end := buffer.find(b"\n", start)) >= 0:  # each line once, not the rest copied per line
+                    line = buffer[start:end]
+                    start = end + 1
                     if line.strip():
                         yield self._event(line)
+                buffer = buffer[start:]
             if buffer.strip():
                 yield self._event(buffer)
         except errors.ApiError:
@@ -218,7 +222,7 @@ class _HttpWatchStream:
     @staticmethod
     def _event(line: bytes) -> JsonDict:
         try:
-            event = json.loads(line)
+            event = jsonwire.decode(line)
         except ValueError as exc:
             raise errors.InternalError(500, "BadWatchEvent", line[:200].decode("utf-8", "replace")) from exc
         if not isinstance(event, dict):
@@ -243,16 +247,25 @@ def _read_all(resp: Any) -> bytes:
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         raise errors.from_transport_error(exc) from exc
     finally:
-        resp.response.release_conn()
+        resp.release_conn()
 
 
 class RestKubeClient:
-    """``KubeClient`` over ``kubernetes.client.ApiClient`` (param_serialize + call_api)."""
+    """``KubeClient`` over a ``kubernetes.client.ApiClient``: its configuration, credentials and
+    connection pool, with requests built here.
+
+    The ApiClient's own request path copies every body through its model serialiser and
+    wraps every response; for JSON dicts in and out that is most of a write's client-side
+    cost, so bodies go to its urllib3 pool as bytes (`jsonwire`), with the headers its
+    authentication settings make (a refreshed token included).
+    """
 
     def __init__(self, api_client: Any, *, request_timeout: tuple[float, float] = DEFAULT_REQUEST_TIMEOUT) -> None:
         if api_client is None:
             raise ValueError("RestKubeClient needs an ApiClient (see load_api_client)")
         self._api = api_client
+        self._pool = api_client.rest_client.pool_manager
+        self._host = str(api_client.configuration.host).rstrip("/")
         self._timeout = request_timeout
 
     # ----- wire -----
@@ -266,30 +279,22 @@ class RestKubeClient:
         content_type: str = "application/json",
         timeout: tuple[float, float] | None = None,
     ) -> Any:
-        from kubernetes.client.exceptions import ApiException  # untyped package: boundary only
-
-        headers = {"Accept": "application/json"}
+        headers = {**self._api.default_headers, "Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type
+        params = list(query or ())
+        connect, read = timeout or self._timeout
         try:
-            m, url, hdrs, wire_body, post = self._api.param_serialize(
+            self._api.update_params_for_auth(headers, params, ["BearerToken"], path, method, None)
+            url = self._host + path + (f"?{urlencode(params)}" if params else "")
+            resp = self._pool.request(
                 method,
-                path,
-                query_params=query or [],
-                header_params=headers,
-                body=body,
-                auth_settings=["BearerToken"],
-            )
-            resp = self._api.call_api(
-                m,
                 url,
-                header_params=hdrs,
-                body=wire_body,
-                post_params=post,
-                _request_timeout=timeout or self._timeout,
+                body=None if body is None else jsonwire.encode(body),
+                headers=headers,
+                timeout=urllib3.Timeout(connect=connect, read=read),
+                preload_content=False,
             )
-        except ApiException as exc:
-            raise errors.from_api_exception(exc) from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise errors.from_transport_error(exc) from exc
         if resp.status >= 400:
@@ -303,7 +308,7 @@ class RestKubeClient:
     def _json(self, method: str, path: str, **kwargs: Any) -> JsonDict:
         data = _read_all(self._send(method, path, **kwargs))
         try:
-            parsed = json.loads(data) if data else {}
+            parsed = jsonwire.decode(data) if data else {}
         except ValueError as exc:
             raise errors.InternalError(500, "BadResponse", "response is not JSON") from exc
         if not isinstance(parsed, dict):
@@ -347,7 +352,7 @@ class RestKubeClient:
             query.append(("labelSelector", label_selector))
         timeout = (self._timeout[0], timeout_seconds + WATCH_READ_SLACK_SECONDS)
         resp = self._send("GET", ref.path(namespace), query=query, timeout=timeout)
-        return _HttpWatchStream(resp.response)
+        return _HttpWatchStream(resp)
 
     def get(self, ref: ResourceRef, name: str, *, namespace: str | None = None) -> JsonDict:
         return self._json("GET", ref.path(namespace, name))
