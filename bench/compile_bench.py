@@ -158,7 +158,13 @@ def chain_stats(firewalls: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             matches = [len(r.get("match") or []) for r in rules]
             stats = found.setdefault(
                 chain["name"],
-                {"name": chain["name"], "policy": chain.get("policy"), "rules": 0, "matches": 0, "max_matches_per_rule": 0},
+                {
+                    "name": chain["name"],
+                    "policy": chain.get("policy"),
+                    "rules": 0,
+                    "matches": 0,
+                    "max_matches_per_rule": 0,
+                },
             )
             stats["rules"] += len(rules)
             stats["matches"] += sum(matches)

@@ -27,6 +27,9 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
+
+import orjson
 
 from liqosec.api.peeringconnectivity import MAX_PORT, Action, Group
 from liqosec.compiler.cover import Match, Plan, Term, plan, rectangle_cost
@@ -54,6 +57,12 @@ PORT_RANGE_EXPRESSIONS = 3
 # FirewallConfiguration's (`firewallconfiguration.MAX_EXPRESSIONS_PER_FIREWALL`).
 PRODUCT_BUDGET = 1500
 _SCOPE = (Group.REMOTE_CLUSTER.value, Group.OFFLOADED.value, Group.VC_REMOTE.value)
+
+
+def compact_json_size(obj: Any) -> int:
+    """len(json.dumps(obj, separators=(",", ":"))) for the ASCII objects the compiler makes, several
+    times faster (orjson writes the same compact form)."""
+    return len(orjson.dumps(obj))
 
 
 @dataclass(frozen=True)
@@ -89,7 +98,7 @@ class FilterRule:
     @cached_property
     def json_size(self) -> int:
         """Bytes of the rule as compact JSON, for an object's size without encoding it whole."""
-        return len(json.dumps(self._api, separators=(",", ":")))
+        return compact_json_size(self._api)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ one shard's budget.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +32,7 @@ from liqosec.compiler.compile import (
     ChainTooLarge,
     CompiledChain,
     FilterRule,
+    compact_json_size,
     compile_chain,
 )
 from liqosec.compiler.nodechains import compile_node_chains
@@ -339,7 +339,7 @@ def object_size(fc: Mapping[str, Any], rules: tuple[FilterRule, ...]) -> int:
     encoding the rules again (each keeps its own size)."""
     table = fc["spec"]["table"]
     hollow = {**fc, "spec": {"table": {**table, "chains": [{**table["chains"][0], "rules": rules_set([])}]}}}
-    size = len(json.dumps(hollow, separators=(",", ":")))
+    size = compact_json_size(hollow)
     if not rules:
         return size
     # `{"filterRules":[` + the rules, comma-separated, + `]`, where `{}` was.

@@ -234,9 +234,7 @@ class Reconciler:
             return obj
         return patched if isinstance(patched, Mapping) and patched.get("metadata") else obj
 
-    def _rollout(
-        self, namespace: str, outcome: CompiledPeering, written: Mapping[str, Mapping[str, Any]]
-    ) -> Rollout:
+    def _rollout(self, namespace: str, outcome: CompiledPeering, written: Mapping[str, Mapping[str, Any]]) -> Rollout:
         """Liqo's agents' reports, from the cache: a report arriving brings this key back.
 
         An object this pass wrote is read from the write's answer, not the cache, which has not
