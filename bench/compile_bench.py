@@ -397,9 +397,10 @@ def measure_shape(shape: str, n: int, changes: int) -> dict[str, Any]:
         out["refused"] = str(err)
         return out
     fcs = outcome.firewalls
-    rules = [r for fc in fcs for c in fc["spec"]["table"]["chains"] for r in c["rules"]["filterRules"]]
+    rules = [r for fc in fcs for c in fc["spec"]["table"]["chains"] for r in c["rules"].get("filterRules", [])]
     per_object = [
-        sum(_expressions(r) for c in fc["spec"]["table"]["chains"] for r in c["rules"]["filterRules"]) for fc in fcs
+        sum(_expressions(r) for c in fc["spec"]["table"]["chains"] for r in c["rules"].get("filterRules", []))
+        for fc in fcs
     ]
     before = _written(fcs)
     rewritten = []

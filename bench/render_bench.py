@@ -124,7 +124,7 @@ def measure(pods: int, repeat: int, reference: bool, workdir: Path) -> dict[str,
         "seconds_median": statistics.median(s for s, _ in runs),
         "output_bytes": runs[0][1],
         "firewalls": len(firewalls),
-        "rules": sum(len(c["rules"]["filterRules"]) for fc in firewalls for c in fc["spec"]["table"]["chains"]),
+        "rules": sum(len(c["rules"].get("filterRules", [])) for fc in firewalls for c in fc["spec"]["table"]["chains"]),
         "phases_min": {name: min(p[name] for p in split) for name in split[0]},
     }
     if reference:

@@ -66,11 +66,6 @@ MAX_OBJECT_BYTES = 1_300_000
 # Kernel expressions one FirewallConfiguration may hold: Liqo v1.2.0's agent failed
 # from about 4,000 (see above); a quarter of margin.
 MAX_EXPRESSIONS_PER_FIREWALL = 1500
-# What a drop-rules chain is cut to: a pod change rewrites the one shard it falls in, and the API
-# server's cost of a write grows with the object (about 4.5 ms plus 0.7 ms a kB for a
-# FirewallConfiguration here: bench/README.md, "Shard size"), so shards well under the limit make
-# a pod change cheaper, at the price of more, smaller objects.
-SHARD_EXPRESSIONS = 400
 MAX_SHARDS = 1024
 # FirewallConfigurations one peering may have (shards, its ports and holes tables, product chains):
 # past it the policy is refused as too large, with the numbers, rather than written in part.
@@ -140,7 +135,7 @@ def _cidr_label(prefix: int, depth: int) -> str:
     return f"{int_to_ip(prefix).replace('.', '-')}-{depth}"
 
 
-def shards(chain: CompiledChain, max_expressions: int = SHARD_EXPRESSIONS) -> list[Shard]:
+def shards(chain: CompiledChain, max_expressions: int = MAX_EXPRESSIONS_PER_FIREWALL) -> list[Shard]:
     """The chain's rules cut into shards of at most `max_expressions` each.
 
     Rules are placed by address: a drop-rules chain spells a group chunk by chunk, and
@@ -181,7 +176,7 @@ def shards(chain: CompiledChain, max_expressions: int = SHARD_EXPRESSIONS) -> li
     return [out[0], *sorted(out[1:], key=lambda s: s.label)]
 
 
-def shard(chain: CompiledChain, max_expressions: int = SHARD_EXPRESSIONS) -> list[tuple[FilterRule, ...]]:
+def shard(chain: CompiledChain, max_expressions: int = MAX_EXPRESSIONS_PER_FIREWALL) -> list[tuple[FilterRule, ...]]:
     """The rules of each shard, first shard first (see `shards`)."""
     return [s.rules for s in shards(chain, max_expressions)]
 
