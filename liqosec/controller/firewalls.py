@@ -23,6 +23,7 @@ from liqosec.api.peeringconnectivity import KIND
 from liqosec.compiler.dryrun import DryRunReport
 from liqosec.compiler.firewallconfiguration import FC_KIND, MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL, CompiledPeering
 from liqosec.controller import retire
+from liqosec.controller.ownwrites import OwnWrites
 from liqosec.controller.resources import FIREWALL_CONFIGURATIONS, StoreView
 from liqosec.kube import errors
 from liqosec.kube.client import JsonDict, KubeClient
@@ -111,8 +112,10 @@ class FirewallWriter:
         metrics: WriteMetrics,
         now: Callable[[], datetime],
         retire_grace: float,
+        own_writes: OwnWrites,
     ) -> None:
         self._client = client
+        self._own_writes = own_writes
         self._view = view
         self._recorder = recorder
         self._metrics = metrics
@@ -203,6 +206,7 @@ class FirewallWriter:
             self._metrics.firewall_noop(key)
             return None
         operation, live = done
+        self._own_writes.wrote(key, live)
         self._wrote(key, obj, operation, outcome, desired, log)
         return live
 

@@ -31,12 +31,13 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from liqosec.api.peeringconnectivity import KIND
-from liqosec.compiler.firewallconfiguration import ALL_NODES, PER_NODE
+from liqosec.compiler.firewallconfiguration import ALL_NODES, FC_KIND, PER_NODE
 from liqosec.controller import retire
 from liqosec.controller.caches import CrdCapabilities
 from liqosec.controller.events import EventRecorder
 from liqosec.controller.mapping import KeyMapper, Mapper
 from liqosec.controller.metrics import CONTROLLER, ControllerMetrics
+from liqosec.controller.ownwrites import OwnWrites
 from liqosec.controller.reconcile import Reconciler
 from liqosec.controller.resources import CRDS, StoreView, Watched, watched_resources
 from liqosec.firewall.capabilities import Capabilities
@@ -107,8 +108,11 @@ class Options:
 class _QueueAffectedPeerings:
     """Reflector handler: map each change to peering keys (the kind's declared mapper) and queue them."""
 
-    def __init__(self, kind: str, mapper: Mapper, keys: KeyMapper, add: Callable[[str], None]) -> None:
+    def __init__(
+        self, kind: str, mapper: Mapper, keys: KeyMapper, add: Callable[[str], None], own: OwnWrites | None = None
+    ) -> None:
         self._kind, self._mapper, self._keys, self._add = kind, mapper, keys, add
+        self._own = own  # firewalls: versions our own passes wrote (their writer needs no echo)
 
     def _queue(self, old: JsonDict | None, new: JsonDict | None) -> None:
         try:
@@ -119,6 +123,11 @@ class _QueueAffectedPeerings:
                 "change not mapped, re-checking every peering", kind=self._kind, error=f"{type(err).__name__}: {err}"
             )
             found = self._keys.all_keys()
+        if self._own is not None:
+            if new is None and old is not None:
+                self._own.gone(old)
+            elif new is not None and (writer := self._own.writer_of(new)) is not None:
+                found = set(found) - {writer}
         for key in found:
             self._add(key)
 
@@ -165,6 +174,7 @@ class Controller:
         self.watched = watched_resources()
         self.view = StoreView(self.stores)
         keys = KeyMapper(self.view, per_node=options.firewall_scope == PER_NODE)
+        self._own_writes = OwnWrites()
         for watched in self.watched:
             self._add_informer(watched, keys)
         self._recorder = EventRecorder(client, instance=options.identity)
@@ -177,6 +187,7 @@ class Controller:
             retire_grace=options.retire_grace_seconds,
             now=self.clock.wall,
             scope=options.firewall_scope,
+            own_writes=self._own_writes,
         )
         self._capabilities = CrdCapabilities(self.stores[CRDS.kind])
         self._missing_crds: tuple[str, ...] = ()
@@ -193,7 +204,13 @@ class Controller:
             store,
             resource=watched.ref.plural,
             resync_period=self.options.resync_seconds if watched.kind == KIND else 0.0,
-            handler=_QueueAffectedPeerings(watched.kind, watched.mapper, keys, self._enqueuer(watched.kind)),
+            handler=_QueueAffectedPeerings(
+                watched.kind,
+                watched.mapper,
+                keys,
+                self._enqueuer(watched.kind),
+                self._own_writes if watched.kind == FC_KIND else None,
+            ),
             metrics=self._kube_metrics,
             clock=self.clock,
         )

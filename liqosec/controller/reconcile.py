@@ -48,6 +48,7 @@ from liqosec.compiler.governance import conflict, governors
 from liqosec.controller import reflection, retire
 from liqosec.controller.caches import Derived
 from liqosec.controller.firewalls import FirewallWriter, Recorder, Refused, WriteMetrics
+from liqosec.controller.ownwrites import OwnWrites
 from liqosec.controller.resources import PEERING_CONNECTIVITIES, StoreView
 from liqosec.controller.status import (
     Condition,
@@ -88,6 +89,7 @@ class Reconciler:
         retire_grace: float = retire.GRACE_SECONDS,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         scope: str = ALL_NODES,
+        own_writes: OwnWrites | None = None,
     ) -> None:
         self._scope = scope
         self._client = client
@@ -96,7 +98,13 @@ class Reconciler:
         self._metrics = metrics
         self._derived = Derived(view)
         self._firewalls = FirewallWriter(
-            client=client, view=view, recorder=recorder, metrics=metrics, now=now, retire_grace=retire_grace
+            client=client,
+            view=view,
+            recorder=recorder,
+            metrics=metrics,
+            now=now,
+            retire_grace=retire_grace,
+            own_writes=own_writes or OwnWrites(),
         )
         self._status = StatusWriter(
             client=client, view=view, recorder=recorder, metrics=metrics, seconds=lambda: now().timestamp()

@@ -19,7 +19,8 @@ from harness.waiting import wait_until
 from liqosec.api.peeringconnectivity import KIND
 from liqosec.controller import health
 from liqosec.controller.manager import Controller, Exit, Options, _QueueAffectedPeerings, missing_crds_message
-from liqosec.controller.mapping import Change, KeyMapper
+from liqosec.controller.mapping import Change, KeyMapper, firewall_configuration_keys
+from liqosec.controller.ownwrites import OwnWrites
 from liqosec.controller.metrics import CONTROLLER
 from liqosec.controller.resources import CRDS, FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES, watched_resources
 from liqosec.kube import errors
@@ -282,3 +283,28 @@ def test_a_write_liqos_webhook_keeps_refusing_is_retried_with_backoff_not_in_a_l
             "the firewall",
             timeout=15,
         )
+
+
+def test_a_firewall_version_a_pass_wrote_wakes_not_that_pass_but_a_later_version_does() -> None:
+    """The pass that wrote a firewall used the write's answer: its echo on the watch would be a
+    second pass per pod change finding nothing to do. Liqo's agents reporting on it are news."""
+    client = server_with(cluster("rome"))
+    with running(client) as c:
+        fc = wait_until(lambda: client.stored(FIREWALL_CONFIGURATIONS, "liqosec-rome", "liqo-tenant-rome"), "the fc")
+        wait_until(lambda: c.view.get("FirewallConfiguration", "liqosec-rome", "liqo-tenant-rome"), "the echo")
+    own = OwnWrites()
+    queued: list[str] = []
+    handler = _QueueAffectedPeerings(
+        "FirewallConfiguration", firewall_configuration_keys, KeyMapper(c.view), queued.append, own
+    )
+    older = {**fc, "metadata": {**fc["metadata"], "resourceVersion": "1"}, "spec": {}}
+    own.wrote(key("rome"), fc)
+    handler.on_update(older, fc)  # our write coming back
+    assert queued == []
+    reported = {**fc, "metadata": {**fc["metadata"], "resourceVersion": "999"}, "status": {"conditions": []}}
+    handler.on_update(fc, reported)  # an agent's report: a version we did not write
+    assert queued == [key("rome")]
+    handler.on_delete(reported)  # gone: forgotten, so the same version made again is news
+    queued.clear()
+    handler.on_add(fc)
+    assert queued == [key("rome")]
