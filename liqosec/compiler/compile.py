@@ -14,9 +14,10 @@ Guarantees:
 - with conntrack (`Capabilities.ctstate`) established/related packets are
   accepted first; the chain name changes with it so the agent creates the
   chain afresh and that rule really comes first;
-- an accept-rules chain (policy drop) stays within `max_expressions`: it
+- an accept-rules chain (policy drop) costs at most `max_expressions`
+  (`unsplit_cost`: kernel expressions plus `UNSPLIT_RULE_WEIGHT` a rule): it
   cannot be split over several FirewallConfigurations, a drop-rules chain can
-  (see `firewallconfiguration.shard`).
+  (see `firewallconfiguration.shard`); product chains included.
 """
 
 from __future__ import annotations
@@ -53,9 +54,21 @@ CTSTATE_RULE_NAME = "accept-established-related"
 CIDR_EXPRESSIONS, VALUE_EXPRESSIONS, CTSTATE_EXPRESSIONS, RULE_OVERHEAD = 3, 2, 3, 2
 # A port range is payload and two cmps; a protocol is meta and cmp, a single port payload and cmp.
 PORT_RANGE_EXPRESSIONS = 3
-# Kernel expressions a product chain holds at most when the caller names no budget: one
-# FirewallConfiguration's (`firewallconfiguration.MAX_EXPRESSIONS_PER_FIREWALL`).
-PRODUCT_BUDGET = 1500
+# What one unsplittable chain may cost: a policy-drop chain (accept rules: a product chain, a holes
+# table, a main chain of policy drop) cannot be cut into shards, so it gets the largest object Liqo's
+# agent was seen to apply, with margin, rather than a drop-rules shard's budget
+# (`firewallconfiguration.MAX_EXPRESSIONS_PER_FIREWALL`, 1,500). The agent fails when the echo of its
+# netlink batch overflows the socket buffer; that echo grows with each rule's expressions and, per
+# rule, its header (table name, chain, rule name): a rule costs its kernel expressions plus
+# UNSPLIT_RULE_WEIGHT (`unsplit_cost`). Measured with Liqo v1.2.0's agent and the longest table name
+# liqosec writes (101 characters): chains of one-match rules failed from 600 rules (cost 4,800),
+# two-match from 500 (5,000), product-chain rules from 214 (4,850), 20-CIDR rules from 61 (4,026);
+# the lowest cost seen to fail is 4,026, so 3,500 keeps 13% below it (docs/semantics.md, "Liqo's
+# agent"; test/dataplane/test_scale.py loads chains at this budget and sees one past the limit fail).
+UNSPLIT_BUDGET = 3500
+UNSPLIT_RULE_WEIGHT = 4
+# What a product chain may cost when the caller names no budget.
+PRODUCT_BUDGET = UNSPLIT_BUDGET
 _SCOPE = (Group.REMOTE_CLUSTER.value, Group.OFFLOADED.value, Group.VC_REMOTE.value)
 
 
@@ -124,6 +137,16 @@ class CompiledChain:
     @property
     def expressions(self) -> int:
         return sum(r.expressions for r in self.rules)
+
+    @property
+    def unsplit_cost(self) -> int:
+        """What this chain costs against `UNSPLIT_BUDGET` when it must sit in one object (policy drop)."""
+        return unsplit_cost(self.rules)
+
+
+def unsplit_cost(rules: Sequence[FilterRule]) -> int:
+    """Kernel expressions plus `UNSPLIT_RULE_WEIGHT` a rule: what an unsplittable chain's rules cost."""
+    return sum(r.expressions + UNSPLIT_RULE_WEIGHT for r in rules)
 
 
 def match_expressions(m: Match) -> int:
@@ -253,6 +276,15 @@ def _term_expressions(term: Term) -> int:
     return RULE_OVERHEAD + sum(match_expressions(m) for m in term)
 
 
+def _term_cost(term: Term) -> int:
+    """A rule of `term` in an unsplittable chain (`unsplit_cost`)."""
+    return _term_expressions(term) + UNSPLIT_RULE_WEIGHT
+
+
+# A product chain keeps room for the conntrack accept (ct, bitwise, cmp, counter, verdict) and its weight.
+_PRODUCT_HEAD = CTSTATE_EXPRESSIONS + RULE_OVERHEAD + UNSPLIT_RULE_WEIGHT
+
+
 def _drop_plan(
     part: Partition, region: set[tuple[int, int]], by_source: bool, memo: dict[object, object], budget: int
 ) -> tuple[Plan, tuple[ProductPlan, ...]]:
@@ -267,7 +299,7 @@ def _drop_plan(
             key = ("product", src.intervals, dst.intervals, budget)
             if key not in memo:
                 label = rectangle_label(part.terms, atoms)
-                memo[key] = product_plan(label, src, dst, budget, _term_expressions)
+                memo[key] = product_plan(label, src, dst, budget, _term_cost, head=_PRODUCT_HEAD)
             product = memo[key]
             assert isinstance(product, ProductPlan)
             if product.rules + 1 < rules:  # a product chain is an object more: keep small rectangles in the chain
@@ -319,14 +351,17 @@ def _product_chains(
 
 
 def _fits(policy: str, candidate: Plan, max_expressions: int | None) -> bool:
-    """A drop policy holds accept rules, which must all sit in one chain: keep it within the budget."""
+    """A drop policy holds accept rules, which must all sit in one chain: keep its `unsplit_cost` within the budget."""
     if policy == ACCEPT or max_expressions is None:
         return True
-    bound = candidate.rules * (RULE_OVERHEAD + CTSTATE_EXPRESSIONS) + candidate.matches * CIDR_EXPRESSIONS
+    bound = (
+        candidate.rules * (RULE_OVERHEAD + CTSTATE_EXPRESSIONS + UNSPLIT_RULE_WEIGHT)
+        + candidate.matches * CIDR_EXPRESSIONS
+    )
     if bound <= max_expressions:
         return True
-    exact = sum(RULE_OVERHEAD + sum(match_expressions(m) for m in term) for term in candidate.terms())
-    return exact + CTSTATE_EXPRESSIONS + RULE_OVERHEAD <= max_expressions
+    exact = sum(_term_cost(term) for term in candidate.terms())
+    return exact + _PRODUCT_HEAD <= max_expressions
 
 
 def _partition(clauses: Sequence[Clause], groups: ResolvedGroups) -> Partition:
@@ -555,7 +590,7 @@ def _single_accept_chain(
         return None
     allowed = a.smallest({pair for pair, verdict in a.base.items() if verdict == ACCEPT}, 0)
     single = a.chain_of(DROP, [*allowed.located_terms(), *a.accepts], capabilities)
-    if holes_table is None and max_expressions is not None and single.expressions > max_expressions:
+    if holes_table is None and max_expressions is not None and single.unsplit_cost > max_expressions:
         return None  # too large for one FirewallConfiguration: a holes table instead
     return single
 
@@ -592,10 +627,11 @@ def _base_and_holes_chains(
 
 def _fit(chain: CompiledChain, max_expressions: int | None, advice: str = "") -> None:
     """ChainTooLarge when an accept-rules chain of `compile_ports` is over one FirewallConfiguration's budget."""
-    if max_expressions is not None and chain.expressions > max_expressions:
+    if max_expressions is not None and chain.unsplit_cost > max_expressions:
         raise ChainTooLarge(
             f"the rules with ports compile to an accept-rules chain of {chain.expressions} kernel "
-            f"expressions, over the {max_expressions} one FirewallConfiguration may hold{advice}"
+            f"expressions in {len(chain.rules)} rules (cost {chain.unsplit_cost}, at {UNSPLIT_RULE_WEIGHT} a rule "
+            f"more), over the {max_expressions} one FirewallConfiguration may hold{advice}"
         )
 
 

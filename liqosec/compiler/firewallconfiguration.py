@@ -12,8 +12,8 @@ fails with ENOBUFS and the node keeps nothing of it (measured with Liqo v1.2.0;
 docs/semantics.md, "Liqo's agent"). So a peering whose chain is larger is
 written as several FirewallConfigurations ("shards"), each a table of its own
 with part of the rules. Only a drop-rules chain splits this way (a packet
-passes when no table drops it); the compiler keeps accept-rules chains within
-one shard's budget.
+passes when no table drops it); the compiler keeps an accept-rules chain within
+the budget of one unsplittable chain (`compile.UNSPLIT_BUDGET`).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from liqosec.api.validation import FieldError, ValidationError
 from liqosec.compiler.compile import (
     CHAIN_PRIORITY,
     DROP,
+    UNSPLIT_BUDGET,
     ChainTooLarge,
     CompiledChain,
     FilterRule,
@@ -375,7 +376,7 @@ def _compile_inputs(inputs: CompileInputs, capabilities: Capabilities) -> Compil
     else:
         try:
             chain = compile_chain(
-                clauses, pc.spec.default_action, groups, capabilities, max_expressions=MAX_EXPRESSIONS_PER_FIREWALL
+                clauses, pc.spec.default_action, groups, capabilities, max_expressions=UNSPLIT_BUDGET
             )
         except ChainTooLarge as err:
             raise _refused(pc, str(err)) from err

@@ -8,7 +8,8 @@ holes tables already do; they only drop pairs the policy drops, so the main chai
 those pairs out.
 
 Accept rules cannot be cut into shards (a table lacking one would drop what it accepts), so a
-product chain must fit one FirewallConfiguration on its own: S and T are cut into blocks by
+product chain must fit one FirewallConfiguration on its own, within the budget of an unsplittable
+chain (`compile.UNSPLIT_BUDGET`, larger than a drop-rules shard's): S and T are cut into blocks by
 address (a CIDR split in two while its block's spelling passes its share of the budget), one
 chain per pair of blocks. Blocks are named by their CIDR, so a pod change rewrites the chains
 of its block only. No spelling of S x T with Liqo's matches escapes a quadratic term once both
@@ -27,7 +28,8 @@ from liqosec.firewall.addresses import AddressSet
 
 PRODUCT = "x"  # a product chain's kind (its object's and table's suffix) starts with it
 
-# What a chain's ctstate accept costs (ct, bitwise, cmp, counter, verdict): kept free in every product chain.
+# What a chain's ctstate accept costs (ct, bitwise, cmp, counter, verdict): kept free in every product
+# chain (the caller adds what its cost model charges a rule, `compile.UNSPLIT_RULE_WEIGHT`).
 _HEAD = 5
 
 
@@ -94,14 +96,19 @@ def _quantized(cost: int, step: int) -> int:
     return -(-cost // step) * step
 
 
-def product_plan(label: str, src: AddressSet, dst: AddressSet, budget: int, cost: Callable[[Term], int]) -> ProductPlan:
-    """The product chains of `src` x `dst`, each within `budget` kernel expressions.
+def product_plan(
+    label: str, src: AddressSet, dst: AddressSet, budget: int, cost: Callable[[Term], int], head: int = _HEAD
+) -> ProductPlan:
+    """The product chains of `src` x `dst`, each costing at most `budget` (`cost` a rule, `head` kept free).
+
+    The caller's budget is an unsplittable chain's (`compile.UNSPLIT_BUDGET`: kernel expressions plus
+    a weight a rule), not a drop-rules shard's: a policy-drop chain cannot be cut.
 
     Both sides share a chain's budget: when one side's whole complement takes at most a quarter
     of it, that side is one block and the other gets the rest (rounded to quarters, so a pod
     change on the small side does not move the other side's blocks); otherwise each gets half.
     """
-    room = budget - _HEAD
+    room = budget - head
     whole_src, whole_dst = (
         _block(src.intervals, "src", "0000000000", cost),
         _block(dst.intervals, "dst", "0000000000", cost),

@@ -1,21 +1,28 @@
-"""Scope: hundreds of scattered pods through the real chain: Liqo's agent loads every shard, sampled cells match."""
+"""Scope: hundreds of scattered pods through the real chain: Liqo's agent loads every shard, sampled cells match;
+the largest object the compiler writes (an unsplittable chain at its budget) loads, and one past the agent's limit fails."""
 
 from __future__ import annotations
 
 import importlib.util
 import random
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from dataplane_support import check_cells, describe
+from dataplane_support import chain, check_cells, describe
 from world import World
 
 from harness import agent_model as agent
+from liqosec.compiler.compile import UNSPLIT_BUDGET, UNSPLIT_RULE_WEIGHT, FilterRule, rule_name, unsplit_cost
+from liqosec.compiler.firewallconfiguration import MAX_EXPRESSIONS_PER_FIREWALL
+from liqosec.controller.resources import FIREWALL_CONFIGURATIONS
+from liqosec.firewall.addresses import AddressSet
 from liqosec.inputs import load_objects
 from liqosec.matrix import Matrix, build_matrix
 
 pytestmark = pytest.mark.dataplane
+BASE_10_1 = (10 << 24) | (1 << 16)  # 10.1.0.0
 
 SCENARIO = Path(__file__).parent / "scenarios" / "default-deny.yaml"
 OFFLOADED = {"offloading.liqo.io/origin": "rome", "liqo.io/managed-by": "shadowpod"}
@@ -126,3 +133,137 @@ def test_300_scattered_offloaded_pods_compile_linear_and_keep_verdicts(
         (f"{shape}, 300 scattered offloaded pods: {len(fcs)} objects", len(cells.observed), cells.agreed)
     )
     assert not cells.disagreements, describe(cells, names)
+
+
+# The largest object the compiler writes: one unsplittable (policy-drop) chain at `UNSPLIT_BUDGET`,
+# twice a drop-rules shard's 1,500 expressions (docs/semantics.md, "Product chains" and "Liqo's agent").
+BUDGET_PODS = 660  # offloaded and as many local: each side's complement fills half a product chain
+
+
+def test_product_chains_at_the_unsplit_budget_apply_and_keep_verdicts(fresh: World, cell_report: Any) -> None:
+    """ProtectedBorders over 660 scattered offloaded pods: the compiler's product chains come within 1%
+    of the unsplit budget; Liqo's agent applies them on every node (Applied=True, every rule in the
+    nft table) and sampled packets get the matrix's verdicts."""
+    base = [o for o in load_objects([str(PROVIDER)]) if o["kind"] != "PeeringConnectivity"]
+    (policy,) = [o for o in load_objects([str(PROVIDER)]) if o["kind"] == "PeeringConnectivity"]
+    policy = {**policy, "spec": SHAPES["protected-borders"]}
+    objects = [*base, *_offloaded_and_local(BUDGET_PODS), policy]
+    fcs = fresh.apply_and_settle(objects, timeout=240)  # every node holds every table and rule name
+    products = [fc for fc in fcs if fc["spec"]["table"]["chains"][0]["policy"] == "drop"]
+    costs = [_unsplit_cost(fc) for fc in products]
+    assert products and max(costs) <= UNSPLIT_BUDGET
+    assert max(costs) >= 0.98 * UNSPLIT_BUDGET, f"the largest product chain costs {max(costs)}: not at the budget"
+    assert max(_expressions(fc) for fc in products) > 2 * MAX_EXPRESSIONS_PER_FIREWALL * 0.9
+    fresh.wait_ready(objects, timeout=60)
+    for fc in products:  # Liqo's own status: Applied=True from both hosts
+        assert _applied(fresh, fc) == {f"worker-{i}": "True" for i in range(len(fresh.cluster.nodes))}
+    matrix = build_matrix(objects, max_endpoints=None)
+    sample = _sample(matrix, random.Random(BUDGET_PODS))
+    names = {e.ip: e.name for e in matrix.endpoints}
+    fresh.cluster.attach({ip: i % len(fresh.cluster.nodes) for i, ip in enumerate(sample)}, names)
+    cells = check_cells(fresh.cluster, matrix.connect)
+    cell_report.append(
+        (
+            f"protected-borders, {BUDGET_PODS} offloaded pods: product chains of {max(costs)} / {UNSPLIT_BUDGET}",
+            len(cells.observed),
+            cells.agreed,
+        )
+    )
+    assert not cells.disagreements, describe(cells, names)
+
+
+# The longest table name liqosec writes: a product chain's, for a peer id of 63 characters (a DNS
+# label). The agent's echo of each rule carries it, so it is the worst case for the agent's limit.
+LONGEST_TABLE = f"liqosec-{'p' * 63}_xabcdef-0a01000017-0a01800017"
+
+
+def _worst_rules(shape: str) -> list[FilterRule]:
+    """Accept rules of one shape, as many as an unsplittable chain could hold: one IP match each (the
+    most rules), two, 20 CIDRs (the most expressions a rule), or a product chain's complement chunks."""
+    from liqosec.compiler.cover import Match, complement_terms
+
+    if shape == "product":
+        rng = random.Random(17)
+        pods = AddressSet.from_intervals((a, a) for a in (BASE_10_1 + 2 * x for x in rng.sample(range(1, 32_767), 3000)))
+        terms = complement_terms(pods, "src")
+    else:
+        per_rule, cidr = {"one-ip": (1, False), "two-ips": (2, False), "20-cidrs": (20, True)}[shape]
+        terms = [
+            tuple(
+                Match("src", "neq" if j else "eq", f"10.{i // 250}.{i % 250}.{2 * j}" + ("/31" if cidr else ""))
+                for j in range(per_rule)
+            )
+            for i in range(5000)
+        ]
+    rules = []
+    for term in terms:
+        name = rule_name("accept", term)
+        rules.append(FilterRule(name, "accept", term))
+    return rules
+
+
+def _longest_chain(rules: list[FilterRule], cost: int) -> dict[str, Any]:
+    """A policy-drop chain in the longest table, of the first `rules` whose `unsplit_cost` stays within `cost`."""
+    kept: list[FilterRule] = []
+    for r in rules:
+        if unsplit_cost([*kept, r]) > cost:
+            break
+        kept.append(r)
+    fc = chain([r.to_api() for r in kept], table=LONGEST_TABLE, policy="drop", name="peering-filter")
+    fc["metadata"]["name"] = "longest-chain"
+    return fc
+
+
+@pytest.mark.parametrize("shape", ["one-ip", "two-ips", "20-cidrs", "product"])
+def test_liqos_agent_applies_a_chain_at_the_unsplit_budget_whatever_its_rules(fresh: World, shape: str) -> None:
+    """At `UNSPLIT_BUDGET` (kernel expressions plus `UNSPLIT_RULE_WEIGHT` a rule), in the longest table
+    name, a policy-drop chain of any rule shape loads on every node with Applied=True."""
+    fc = _longest_chain(_worst_rules(shape), UNSPLIT_BUDGET)
+    fresh.put_firewalls([fc], timeout=60)
+    assert _wait_applied(fresh, fc, "True"), _applied(fresh, fc)
+
+
+@pytest.mark.parametrize("shape, rules", [("one-ip", 600), ("20-cidrs", 61), ("product", 214)])
+def test_liqos_agent_fails_a_chain_past_its_limit(fresh: World, shape: str, rules: int) -> None:
+    """Control: the agent's limit is real and where docs/semantics.md says ("Liqo's agent"): these chains
+    (cost 4,800, 4,026 and about 4,850) fail with ENOBUFS on every node, which reports Applied=False."""
+    fc = _longest_chain(_worst_rules(shape)[:rules], 10**6)
+    assert len(fc["spec"]["table"]["chains"][0]["rules"]["filterRules"]) == rules
+    with pytest.raises(TimeoutError, match="_xabcdef.*missing"):
+        fresh.put_firewalls([fc], timeout=10)
+    assert _wait_applied(fresh, fc, "False"), _applied(fresh, fc)
+
+
+def _expressions(fc: dict[str, Any]) -> int:
+    return sum(agent.expression_count(r) for c in fc["spec"]["table"]["chains"] for r in _rules(c))
+
+
+def _rules(chain_: dict[str, Any]) -> list[dict[str, Any]]:
+    rules: list[dict[str, Any]] = (chain_.get("rules") or {}).get("filterRules") or []
+    return rules
+
+
+def _unsplit_cost(fc: dict[str, Any]) -> int:
+    rules = [r for c in fc["spec"]["table"]["chains"] for r in _rules(c)]
+    return _expressions(fc) + UNSPLIT_RULE_WEIGHT * len(rules)
+
+
+def _applied(world: World, fc: dict[str, Any]) -> dict[str, str]:
+    """Each host's `Applied` status on the live object (Liqo's agent writes it)."""
+    meta = fc["metadata"]
+    live = world.kube.get(FIREWALL_CONFIGURATIONS, meta["name"], namespace=meta["namespace"])
+    return {
+        c.get("host"): c.get("status")
+        for c in (live.get("status") or {}).get("conditions") or ()
+        if c.get("type") == "Applied"
+    }
+
+
+def _wait_applied(world: World, fc: dict[str, Any], status: str, timeout: float = 20.0) -> bool:
+    want = {f"worker-{i}": status for i in range(len(world.cluster.nodes))}
+    deadline = time.monotonic() + timeout
+    while _applied(world, fc) != want:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
