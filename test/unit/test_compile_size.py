@@ -26,7 +26,7 @@ from harness import agent_model as agent
 from liqosec.api.peeringconnectivity import Action, PeeringConnectivity, PeeringConnectivitySpec, SecurityMode
 from liqosec.api.validation import ValidationError
 from liqosec.compiler import firewallconfiguration as fcmod
-from liqosec.compiler.compile import compile_chain
+from liqosec.compiler.compile import UNSPLIT_BUDGET, UNSPLIT_RULE_WEIGHT, compile_chain
 from liqosec.compiler.cover import MAX_MATCHES_PER_RULE
 from liqosec.compiler.modes import mode_clauses
 from liqosec.compiler.policy import Clause, decide
@@ -85,9 +85,7 @@ def scattered(n: int, seed: int) -> list[int]:
 
 
 def objects(clauses: list[Clause], default: Action, offsets: list[int]) -> list[dict[str, Any]]:
-    chain = compile_chain(
-        clauses, default, groups(offsets), Capabilities(), max_expressions=fcmod.MAX_EXPRESSIONS_PER_FIREWALL
-    )
+    chain = compile_chain(clauses, default, groups(offsets), Capabilities(), max_expressions=UNSPLIT_BUDGET)
     out = [fcmod.firewall_object(PC, "rome", chain, s.rules, s.label) for s in fcmod.shards(chain)]
     for kind, extra in chain.extra:
         out += [
@@ -110,17 +108,34 @@ def rewritten(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> int:
     return sum(1 for name in old.keys() | new.keys() if old.get(name) != new.get(name))
 
 
+# Pods a product chain's block holds at least, on average, for uniformly scattered pods: a side's
+# complement fits half an unsplittable chain (3,500: about 2.7 a pod with chunks of 9 matches, so
+# about 640 pods), and CIDR halving leaves blocks of at least a quarter of that.
+BLOCK_PODS = 160
+
+
 def product_bound(n: int) -> tuple[int, int]:
     """(rules, objects) one scattered x scattered region of n pods a side may take at most.
 
-    A side whose complement fits half an object (at least 2 expressions a match, 1,500 an object:
-    about 300 intervals) is one block; CIDR halving leaves blocks of at least a quarter of that on
-    average for uniformly scattered pods, so a side has at most ceil(n / 75) blocks and every chain
-    of a pair of blocks at most 1 + (75 * 2) / 8 rules per side... bounded generously here by the
-    blocks: each chain holds at most 40 rules (20 matches a rule but the edges, 750 expressions a side).
+    A side has at most ceil(n / BLOCK_PODS) blocks, one chain per pair of blocks, each holding at most
+    UNSPLIT_BUDGET / (2 + UNSPLIT_RULE_WEIGHT + 2) rules (a rule costs at least one match, its counter
+    and verdict, and its weight): bounded generously.
     """
-    blocks = max(1, -(-n // 75))
-    return blocks * blocks * 80, blocks * blocks
+    blocks = max(1, -(-n // BLOCK_PODS))
+    return blocks * blocks * (UNSPLIT_BUDGET // (4 + UNSPLIT_RULE_WEIGHT)), blocks * blocks
+
+
+def unsplit_cost(fc: dict[str, Any]) -> int:
+    return sum(agent.expression_count(r) + UNSPLIT_RULE_WEIGHT for r in rules_of(fc))
+
+
+def within_budgets(fc: dict[str, Any]) -> bool:
+    """A drop-rules shard within one FirewallConfiguration's 1,500 expressions; a policy-drop chain
+    (product chains, accept rules) within the unsplittable chain's budget."""
+    [chain] = fc["spec"]["table"]["chains"]
+    if chain["policy"] == "drop":
+        return unsplit_cost(fc) <= UNSPLIT_BUDGET
+    return sum(agent.expression_count(r) for r in rules_of(fc)) <= fcmod.MAX_EXPRESSIONS_PER_FIREWALL
 
 
 SIZES = st.sampled_from([25, 60, 150, 300])
@@ -134,7 +149,7 @@ def test_every_object_is_within_liqos_limits_and_rules_grow_linearly(shape: str,
     for fc in fcs:
         rules = rules_of(fc)
         assert all(len(r["match"]) <= MAX_MATCHES_PER_RULE for r in rules)
-        assert sum(agent.expression_count(r) for r in rules) <= fcmod.MAX_EXPRESSIONS_PER_FIREWALL
+        assert within_budgets(fc), fc["metadata"]["name"]
         assert fcmod.object_size(fc, ()) < fcmod.MAX_OBJECT_BYTES
     total = sum(len(rules_of(fc)) for fc in fcs)
     if n <= 150:  # one product chain holds both sides: linear
@@ -165,7 +180,7 @@ def test_a_one_pod_change_rewrites_few_objects(shape: str, n: int, seed: int, ad
     elif n <= 150:  # one product chain per region: it and the main chain at most
         assert count <= 3, (shape, n, count)
     else:  # a change rewrites its block's row and column of product chains
-        blocks = -(-n // 75)
+        blocks = -(-n // BLOCK_PODS)
         assert count <= 2 * (2 * blocks) + 1, (shape, n, count)
 
 
@@ -175,6 +190,32 @@ def test_rules_grow_linearly_while_one_object_holds_both_sides() -> None:
         small = sum(len(rules_of(fc)) for fc in objects(clauses, default, scattered(100, 1)))
         large = sum(len(rules_of(fc)) for fc in objects(clauses, default, scattered(200, 1)))
         assert large <= 2.5 * small, (shape, small, large)
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(["protected-borders", "default-deny"]), st.integers(0, 2**16))
+def test_ten_thousand_scattered_pods_compile_within_max_firewalls(shape: str, seed: int) -> None:
+    """Issue 17's two quadratic shapes at 10,000 scattered offloaded pods: accepted (not TooLarge), in at
+    most MAX_FIREWALLS objects, each within its budget (product chains at most UNSPLIT_BUDGET)."""
+    from liqosec.compiler.firewallconfiguration import CompileInputs, compile_inputs
+
+    clauses, default, _ = SHAPES[shape]
+    spec = PeeringConnectivitySpec(default_action=default)
+    pc = PeeringConnectivity("rome", "liqo-tenant-rome", spec, uid="u")
+    compiled = compile_inputs(CompileInputs(pc, "rome", tuple(clauses), groups(scattered(10_000, seed)), None), Capabilities())
+    fcs = compiled.firewalls
+    assert len(fcs) <= fcmod.MAX_FIREWALLS, (shape, len(fcs))
+    products = [fc for fc in fcs if fc["spec"]["table"]["chains"][0]["policy"] == "drop"]
+    assert len(products) > 1 and all(within_budgets(fc) for fc in fcs), shape
+    assert max(unsplit_cost(fc) for fc in products) > 2 * fcmod.MAX_EXPRESSIONS_PER_FIREWALL
+
+
+def test_the_unsplit_budget_is_larger_than_a_shards_and_under_the_agents_limit() -> None:
+    """Unsplittable chains get about twice a shard's 1,500 expressions, and stay under the lowest cost
+    Liqo's agent was seen to fail at (4,026: 61 rules of 20 CIDRs, test/dataplane/test_scale.py)."""
+    assert 2 * fcmod.MAX_EXPRESSIONS_PER_FIREWALL <= UNSPLIT_BUDGET <= 0.9 * 4_026
+    # a drop-rules shard of one-match rules costs at most 1,500 * (4 + 4) / 4: it too stays under the limit
+    assert fcmod.MAX_EXPRESSIONS_PER_FIREWALL * (4 + UNSPLIT_RULE_WEIGHT) // 4 <= 0.9 * 4_026
 
 
 # ---- verdicts with product chains in play ----

@@ -551,11 +551,11 @@ def test_holes_too_large_for_one_chain_move_to_a_holes_table() -> None:
 def test_an_accept_chain_too_large_for_one_firewall_is_refused_with_the_field() -> None:
     """Accept rules cannot be cut into shards: past one firewall's budget the spec is refused, nothing written."""
 
-    def spec(namespaces: int) -> dict[str, Any]:
+    def spec(namespaces: int, ports: int = 1) -> dict[str, Any]:
         rules = [
             {
                 "source": {"group": "remote-cluster"},
-                "destination": {"namespace": f"ns{i}", "ports": [{"port": 1000 + i}]},
+                "destination": {"namespace": f"ns{i}", "ports": [{"port": 1000 * (k + 1) + i} for k in range(ports)]},
                 "action": "allow",
             }
             for i in range(namespaces)
@@ -565,7 +565,7 @@ def test_an_accept_chain_too_large_for_one_firewall_is_refused_with_the_field() 
     [small] = outcomes([*cluster(spec(2)), *scattered(2, 3)], capabilities=Capabilities())
     assert len(small.firewalls) == 1 and len(l4_rules(small.firewall)) == 2
     with pytest.raises(RenderError) as info:
-        outcomes([*cluster(spec(100)), *scattered(100, 3)], capabilities=Capabilities())  # 100 holes, 100 ports
+        outcomes([*cluster(spec(150, 3)), *scattered(150, 3)], capabilities=Capabilities())  # 150 holes, 450 ports
     assert "spec.rules: the rules with ports compile to an accept-rules chain" in str(info.value)
 
 
