@@ -375,9 +375,7 @@ def _compile_inputs(inputs: CompileInputs, capabilities: Capabilities) -> Compil
             built = [(firewall_object(pc, peer, chain, ()), ())]
     else:
         try:
-            chain = compile_chain(
-                clauses, pc.spec.default_action, groups, capabilities, max_expressions=UNSPLIT_BUDGET
-            )
+            chain = compile_chain(clauses, pc.spec.default_action, groups, capabilities, max_expressions=UNSPLIT_BUDGET)
         except ChainTooLarge as err:
             raise _refused(pc, str(err)) from err
         objects = 1 + len(chain.extra)

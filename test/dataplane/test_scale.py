@@ -184,7 +184,9 @@ def _worst_rules(shape: str) -> list[FilterRule]:
 
     if shape == "product":
         rng = random.Random(17)
-        pods = AddressSet.from_intervals((a, a) for a in (BASE_10_1 + 2 * x for x in rng.sample(range(1, 32_767), 3000)))
+        pods = AddressSet.from_intervals(
+            (a, a) for a in (BASE_10_1 + 2 * x for x in rng.sample(range(1, 32_767), 3000))
+        )
         terms = complement_terms(pods, "src")
     else:
         per_rule, cidr = {"one-ip": (1, False), "two-ips": (2, False), "20-cidrs": (20, True)}[shape]

@@ -202,7 +202,9 @@ def test_ten_thousand_scattered_pods_compile_within_max_firewalls(shape: str, se
     clauses, default, _ = SHAPES[shape]
     spec = PeeringConnectivitySpec(default_action=default)
     pc = PeeringConnectivity("rome", "liqo-tenant-rome", spec, uid="u")
-    compiled = compile_inputs(CompileInputs(pc, "rome", tuple(clauses), groups(scattered(10_000, seed)), None), Capabilities())
+    compiled = compile_inputs(
+        CompileInputs(pc, "rome", tuple(clauses), groups(scattered(10_000, seed)), None), Capabilities()
+    )
     fcs = compiled.firewalls
     assert len(fcs) <= fcmod.MAX_FIREWALLS, (shape, len(fcs))
     products = [fc for fc in fcs if fc["spec"]["table"]["chains"][0]["policy"] == "drop"]

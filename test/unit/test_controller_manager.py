@@ -20,8 +20,8 @@ from liqosec.api.peeringconnectivity import KIND
 from liqosec.controller import health
 from liqosec.controller.manager import Controller, Exit, Options, _QueueAffectedPeerings, missing_crds_message
 from liqosec.controller.mapping import Change, KeyMapper, firewall_configuration_keys
-from liqosec.controller.ownwrites import OwnWrites
 from liqosec.controller.metrics import CONTROLLER
+from liqosec.controller.ownwrites import OwnWrites
 from liqosec.controller.resources import CRDS, FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES, watched_resources
 from liqosec.kube import errors
 from liqosec.kube.queue import RateLimitingQueue
