@@ -1,5 +1,6 @@
 """Scope: hundreds of scattered pods through the real chain: Liqo's agent loads every shard, sampled cells match;
-the largest object the compiler writes (an unsplittable chain at its budget) loads, and one past the agent's limit fails."""
+the largest object the compiler writes (an unsplittable chain at its budget) loads, and one past the
+agent's limit fails."""
 
 from __future__ import annotations
 

@@ -173,10 +173,13 @@ def test_a_one_pod_change_rewrites_few_objects(shape: str, n: int, seed: int, ad
     changed = pods if add else pods[1:n]
     after = objects(clauses, default, changed)
     count = rewritten(before, after)
-    if shape == "deny-offloaded-local":  # no product chains: one shard
-        assert count <= 1, (shape, n, count)
-    elif shape == "segregation":  # no product chains; a pod at some addresses rewrites up to 5 shards
-        assert count <= len(after), (shape, n, count)  # (as before product chains: not yet explained)
+    if shape == "deny-offloaded-local":  # no product chains: one group, its chunks placed by address
+        # The shard of the pod's chunk; when the chunk's boundary moves, the neighbour shard its rule
+        # moves to; and the first shard, when a complement rule changes (measured at 600 pods: 1 in
+        # 231 of 240 changes, 2 in 6, 3 in 3).
+        assert count <= 3, (shape, n, count)
+    elif shape == "segregation":  # no product chains; 17 party occurrences, each with its chunks
+        assert count <= max(len(before), len(after)), (shape, n, count)
     elif n <= 150:  # one product chain per region: it and the main chain at most
         assert count <= 3, (shape, n, count)
     else:  # a change rewrites its block's row and column of product chains
