@@ -33,7 +33,7 @@ from typing import Any, Protocol
 import structlog
 
 from liqosec.kube import errors
-from liqosec.kube.client import JsonDict, KubeClient, ResourceRef, WatchStream
+from liqosec.kube.client import ItemTransform, JsonDict, KubeClient, ResourceRef, WatchStream
 from liqosec.kube.clock import Clock, RealClock
 from liqosec.kube.store import Store, resource_version
 
@@ -57,9 +57,13 @@ MIN_HEALTHY_WATCH_SECONDS = 1.0
 
 
 class ListWatch(Protocol):
-    """The seam to the API server for one collection."""
+    """The seam to the API server for one collection.
 
-    def list(self, *, limit: int, continue_token: str | None) -> JsonDict: ...
+    ``list`` returns a page whose items went through ``transform`` (the store's), each as it was
+    decoded: a page of full objects is never held decoded at once.
+    """
+
+    def list(self, *, limit: int, continue_token: str | None, transform: ItemTransform) -> JsonDict: ...
 
     def watch(self, *, resource_version: str, timeout_seconds: int, allow_bookmarks: bool) -> WatchStream: ...
 
@@ -73,13 +77,14 @@ class ClientListWatch:
     namespace: str | None = None
     label_selector: str | None = None
 
-    def list(self, *, limit: int, continue_token: str | None) -> JsonDict:
+    def list(self, *, limit: int, continue_token: str | None, transform: ItemTransform) -> JsonDict:
         return self.client.list(
             self.ref,
             self.namespace,
             limit=limit,
             continue_token=continue_token,
             label_selector=self.label_selector,
+            transform=transform,
         )
 
     def watch(self, *, resource_version: str, timeout_seconds: int, allow_bookmarks: bool) -> WatchStream:
@@ -254,9 +259,10 @@ class Reflector:
         token: str | None = None
         rv = ""
         while True:
-            page = self._lw.list(limit=self._page_size, continue_token=token)
-            # Slim each page as it arrives: holding a 10k-pod LIST in full would cost ~100 MB.
-            items.extend(self._store.transform(o) for o in page.get("items") or [])
+            # Slim each item as it is decoded: holding a 10k-pod LIST in full would cost ~100 MB, and
+            # even one page of 500 full pods decoded at once leaves the allocator's arenas half-used.
+            page = self._lw.list(limit=self._page_size, continue_token=token, transform=self._store.transform)
+            items.extend(page.get("items") or [])
             meta: dict[str, Any] = page.get("metadata") or {}
             rv = str(meta.get("resourceVersion") or rv)
             token = meta.get("continue") or None

@@ -31,7 +31,7 @@ from liqosec.controller.resources import StoreView, watched_resources
 from liqosec.controller.retire import FINALIZER
 from liqosec.firewall.capabilities import STATELESS, Capabilities
 from liqosec.kube import errors
-from liqosec.kube.client import EVENTS, JsonDict, JsonPatch, PatchType, ResourceRef
+from liqosec.kube.client import EVENTS, ItemTransform, JsonDict, JsonPatch, PatchType, ResourceRef
 from liqosec.kube.store import Store
 
 RETIRE_GRACE = 10.0
@@ -205,6 +205,7 @@ class FakeKubeClient:
         limit: int,
         continue_token: str | None,
         label_selector: str | None = None,
+        transform: ItemTransform | None = None,
     ) -> JsonDict:
         with self._lock:
             self._record("list", ref, namespace, "")
@@ -213,6 +214,8 @@ class FakeKubeClient:
                 for o in self.of(ref)
                 if (not namespace or _meta(o).get("namespace") == namespace) and _selected(o, label_selector)
             ]
+            if transform is not None:
+                items = [transform(o) for o in items]
             return {"items": items, "metadata": {"resourceVersion": str(self._rv)}}
 
     def watch(

@@ -12,10 +12,12 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from harness.peek import last_resource_version
 from liqosec.kube import errors
-from liqosec.kube.client import LEASES, PODS, ResourceRef, RestKubeClient, transport_retries
+from liqosec.kube.client import LEASES, PODS, ResourceRef, RestKubeClient, decode_list, transport_retries
 
 JsonDict = dict[str, Any]
 
@@ -149,6 +151,55 @@ def test_list_sends_paging_and_selector_with_bearer_token(server: Server) -> Non
     assert (seen.method, seen.path) == ("GET", "/api/v1/namespaces/ns/pods")
     assert seen.query == {"limit": ["500"], "continue": ["abc"], "labelSelector": ["a=b"]}
     assert seen.headers["authorization"] == "Bearer sekret"
+
+
+def test_list_with_a_transform_hands_back_transformed_items(server: Server) -> None:
+    pods = [{"metadata": {"name": f"p{i}"}, "spec": {"containers": [{"name": "c"}]}} for i in range(3)]
+    server.replies.append(Reply(200, {"kind": "PodList", "metadata": {"resourceVersion": "7"}, "items": pods}))
+    seen: list[str] = []
+
+    def slim(obj: dict[str, Any]) -> dict[str, Any]:
+        seen.append(obj["metadata"]["name"])
+        return {"metadata": obj["metadata"]}
+
+    page = make_client(server.url).list(PODS, "ns", limit=500, continue_token=None, transform=slim)
+    assert page == {
+        "kind": "PodList",
+        "metadata": {"resourceVersion": "7"},
+        "items": [{"metadata": {"name": f"p{i}"}} for i in range(3)],
+    }
+    assert seen == ["p0", "p1", "p2"]
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(
+    st.dictionaries(st.text(max_size=6), _JSON, max_size=4),
+    st.one_of(st.none(), st.lists(_JSON, max_size=4)),
+    st.booleans(),
+)
+def test_decoding_a_list_item_by_item_equals_decoding_it_whole(top: dict[str, Any], items: Any, indent: bool) -> None:
+    body = {**top, "items": items} if items is not None or "items" in top else top
+    data = json.dumps(body, indent=2 if indent else None).encode()
+    decoded = decode_list(data, lambda item: ["T", item])
+    expected = json.loads(data)
+    if isinstance(expected.get("items"), list):
+        expected["items"] = [["T", item] for item in expected["items"]]
+    assert decoded == expected
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["", "[]", "{", '{"items":[1,]}', '{"items":[1 2]}', '{"a":1,}', '{"a" 1}', "{1:2}", '{"a":1} x', '{"items":['],
+)
+def test_decoding_a_list_refuses_what_is_not_one_json_object(body: str) -> None:
+    with pytest.raises(ValueError):
+        decode_list(body.encode(), lambda item: item)
 
 
 def test_watch_streams_events_line_by_line(server: Server) -> None:

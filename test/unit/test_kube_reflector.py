@@ -16,6 +16,7 @@ from harness.fakeclock import FakeClock
 from harness.peek import last_resource_version
 from harness.waiting import wait_until
 from liqosec.kube import errors
+from liqosec.kube.client import ItemTransform
 from liqosec.kube.reflector import (
     BACKOFF_CAP_SECONDS,
     BACKOFF_INITIAL_SECONDS,
@@ -81,13 +82,13 @@ class ScriptedListWatch:
         self.calls: list[tuple[str, Any]] = []
         self.lock = threading.Lock()
 
-    def list(self, *, limit: int, continue_token: str | None) -> JsonDict:
+    def list(self, *, limit: int, continue_token: str | None, transform: ItemTransform) -> JsonDict:
         with self.lock:
             self.calls.append(("list", continue_token))
             answer = self.lists.popleft() if self.lists else page([], "1")
         if isinstance(answer, Exception):
             raise answer
-        return answer
+        return {**answer, "items": [transform(o) for o in answer.get("items") or []]}
 
     def watch(self, *, resource_version: str, timeout_seconds: int, allow_bookmarks: bool) -> FakeStream:
         assert allow_bookmarks
