@@ -5,10 +5,13 @@ Guarantees:
   capabilities; a report's outcome, pods and enforced firewall) or, for the cluster-wide
   ones, while the store generations of pods and nodes are the same and known (not negative).
 - `forget(key)` drops a peering's entries (deleted, or gone to DryRun).
+- `DesiredSpecs.share` hands the FirewallConfiguration cache the spec last compiled for an object in
+  place of an equal copy decoded from the API server: one copy of each firewall's rules, not two.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -19,7 +22,7 @@ from liqosec.controller.resources import StoreView
 from liqosec.firewall.addresses import AddressSet
 from liqosec.firewall.capabilities import FIREWALL_CRD_NAME, STATELESS, Capabilities, from_crd
 from liqosec.groups.resolve import hosted_addresses
-from liqosec.kube.store import Store
+from liqosec.kube.store import JsonDict, Store, object_key
 
 
 class CrdCapabilities:
@@ -39,11 +42,58 @@ class CrdCapabilities:
         return self._cache[1]
 
 
+class DesiredSpecs:
+    """The spec of every firewall last compiled, by object key (`namespace/name`), for the cache to share.
+
+    A compiled firewall's spec is held by the compile kept for its peering; the same firewall, written
+    and watched back, would be a second, equal copy in the FirewallConfiguration cache (tens of KB of
+    JSON each, several times that as dicts). `share` is that cache's transform: an object whose spec
+    equals the one compiled for it is stored with the compiled spec object instead. Both are read-only,
+    so nothing can tell them apart but `is`. Thread-safe: workers keep, the reflector shares.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._specs: dict[str, Any] = {}  # object key -> spec
+        self._names: dict[str, tuple[str, ...]] = {}  # peering key -> its firewalls' object keys
+
+    def keep(self, key: str, firewalls: tuple[Mapping[str, Any], ...]) -> None:
+        """The peering's firewalls as last compiled (replacing what it had before)."""
+        specs = {object_key(fw): fw.get("spec") for fw in firewalls}
+        with self._lock:
+            for name in self._names.pop(key, ()):
+                self._specs.pop(name, None)
+            self._specs.update(specs)
+            self._names[key] = tuple(specs)
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            for name in self._names.pop(key, ()):
+                self._specs.pop(name, None)
+
+    def spec(self, name: str) -> Any:
+        """The spec compiled for the object keyed `name`, or None."""
+        with self._lock:
+            return self._specs.get(name)
+
+    def share(self, obj: JsonDict) -> JsonDict:
+        """`obj` with the compiled spec object in place of its own when they are equal; else `obj`."""
+        spec = obj.get("spec")
+        try:
+            desired = self.spec(object_key(obj))
+        except ValueError:
+            return obj
+        if desired is None or desired is spec or desired != spec:
+            return obj
+        return {**obj, "spec": desired}
+
+
 class Derived:
     """The reconciler's caches, keyed by peering (`ns/name`) or by the pods' and nodes' store generations."""
 
-    def __init__(self, view: StoreView) -> None:
+    def __init__(self, view: StoreView, desired: DesiredSpecs | None = None) -> None:
         self._view = view
+        self.desired = desired or DesiredSpecs()
         # The last compile per key, reused while its inputs are equal (compiling is most of a
         # reconcile's CPU; reading the inputs is a few lookups in the caches).
         self._compiled: dict[str, tuple[CompileInputs, Capabilities, CompiledPeering]] = {}
@@ -56,6 +106,7 @@ class Derived:
         """The peering is gone: nothing derived for it is kept."""
         self._compiled.pop(key, None)
         self._reports.pop(key, None)
+        self.desired.forget(key)
 
     def forget_report(self, key: str) -> None:
         """The peering is enforced: its DryRun report is gone."""
@@ -66,6 +117,7 @@ class Derived:
 
     def keep_compiled(self, key: str, inputs: CompileInputs, caps: Capabilities, outcome: CompiledPeering) -> None:
         self._compiled[key] = (inputs, caps, outcome)
+        self.desired.keep(key, outcome.firewalls)
 
     def report(
         self,

@@ -33,7 +33,7 @@ from prometheus_client import CollectorRegistry
 from liqosec.api.peeringconnectivity import KIND
 from liqosec.compiler.firewallconfiguration import ALL_NODES, FC_KIND, PER_NODE
 from liqosec.controller import retire
-from liqosec.controller.caches import CrdCapabilities
+from liqosec.controller.caches import CrdCapabilities, DesiredSpecs
 from liqosec.controller.events import EventRecorder
 from liqosec.controller.mapping import KeyMapper, Mapper
 from liqosec.controller.metrics import CONTROLLER, ControllerMetrics
@@ -171,7 +171,9 @@ class Controller:
         self.stores: dict[str, Store] = {}
         self.reflectors: list[Reflector] = []
         self._reflector_of: dict[str, Reflector] = {}
-        self.watched = watched_resources()
+        # The specs last compiled: the FirewallConfiguration cache stores them in place of equal copies.
+        self.desired = DesiredSpecs()
+        self.watched = watched_resources(self.desired.share)
         self.view = StoreView(self.stores)
         keys = KeyMapper(self.view, per_node=options.firewall_scope == PER_NODE)
         self._own_writes = OwnWrites()
@@ -188,6 +190,7 @@ class Controller:
             now=self.clock.wall,
             scope=options.firewall_scope,
             own_writes=self._own_writes,
+            desired=self.desired,
         )
         self._capabilities = CrdCapabilities(self.stores[CRDS.kind])
         self._missing_crds: tuple[str, ...] = ()

@@ -46,7 +46,7 @@ from liqosec.compiler.firewallconfiguration import (
 )
 from liqosec.compiler.governance import conflict, governors
 from liqosec.controller import reflection, retire
-from liqosec.controller.caches import Derived
+from liqosec.controller.caches import Derived, DesiredSpecs
 from liqosec.controller.firewalls import FirewallWriter, Recorder, Refused, WriteMetrics
 from liqosec.controller.ownwrites import OwnWrites
 from liqosec.controller.resources import PEERING_CONNECTIVITIES, StoreView
@@ -90,13 +90,14 @@ class Reconciler:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         scope: str = ALL_NODES,
         own_writes: OwnWrites | None = None,
+        desired: DesiredSpecs | None = None,
     ) -> None:
         self._scope = scope
         self._client = client
         self._view = view
         self._capabilities = capabilities
         self._metrics = metrics
-        self._derived = Derived(view)
+        self._derived = Derived(view, desired)
         self._firewalls = FirewallWriter(
             client=client,
             view=view,

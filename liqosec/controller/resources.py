@@ -137,8 +137,11 @@ class Watched:
         return Store(indexers=dict(self.indexers), transform=transform)
 
 
-def watched_resources() -> list[Watched]:
+def watched_resources(share_firewall: Transform | None = None) -> list[Watched]:
+    """Every watched kind; `share_firewall`, when given, runs after `slim` on every FirewallConfiguration
+    stored (the controller's `caches.DesiredSpecs.share`: one copy of a spec compiled and cached)."""
     namespaced = {NAMESPACE_INDEX: index_by_namespace}
+    firewall_transform = slim if share_firewall is None else (lambda obj: share_firewall(slim(obj)))
     labelled = {**namespaced, **_label_indexers()}
     return [
         Watched(
@@ -150,6 +153,7 @@ def watched_resources() -> list[Watched]:
         Watched(
             FIREWALL_CONFIGURATIONS,
             mapping.firewall_configuration_keys,
+            transform=firewall_transform,
             indexers={**namespaced, **_label_indexers((OWNER_LABEL,))},
             label_selector=f"{MANAGED_BY_LABEL}={MANAGED_BY}",
             crd=FIREWALL_CRD_NAME,

@@ -24,6 +24,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from liqosec.compiler.firewallconfiguration import ALL_NODES
+from liqosec.controller.caches import DesiredSpecs
 from liqosec.controller.events import EventRecorder
 from liqosec.controller.metrics import ControllerMetrics
 from liqosec.controller.reconcile import Reconciler
@@ -347,7 +348,9 @@ class Fixture:
         self, objects: Iterable[JsonDict] = (), *, capabilities: Capabilities = STATELESS, scope: str = ALL_NODES
     ) -> None:
         self.client = FakeKubeClient()
-        self.watched = {w.kind: w for w in watched_resources()}
+        # Wired as the controller is: the firewall cache keeps the compiled spec in place of an equal copy.
+        self.desired = DesiredSpecs()
+        self.watched = {w.kind: w for w in watched_resources(self.desired.share)}
         self.stores: dict[str, Store] = {kind: w.new_store() for kind, w in self.watched.items()}
         for obj in objects:
             self.client.seed(ref_of(obj["kind"]), obj)
@@ -366,6 +369,7 @@ class Fixture:
             retire_grace=RETIRE_GRACE,
             now=lambda: self.now,
             scope=scope,
+            desired=self.desired,
         )
 
     def sync(self) -> None:

@@ -103,6 +103,30 @@ def test_a_converged_peering_makes_no_call_at_all() -> None:
     assert f.metric("liqosec_firewall_noop_writes_skipped_total", peering=key("rome")) == noops + 1
 
 
+def test_the_cached_firewall_holds_the_compiled_spec_not_a_copy() -> None:
+    f = Fixture(cluster("rome"))
+    converge(f, key("rome"))
+    name = f"{ROME}/liqosec-rome"
+    cached = f.stores["FirewallConfiguration"].get(name)
+    assert cached is not None and cached["spec"] is f.desired.spec(name)
+    # Someone else's edit is cached as it is, and the next pass writes the compiled spec back.
+    live = f.client.stored(FCS, "liqosec-rome", ROME)
+    assert live is not None
+    live["spec"]["table"]["chains"][0]["priority"] = 5
+    f.seed(live)
+    cached = f.stores["FirewallConfiguration"].get(name)
+    assert cached is not None and cached["spec"] == live["spec"] and cached["spec"] is not f.desired.spec(name)
+    assert verbs(f.reconcile(key("rome")))[0] == ("update", "firewallconfigurations", "liqosec-rome")
+    f.sync()
+    cached = f.stores["FirewallConfiguration"].get(name)
+    assert cached is not None and cached["spec"] is f.desired.spec(name)
+    # A deleted peering's specs are forgotten.
+    f.client.delete(PCS, "rome", namespace=ROME)
+    f.sync()
+    f.reconcile(key("rome"))
+    assert f.desired.spec(name) is None
+
+
 def test_a_new_pod_updates_the_firewall_and_keeps_what_others_added() -> None:
     f = Fixture(cluster("rome"))
     converge(f, key("rome"))
