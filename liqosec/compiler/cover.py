@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from liqosec.firewall.addresses import MAX_IP, AddressSet, format_interval
@@ -34,23 +34,30 @@ MAX_MATCHES_PER_RULE = 20
 _SPLITS = (0, 1, 2, 4, 8, 12, 16, 18, 19, 20)
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)  # thousands live in the compile caches: no __dict__ each
 class Match:
     position: str  # "src" | "dst" ("" for a protocol)
     op: str  # "eq" | "neq"
     value: str
     kind: str = "ip"  # "ip" | "proto" (value tcp or udp) | "port" (a port or a range "a-b")
+    _api: dict[str, object] | None = field(default=None, init=False, repr=False, compare=False)
 
     def to_api(self) -> dict[str, object]:
-        if self.kind == "proto":
-            return {"op": self.op, "proto": {"value": self.value}}
-        return {"op": self.op, self.kind: {"position": self.position, "value": self.value}}
+        """The match as the CRD spells it. Kept: shared by every rule holding this match, never mutated."""
+        if self._api is None:
+            if self.kind == "proto":
+                api: dict[str, object] = {"op": self.op, "proto": {"value": self.value}}
+            else:
+                api = {"op": self.op, self.kind: {"position": self.position, "value": self.value}}
+            object.__setattr__(self, "_api", api)
+            return api
+        return self._api
 
 
 Term = tuple[Match, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Spelling:
     """One side, not yet formatted: costed first, formatted only if it wins.
 
@@ -74,16 +81,16 @@ class Spelling:
 NONE = Spelling("none")
 
 
-# Work that repeats from one compile to the next: most intervals, sets and chunks are the
-# same after a pod change (content-defined chunks), so their hashes, costings and
-# formatted matches are kept. Plain dicts emptied when full: a lookup is cheaper than
-# an LRU's bookkeeping, and a refill costs one compile.
+# Work that repeats from one compile to the next: most sets and chunks are the same after a
+# pod change (content-defined chunks), so their hashes, costings and formatted matches are
+# kept. Plain dicts emptied when full: a lookup is cheaper than an LRU's bookkeeping, and a
+# refill costs one compile. (An interval's hash is not kept on its own: a crc32 costs about
+# 0.5 us, a kept one ~160 bytes for as long as the controller runs; sets keep theirs.)
 _CACHE_LIMIT = 200_000
-_INTERVAL_HASHES: dict[tuple[int, int], int] = {}
 _RECTANGLES: dict[tuple[Any, ...], tuple[int, int, Spelling, Spelling]] = {}
 _RECTANGLES_LIMIT = 512
 _FORMATTED: dict[tuple[str, tuple[tuple[int, int], ...]], Term] = {}
-_SETS: dict[tuple[tuple[int, int], ...], tuple[Any, tuple[tuple[int, int], ...]]] = {}
+_SETS: dict[tuple[tuple[int, int], ...], tuple[Any, tuple[tuple[int, int], ...] | None]] = {}
 _SETS_LIMIT = 256
 
 
@@ -94,14 +101,7 @@ def _bounded(cache: dict[Any, Any], limit: int = _CACHE_LIMIT) -> dict[Any, Any]
 
 
 def _boundaries(intervals: tuple[tuple[int, int], ...]) -> list[int]:
-    known = _bounded(_INTERVAL_HASHES)
-    out = []
-    for iv in intervals:
-        digest = known.get(iv)
-        if digest is None:
-            digest = known[iv] = zlib.crc32(f"{iv[0]}-{iv[1]}".encode())
-        out.append(digest)
-    return out
+    return [zlib.crc32(f"{start}-{end}".encode()) for start, end in intervals]
 
 
 class _Hashes(list[int]):
@@ -121,13 +121,26 @@ class _Hashes(list[int]):
         return found[target]
 
 
-def _set_info(addresses: AddressSet) -> tuple[_Hashes, tuple[tuple[int, int], ...]]:
-    """A set's boundary hashes and its complement, shared by every rectangle that has it as a side."""
+def _set_info(addresses: AddressSet) -> tuple[_Hashes, tuple[tuple[int, int], ...] | None]:
+    """A set's boundary hashes and its complement, shared by every rectangle that has it as a side.
+
+    The complement only when one rule can spell it (`_spell` uses it no other way): a group's
+    complement is as long as the group, and kept it would double what a kept set costs.
+    """
     info = _SETS.get(addresses.intervals)
     if info is None:
-        info = (_Hashes(_boundaries(addresses.intervals)), addresses.complement().intervals)
+        holes = addresses.complement().intervals if _holes(addresses) <= MAX_MATCHES_PER_RULE else None
+        info = (_Hashes(_boundaries(addresses.intervals)), holes)
         _bounded(_SETS, _SETS_LIMIT)[addresses.intervals] = info
     return info
+
+
+def _holes(addresses: AddressSet) -> int:
+    """How many intervals the complement of `addresses` has."""
+    ivs = addresses.intervals
+    if not ivs:
+        return 1
+    return len(ivs) + 1 - (ivs[0][0] == 0) - (ivs[-1][1] == MAX_IP)
 
 
 def _chunk_ends(hashes: list[int], cap: int) -> tuple[int, ...]:
@@ -150,7 +163,7 @@ def _chunk_ends(hashes: list[int], cap: int) -> tuple[int, ...]:
 
 
 def _spell(
-    addresses: AddressSet, holes: tuple[tuple[int, int], ...], hashes: list[int], budget: int
+    addresses: AddressSet, holes: tuple[tuple[int, int], ...] | None, hashes: list[int], budget: int
 ) -> Spelling | None:
     """Terms whose union is `addresses`, each of at most `budget` matches; None if impossible."""
     if not addresses:
@@ -161,12 +174,12 @@ def _spell(
         return None
     ends = hashes.ends(budget) if isinstance(hashes, _Hashes) else _chunk_ends(hashes, budget)
     chunks = Spelling("chunks", addresses.intervals, ends)
-    if len(holes) <= budget and (chunks.terms > 1 or len(holes) < len(addresses.intervals)):
+    if holes is not None and len(holes) <= budget and (chunks.terms > 1 or len(holes) < len(addresses.intervals)):
         return Spelling("holes", holes)
     return chunks
 
 
-def _format(spelling: Spelling, position: str) -> list[Term]:
+def _format(spelling: Spelling, position: str, keep: bool = True) -> list[Term]:
     if spelling.kind == "none":
         return []
     if spelling.kind == "any":
@@ -176,7 +189,7 @@ def _format(spelling: Spelling, position: str) -> list[Term]:
     terms: list[Term] = []
     begin = 0
     for end in spelling.ends:
-        terms.append(_format_chunk(spelling.intervals[begin : end + 1], position))
+        terms.append(_format_chunk(spelling.intervals[begin : end + 1], position, keep))
         begin = end + 1
     return terms
 
@@ -200,13 +213,16 @@ def _locations(spelling: Spelling) -> list[int | None]:
     return [spelling.intervals[end][0] for end in spelling.ends]
 
 
-def _format_chunk(ivs: tuple[tuple[int, int], ...], position: str) -> Term:
+def _format_chunk(ivs: tuple[tuple[int, int], ...], position: str, keep: bool = True) -> Term:
+    """A chunk's term; kept for the next compile (`keep`) when it is written, not when only costed."""
     key = (position, ivs)
     term = _FORMATTED.get(key)
     if term is None:
         span = Match(position, "eq", format_interval(ivs[0][0], ivs[-1][1]))
         gaps = (Match(position, "neq", format_interval(x[1] + 1, y[0] - 1)) for x, y in zip(ivs, ivs[1:]))
-        term = _bounded(_FORMATTED)[key] = (span, *gaps)
+        term = (span, *gaps)
+        if keep:
+            _bounded(_FORMATTED)[key] = term
     return term
 
 
@@ -219,13 +235,14 @@ class Plan:
     matches: int
 
     def terms(self) -> list[Term]:
-        return [term for term, _ in self.located_terms()]
+        """The terms, formatted to be costed: what was not formatted before is not kept for later."""
+        return [term for term, _ in self.located_terms(keep=False)]
 
-    def located_terms(self) -> list[tuple[Term, int | None]]:
+    def located_terms(self, keep: bool = True) -> list[tuple[Term, int | None]]:
         """Terms, each with where it sits in the address space (see `_locations`), if anywhere."""
         out: list[tuple[Term, int | None]] = []
         for s, d in self.pieces:
-            src_terms, dst_terms = _format(s, "src"), _format(d, "dst")
+            src_terms, dst_terms = _format(s, "src", keep), _format(d, "dst", keep)
             by_src = s.kind == "chunks" and (d.kind != "chunks" or len(s.ends) >= len(d.ends))
             if by_src:
                 keys = _locations(s)

@@ -68,7 +68,7 @@ def _merge(intervals: Iterable[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
     return tuple(merged)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # many live in compiles kept per peering: no __dict__ each
 class AddressSet:
     intervals: tuple[tuple[int, int], ...] = ()
 

@@ -13,7 +13,7 @@ from liqosec.api.peeringconnectivity import Action, PeeringConnectivity, Peering
 from liqosec.api.validation import ValidationError, parse_peering_connectivity
 from liqosec.compiler import firewallconfiguration as fcmod
 from liqosec.compiler.compile import CHAIN_STATEFUL, CHAIN_STATELESS, CTSTATE_RULE_NAME, compile_chain
-from liqosec.compiler.cover import MAX_MATCHES_PER_RULE
+from liqosec.compiler.cover import MAX_MATCHES_PER_RULE, Match
 from liqosec.compiler.firewallconfiguration import build
 from liqosec.compiler.policy import Clause
 from liqosec.firewall.addresses import AddressSet, int_to_ip, parse_value
@@ -180,3 +180,13 @@ def test_two_peerings_never_share_a_table() -> None:
     a = fcmod.table_name("rome")
     b = fcmod.table_name("milan")
     assert a != b
+
+
+def test_a_match_is_spelled_once_for_every_rule_holding_it() -> None:
+    """Rules of a cross product repeat their side's matches: one API dict each, shared and equal as before."""
+    m = Match("src", "neq", "10.1.2.3")
+    assert m.to_api() == {"op": "neq", "ip": {"position": "src", "value": "10.1.2.3"}}
+    assert m.to_api() is m.to_api()
+    assert Match("", "eq", "tcp", "proto").to_api() == {"op": "eq", "proto": {"value": "tcp"}}
+    assert m == Match("src", "neq", "10.1.2.3") and hash(m) == hash(Match("src", "neq", "10.1.2.3"))
+    assert not hasattr(m, "__dict__")  # slotted: thousands live in the compile caches
