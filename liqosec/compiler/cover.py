@@ -194,13 +194,16 @@ def _format(spelling: Spelling, position: str, keep: bool = True) -> list[Term]:
     return terms
 
 
-def complement_terms(addresses: AddressSet, position: str) -> list[Term]:
-    """Terms, each of at most `MAX_MATCHES_PER_RULE` matches, whose union is every address not in `addresses`."""
+def complement_terms(addresses: AddressSet, position: str, keep: bool = True) -> list[Term]:
+    """Terms, each of at most `MAX_MATCHES_PER_RULE` matches, whose union is every address not in `addresses`.
+
+    `keep=False` when only costing them: what was not formatted before is not kept for later.
+    """
     outside = addresses.complement()
     hashes, holes = _set_info(outside)
     spelling = _spell(outside, holes, hashes, MAX_MATCHES_PER_RULE)
     assert spelling is not None  # a full budget always spells
-    return _format(spelling, position)
+    return _format(spelling, position, keep)
 
 
 def _locations(spelling: Spelling) -> list[int | None]:

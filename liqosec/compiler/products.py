@@ -35,11 +35,23 @@ _HEAD = 5
 
 @dataclass(frozen=True)
 class Block:
-    """Part of one side of a product: the addresses whose intervals start in the CIDR `label` names."""
+    """Part of one side of a product: the addresses whose intervals start in the CIDR `label` names.
+
+    Costed by counts only: its terms are spelled when a chain holding it is written (`terms`), so a
+    product costed and not chosen (the common case) leaves no matches behind in the caches.
+    """
 
     label: str  # "<prefix as 8 hex digits><prefix length, 2 digits>", e.g. "0a01800011" for 10.1.128.0/17
-    terms: tuple[Term, ...]  # accept terms whose union is the complement of the block
+    intervals: tuple[tuple[int, int], ...]  # the block's addresses
+    position: str  # "src" | "dst"
+    count: int  # accept terms whose union is the complement of the block
+    matches: int  # over those terms
     expressions: int
+
+    @property
+    def terms(self) -> tuple[Term, ...]:
+        """The accept terms whose union is the complement of the block."""
+        return tuple(complement_terms(AddressSet(self.intervals), self.position))
 
 
 @dataclass(frozen=True)
@@ -47,12 +59,17 @@ class ProductPlan:
     """The chains dropping `src` x `dst`: one per pair of blocks, each `(kind, accept terms)`."""
 
     label: str
-    chains: tuple[tuple[str, tuple[Term, ...]], ...]
+    pairs: tuple[tuple[Block, Block], ...]
     rules: int
     matches: int
 
+    @property
+    def chains(self) -> tuple[tuple[str, tuple[Term, ...]], ...]:
+        """Each pair of blocks' chain, `(kind, accept terms)`: spelled now, for writing."""
+        return tuple((f"{PRODUCT}{self.label}-{s.label}-{d.label}", s.terms + d.terms) for s, d in self.pairs)
 
-_SPELLED: dict[tuple[tuple[tuple[int, int], ...], str], tuple[tuple[Term, ...], int]] = {}
+
+_SPELLED: dict[tuple[tuple[tuple[int, int], ...], str], tuple[int, int, int]] = {}
 _SPELLED_LIMIT = 50_000
 
 
@@ -60,12 +77,12 @@ def _block(intervals: tuple[tuple[int, int], ...], position: str, label: str, co
     key = (intervals, position)
     known = _SPELLED.get(key)
     if known is None:
-        terms = tuple(complement_terms(AddressSet(intervals), position))
-        known = (terms, sum(cost(t) for t in terms))
+        terms = complement_terms(AddressSet(intervals), position, keep=False)
+        known = (len(terms), sum(len(t) for t in terms), sum(cost(t) for t in terms))
         if len(_SPELLED) >= _SPELLED_LIMIT:
             _SPELLED.clear()
         _SPELLED[key] = known
-    return Block(label, *known)
+    return Block(label, intervals, position, *known)
 
 
 def blocks(addresses: AddressSet, position: str, budget: int, cost: Callable[[Term], int]) -> list[Block]:
@@ -123,14 +140,12 @@ def product_plan(
         dst_blocks = blocks(dst, "dst", room - _quantized(whole_src.expressions, budget // 4), cost)
     else:
         src_blocks, dst_blocks = blocks(src, "src", room // 2, cost), blocks(dst, "dst", room // 2, cost)
-    chains = tuple((f"{PRODUCT}{label}-{s.label}-{d.label}", s.terms + d.terms) for s in src_blocks for d in dst_blocks)
-    rules = len(dst_blocks) * sum(len(s.terms) for s in src_blocks) + len(src_blocks) * sum(
-        len(d.terms) for d in dst_blocks
+    pairs = tuple((s, d) for s in src_blocks for d in dst_blocks)
+    rules = len(dst_blocks) * sum(s.count for s in src_blocks) + len(src_blocks) * sum(d.count for d in dst_blocks)
+    matches = len(dst_blocks) * sum(s.matches for s in src_blocks) + len(src_blocks) * sum(
+        d.matches for d in dst_blocks
     )
-    matches = len(dst_blocks) * sum(len(t) for s in src_blocks for t in s.terms) + len(src_blocks) * sum(
-        len(t) for d in dst_blocks for t in d.terms
-    )
-    return ProductPlan(label, chains, rules, matches)
+    return ProductPlan(label, pairs, rules, matches)
 
 
 def rectangle_label(terms: Sequence[str], key: object) -> str:

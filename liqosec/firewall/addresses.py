@@ -59,12 +59,15 @@ def format_interval(start: int, end: int) -> str:
 
 def _merge(intervals: Iterable[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
     merged: list[tuple[int, int]] = []
-    for start, end in sorted(intervals):
+    for interval in sorted(intervals):
+        start, end = interval
         if merged and start <= merged[-1][1] + 1:
             if end > merged[-1][1]:
                 merged[-1] = (merged[-1][0], end)
         else:
-            merged.append((start, end))
+            # An interval kept as it is, is kept as the same tuple: the sets of one compile (groups,
+            # atoms, their unions) and the caches keyed by them then share their pods' intervals.
+            merged.append(interval if type(interval) is tuple else (start, end))
     return tuple(merged)
 
 

@@ -63,3 +63,12 @@ def test_values_round_trip_exactly(a: list[tuple[int, int]]) -> None:
 def test_whole_space_formats_as_default_route() -> None:
     assert format_interval(0, MAX_IP) == "0.0.0.0/0"
     assert ip_to_int("255.255.255.255") == MAX_IP
+
+
+def test_intervals_kept_as_they_are_are_the_same_tuples() -> None:
+    """Sets derived from others (unions, atoms) share their intervals instead of copying them."""
+    a, b = (10, 10), (20, 30)
+    merged = AddressSet.from_intervals([b, a, (31, 40)])
+    assert merged.intervals == ((10, 10), (20, 40))
+    assert merged.intervals[0] is a
+    assert AddressSet.from_intervals([[5, 6]]).intervals == ((5, 6),)  # a list is made a tuple
