@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import signal
 import socket
@@ -24,6 +25,38 @@ if TYPE_CHECKING:
 EXIT_LOST_LEADERSHIP = 1
 WEBHOOK_CERT_DIR = "/tmp/k8s-webhook-server/serving-certs"  # where controller-runtime looks too
 EXIT_STARTUP = 1
+
+
+# glibc's malloc, set for a long-running threaded Python process (issue 17, memory per cached pod):
+# - a fixed mmap threshold: by default glibc raises it to the size of every mmapped block freed (up
+#   to 32 MiB), so once the first LIST page's text (~1 MB) is freed, later pages and firewall bodies
+#   come from the heap and stay resident after they are freed;
+# - two arenas: one per thread (up to 8 a core) buys nothing under the GIL and keeps each thread's
+#   freed blocks apart.
+# Together ~1 MB less RSS at 1,000 pods. An operator's MALLOC_MMAP_THRESHOLD_ / MALLOC_ARENA_MAX wins.
+MALLOC_MMAP_THRESHOLD = 128 * 1024
+MALLOC_ARENAS = 2
+_M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8  # mallopt parameters, <malloc.h>
+
+
+def tune_allocator(environ: dict[str, str] | None = None) -> list[str]:
+    """Set glibc's malloc for this process, before any thread starts; what was set (nothing elsewhere)."""
+    env = os.environ if environ is None else environ
+    if not sys.platform.startswith("linux"):
+        return []
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # glibc's; musl has none
+    except (OSError, AttributeError):
+        return []
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    done = []
+    for variable, param, value in (
+        ("MALLOC_MMAP_THRESHOLD_", _M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD),
+        ("MALLOC_ARENA_MAX", _M_ARENA_MAX, MALLOC_ARENAS),
+    ):
+        if variable not in env and mallopt(param, value) == 1:
+            done.append(variable)
+    return done
 
 
 def _env(name: str, default: str) -> str:
@@ -146,6 +179,7 @@ def _run(args: argparse.Namespace) -> int:
     from liqosec.controller.logging import configure
     from liqosec.controller.manager import Controller, Exit
 
+    tune_allocator()
     configure(level=args.log_level, fmt=args.log_format)
     log = structlog.get_logger("liqosec")
     options = options_from_args(args)

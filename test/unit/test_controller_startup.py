@@ -186,3 +186,17 @@ def test_the_api_server_refusing_us(err: errors.ApiError, expected: str) -> None
         options._preflight(Refusing(err), "https://api:6443")  # type: ignore[arg-type]
     assert expected in str(info.value) and "https://api:6443" in str(info.value)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_the_allocator_is_tuned_unless_the_operator_already_did() -> None:
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).mallopt  # noqa: B018 - glibc has it, musl not
+    except AttributeError:
+        assert options.tune_allocator({}) == []
+        return
+    assert options.tune_allocator({}) == ["MALLOC_MMAP_THRESHOLD_", "MALLOC_ARENA_MAX"]
+    assert options.tune_allocator({"MALLOC_ARENA_MAX": "8"}) == ["MALLOC_MMAP_THRESHOLD_"]
+    assert options.tune_allocator({"MALLOC_ARENA_MAX": "8", "MALLOC_MMAP_THRESHOLD_": "0"}) == []
