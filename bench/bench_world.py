@@ -8,12 +8,18 @@ the example; the others are `peer001`, `peer002`, ... Local pod CIDR 10.1.0.0/16
 outside every group, `web` at 10.1.1.10 (bench/reconcile_latency.py's LOCAL_POD), is the
 address a group pod must not reach.
 
+Those are the `classic` addressing (smoke, 1k, 10k: at most 150 peerings, 65,024 pod addresses).
+The `wide` one (100k) makes room for 1,000 peerings and 100,000 pods: local pod CIDR
+10.0.0.0/14 (10.1.1.10 still inside), peer k's remote pod CIDR the k-th /19 of 10.128.0.0/9
+(10.128.0.0/19, 10.128.32.0/19, ...; up to 1,024 peerings). In both, peer k's remapped external
+CIDR is the k-th /24 of 172.16.0.0/12 (172.16.k.0/24 below 256).
+
 Addresses (`AddressPlan`): every pod IP the run hands out is drawn once and never reused, so a
 deleted pod's address cannot be confused with a new pod's:
-- `scattered` (default): uniformly at random over the /16, the worst case for aggregation;
-  Node objects carry no podCIDR.
-- `per-node`: node i owns the i-th /24 of the /16 (10.1.i.0/24; bigger blocks when the run needs
-  more addresses than /24s hold), its spec.podCIDR, and its pods' IPs come from it, at random.
+- `scattered` (default): uniformly at random over the local pod CIDR (each /24's .1-.254), the
+  worst case for aggregation; Node objects carry no podCIDR.
+- `per-node`: node i owns the i-th /24 of the local pod CIDR (10.1.i.0/24; bigger blocks when the
+  run needs more addresses than /24s hold), its spec.podCIDR, and its pods' IPs come from it, at random.
 Bulk pods go to the Node objects round-robin, churn pods to a random node.
 """
 
@@ -25,7 +31,7 @@ import math
 import random
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -45,7 +51,46 @@ OTHER_IP = "10.1.1.10"  # `web`, in no group: a group pod's traffic to it must b
 SERVICE_ACCOUNTS = ResourceRef("", "v1", "serviceaccounts", True, "ServiceAccount")
 CREATE_THREADS = 8
 SERVICE_ACCOUNT_WAIT_S = 60.0
-MAX_PEERINGS = 150  # remote pod CIDRs 10.71.0.0/16 .. 10.220.0.0/16
+MAX_PEERINGS = 150  # classic: remote pod CIDRs 10.71.0.0/16 .. 10.220.0.0/16
+
+
+def _block(start: str, prefix: int, k: int) -> str:
+    """The k-th /prefix from `start` on: _block("10.71.0.0", 16, 2) == "10.73.0.0/16"."""
+    return f"{ipaddress.IPv4Address(int(ipaddress.IPv4Address(start)) + k * 2 ** (32 - prefix))}/{prefix}"
+
+
+@dataclass(frozen=True)
+class Addressing:
+    """A scale's address space: the local pod CIDR, and each peering's remapped pod and external CIDRs."""
+
+    name: str
+    local_pod_cidr: str  # the Network `pod-cidr`; every pod the bench makes has its IP here
+    remote_pod_start: str  # peering k's remote pod CIDR: the k-th /remote_pod_prefix from here
+    remote_pod_prefix: int
+    max_peerings: int
+    external_start: str = "172.16.0.0"  # peering k's remote external CIDR: the k-th /24 from here
+    external_prefix: int = 24
+
+    def remote_pod_cidr(self, k: int) -> str:
+        return _block(self.remote_pod_start, self.remote_pod_prefix, k)
+
+    def external_cidr(self, k: int) -> str:
+        return _block(self.external_start, self.external_prefix, k)
+
+    def pod_addresses(self) -> int:
+        """Addresses a scattered plan can hand out: .1-.254 of each /24, less `web`'s."""
+        return ipaddress.IPv4Network(self.local_pod_cidr).num_addresses // 256 * 254 - 1
+
+
+ADDRESSINGS: dict[str, Addressing] = {
+    a.name: a
+    for a in (
+        # smoke, 1k, 10k as they always were: 10.1.0.0/16, 10.<71+k>.0.0/16, 172.16.k.0/24
+        Addressing("classic", LOCAL_POD_CIDR, "10.71.0.0", 16, MAX_PEERINGS),
+        # 100k: 1,000 peerings and 100,000 pods; the /19s fill 10.128.0.0/9, the /24s 172.16.0.0/14
+        Addressing("wide", "10.0.0.0/14", "10.128.0.0", 19, 1_024),
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -66,6 +111,8 @@ class Scale:
     change_timeout: float  # one change not reflected within this counts as a timeout
     sample_interval: float  # CPU/RSS sampling period
     api_writes: int  # API server write-latency samples (ConfigMap patches)
+    create_threads: int = CREATE_THREADS  # parallel creates and status writes when populating
+    addressing: str = "classic"  # a key of ADDRESSINGS (not a knob: the world's shape)
 
 
 SCALES: dict[str, Scale] = {
@@ -74,14 +121,41 @@ SCALES: dict[str, Scale] = {
         Scale("smoke", 50, 1, 2, 10, 5.0, 10.0, 200, 5.0, 5.0, 60.0, 30.0, 0.25, 40),
         Scale("1k", 1_000, 10, 10, 20, 10.0, 30.0, 2_000, 10.0, 10.0, 180.0, 60.0, 0.5, 100),
         Scale("10k", 10_000, 100, 100, 30, 20.0, 60.0, 2_000, 15.0, 15.0, 600.0, 120.0, 0.5, 100),
+        Scale(
+            "100k",
+            100_000,
+            1_000,
+            1_000,
+            30,
+            20.0,
+            60.0,
+            2_000,
+            15.0,
+            15.0,
+            1_800.0,
+            300.0,
+            1.0,
+            100,
+            create_threads=16,
+            addressing="wide",
+        ),
     )
 }
-SCALE_FIELDS = tuple(f.name for f in fields(Scale))
+SCALE_FIELDS = tuple(f.name for f in fields(Scale) if f.name != "addressing")
 
 
-def peer_names(n: int) -> list[str]:
-    if not 1 <= n <= MAX_PEERINGS:
-        raise ValueError(f"peerings must be 1..{MAX_PEERINGS}, got {n}")
+def addressing_of(scale: Scale) -> Addressing:
+    return ADDRESSINGS[scale.addressing]
+
+
+def capacity_of(scale: Scale) -> int:
+    """Pod addresses the run hands out at most: bulk, probes, churn creates (at most all changes), burst."""
+    return scale.pods + scale.rounds + int(scale.churn_rate * scale.churn_seconds) + scale.burst
+
+
+def peer_names(n: int, limit: int = MAX_PEERINGS) -> list[str]:
+    if not 1 <= n <= limit:
+        raise ValueError(f"peerings must be 1..{limit}, got {n}")
     return ["rome", *(f"peer{k:03d}" for k in range(1, n))]
 
 
@@ -100,38 +174,52 @@ def pod_namespace(peer: str) -> str:
 
 
 class AddressPlan:
-    """Hands out pod IPs of 10.1.0.0/16, each once; thread-safe.
+    """Hands out pod IPs of the local pod CIDR (10.1.0.0/16 unless `cidr`), each once; thread-safe.
 
-    `per-node`: node i owns the i-th block of the /16, a /24 unless `capacity` (addresses the run
+    `per-node`: node i owns the i-th block of the CIDR, a /24 unless `capacity` (addresses the run
     will hand out in all) needs bigger blocks, with 30% to spare for churn's random node choice.
     """
 
-    def __init__(self, layout: str, nodes: list[str], seed: int = 7, capacity: int = 0) -> None:
+    def __init__(
+        self, layout: str, nodes: list[str], seed: int = 7, capacity: int = 0, cidr: str = LOCAL_POD_CIDR
+    ) -> None:
         if layout not in ("scattered", "per-node"):
             raise ValueError(f"layout must be scattered or per-node, got {layout!r}")
+        net = ipaddress.IPv4Network(cidr)
+        if net.prefixlen > 24 or ipaddress.IPv4Address(OTHER_IP) not in net:
+            raise ValueError(f"the local pod CIDR must be /24 or wider and hold {OTHER_IP} (web), got {cidr}")
         self.layout = layout
         self.nodes = nodes
+        self.cidr = str(net)
+        self._base = int(net.network_address)
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._next_node = 0
         self.prefix = 24
         if layout == "scattered":
-            pool = [f"10.1.{a}.{b}" for a in range(256) for b in range(1, 255)]
+            # .1-.254 of every /24 in order (for 10.1.0.0/16 exactly 10.1.a.b, a in 0..255, b in 1..254)
+            pool = [
+                f"{ipaddress.IPv4Address(self._base + c * 256)}"[:-1] + str(b)
+                for c in range(net.num_addresses // 256)
+                for b in range(1, 255)
+            ]
             pool.remove(OTHER_IP)
+            if capacity > len(pool):
+                raise ValueError(f"scattered layout: {capacity} addresses do not fit in {cidr} ({len(pool)})")
             self._rng.shuffle(pool)
             self._pools = {"*": pool}
             return
         per_node = math.ceil(1.3 * capacity / len(nodes))
-        while per_node > 2 ** (32 - self.prefix) - 3 and self.prefix > 16:
+        while per_node > 2 ** (32 - self.prefix) - 3 and self.prefix > net.prefixlen:
             self.prefix -= 1
         size = 2 ** (32 - self.prefix)
-        if len(nodes) * size > 2**16:
+        if len(nodes) * size > net.num_addresses:
             raise ValueError(
                 f"per-node layout: {len(nodes)} nodes of /{self.prefix} (for {capacity} addresses) "
-                "do not fit in 10.1.0.0/16: more nodes per address, or fewer pods"
+                f"do not fit in {cidr}: more nodes per address, or fewer pods"
             )
         self._pools = {}
-        base = int(ipaddress.IPv4Address("10.1.0.0"))
+        base = self._base
         for i, node in enumerate(nodes):
             start = base + i * size
             # not the block's network, gateway (.1) or broadcast address
@@ -145,7 +233,7 @@ class AddressPlan:
         if self.layout != "per-node":
             return None
         size = 2 ** (32 - self.prefix)
-        start = int(ipaddress.IPv4Address("10.1.0.0")) + self.nodes.index(node) * size
+        start = self._base + self.nodes.index(node) * size
         return f"{ipaddress.IPv4Address(start)}/{self.prefix}"
 
     def _has_room(self, node: str) -> bool:
@@ -206,9 +294,13 @@ def policy_spec(policy: str) -> dict[str, Any] | None:
     return copy.deepcopy(dict(SHAPES[policy]))
 
 
-def peering_objects(peers: list[str], policy: str = "example-1") -> list[dict[str, Any]]:
+def peering_objects(
+    peers: list[str], policy: str = "example-1", addressing: Addressing = ADDRESSINGS["classic"]
+) -> list[dict[str, Any]]:
     """Per peer: its tenant namespace, Configuration and PeeringConnectivity (Example 1's, or `policy`);
     its pod namespace."""
+    if len(peers) > addressing.max_peerings:
+        raise ValueError(f"{len(peers)} peerings: the {addressing.name} addressing holds {addressing.max_peerings}")
     ns_t, conf_t, pc_t = _example()
     spec = policy_spec(policy)
     out: list[dict[str, Any]] = []
@@ -220,7 +312,8 @@ def peering_objects(peers: list[str], policy: str = "example-1") -> list[dict[st
         }
         conf = copy.deepcopy(conf_t)
         conf["metadata"] = {"name": peer, "namespace": tenant_namespace(peer)}
-        conf["status"] = {"remote": {"cidr": {"pod": [f"10.{71 + k}.0.0/16"], "external": [f"172.16.{k}.0/24"]}}}
+        pod_cidr = addressing.remote_pod_cidr(k)
+        conf["status"] = {"remote": {"cidr": {"pod": [pod_cidr], "external": [addressing.external_cidr(k)]}}}
         pc = copy.deepcopy(pc_t)
         pc["metadata"] = {"name": peer, "namespace": tenant_namespace(peer)}
         if spec is not None:
@@ -232,8 +325,8 @@ def peering_objects(peers: list[str], policy: str = "example-1") -> list[dict[st
             "apiVersion": "ipam.liqo.io/v1alpha1",
             "kind": "Network",
             "metadata": {"name": f"{peer}-pod", "namespace": tenant_namespace(peer)},
-            "spec": {"cidr": f"10.{71 + k}.0.0/16"},
-            "status": {"cidr": f"10.{71 + k}.0.0/16"},
+            "spec": {"cidr": pod_cidr},
+            "status": {"cidr": pod_cidr},
         }
         out += [ns, app_ns, conf, pc, remote]
     return out
@@ -245,8 +338,8 @@ def base_objects(plan: AddressPlan) -> list[dict[str, Any]]:
         "apiVersion": "ipam.liqo.io/v1alpha1",
         "kind": "Network",
         "metadata": {"name": "pod-cidr", "namespace": "liqo", "labels": {"ipam.liqo.io/network-type": "pod-cidr"}},
-        "spec": {"cidr": LOCAL_POD_CIDR},
-        "status": {"cidr": LOCAL_POD_CIDR},
+        "spec": {"cidr": plan.cidr},
+        "status": {"cidr": plan.cidr},
     }
     nodes = []
     for name in plan.nodes:
@@ -303,8 +396,10 @@ def setup_base(kube: KubeClient, plan: AddressPlan) -> None:
     set_status(kube, PODS, live, running(OTHER_IP))
 
 
-def setup_peerings(kube: KubeClient, peers: list[str], policy: str = "example-1") -> None:
-    apply(kube, peering_objects(peers, policy))
+def setup_peerings(
+    kube: KubeClient, peers: list[str], policy: str = "example-1", addressing: Addressing = ADDRESSINGS["classic"]
+) -> None:
+    apply(kube, peering_objects(peers, policy, addressing))
     for peer in peers:
         wait_service_account(kube, pod_namespace(peer))
 
@@ -331,10 +426,33 @@ def create_pod(kube: KubeClient, ref: PodRef, *, with_ip: bool = True) -> dict[s
     return live
 
 
-def create_pods(kube: KubeClient, refs: Iterable[PodRef], *, with_ip: bool = True) -> list[dict[str, Any]]:
-    """Create the pods (8 at a time), each with its status (its IP) unless `with_ip` is False; the live objects."""
-    with ThreadPoolExecutor(CREATE_THREADS) as pool:
-        return list(pool.map(lambda r: create_pod(kube, r, with_ip=with_ip), refs))
+def create_pods(
+    kube: KubeClient,
+    refs: Iterable[PodRef],
+    *,
+    with_ip: bool = True,
+    threads: int = CREATE_THREADS,
+    progress: Callable[[int], None] | None = None,
+    every: int = 5_000,
+) -> list[dict[str, Any]]:
+    """Create the pods (`threads` at a time, 8 by default), each with its status (its IP) unless `with_ip`
+    is False; the live objects. `progress(n)` after every `every` pods done."""
+    done = 0
+    lock = threading.Lock()
+
+    def one(ref: PodRef) -> dict[str, Any]:
+        nonlocal done
+        live = create_pod(kube, ref, with_ip=with_ip)
+        if progress is not None:
+            with lock:
+                done += 1
+                n = done
+            if n % every == 0:
+                progress(n)
+        return live
+
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(one, refs))
 
 
 def spread(prefix: str, count: int, peers: list[str], plan: AddressPlan) -> list[PodRef]:

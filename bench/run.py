@@ -1,6 +1,6 @@
 """The controller bench: one command, a fresh control plane per scale, the controller as a subprocess.
 
-    python bench/run.py --scale smoke|1k|10k[,...] [--json PATH] [--out DIR]
+    python bench/run.py --scale smoke|1k|10k|100k[,...] [--json PATH] [--out DIR]
         [--controller-cmd 'CMD {kubeconfig} ...'] [--firewall-scope all-nodes|per-node] [--batch-window auto|S]
         [--layout scattered|per-node] [--coverage evaluate|mentions] [--pods N --peerings P --nodes N ...]
 
@@ -21,6 +21,7 @@ import os
 import platform
 import random
 import shlex
+import shutil
 import socket
 import sys
 import tempfile
@@ -57,6 +58,8 @@ from bench_world import (
     AddressPlan,
     PodRef,
     Scale,
+    addressing_of,
+    capacity_of,
     create_pod,
     create_pods,
     node_names,
@@ -74,6 +77,11 @@ from liqosec.kube.client import PODS, RestKubeClient
 from liqosec.run import parse_batch_window
 
 METRICS = ("liqosec_firewall_writes_total", "controller_runtime_reconcile_total")
+# etcd's backend quota for worlds past BIG_WORLD_PODS pod addresses: pods take ~3.6 MiB of etcd per 1,000
+# (a create and a status write each, until the API server compacts every 5 min), so 100,000 overflow the
+# harness's 256 MiB ("mvcc: database space exceeded"). A quota is a ceiling, not an allocation.
+BIG_WORLD_PODS = 20_000
+BIG_WORLD_ETCD_QUOTA_BYTES = 8 * 2**30
 ROUND_GAP_S = 1.0  # between a round's firewall and the next change: each round is an isolated change
 BASELINE_SETTLE_S = 1.5
 
@@ -110,9 +118,16 @@ class Bench:
         self.scale = scale
         self.args = args
         self.t0 = time.monotonic()
-        self.peers = peer_names(scale.peerings)
-        capacity = scale.pods + scale.rounds + int(scale.churn_rate * scale.churn_seconds) + scale.burst
-        self.plan = AddressPlan(args.layout, node_names(scale.nodes), seed=args.seed, capacity=capacity)
+        self.addressing = addressing_of(scale)
+        self.peers = peer_names(scale.peerings, self.addressing.max_peerings)
+        self.capacity = capacity_of(scale)
+        self.plan = AddressPlan(
+            args.layout,
+            node_names(scale.nodes),
+            seed=args.seed,
+            capacity=self.capacity,
+            cidr=self.addressing.local_pod_cidr,
+        )
         self.rng = random.Random(args.seed)
         self.lock = threading.Lock()
         self.pods: dict[str, PodRef] = {}  # every pod with an IP the bench made, by name (in the group or not)
@@ -144,6 +159,8 @@ class Bench:
                 "layout": args.layout,
                 "policy": args.policy,
                 "seed": args.seed,
+                "addressing": self.addressing.name,
+                "local_pod_cidr": self.addressing.local_pod_cidr,
             },
             "params": {f: getattr(scale, f) for f in SCALE_FIELDS if f != "name"} | {"quiet_s": self.quiet},
             "overrides": {
@@ -266,7 +283,9 @@ class Bench:
             self.sampler.start()
             stack.callback(self.sampler.stop)
             with self.phase("control plane"):
-                self.cp = stack.enter_context(ControlPlane(binaries))
+                quota = {"etcd_quota_bytes": BIG_WORLD_ETCD_QUOTA_BYTES} if self.capacity > BIG_WORLD_PODS else {}
+                self.cp = stack.enter_context(ControlPlane(binaries, **quota))
+                stack.callback(self._keep_control_plane_logs)  # runs before the control plane's work dir goes
                 crds = (
                     [Path(d) for d in self.args.crds]
                     if self.args.crds
@@ -291,6 +310,17 @@ class Bench:
                 self._finish()
         return self.result
 
+    def _keep_control_plane_logs(self) -> None:
+        """When the run failed, copy etcd's, the API server's and the controller manager's logs beside
+        the controller's (the control plane's work dir is removed when it stops)."""
+        if "error" not in self.result and sys.exc_info()[0] is None:
+            return
+        for log in sorted(self.cp.work_dir.glob("*.log")):
+            try:
+                shutil.copy(log, self.logdir / log.name)
+            except OSError as err:
+                _progress(f"could not keep {log}: {err}")
+
     def _run_phases(self) -> None:
         sc = self.scale
         with self.phase("world"):
@@ -298,9 +328,19 @@ class Bench:
             self.watch.start()
         self._baseline()
         with self.phase("populate") as rec:
-            setup_peerings(self.kube, self.peers, self.args.policy)
+            setup_peerings(self.kube, self.peers, self.args.policy, self.addressing)
             bulk = spread("bulk", sc.pods, self.peers, self.plan)
-            create_pods(self.kube, bulk)
+            t_pods = self.clock()
+
+            def progress(n: int) -> None:
+                took = self.clock() - t_pods
+                _progress(
+                    f"[{self.clock():7.1f}s] {sc.name}: populate {n:,} of {len(bulk):,} pods, "
+                    f"{n / took:.0f} pods/s ({2 * n / took:.0f} writes/s)"
+                )
+
+            create_pods(self.kube, bulk, threads=sc.create_threads, progress=progress)
+            pods_s = self.clock() - t_pods
             self.probes = spread("probe", sc.rounds, self.peers, self.plan)
             self.probe_live = create_pods(self.kube, self.probes, with_ip=False)
             for ref in bulk:
@@ -308,6 +348,13 @@ class Bench:
             self.pod_count = 1 + len(bulk) + len(self.probes)  # + web
             rec["pods_created"] = len(bulk) + len(self.probes)
         self.result["world"]["populate_s"] = round(rec["end"] - rec["start"], 2)
+        # the bulk pods alone: a create and a status write each, `create_threads` at a time
+        self.result["world"]["populate_pods_per_s"] = round(len(bulk) / pods_s, 1) if pods_s > 0 else None
+        _progress(
+            f"[{self.clock():7.1f}s] {sc.name}: populated {len(bulk):,} pods in {pods_s:.1f} s "
+            f"({len(bulk) / max(pods_s, 1e-9):.0f} pods/s from {sc.create_threads} threads); "
+            f"peerings and pods {rec['end'] - rec['start']:.1f} s"
+        )
         self._startup()
         self._api_latency()
         self.api.start_background(1.0)
@@ -585,7 +632,7 @@ class Bench:
         sc = self.scale
         with self.phase("burst: create IP-less pods"):
             refs = spread("burst", sc.burst, self.peers, self.plan)
-            lives = create_pods(self.kube, refs, with_ip=False)
+            lives = create_pods(self.kube, refs, with_ip=False, threads=sc.create_threads)
             with self.lock:
                 self.pod_count += len(refs)
             self.watch.wait_quiet(self.quiet, 120, self.alive)
@@ -715,7 +762,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=(__doc__ or "").splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--scale", default="smoke", help="smoke, 1k, 10k, or several comma-separated (default smoke)")
+    p.add_argument("--scale", default="smoke", help="smoke, 1k, 10k, 100k, or several comma-separated (default smoke)")
     p.add_argument("--json", metavar="PATH", help="write the results here ('-': stdout, instead of the table)")
     p.add_argument("--out", metavar="DIR", help="write PNG plots here (needs matplotlib: pip install -e '.[bench]')")
     p.add_argument(
@@ -763,6 +810,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ("change_timeout", float),
         ("sample_interval", float),
         ("api_writes", int),
+        ("create_threads", int),
     ):
         p.add_argument(f"--{f.replace('_', '-')}", dest=f, type=kind, help="override the scale's value")
     args = p.parse_args(argv)

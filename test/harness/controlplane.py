@@ -208,12 +208,18 @@ class ControlPlane:
     """etcd + kube-apiserver + kube-controller-manager on loopback, in a private work dir."""
 
     def __init__(
-        self, binaries: Binaries, *, work_dir: Path | None = None, start_timeout: float = START_TIMEOUT_S
+        self,
+        binaries: Binaries,
+        *,
+        work_dir: Path | None = None,
+        start_timeout: float = START_TIMEOUT_S,
+        etcd_quota_bytes: int = ETCD_QUOTA_BYTES,
     ) -> None:
         if start_timeout <= 0:
             raise ValueError(f"start_timeout must be positive, got {start_timeout}")
         self.binaries = binaries
         self.start_timeout = start_timeout
+        self.etcd_quota_bytes = etcd_quota_bytes  # the bench's big worlds need more than tests do
         self._own_work_dir = work_dir is None
         self.work_dir = Path(tempfile.mkdtemp(prefix="liqosec-cp-")) if work_dir is None else work_dir
         self.token = secrets.token_urlsafe(32)
@@ -416,7 +422,7 @@ class ControlPlane:
             f"--listen-peer-urls={peer}",
             f"--initial-advertise-peer-urls={peer}",
             f"--initial-cluster=default={peer}",
-            f"--quota-backend-bytes={ETCD_QUOTA_BYTES}",
+            f"--quota-backend-bytes={self.etcd_quota_bytes}",
             # Throwaway data: fsync buys nothing and costs seconds per test run on slow disks.
             "--unsafe-no-fsync=true",
             "--log-level=warn",

@@ -46,14 +46,17 @@ def test_results_have_the_documented_shape(smoke: tuple[dict[str, Any], str, Pat
     [run] = doc["runs"]
     assert "error" not in run
     assert run["scale"] == "smoke" and run["controller"]["name"] == "liqosec" and run["coverage"] == "evaluate"
-    assert run["world"] | {"populate_s": 0} == {
+    assert run["world"] | {"populate_s": 0, "populate_pods_per_s": 0} == {
         "pods": 50,
         "peerings": 1,
         "nodes": 2,
         "layout": "scattered",
         "policy": "example-1",
         "seed": 7,
+        "addressing": "classic",
+        "local_pod_cidr": "10.1.0.0/16",
         "populate_s": 0,
+        "populate_pods_per_s": 0,
     }
     for key in ("apiserver", "baseline", "startup", "latency", "churn", "burst", "idle", "restart", "memory", "cpu"):
         assert isinstance(run[key], dict), key

@@ -15,7 +15,17 @@ sys.path.insert(0, str(BENCH))
 
 import bench_report
 from bench_observe import EvaluateCoverage, MentionsCoverage, applies_to_node
-from bench_world import OTHER_IP, SCALES, AddressPlan, peer_names, peering_objects
+from bench_world import (
+    ADDRESSINGS,
+    OTHER_IP,
+    SCALES,
+    AddressPlan,
+    addressing_of,
+    capacity_of,
+    node_names,
+    peer_names,
+    peering_objects,
+)
 
 
 def _load_run_module() -> Any:
@@ -157,13 +167,83 @@ def test_peerings_are_example_1_with_distinct_remote_cidrs() -> None:
     assert remote == ["10.71.0.0/16", "10.72.0.0/16", "10.73.0.0/16"]
 
 
+@pytest.mark.parametrize("name", sorted(SCALES))
+def test_every_scale_has_room_for_its_pods_and_peerings(name: str) -> None:
+    scale = SCALES[name]
+    addressing = addressing_of(scale)
+    local = ipaddress.ip_network(addressing.local_pod_cidr)
+    assert ipaddress.ip_address(OTHER_IP) in local  # `web` stays a local pod, in no group
+    assert capacity_of(scale) <= addressing.pod_addresses()
+    assert scale.peerings <= addressing.max_peerings
+    peers = peer_names(scale.peerings, addressing.max_peerings)
+    assert len(set(peers)) == scale.peerings
+    for layout in ("scattered", "per-node"):  # raises when the addresses do not fit
+        plan = AddressPlan(layout, node_names(scale.nodes), capacity=capacity_of(scale), cidr=str(local))
+        assert plan.cidr == str(local)
+
+
+@pytest.mark.parametrize("addressing", sorted(ADDRESSINGS))
+def test_no_remote_cidr_overlaps_the_local_one_or_another(addressing: str) -> None:
+    a = ADDRESSINGS[addressing]
+    local = ipaddress.ip_network(a.local_pod_cidr)
+    private = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")]
+    pods = [ipaddress.ip_network(a.remote_pod_cidr(k)) for k in range(a.max_peerings)]
+    external = [ipaddress.ip_network(a.external_cidr(k)) for k in range(a.max_peerings)]
+    nets = [local, *pods, *external]
+    assert all(any(n.subnet_of(p) for p in private) for n in nets)
+    ordered = sorted(nets, key=lambda n: int(n.network_address))
+    for lo, hi in zip(ordered, ordered[1:]):
+        assert not lo.overlaps(hi), (lo, hi)
+
+
+def test_classic_addressing_is_unchanged_and_100k_is_wide() -> None:
+    objs = peering_objects(peer_names(150))
+    confs = [o["status"]["remote"]["cidr"] for o in objs if o["kind"] == "Configuration"]
+    assert [c["pod"] for c in confs] == [[f"10.{71 + k}.0.0/16"] for k in range(150)]
+    assert [c["external"] for c in confs] == [[f"172.16.{k}.0/24"] for k in range(150)]
+    assert {addressing_of(SCALES[n]).name for n in ("smoke", "1k", "10k")} == {"classic"}
+    assert AddressPlan("scattered", ["w"]).cidr == "10.1.0.0/16"
+    with pytest.raises(ValueError, match="1..150"):
+        peer_names(151)
+    big = SCALES["100k"]
+    assert (big.pods, big.peerings, big.nodes) == (100_000, 1_000, 1_000)
+    wide = addressing_of(big)
+    objs = peering_objects(peer_names(1_000, wide.max_peerings), addressing=wide)
+    confs = [o for o in objs if o["kind"] == "Configuration"]
+    nets = [o for o in objs if o["kind"] == "Network"]
+    assert confs[-1]["metadata"]["name"] == "peer999"
+    assert confs[-1]["status"]["remote"]["cidr"] == {"pod": ["10.252.224.0/19"], "external": ["172.19.231.0/24"]}
+    assert nets[-1]["spec"]["cidr"] == nets[-1]["status"]["cidr"] == "10.252.224.0/19"
+    with pytest.raises(ValueError, match="holds 150"):
+        peering_objects(peer_names(151, 1_024))
+
+
+def test_wide_plan_scatters_over_the_whole_local_cidr() -> None:
+    wide = ADDRESSINGS["wide"]
+    plan = AddressPlan("scattered", ["w"], capacity=103_230, cidr=wide.local_pod_cidr)
+    taken = [plan.take("w") for _ in range(20_000)]
+    assert len(set(taken)) == len(taken) and OTHER_IP not in taken
+    addrs = [ipaddress.ip_address(ip) for ip in taken]
+    assert all(a in ipaddress.ip_network("10.0.0.0/14") for a in addrs)
+    assert {str(a).split(".")[1] for a in addrs} == {"0", "1", "2", "3"}  # not just the old /16
+    assert all(not str(a).endswith((".0", ".255")) for a in addrs)
+    with pytest.raises(ValueError, match="do not fit"):
+        AddressPlan("scattered", ["w"], capacity=70_000)  # the classic /16 holds 65,023
+    with pytest.raises(ValueError, match="hold 10.1.1.10"):
+        AddressPlan("scattered", ["w"], cidr="10.4.0.0/14")
+    per_node = AddressPlan("per-node", node_names(1_000), capacity=103_230, cidr=wide.local_pod_cidr)
+    assert (per_node.pod_cidr("worker-1"), per_node.pod_cidr("worker-1000")) == ("10.0.0.0/24", "10.3.231.0/24")
+
+
 def test_scales_and_overrides() -> None:
     run = _load_run_module()
-    assert {"smoke", "1k", "10k"} <= set(SCALES)
+    assert {"smoke", "1k", "10k", "100k"} <= set(SCALES)
     assert (SCALES["10k"].pods, SCALES["10k"].peerings, SCALES["10k"].nodes) == (10_000, 100, 100)
     args = run.parse_args(["--scale", "smoke,1k", "--pods", "80", "--burst", "0"])
     smoke, onek = run.resolve_scales(args)
     assert (smoke.pods, smoke.burst, onek.pods, onek.peerings) == (80, 0, 80, 10)
+    [big] = run.resolve_scales(run.parse_args(["--scale", "100k", "--pods", "3000", "--create-threads", "4"]))
+    assert (big.pods, big.peerings, big.create_threads, big.addressing) == (3_000, 1_000, 4, "wide")
     with pytest.raises(SystemExit):
         run.resolve_scales(run.parse_args(["--scale", "huge"]))
     with pytest.raises(SystemExit):
