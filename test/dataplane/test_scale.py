@@ -59,6 +59,17 @@ def _sample(matrix: Matrix, rng: random.Random) -> list[str]:
     return [e.ip for e in matrix.endpoints if e.kind != "pod"] + rng.sample(pods, SAMPLED_PODS)
 
 
+def _sampled_cells_agree(fresh: World, objects: list[Any], rng: random.Random, label: str, cell_report: Any) -> None:
+    """Packets between the matrix's non-pod endpoints and a sample of its pods, through the agents, agree with it."""
+    matrix = build_matrix(objects, max_endpoints=None)
+    sample = _sample(matrix, rng)
+    names = {e.ip: e.name for e in matrix.endpoints}
+    fresh.cluster.attach({ip: i % len(fresh.cluster.nodes) for i, ip in enumerate(sample)}, names)
+    cells = check_cells(fresh.cluster, matrix.connect)
+    cell_report.append((label, len(cells.observed), cells.agreed))
+    assert not cells.disagreements, describe(cells, names)
+
+
 def test_many_scattered_pods_load_and_keep_verdicts(fresh: World, cell_report: Any) -> None:
     objects = load_objects([str(SCENARIO)]) + _scattered(70, 0)
     fcs = fresh.apply_and_settle(objects, timeout=120)
@@ -125,15 +136,9 @@ def test_300_scattered_offloaded_pods_compile_linear_and_keep_verdicts(
     assert len(rules) <= 3_000, f"{shape}: {len(rules)} rules for 300 offloaded pods"
     assert max(agent.expression_count(r) for r in rules) <= agent.MAX_RULE_EXPRESSIONS
     fresh.wait_ready(objects, timeout=60)  # every object applied by Liqo's agent on every node
-    matrix = build_matrix(objects, max_endpoints=None)
-    sample = _sample(matrix, random.Random(shape))
-    names = {e.ip: e.name for e in matrix.endpoints}
-    fresh.cluster.attach({ip: i % len(fresh.cluster.nodes) for i, ip in enumerate(sample)}, names)
-    cells = check_cells(fresh.cluster, matrix.connect)
-    cell_report.append(
-        (f"{shape}, 300 scattered offloaded pods: {len(fcs)} objects", len(cells.observed), cells.agreed)
+    _sampled_cells_agree(
+        fresh, objects, random.Random(shape), f"{shape}, 300 scattered offloaded pods: {len(fcs)} objects", cell_report
     )
-    assert not cells.disagreements, describe(cells, names)
 
 
 # The largest object the compiler writes: one unsplittable (policy-drop) chain at `UNSPLIT_BUDGET`,
@@ -158,19 +163,8 @@ def test_product_chains_at_the_unsplit_budget_apply_and_keep_verdicts(fresh: Wor
     fresh.wait_ready(objects, timeout=60)
     for fc in products:  # Liqo's own status: Applied=True from both hosts
         assert _applied(fresh, fc) == {f"worker-{i}": "True" for i in range(len(fresh.cluster.nodes))}
-    matrix = build_matrix(objects, max_endpoints=None)
-    sample = _sample(matrix, random.Random(BUDGET_PODS))
-    names = {e.ip: e.name for e in matrix.endpoints}
-    fresh.cluster.attach({ip: i % len(fresh.cluster.nodes) for i, ip in enumerate(sample)}, names)
-    cells = check_cells(fresh.cluster, matrix.connect)
-    cell_report.append(
-        (
-            f"protected-borders, {BUDGET_PODS} offloaded pods: product chains of {max(costs)} / {UNSPLIT_BUDGET}",
-            len(cells.observed),
-            cells.agreed,
-        )
-    )
-    assert not cells.disagreements, describe(cells, names)
+    label = f"protected-borders, {BUDGET_PODS} offloaded pods: product chains of {max(costs)} / {UNSPLIT_BUDGET}"
+    _sampled_cells_agree(fresh, objects, random.Random(BUDGET_PODS), label, cell_report)
 
 
 # The longest table name liqosec writes: a product chain's, for a peer id of 63 characters (a DNS
