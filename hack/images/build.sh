@@ -34,7 +34,6 @@ LABEL="dev.liqosec.key"
 
 # Pins. The Kubernetes version is hack/kube-build's (the one the integration suite runs).
 DEBIAN_SUITE=bookworm
-DEBIAN_MIRROR="${LIQOSEC_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 KUBE_VERSION="$(awk '$1 == "k8s.io/kubernetes" && $2 ~ /^v/ { print $2; exit }' "${ROOT}/hack/kube-build/go.mod")"
 KIND_VERSION=v0.29.0          # node layout (entrypoint, units) of kind v0.29: cgroup v1 and v2
 ETCD_VERSION=v3.5.24          # kubeadm v1.33's DefaultEtcdVersion 3.5.24-0
@@ -48,6 +47,38 @@ log() { echo "images: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 hash_of() { sha256sum | cut -c1-12; }
+
+# apt_mirror [DIR]: the Debian archive this machine's apt already uses for ${DEBIAN_SUITE} (DIR,
+# default /etc/apt: deb822 sources.list.d/*.sources, then one-line sources.list and *.list),
+# printed once; nothing when its sources name none.
+apt_mirror() {
+  local dir="${1:-/etc/apt}" f
+  for f in "${dir}"/sources.list.d/*.sources; do
+    [[ -r "$f" ]] || continue
+    awk -v suite="$DEBIAN_SUITE" '
+      function flush() { if (uri != "" && deb && hit) { print uri; found = 1; exit } uri = ""; deb = 0; hit = 0 }
+      /^[[:space:]]*$/ { flush(); next }
+      /^[[:space:]]*#/ { next }
+      tolower($1) == "types:" { for (i = 2; i <= NF; i++) if ($i == "deb") deb = 1 }
+      tolower($1) == "uris:" { uri = $2 }
+      tolower($1) == "suites:" { for (i = 2; i <= NF; i++) if ($i == suite) hit = 1 }
+      END { if (!found) flush() }' "$f"
+  done | head -n 1 | grep . && return
+  for f in "${dir}/sources.list" "${dir}"/sources.list.d/*.list; do
+    [[ -r "$f" ]] || continue
+    awk -v suite="$DEBIAN_SUITE" '$1 == "deb" {
+      i = 2; if ($i ~ /^\[/) { while (i < NF && $i !~ /\]$/) i++; i++ }
+      if ($(i + 1) == suite) { print $i; exit } }' "$f"
+  done | head -n 1
+}
+
+# The mirror: LIQOSEC_DEBIAN_MIRROR, else the one apt uses here; neither is a clear error.
+debian_mirror() {
+  local found="${LIQOSEC_DEBIAN_MIRROR:-$(apt_mirror)}"
+  [[ -n "$found" ]] || die "no Debian mirror for ${DEBIAN_SUITE}: apt's sources (/etc/apt) name none; set LIQOSEC_DEBIAN_MIRROR"
+  echo "${found%/}"
+}
+DEBIAN_MIRROR="$(debian_mirror)"
 present() { docker image inspect "$1" >/dev/null 2>&1; }
 
 # ---------------------------------------------------------------------------------------- Go builds
