@@ -67,8 +67,6 @@ PORT_RANGE_EXPRESSIONS = 3
 # agent"; test/dataplane/test_scale.py loads chains at this budget and sees one past the limit fail).
 UNSPLIT_BUDGET = 3500
 UNSPLIT_RULE_WEIGHT = 4
-# What a product chain may cost when the caller names no budget.
-PRODUCT_BUDGET = UNSPLIT_BUDGET
 _SCOPE = (Group.REMOTE_CLUSTER.value, Group.OFFLOADED.value, Group.VC_REMOTE.value)
 
 
@@ -314,7 +312,7 @@ def _candidates(
 ) -> list[_Candidate]:
     out = []
     memo: dict[object, object] = {}
-    budget = PRODUCT_BUDGET if max_expressions is None else max_expressions
+    budget = UNSPLIT_BUDGET if max_expressions is None else max_expressions
     for policy in (ACCEPT, DROP):
         region = {pair for pair, v in verdicts.items() if v != policy}
         for by_source in (True, False):

@@ -21,9 +21,7 @@ Caller duties:
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -38,7 +36,7 @@ from liqosec.kube import errors, jsonwire
 
 JsonDict = dict[str, Any]
 JsonPatch = list[JsonDict]
-ItemTransform = Callable[[JsonDict], JsonDict]
+ItemTransform = jsonwire.ItemTransform
 
 # Default per-request timeout (connect, read) for non-watch calls: a hung API server must not
 # wedge a worker forever; 30 s read matches kubectl's default request timeout order.
@@ -248,65 +246,6 @@ def _named_metadata(obj: JsonDict) -> JsonDict:
     return meta
 
 
-_WHITESPACE = re.compile(r"[ \t\n\r]*")
-_DECODER = json.JSONDecoder()
-
-
-def decode_list(data: bytes, transform: ItemTransform) -> JsonDict:
-    """A LIST response body, its ``items`` passed through ``transform`` one at a time as decoded.
-
-    Equal to ``{**json.loads(data), "items": [transform(i) for i in items]}``, without ever holding
-    more than one item decoded. Raises ``ValueError`` on anything that is not a JSON object.
-    """
-    text = data.decode("utf-8")
-
-    def skip(i: int) -> int:
-        found = _WHITESPACE.match(text, i)
-        return found.end() if found else i
-
-    def expect(char: str, i: int) -> int:
-        if text[i : i + 1] != char:
-            raise ValueError(f"expected {char!r} at {i}")
-        return skip(i + 1)
-
-    out: JsonDict = {}
-    i = expect("{", skip(0))
-    if text[i : i + 1] == "}":
-        i += 1
-    else:
-        while True:
-            key, i = _DECODER.raw_decode(text, i)
-            if not isinstance(key, str):
-                raise ValueError(f"object key expected before {i}")
-            i = expect(":", skip(i))
-            value: Any
-            if key == "items" and text[i : i + 1] == "[":
-                value = []
-                i = skip(i + 1)
-                if text[i : i + 1] == "]":
-                    i += 1
-                else:
-                    while True:
-                        item, i = _DECODER.raw_decode(text, i)
-                        value.append(transform(item))
-                        i = skip(i)
-                        if text[i : i + 1] == "]":
-                            i += 1
-                            break
-                        i = expect(",", i)
-            else:
-                value, i = _DECODER.raw_decode(text, i)
-            out[key] = value
-            i = skip(i)
-            if text[i : i + 1] == "}":
-                i += 1
-                break
-            i = expect(",", i)
-    if skip(i) != len(text):
-        raise ValueError(f"extra data at {i}")
-    return out
-
-
 def _read_all(resp: Any) -> bytes:
     """Read a whole (non-streamed) body and hand the connection back to the pool."""
     try:
@@ -379,7 +318,7 @@ class RestKubeClient:
             if not data:
                 parsed = {}
             elif items is not None:
-                parsed = decode_list(data, items)
+                parsed = jsonwire.decode_list(data, items)
             else:
                 parsed = jsonwire.decode(data)
         except ValueError as exc:

@@ -5,7 +5,7 @@ Guarantees:
   status (and ``reason`` where one status has two meanings: 409 is ``AlreadyExists`` or
   ``Conflict``); transport failures (refused, reset, timeout) are ``ConnectionFailure``
   with status 0.
-- ``from_status``/``from_api_exception``/``from_transport_error`` never raise; unparsable
+- ``from_status``/``from_transport_error`` never raise; unparsable
   bodies keep their text in ``message``.
 
 Caller duties:
@@ -134,17 +134,6 @@ def from_status(status: int, body: bytes | str | None, *, headers: dict[str, str
     if err.retry_after is None and header is not None and header.strip().isdigit():
         err.retry_after = float(header.strip())
     return err
-
-
-def from_api_exception(exc: Exception) -> ApiError:
-    """Convert a ``kubernetes.client.exceptions.ApiException`` (duck-typed: untyped package)."""
-    status = getattr(exc, "status", None) or 0
-    body = getattr(exc, "body", None)
-    raw_headers = getattr(exc, "headers", None)
-    headers = {str(k): str(v) for k, v in dict(raw_headers).items()} if raw_headers else None
-    if status == 0:
-        return ConnectionFailure(0, "ConnectionFailure", str(getattr(exc, "reason", exc)))
-    return from_status(int(status), body, headers=headers)
 
 
 def from_transport_error(exc: Exception) -> ApiError:

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from harness.peek import last_resource_version
 from liqosec.kube import errors
-from liqosec.kube.client import LEASES, PODS, ResourceRef, RestKubeClient, decode_list, transport_retries
+from liqosec.kube.client import LEASES, PODS, ResourceRef, RestKubeClient, transport_retries
+from liqosec.kube.jsonwire import decode_list
 
 JsonDict = dict[str, Any]
 

@@ -50,16 +50,6 @@ def test_watch_error_event_object_maps_410_to_gone() -> None:
     assert isinstance(errors.from_status_object({"code": 410, "reason": "Expired"}), errors.Gone)
 
 
-def test_api_exception_converts_by_status() -> None:
-    from kubernetes.client.exceptions import ApiException
-
-    exc = ApiException(status=409, reason="Conflict")
-    exc.body = json.dumps({"kind": "Status", "code": 409, "reason": "Conflict"})
-    assert isinstance(errors.from_api_exception(exc), errors.Conflict)
-    transport = errors.from_api_exception(ApiException(status=0, reason="SSLError"))
-    assert isinstance(transport, errors.ConnectionFailure)
-
-
 def test_urllib3_failures_become_connection_failures() -> None:
     err = errors.from_transport_error(urllib3.exceptions.ProtocolError("reset"))
     assert isinstance(err, errors.ConnectionFailure) and err.status == 0
