@@ -46,6 +46,7 @@ import (
 	"github.com/liqotech/liqo/pkg/consts"
 	"github.com/liqotech/liqo/pkg/liqo-controller-manager/ipmapping"
 	extnetcfg "github.com/liqotech/liqo/pkg/liqo-controller-manager/networking/external-network/configuration"
+	"github.com/liqotech/liqo/pkg/liqo-controller-manager/networking/external-network/remapping"
 	netforge "github.com/liqotech/liqo/pkg/liqo-controller-manager/networking/forge"
 	offforge "github.com/liqotech/liqo/pkg/liqo-controller-manager/offloading/forge"
 	nsoffctrl "github.com/liqotech/liqo/pkg/liqo-controller-manager/offloading/namespaceoffloading-controller"
@@ -81,6 +82,9 @@ type forgeSpec struct {
 	// Namespaces offloaded with a NamespaceOffloading (ClusterSelector, as in its spec).
 	Namespaces []forgeNamespace `json:"namespaces"`
 	Pods       []forgePod       `json:"pods"`
+	// RemappingFirewalls adds the FirewallConfiguration Liqo's remapping code writes for the peer's
+	// pod CIDR (stage remapped only): a FirewallConfiguration of Liqo's own, beside liqosec's.
+	RemappingFirewalls bool `json:"remappingFirewalls"`
 }
 
 type forgeProvider struct {
@@ -226,6 +230,13 @@ func forgeObjects(ctx context.Context, spec *forgeSpec) ([]client.Object, error)
 			return nil, err
 		}
 		out = append(out, ip)
+		if spec.RemappingFirewalls {
+			fwcfg, err := forgeRemappingFirewall(ctx, scheme, cfg)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, fwcfg)
+		}
 	}
 
 	nodes, offloadings, err := forgeOffloading(ctx, scheme, recorder, spec, local, providers, tenants)
@@ -317,6 +328,26 @@ func localNetwork(name string, kind consts.NetworkType, cidr string) *ipamv1alph
 		Spec:   ipamv1alpha1.NetworkSpec{CIDR: networkingv1beta1.CIDR(cidr)},
 		Status: ipamv1alpha1.NetworkStatus{CIDR: networkingv1beta1.CIDR(cidr)},
 	}
+}
+
+// forgeRemappingFirewall: Liqo's remapping code (CreateOrUpdateNatMappingCIDR) on the remapped
+// Configuration, the pod CIDR's NAT FirewallConfiguration Liqo's gateway applies.
+func forgeRemappingFirewall(ctx context.Context, scheme *runtime.Scheme,
+	cfg *networkingv1beta1.Configuration) (client.Object, error) {
+	cl := newFakeClient(scheme, cfg.DeepCopy())
+	// The gateway pod's default interface, which Liqo reads from its own network namespace.
+	opts := &remapping.Options{DefaultInterfaceName: "eth0"}
+	if err := remapping.CreateOrUpdateNatMappingCIDR(ctx, cl, opts, cfg, scheme, remapping.PodCIDR); err != nil {
+		return nil, fmt.Errorf("Liqo's remapping code: %w", err)
+	}
+	var fwcfgs networkingv1beta1.FirewallConfigurationList
+	if err := cl.List(ctx, &fwcfgs); err != nil {
+		return nil, err
+	}
+	if len(fwcfgs.Items) != 1 {
+		return nil, fmt.Errorf("Liqo's remapping code wrote %d FirewallConfigurations, not one", len(fwcfgs.Items))
+	}
+	return &fwcfgs.Items[0], nil
 }
 
 // forgeUnknownSourceIP: Liqo's ipmapping ConfigurationReconciler on the remapped Configuration.
