@@ -399,3 +399,76 @@ def test_webhook_values_pass_lint_and_the_schema_refuses_a_typo(helm: str) -> No
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stdout + result.stderr
     assert "failurePolicy" in template_error(helm, "webhook.enabled=true", "webhook.failurePolicy=Sometimes")
+
+
+# ----- the ValidatingAdmissionPolicy on FirewallConfigurations (README, "Least privilege beyond RBAC") -----
+
+VAP_API = "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy"
+
+
+def rendered_policy(
+    helm: str, *settings: str, release: str = "liqosec", namespace: str = NAMESPACE, served: bool = True
+) -> list[dict[str, Any]]:
+    """The chart's admission policy objects, on an API server that serves the API (`served`) or not."""
+    cmd = [helm, "template", release, str(CHART), "--namespace", namespace]
+    cmd += ["--api-versions", VAP_API] if served else []
+    cmd += [arg for s in settings for arg in ("--set", s)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    return [d for d in docs if d["kind"].startswith("ValidatingAdmissionPolicy")]
+
+
+def variable(policy: Mapping[str, Any], name: str) -> str:
+    [expression] = [v["expression"] for v in policy["spec"]["variables"] if v["name"] == name]
+    return str(expression)
+
+
+def test_admission_policy_is_on_where_the_api_server_serves_it(helm: str) -> None:
+    objects = rendered_policy(helm)
+    assert kinds(objects) == ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
+    policy = checks.one(objects, "ValidatingAdmissionPolicy")
+    binding = checks.one(objects, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    [rule] = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert (rule["apiGroups"], rule["resources"]) == (["networking.liqo.io"], ["firewallconfigurations"])
+    assert set(rule["operations"]) == {"CREATE", "UPDATE", "DELETE"}
+
+
+def test_admission_policy_is_off_without_the_api_or_when_disabled(helm: str) -> None:
+    assert rendered_policy(helm, served=False) == []
+    assert rendered_policy(helm, "admissionPolicy.enabled=false") == []
+
+
+def test_admission_policy_names_the_releases_service_account(helm: str) -> None:
+    def account(*settings: str, release: str = "sec", namespace: str = "corp") -> str:
+        policy = checks.one(
+            rendered_policy(helm, *settings, release=release, namespace=namespace), "ValidatingAdmissionPolicy"
+        )
+        return variable(policy, "liqosec")
+
+    assert account() == 'request.userInfo.username == "system:serviceaccount:corp:sec-liqosec"'
+    assert account(release="liqosec", namespace="liqo").endswith('"system:serviceaccount:liqo:liqosec"')
+    assert account("serviceAccount.name=fw").endswith('"system:serviceaccount:corp:fw"')
+    assert account("serviceAccount.create=false").endswith('"system:serviceaccount:corp:default"')
+
+
+def test_admission_policy_exempts_only_whom_the_values_name(helm: str) -> None:
+    policy = checks.one(rendered_policy(helm), "ValidatingAdmissionPolicy")
+    assert "matchConditions" not in policy["spec"]
+    assert "namespace-controller" in variable(policy, "kubernetesController")
+    policy = checks.one(
+        rendered_policy(helm, "admissionPolicy.exemptGroups={system:masters}", "admissionPolicy.exemptUsers={alice}"),
+        "ValidatingAdmissionPolicy",
+    )
+    [condition] = policy["spec"]["matchConditions"]
+    assert '["alice"]' in condition["expression"] and '["system:masters"]' in condition["expression"]
+
+
+def test_admission_policy_values_pass_lint_and_the_schema_refuses_a_typo(helm: str) -> None:
+    for settings in ([], ["admissionPolicy.enabled=false"], ["admissionPolicy.exemptGroups={system:masters}"]):
+        cmd = [helm, "lint", "--strict", str(CHART)] + [a for s in settings for a in ("--set", s)]
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+    assert "exemptGroup" in template_error(helm, "admissionPolicy.exemptGroup={system:masters}")
