@@ -146,12 +146,17 @@ def from_transport_error(exc: Exception) -> ApiError:
 
 
 # How the API server words an admission webhook's refusal (k8s.io/apiserver,
-# pkg/admission/plugin/webhook/errors/statuserror.go, `ToStatusErr`).
-_WEBHOOK_DENIAL = re.compile(r'admission webhook "([^"]*)" denied the request')
+# pkg/admission/plugin/webhook/errors/statuserror.go, `ToStatusErr`) and a ValidatingAdmissionPolicy's
+# (pkg/admission/plugin/policy/validating/dispatcher.go), such as the chart's on FirewallConfigurations.
+_WEBHOOK_DENIAL = re.compile(
+    r'admission webhook "([^"]*)" denied the request'
+    r"|ValidatingAdmissionPolicy '([^']*)'(?: with binding '[^']*')? denied request"
+)
 
 
 def admission_webhook(exc: BaseException) -> str | None:
-    """The name of the admission webhook that refused the request, or None for any other failure.
+    """The name of the admission webhook (or ValidatingAdmissionPolicy) that refused the request, or None
+    for any other failure.
 
     The API server answers a webhook's refusal with the code the webhook gave (at least 400):
     controller-runtime's `admission.Denied` is 403 with reason `Forbidden`, `admission.Errored(400, ...)`
@@ -162,4 +167,4 @@ def admission_webhook(exc: BaseException) -> str | None:
     if not isinstance(exc, ApiError) or not 400 <= exc.status < 500:
         return None
     found = _WEBHOOK_DENIAL.search(exc.message)
-    return found.group(1) if found else None
+    return (found.group(1) or found.group(2)) if found else None

@@ -17,7 +17,7 @@ Guarantees:
 The spec's fields are forgeSpec's in forge.go (localClusterID, peerClusterID, localPodCIDR,
 localExternalCIDR, peerPodCIDR[Remapped], peerExternalCIDR[Remapped], stage pending|remapped,
 virtualNodeName, virtualNodeLabels, otherProviders, namespaces with a clusterSelector, pods of kind
-offloaded|shadow).
+offloaded|shadow, remappingFirewalls: Liqo's pod CIDR remapping FirewallConfiguration).
 """
 
 from __future__ import annotations

@@ -779,6 +779,13 @@ def test_a_webhook_denial_is_told_apart_from_an_rbac_forbidden() -> None:
     )
     assert errors.admission_webhook(errored) == "w.x.io"  # admission.Errored(400, ...)
     assert errors.admission_webhook(errors.InternalError(500, "", 'failed calling webhook "w.x.io"')) is None
+    policy = errors.Forbidden(
+        403,
+        "Forbidden",
+        'firewallconfigurations.networking.liqo.io "liqosec-a" is forbidden: ValidatingAdmissionPolicy '
+        "'liqosec-firewalls' with binding 'liqosec-firewalls' denied request: FirewallConfiguration ns/liqosec-a ...",
+    )
+    assert errors.admission_webhook(policy) == "liqosec-firewalls"  # the chart's policy, not the RBAC
 
 
 def test_a_firewall_refused_by_liqos_webhook_is_a_warning_and_ready_false_quoting_liqo() -> None:
