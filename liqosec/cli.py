@@ -21,7 +21,7 @@ import yaml
 
 from liqosec.api.peeringconnectivity import KIND
 from liqosec.compiler import ipv6
-from liqosec.compiler.firewallconfiguration import CompiledPeering
+from liqosec.compiler.firewallconfiguration import DRY_RUN_LABEL, CompiledPeering
 from liqosec.compiler.governance import is_dry_run
 from liqosec.compiler.ports import L4, parse_port
 from liqosec.explain import ExplainError, explain, explanation_json, format_explanation
@@ -29,7 +29,8 @@ from liqosec.firewall.capabilities import Capabilities
 from liqosec.inputs import MAX_INPUT_BYTES_ENV, READ_KINDS, RenderError, load, max_input_bytes
 from liqosec.matrix import Matrix, build_matrix, in_force
 from liqosec.offline import capabilities_of, outcomes
-from liqosec.render import render
+from liqosec.render import firewalls_of, render
+from liqosec.render import is_dry_run as is_dry_run_outcome
 
 EXIT_INVALID = 1
 EXIT_INTERNAL = 70  # EX_SOFTWARE (sysexits.h)
@@ -166,10 +167,10 @@ def _cmd_render(args: argparse.Namespace, out: TextIO) -> int:
         objects,
         capabilities=_capabilities(args, objects),
         scope=args.firewall_scope,
-        report=lambda results: _ipv6_warnings(args, results),
+        report=lambda results: _render_notes(args, results),
         waiting=_waiting(args),
+        include_dry_run=args.include_dry_run,
     )
-    _print_dry_run_notes(args, objects)
     if args.firewall_scope == "per-node":
         for key in _with_ports(objects):
             print(
@@ -188,6 +189,24 @@ def _cmd_render(args: argparse.Namespace, out: TextIO) -> int:
 def _key(obj: dict[str, Any]) -> str:
     meta = obj.get("metadata") or {}
     return f"{meta.get('namespace')}/{meta.get('name')}"
+
+
+def _render_notes(args: argparse.Namespace, results: Sequence[CompiledPeering]) -> None:
+    """IPv6 warnings, and why a DryRun policy's firewall is missing (or printed under names of its own)."""
+    _ipv6_warnings(args, results)
+    for o in (o for o in results if is_dry_run_outcome(o)):
+        if args.include_dry_run:
+            shown = (
+                f"printed is what it would enforce, as {firewalls_of(o)[0]['metadata']['name']} and the like, "
+                f"labelled {DRY_RUN_LABEL}={o.peering.name}: the controller neither reads nor retires them"
+            )
+        else:
+            shown = "none is printed; --include-dry-run prints what it would enforce, under names of its own"
+        print(
+            f"liqosec render: note: {o.peering.key} is a dry run (spec.enforcement: DryRun): the controller "
+            f"writes no FirewallConfiguration for it; {shown}",
+            file=sys.stderr,
+        )
 
 
 def _print_dry_run_notes(args: argparse.Namespace, objects: Sequence[dict[str, Any]]) -> None:
@@ -342,6 +361,12 @@ def parser(*, with_run: bool = True) -> argparse.ArgumentParser:
         choices=("all-nodes", "per-node"),
         default="all-nodes",
         help="as `liqosec run --firewall-scope`: per-node writes one firewall per node that runs pods",
+    )
+    r.add_argument(
+        "--include-dry-run",
+        action="store_true",
+        help="also print each DryRun policy's would-be firewall, under names and tables of its own "
+        "(dryrun-liqosec-...) that no enforced firewall uses; the controller writes none of them",
     )
     r.set_defaults(func=_cmd_render)
     m = sub.add_parser(

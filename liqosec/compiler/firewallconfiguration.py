@@ -120,6 +120,39 @@ def table_name(peer: str, shard: str | int = "", node: str | None = None) -> str
     return base if shard in ("", 0) else f"{base}_{shard}"
 
 
+# A DryRun policy's would-be firewall, printed by `liqosec render --include-dry-run` only (the controller writes
+# none): every name and table the controller writes starts with `liqosec-`, so these start with `dryrun-` and can
+# name no enforced policy's object or table, whatever the policy or peer is called. Its labels leave out
+# `managed-by: liqosec` and the owner label: the controller lists only what carries both (`FIREWALL_CONFIGURATIONS`'
+# selector), so one applied by hand is neither compared, rewritten nor retired by it; nor does it carry the
+# policy's owner reference (the garbage collector would delete it with rules still in it, see `retire`).
+# Liqo's labels stay, so Liqo's agents apply it as they would the enforced one.
+DRY_RUN_PREFIX = "dryrun-"
+DRY_RUN_LABEL = "security.liqo.io/dry-run-of"
+
+
+def dry_run_firewall(fc: Mapping[str, Any], policy: str, peer: str) -> dict[str, Any]:
+    """`fc`, compiled for DryRun policy `policy` of `peer`, under a name and a table of its own.
+
+    The table also names the policy (`dryrun-liqosec-<peer>_<policy>[_<shard>]`): any number of
+    DryRun policies may sit beside the enforced one, and a node holds one table of a name. `_`
+    occurs in neither a peer id nor a policy name, so no two policies' tables meet.
+    """
+    meta = fc["metadata"]
+    enforced_table = fc["spec"]["table"]["name"]
+    own = table_name(peer)
+    if not enforced_table.startswith(own):
+        raise ValueError(f"table {enforced_table!r} is not one of peer {peer!r}")
+    labels = {k: v for k, v in meta["labels"].items() if k not in (MANAGED_BY_LABEL, OWNER_LABEL)}
+    metadata = {
+        "name": _bounded_name(DRY_RUN_PREFIX + meta["name"]),
+        "namespace": meta["namespace"],
+        "labels": {**labels, DRY_RUN_LABEL: policy},
+    }
+    table = {**fc["spec"]["table"], "name": f"{DRY_RUN_PREFIX}{own}_{policy}{enforced_table[len(own) :]}"}
+    return {**fc, "metadata": metadata, "spec": {**fc["spec"], "table": table}}
+
+
 @dataclass(frozen=True)
 class Shard:
     """Part of a chain written as one FirewallConfiguration.
