@@ -93,27 +93,31 @@ def test_the_crd_offers_the_same_values_and_default_and_a_dry_run_status() -> No
     assert violations({"status": {"dryRun": written}}, {"type": "object", "properties": schema}) == []
 
 
-def test_render_prints_what_a_dry_run_would_enforce_and_says_so(
+def test_render_of_a_dry_run_policy_prints_no_firewall_and_names_the_flag_that_shows_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    enforced = yaml.safe_load_all((ROOT / "examples/quick-start.yaml").read_text())
-    docs = [d for d in enforced if d]
-    source = tmp_path / "dry.yaml"
-    for d in docs:
-        if d["kind"] == "PeeringConnectivity":
-            d["spec"]["enforcement"] = "DryRun"
-    source.write_text(yaml.safe_dump_all(docs))
-    out = io.StringIO()
-    assert main(["render", "-f", str(source)], out=out) == 0
-    dry = list(yaml.safe_load_all(out.getvalue()))
-    plain = io.StringIO()
-    assert main(["render", "-f", str(ROOT / "examples/quick-start.yaml")], out=plain) == 0
-    assert dry == list(yaml.safe_load_all(plain.getvalue()))  # the same firewall: what it would enforce
+    docs = [d for d in yaml.safe_load_all((ROOT / "examples/quick-start.yaml").read_text()) if d]
     [pc] = [d for d in docs if d["kind"] == "PeeringConnectivity"]
+    pc["spec"]["enforcement"] = "DryRun"
+    source = tmp_path / "dry.yaml"
+    source.write_text(yaml.safe_dump_all(docs))
     where = f"{pc['metadata']['namespace']}/{pc['metadata']['name']}"
-    err = capsys.readouterr().err
-    assert f"liqosec render: note: {where} is a dry run (spec.enforcement: DryRun)" in err
-    assert err.count("dry run") == 1  # the enforced input says nothing of the kind
+    for output, nothing in (("yaml", []), ("json", [[]])):
+        out = io.StringIO()
+        assert main(["render", "-f", str(source), "-o", output], out=out) == 0
+        assert list(yaml.safe_load_all(out.getvalue())) == nothing  # what the controller writes: nothing
+        [note] = capsys.readouterr().err.splitlines()
+        assert note.startswith(f"liqosec render: note: {where} is a dry run (spec.enforcement: DryRun)")
+        assert "--include-dry-run" in note
+    # With the flag: what enforcing it would write, under a name and a table no enforced firewall has.
+    shown, enforced = io.StringIO(), io.StringIO()
+    assert main(["render", "-f", str(source), "--include-dry-run"], out=shown) == 0
+    assert main(["render", "-f", str(ROOT / "examples/quick-start.yaml")], out=enforced) == 0
+    [dry], [real] = yaml.safe_load_all(shown.getvalue()), yaml.safe_load_all(enforced.getvalue())
+    assert dry["metadata"]["name"] == "dryrun-" + real["metadata"]["name"]
+    assert dry["spec"]["table"]["name"] != real["spec"]["table"]["name"]
+    assert dry["spec"]["table"]["chains"] == real["spec"]["table"]["chains"]
+    assert "dryrun-liqosec-" in capsys.readouterr().err
     assert main(["matrix", "-f", str(source)], out=io.StringIO()) == 0
     assert f"liqosec matrix: note: {where} is a dry run" in capsys.readouterr().err
     explained = ["explain", "-f", str(source), "--from", "default/web", "--to", "shop-rome/cart-0"]

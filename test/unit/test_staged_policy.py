@@ -205,8 +205,8 @@ def test_render_and_matrix_take_an_enforced_and_a_staged_policy(tmp_path: Path) 
     source.write_text(yaml.safe_dump_all(world()))
     out = io.StringIO()
     assert main(["render", "-f", str(source)], out=out) == 0
-    names = {d["metadata"]["name"] for d in yaml.safe_load_all(out.getvalue()) if d}
-    assert names == {"liqosec-rome", "liqosec-trial"}
+    rendered = [d for d in yaml.safe_load_all(out.getvalue()) if d]
+    assert [d["metadata"]["name"] for d in rendered] == ["liqosec-rome"]  # the staged policy's: not written
     # The matrix shows the peering as enforced, the staged policy on its own; the cells of running pods
     # that differ between the two are the controller's report.
     m = build_matrix(world())
@@ -214,6 +214,7 @@ def test_render_and_matrix_take_an_enforced_and_a_staged_policy(tmp_path: Path) 
     assert m.grid(peer="rome") == m.grid() == alone.grid()
     f = Fixture(world())
     converge(f, ENFORCED, STAGED, passes=8)
+    assert [written(fc) for fc in f.client.of(FCS)] == [written(fc) for fc in rendered]  # what the controller wrote
     report = status(f, "trial")["dryRun"]
     staged = m.grid(peer=STAGED)
     enforced = m.grid(peer="rome")
@@ -233,6 +234,69 @@ def test_render_and_matrix_take_an_enforced_and_a_staged_policy(tmp_path: Path) 
     text = io.StringIO()
     assert main(["matrix", "-f", str(source), "-o", "json"], out=text) == 0
     assert json.loads(text.getvalue())["peerings"].keys() == {"rome", STAGED}
+
+
+def written(fc: dict[str, Any]) -> tuple[Any, ...]:
+    """What `liqosec render` and the controller both decide (render knows no uid, so no owner reference)."""
+    meta = fc["metadata"]
+    return meta["namespace"], meta["name"], meta["labels"], fc["spec"]
+
+
+def names_and_tables(fcs: list[dict[str, Any]]) -> tuple[set[str], set[str]]:
+    return {fc["metadata"]["name"] for fc in fcs}, {fc["spec"]["table"]["name"] for fc in fcs}
+
+
+def test_include_dry_run_adds_the_staged_firewall_under_names_and_tables_no_enforced_one_has(tmp_path: Path) -> None:
+    """A staged copy named like the enforced policy's ports shard: its naive names would be that shard's."""
+    ports = Path(__file__).resolve().parents[2] / "test/dataplane/ports/ports-protected-borders.yaml"
+    docs = [d for d in yaml.safe_load_all(ports.read_text()) if d]
+    [pc] = [d for d in docs if d["kind"] == "PeeringConnectivity"]
+    staged = {
+        **pc,
+        "metadata": {**pc["metadata"], "name": "milan-ports"},
+        "spec": {**pc["spec"], "enforcement": "DryRun"},
+    }
+    source = tmp_path / "both.yaml"
+    source.write_text(yaml.safe_dump_all([*docs, staged]))
+
+    def render(*flags: str) -> list[dict[str, Any]]:
+        out = io.StringIO()
+        assert main(["render", "-f", str(source), *flags], out=out) == 0
+        return [d for d in yaml.safe_load_all(out.getvalue()) if d]
+
+    enforced, both = render(), render("--include-dry-run")
+    assert names_and_tables(enforced) == (
+        {"liqosec-milan", "liqosec-milan-ports"},
+        {"liqosec-milan", "liqosec-milan_ports"},
+    )
+    assert both[: len(enforced)] == enforced
+    dry = both[len(enforced) :]
+    dry_names, dry_tables = names_and_tables(dry)
+    assert len(dry_names) == len(dry_tables) == len(dry) == 2
+    enforced_names, enforced_tables = names_and_tables(enforced)
+    assert not dry_names & enforced_names and not dry_tables & enforced_tables
+    assert all(fc["metadata"]["labels"]["security.liqo.io/dry-run-of"] == "milan-ports" for fc in dry)
+    # The rules are those enforcing it would write.
+    assert [fc["spec"]["table"]["chains"] for fc in dry] == [fc["spec"]["table"]["chains"] for fc in enforced]
+
+
+def test_the_controller_leaves_a_dry_run_firewall_applied_by_hand_alone(tmp_path: Path) -> None:
+    """`render --include-dry-run | kubectl apply`: neither retired as the staged policy's nor taken as in force."""
+    source = tmp_path / "both.yaml"
+    source.write_text(yaml.safe_dump_all(world()))
+    out = io.StringIO()
+    assert main(["render", "-f", str(source), "--include-dry-run"], out=out) == 0
+    [dry] = [d for d in yaml.safe_load_all(out.getvalue()) if d and d["metadata"]["name"].startswith("dryrun-")]
+    plain, f = Fixture(world()), Fixture(world())
+    converge(plain, ENFORCED, STAGED, passes=8)
+    f.seed(dry)
+    applied = f.client.stored(FCS, "dryrun-liqosec-trial", ROME)
+    converge(f, ENFORCED, STAGED, passes=8)
+    f.after_grace()
+    converge(f, ENFORCED, STAGED, passes=8)
+    assert applied is not None and f.client.stored(FCS, "dryrun-liqosec-trial", ROME) == applied  # untouched
+    assert status(f, "trial")["dryRun"] == status(plain, "trial")["dryRun"]  # not counted as in force
+    assert [written(fc) for fc in f.client.of(FCS) if fc != applied] == [written(fc) for fc in plain.client.of(FCS)]
 
 
 def test_the_readme_staged_example_is_what_the_controller_reports() -> None:
