@@ -5,7 +5,7 @@
 #   hack/images/build.sh --print TARGET print the image reference only; exit 3 if it is not built
 #   hack/images/build.sh sizes          the size of every image built here
 #   hack/images/build.sh prune          remove images of earlier keys (liqosec.local/*)
-#   hack/images/build.sh tool kind|kubectl   build (cached) and print the path of kind or kubectl
+#   hack/images/build.sh tool kind|kubectl|promtool   build (cached) and print the path of the tool
 #
 # Targets:
 #   base        Debian bookworm, debootstrapped into the cache and `docker import`ed
@@ -141,6 +141,15 @@ prometheus_binary() {
   local v=github.com/prometheus/common/version
   go_binary prometheus-k8s-sd github.com/prometheus/prometheus "$PROMETHEUS_MODULE_VERSION" \
     github.com/prometheus/prometheus/cmd/prometheus \
+    "-X ${v}.Version=${PROMETHEUS_VERSION#v} -X ${v}.Branch=HEAD -X ${v}.Revision=${PROMETHEUS_MODULE_VERSION}" \
+    remove_all_sd,enable_kubernetes_sd
+}
+# promtool of the same module, flags and tags as the server: it checks and unit-tests the chart's
+# alerting rules (`promtool test rules`), and shares the server's Go build cache.
+promtool_binary() {
+  local v=github.com/prometheus/common/version
+  go_binary promtool github.com/prometheus/prometheus "$PROMETHEUS_MODULE_VERSION" \
+    github.com/prometheus/prometheus/cmd/promtool \
     "-X ${v}.Version=${PROMETHEUS_VERSION#v} -X ${v}.Branch=HEAD -X ${v}.Revision=${PROMETHEUS_MODULE_VERSION}" \
     remove_all_sd,enable_kubernetes_sd
 }
@@ -430,7 +439,8 @@ main() {
       case "${2:-}" in
         kind) kind_binary ;;
         kubectl) echo "$(kube_binaries)/kubectl" ;;
-        *) die "usage: hack/images/build.sh tool kind|kubectl" ;;
+        promtool) promtool_binary ;;
+        *) die "usage: hack/images/build.sh tool kind|kubectl|promtool" ;;
       esac
       return ;;
     --print)
