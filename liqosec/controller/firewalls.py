@@ -50,9 +50,36 @@ class WriteMetrics(Protocol):
 
     def dry_run(self, peering: str, report: DryRunReport | None) -> None: ...
 
+    def firewall_write_failed(self, peering: str, reason: str) -> None: ...
+
+    def firewall_objects(self, peering: str, count: int) -> None: ...
+
+    def change_written(self, seconds: float) -> None: ...
+
+    def ready_condition(self, peering: str, status: bool, reason: str) -> None: ...
+
+    def apply_failures(self, peering: str, nodes: frozenset[str]) -> None: ...
+
+    def forget(self, peering: str) -> None: ...
+
 
 def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     return obj.get("metadata") or {}
+
+
+def write_failure(err: errors.ApiError) -> str:
+    """The reason a failed firewall write is counted under (`liqosec_firewall_write_errors_total`).
+
+    An admission webhook's refusal is `Invalid` whatever its HTTP status: controller-runtime's
+    `admission.Denied` answers 403, which must not read as our RBAC.
+    """
+    if errors.admission_webhook(err) is not None or isinstance(err, errors.Invalid | errors.BadRequest):
+        return "Invalid"
+    if isinstance(err, errors.Forbidden):
+        return "Forbidden"
+    if isinstance(err, errors.Conflict):
+        return "Conflict"
+    return "Other"
 
 
 def firewall_differs(live: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
@@ -141,6 +168,7 @@ class FirewallWriter:
             try:
                 live = self._apply_one(key, obj, outcome, desired, log)
             except errors.ApiError as err:
+                self._metrics.firewall_write_failed(key, write_failure(err))
                 if errors.admission_webhook(err) is None:
                     raise
                 refused.append((desired["metadata"]["name"], err))  # the other shards are still written
@@ -269,6 +297,9 @@ class FirewallWriter:
                 continue
             except errors.Conflict:
                 step = retire.Wait(0.0)  # our cached copy was stale: look again at once
+            except errors.ApiError as err:
+                self._metrics.firewall_write_failed(f"{namespace}/{name}", write_failure(err))
+                raise
             if isinstance(step, retire.Wait):
                 wait = step.seconds if wait is None else min(wait, step.seconds)
         return wait

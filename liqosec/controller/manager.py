@@ -34,6 +34,7 @@ from liqosec.api.peeringconnectivity import KIND
 from liqosec.compiler.firewallconfiguration import ALL_NODES, FC_KIND, PER_NODE
 from liqosec.controller import retire
 from liqosec.controller.caches import CrdCapabilities, DesiredSpecs
+from liqosec.controller.changetimes import ChangeTimes
 from liqosec.controller.events import EventRecorder
 from liqosec.controller.mapping import KeyMapper, Mapper
 from liqosec.controller.metrics import CONTROLLER, ControllerMetrics
@@ -109,10 +110,18 @@ class _QueueAffectedPeerings:
     """Reflector handler: map each change to peering keys (the kind's declared mapper) and queue them."""
 
     def __init__(
-        self, kind: str, mapper: Mapper, keys: KeyMapper, add: Callable[[str], None], own: OwnWrites | None = None
+        self,
+        kind: str,
+        mapper: Mapper,
+        keys: KeyMapper,
+        add: Callable[[str], None],
+        *,
+        own: OwnWrites | None = None,
+        changes: ChangeTimes | None = None,
     ) -> None:
         self._kind, self._mapper, self._keys, self._add = kind, mapper, keys, add
         self._own = own  # firewalls: versions our own passes wrote (their writer needs no echo)
+        self._changes = changes  # inputs' kinds: when each key's inputs changed (not firewalls: their own output)
 
     def _queue(self, old: JsonDict | None, new: JsonDict | None) -> None:
         try:
@@ -129,6 +138,8 @@ class _QueueAffectedPeerings:
             elif new is not None and (writer := self._own.writer_of(new)) is not None:
                 found = set(found) - {writer}
         for key in found:
+            if self._changes is not None:
+                self._changes.changed(key)
             self._add(key)
 
     def on_add(self, obj: JsonDict) -> None:
@@ -177,6 +188,7 @@ class Controller:
         self.view = StoreView(self.stores)
         keys = KeyMapper(self.view, per_node=options.firewall_scope == PER_NODE)
         self._own_writes = OwnWrites()
+        self._changes = ChangeTimes(self.clock.now)
         for watched in self.watched:
             self._add_informer(watched, keys)
         self._recorder = EventRecorder(client, instance=options.identity)
@@ -191,6 +203,7 @@ class Controller:
             scope=options.firewall_scope,
             own_writes=self._own_writes,
             desired=self.desired,
+            changes=self._changes,
         )
         self._capabilities = CrdCapabilities(self.stores[CRDS.kind])
         self._missing_crds: tuple[str, ...] = ()
@@ -212,7 +225,8 @@ class Controller:
                 watched.mapper,
                 keys,
                 self._enqueuer(watched.kind),
-                self._own_writes if watched.kind == FC_KIND else None,
+                own=self._own_writes if watched.kind == FC_KIND else None,
+                changes=None if watched.kind == FC_KIND else self._changes,
             ),
             metrics=self._kube_metrics,
             clock=self.clock,

@@ -1,7 +1,15 @@
 """The controller's Prometheus metrics, named as controller-runtime names them, plus liqosec's own.
 
-All metrics live in a registry passed in (no import-time globals), so two
-controllers in one test process do not share counters.
+Guarantees:
+- All metrics live in a registry passed in (no import-time globals), so two controllers in one
+  test process do not share counters.
+- Per-peering series stay linear in the peerings: `liqosec_peering_ready` has one series per
+  peering (the old reason's goes when the reason changes), `liqosec_firewall_apply_failed` one per
+  failing node, and `forget` removes every gauge of a peering that is gone. Counters stay, as
+  Prometheus expects of counters.
+
+Caller duties:
+- Call `forget(peering)` when the peering is gone.
 """
 
 from __future__ import annotations
@@ -13,6 +21,9 @@ from liqosec.compiler.firewallconfiguration import CompiledPeering
 
 CONTROLLER = "peeringconnectivity"
 DRY_RUN_CHANGES = ("newly_denied", "newly_allowed")  # values of liqosec_dryrun_pairs' `change` label
+# Seconds from an input's change to the firewall write carrying it: a direct write takes tens of
+# milliseconds, a burst held by the batch window up to its 5 s cap, retries with backoff longer.
+CHANGE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 # controller-runtime's reconcile time buckets, in seconds.
 RECONCILE_BUCKETS = (
     0.005,
@@ -133,6 +144,41 @@ class ControllerMetrics:
             ["peering"],
             registry=registry,
         )
+        self.ready = Gauge(
+            "liqosec_peering_ready",
+            "The peering's Ready condition as its status says it: 1 True, 0 False; its reason as a label",
+            ["peering", "reason"],
+            registry=registry,
+        )
+        self._ready_reasons: dict[str, str] = {}  # the reason each peering's ready series carries
+        self.apply_failed = Gauge(
+            "liqosec_firewall_apply_failed",
+            "1 for each node whose Liqo agent reports Applied=False on a FirewallConfiguration of the peering",
+            ["peering", "node"],
+            registry=registry,
+        )
+        self._failed_nodes: dict[str, frozenset[str]] = {}
+        self.write_errors = Counter(
+            "liqosec_firewall_write_errors_total",
+            "FirewallConfiguration writes that failed, by reason: Forbidden (RBAC), Invalid (refused by an "
+            "admission webhook or the API server), Conflict (kept changing past the retries), Other",
+            ["peering", "reason"],
+            registry=registry,
+        )
+        self.objects = Gauge(
+            "liqosec_firewall_objects",
+            "FirewallConfigurations the peering has in force (its shards; 0 in DryRun)",
+            ["peering"],
+            registry=registry,
+        )
+        self.change_latency = Histogram(
+            "liqosec_change_to_firewall_seconds",
+            "Time from the informer event that changed a peering's inputs (a pod's IP, a label, the policy) "
+            "to the FirewallConfiguration write carrying it",
+            buckets=CHANGE_BUCKETS,
+            registry=registry,
+        )
+        self._groups: dict[str, frozenset[str]] = {}  # the groups each peering's address series name
         for result in ("success", "error"):
             self.reconcile_total.labels(CONTROLLER, result)
         self.reconcile_errors.labels(CONTROLLER)
@@ -151,11 +197,57 @@ class ControllerMetrics:
     def cluster_state_invalid(self, peering: str) -> None:
         self.invalid_cluster_state.labels(peering).inc()
 
+    def firewall_write_failed(self, peering: str, reason: str) -> None:
+        self.write_errors.labels(peering, reason).inc()
+
+    def firewall_objects(self, peering: str, count: int) -> None:
+        self.objects.labels(peering).set(count)
+
+    def change_written(self, seconds: float) -> None:
+        """A firewall write carried a change of the peering's inputs, `seconds` after its informer event."""
+        self.change_latency.observe(max(seconds, 0.0))
+
     def compiled(self, peering: str, outcome: CompiledPeering) -> None:
         self.rules.labels(peering).set(outcome.chain.rule_count)
         self.bytes.labels(peering).set(outcome.size_bytes)
-        for group, count in outcome.groups.counts().items():
+        counts = outcome.groups.counts()
+        for group in self._groups.get(peering, frozenset()) - set(counts):
+            self.addresses.remove(peering, group)
+        self._groups[peering] = frozenset(counts)
+        for group, count in counts.items():
             self.addresses.labels(peering, group).set(count)
+
+    def ready_condition(self, peering: str, status: bool, reason: str) -> None:
+        """Ready as the status says it: one series per peering, so a reason change replaces the series."""
+        before = self._ready_reasons.get(peering)
+        if before is not None and before != reason:
+            self.ready.remove(peering, before)
+        self._ready_reasons[peering] = reason
+        self.ready.labels(peering, reason).set(1 if status else 0)
+
+    def apply_failures(self, peering: str, nodes: frozenset[str]) -> None:
+        """The nodes whose agent reports Applied=False now: series only for them, the healed ones go."""
+        before = self._failed_nodes.get(peering, frozenset())
+        for node in before - nodes:
+            self.apply_failed.remove(peering, node)
+        for node in nodes - before:
+            self.apply_failed.labels(peering, node).set(1)
+        if nodes:
+            self._failed_nodes[peering] = nodes
+        else:
+            self._failed_nodes.pop(peering, None)
+
+    def forget(self, peering: str) -> None:
+        """The peering is gone: every gauge of it goes, so dashboards and alerts stop showing it."""
+        reason = self._ready_reasons.pop(peering, None)
+        if reason is not None:
+            self.ready.remove(peering, reason)
+        self.apply_failures(peering, frozenset())
+        for group in self._groups.pop(peering, frozenset()):
+            self.addresses.remove(peering, group)
+        for gauge in (self.rules, self.bytes, self.objects):
+            gauge.remove(peering)
+        self.dry_run(peering, None)
 
     def dry_run(self, peering: str, report: DryRunReport | None) -> None:
         """The DryRun counts; None (enforced, or deleted) removes the series, so no stale count lingers."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from time import monotonic
 from typing import Any
 
 import structlog
@@ -47,6 +48,7 @@ from liqosec.compiler.firewallconfiguration import (
 from liqosec.compiler.governance import conflict, governors
 from liqosec.controller import reflection, retire
 from liqosec.controller.caches import Derived, DesiredSpecs
+from liqosec.controller.changetimes import ChangeTimes
 from liqosec.controller.firewalls import FirewallWriter, Recorder, Refused, WriteMetrics
 from liqosec.controller.ownwrites import OwnWrites
 from liqosec.controller.resources import PEERING_CONNECTIVITIES, StoreView
@@ -74,8 +76,9 @@ class Reconciler:
 
     Safe to call for any key, any number of times, from one worker at a time per key (the
     queue's guarantee). Holds no state but what may be derived again: its caches (`Derived`),
-    the FirewallUpdated Event times (`FirewallWriter`) and the last warning said per key
-    (`StatusWriter`).
+    the FirewallUpdated Event times (`FirewallWriter`), the last warning said per key
+    (`StatusWriter`) and when each key's inputs changed unhandled (`changes`, which the
+    informers' handlers mark: the start of `liqosec_change_to_firewall_seconds`).
     """
 
     def __init__(
@@ -91,8 +94,10 @@ class Reconciler:
         scope: str = ALL_NODES,
         own_writes: OwnWrites | None = None,
         desired: DesiredSpecs | None = None,
+        changes: ChangeTimes | None = None,
     ) -> None:
         self._scope = scope
+        self._changes = changes if changes is not None else ChangeTimes(monotonic)
         self._client = client
         self._view = view
         self._capabilities = capabilities
@@ -113,13 +118,22 @@ class Reconciler:
 
     def reconcile(self, key: str) -> float | None:
         """Make the peering's firewalls and status right; return seconds after which to look again, if any."""
+        since = self._changes.take(key)  # before the caches are read: a later change marks the key again
+        try:
+            return self._reconcile(key, since)
+        except BaseException:
+            self._changes.restore(key, since)  # the retry's write carries the change
+            raise
+
+    def _reconcile(self, key: str, since: float | None) -> float | None:
         namespace, _, name = key.partition("/")
         log = structlog.get_logger(__name__).bind(peering=key)
         obj = self._view.get(KIND, name, namespace)
         if obj is None or _meta(obj).get("deletionTimestamp"):  # not found, or being deleted
             self._status.forget(key)
             self._derived.forget(key)
-            self._metrics.dry_run(key, None)
+            self._changes.forget(key)
+            self._metrics.forget(key)
             wait = self._firewalls.remove_orphans(namespace, name, log)
             if wait is None and obj is not None:
                 self._set_finalizer(obj, present=False)
@@ -154,8 +168,12 @@ class Reconciler:
             raise  # the worker retries with backoff: fixing the RBAC brings it back
         # Only now: a warning said while the writes kept failing is said once, not once per retry.
         self._status.settled(key)
+        if since is not None and applied.written:
+            self._metrics.change_written(self._changes.age(since))
         self._metrics.compiled(key, outcome)
+        self._metrics.firewall_objects(key, len(outcome.firewalls))
         progress = self._rollout(namespace, outcome, applied.written)
+        self._metrics.apply_failures(key, self._failed_nodes(progress))
         conds = valid_conditions(outcome, stateful=caps.ctstate, progress=progress) + self._notes(outcome)
         later = self._status.write(key, obj, conds, outcome, log, progress)
         return _sooner(applied.retry_after, later)
@@ -177,6 +195,8 @@ class Reconciler:
         namespace, _, name = key.partition("/")
         wait = self._firewalls.remove_orphans(namespace, name, log)
         self._metrics.compiled(key, outcome)
+        self._metrics.firewall_objects(key, 0)
+        self._metrics.apply_failures(key, frozenset())
         self._metrics.dry_run(key, report)
         conds = dry_run_conditions(outcome, report, stateful=caps.ctstate) + self._notes(outcome)
         later = self._status.write(key, obj, conds, outcome, log, dry_run=report.to_status())
@@ -261,6 +281,11 @@ class Reconciler:
         if hosts.fabric:
             return rollout(outcome.firewalls, live, hosts.by_host, hosts.uncovered)
         return rollout(outcome.firewalls, live, list(hosts.by_host))
+
+    def _failed_nodes(self, progress: Rollout) -> frozenset[str]:
+        """The nodes of the hosts reporting Applied=False (a fabric pod's node; else the host is the node)."""
+        by_host = self._derived.hosts().by_host
+        return frozenset(by_host.get(host, host) for host in progress.failed)
 
     def _valid(self, outcome: CompiledPeering, caps: Capabilities) -> list[Condition]:
         """A valid policy's conditions, before any rollout: what a failed write amends."""

@@ -160,6 +160,9 @@ class StatusWriter:
             log.info("peering changed under us, reading it again", attempt=attempt)
 
         retry_on_conflict(read, mutate, write, current=obj, what=f"{KIND} {key} status", on_conflict=conflicted)
+        ready = next((c for c in conds if c.type == READY), None)
+        if ready is not None:  # the status carries it now, written or already so
+            self._metrics.ready_condition(key, ready.status, ready.reason)
         return later
 
     def _firewall_kept(self, obj: Mapping[str, Any]) -> bool:

@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from liqosec.compiler.firewallconfiguration import ALL_NODES
 from liqosec.controller.caches import DesiredSpecs
+from liqosec.controller.changetimes import ChangeTimes
 from liqosec.controller.events import EventRecorder
 from liqosec.controller.metrics import ControllerMetrics
 from liqosec.controller.reconcile import Reconciler
@@ -360,6 +361,8 @@ class Fixture:
         self.metrics = ControllerMetrics(self.registry, workers=1)
         self.view = StoreView(self.stores)
         self.now = datetime(2026, 1, 2, tzinfo=UTC)
+        # The informers' handlers mark input changes here (`changed`); on the fixture's clock.
+        self.changes = ChangeTimes(lambda: self.now.timestamp())
         self.reconciler = Reconciler(
             client=self.client,
             view=self.view,
@@ -370,6 +373,7 @@ class Fixture:
             now=lambda: self.now,
             scope=scope,
             desired=self.desired,
+            changes=self.changes,
         )
 
     def sync(self) -> None:

@@ -295,7 +295,7 @@ def test_a_firewall_version_a_pass_wrote_wakes_not_that_pass_but_a_later_version
     own = OwnWrites()
     queued: list[str] = []
     handler = _QueueAffectedPeerings(
-        "FirewallConfiguration", firewall_configuration_keys, KeyMapper(c.view), queued.append, own
+        "FirewallConfiguration", firewall_configuration_keys, KeyMapper(c.view), queued.append, own=own
     )
     older = {**fc, "metadata": {**fc["metadata"], "resourceVersion": "1"}, "spec": {}}
     own.wrote(key("rome"), fc)
