@@ -43,6 +43,10 @@ hack/build-helm.sh >/dev/null
 hack/liqo.sh agent >/dev/null   # Liqo's code from its Go module: the dataplane agents, the FC webhooks, forge
 hack/liqo.sh check-crds         # hack/liqo-crds is Liqo's, at the version pinned in hack/liqo-agent/go.mod
 export LIQOSEC_REQUIRE_HELM=1  # built just above: the chart tests must run, not skip
+# promtool, from the e2e Prometheus' Go module (no Docker needed): the chart's alert rules are
+# checked and unit-tested with it (test/integration/test_alerts.py). Cold: about 3.5 min on 2 cores.
+hack/images/build.sh tool promtool >/dev/null
+export LIQOSEC_REQUIRE_PROMTOOL=1
 
 # --- e2e (kind) prerequisites: a Docker engine (started here when none answers), the images and
 # kind/kubectl, all built on this machine and cached (docs/images.md). Where no engine can run,
