@@ -78,7 +78,8 @@ debian_mirror() {
   [[ -n "$found" ]] || die "no Debian mirror for ${DEBIAN_SUITE}: apt's sources (/etc/apt) name none; set LIQOSEC_DEBIAN_MIRROR"
   echo "${found%/}"
 }
-DEBIAN_MIRROR="$(debian_mirror)"
+# Images need it (their keys name it); `tool` does not, so a machine without apt sources can build tools.
+[[ "${1:-}" == tool ]] || DEBIAN_MIRROR="$(debian_mirror)"
 present() { docker image inspect "$1" >/dev/null 2>&1; }
 
 # ---------------------------------------------------------------------------------------- Go builds
