@@ -104,6 +104,7 @@ PROMETHEUS_CONFIG = """\
 global:
   scrape_interval: 5s
   evaluation_interval: 5s
+rule_files: [/etc/prometheus/rules.yaml]
 scrape_configs:
   # The chart's metrics Service, through its endpoints: both replicas are scraped.
   - job_name: liqosec
@@ -119,7 +120,9 @@ scrape_configs:
 """
 
 
-def prometheus(image: str, *, scrape_namespace: str, service: str) -> list[dict[str, Any]]:
+def prometheus(image: str, *, scrape_namespace: str, service: str, rules: str) -> list[dict[str, Any]]:
+    """Prometheus scraping the chart's metrics Service and evaluating `rules` (a Prometheus rule file:
+    the `spec` of the chart's PrometheusRule)."""
     ns = PROMETHEUS_NAMESPACE
     labels = {"app": PROMETHEUS}
     return [
@@ -145,7 +148,10 @@ def prometheus(image: str, *, scrape_namespace: str, service: str) -> list[dict[
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {"name": PROMETHEUS, "namespace": ns},
-            "data": {"prometheus.yml": PROMETHEUS_CONFIG % {"namespace": scrape_namespace, "service": service}},
+            "data": {
+                "prometheus.yml": PROMETHEUS_CONFIG % {"namespace": scrape_namespace, "service": service},
+                "rules.yaml": rules,
+            },
         },
         {
             "apiVersion": "apps/v1",

@@ -34,6 +34,7 @@ from kind_cluster import (
     step,
 )
 
+from harness.liqo_forge import PEERING_SPEC, for_apply, forge, of_kind
 from liqosec.admission.server import PEERING_CONNECTIVITIES
 from liqosec.controller.retire import FINALIZER
 from liqosec.firewall.evaluate import Packet, node_accepts
@@ -50,6 +51,11 @@ MANAGED_BY = "app.kubernetes.io/managed-by=liqosec"
 # Not the short name `pc`: PriorityClass owns it and kubectl resolves built-ins first
 # (test/unit/test_manifests.py::test_crd_short_names_do_not_shadow_builtin_resources).
 PC = "peeringconnectivities.security.liqo.io"
+# The chart's ValidatingAdmissionPolicy and binding (<fullname>-firewalls) and how the API server words a refusal.
+ADMISSION_POLICY = f"{RELEASE}-firewalls"
+ADMISSION_POLICY_DENIED = (
+    f"ValidatingAdmissionPolicy '{ADMISSION_POLICY}' with binding '{ADMISSION_POLICY}' denied request"
+)
 # Compiles, writes, is applied by every node's agent and reports status well within this.
 RECONCILE_TIMEOUT_S = 120
 PORT = 8080
@@ -847,6 +853,104 @@ def test_the_charts_webhook_refuses_a_rule_that_can_never_decide(cluster: KindCl
             eventually(removed, timeout=60, what="the webhook's configuration, Service and Secret to be gone")
             dep = cluster.get_json("deployment", "-n", NAMESPACE, RELEASE)
             assert not any("webhook" in a for a in dep["spec"]["template"]["spec"]["containers"][0]["args"])
+
+
+def refused_by_the_admission_policy(cluster: KindCluster, *args: str) -> str:
+    """A kubectl write that the chart's ValidatingAdmissionPolicy must refuse; returns the API server's message."""
+    try:
+        cluster.kubectl(*args)
+    except CommandError as err:
+        said = err.stderr.strip()
+        assert ADMISSION_POLICY_DENIED in said, said
+        return said
+    raise AssertionError(f"`kubectl {' '.join(args)}` was admitted; the admission policy should refuse it")
+
+
+def test_the_admission_policy_keeps_each_writer_to_its_own_firewalls(cluster: KindCluster, pods: list[str]) -> None:
+    """Least privilege beyond RBAC, on the cluster as installed: the chart's ValidatingAdmissionPolicy is
+    there by default, the controller converged under it (the fixtures), liqosec's ServiceAccount cannot
+    touch a FirewallConfiguration Liqo's code made, and another account that RBAC lets write
+    FirewallConfigurations cannot touch liqosec's."""
+    tenant = "liqo-tenant-rome"
+    liqosec_sa = f"system:serviceaccount:{NAMESPACE}:{RELEASE}"
+    writer_sa = "system:serviceaccount:default:firewall-writer"
+    with step("admission policy (installed by default)"):
+        policy = cluster.get_json("validatingadmissionpolicy", ADMISSION_POLICY)
+        binding = cluster.get_json("validatingadmissionpolicybinding", ADMISSION_POLICY)
+        assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+        assert binding["spec"]["validationActions"] == ["Deny"], binding["spec"]
+        ours = live_firewall(cluster, "rome")
+        assert ours is not None, "liqosec wrote no firewall for rome with the policy in place"
+    [remap] = of_kind(forge({**PEERING_SPEC, "remappingFirewalls": True}), "FirewallConfiguration")
+    liqos = for_apply(remap)
+    liqos["metadata"]["namespace"] = tenant
+    name = liqos["metadata"]["name"]
+    writer = [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "firewall-writer", "namespace": "default"}},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": "e2e-firewall-writer"},
+            "rules": [
+                {
+                    "apiGroups": ["networking.liqo.io"],
+                    "resources": ["firewallconfigurations"],
+                    "verbs": ["get", "list", "create", "update", "patch", "delete"],
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "e2e-firewall-writer"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "e2e-firewall-writer"},
+            "subjects": [{"kind": "ServiceAccount", "name": "firewall-writer", "namespace": "default"}],
+        },
+    ]
+    try:
+        with step("admission policy (liqosec's account on a Liqo-made FirewallConfiguration)"):
+            cluster.kubectl("create", "-f", "-", stdin=json.dumps(liqos))
+            said = refused_by_the_admission_policy(
+                cluster, "-n", tenant, "label", FC, name, "liqosec.test/touched=yes", "--as", liqosec_sa
+            )
+            assert "not liqosec's" in said, said
+            said = refused_by_the_admission_policy(
+                cluster, "-n", tenant, "delete", FC, name, "--wait=false", "--as", liqosec_sa
+            )
+            print(f"\nliqosec's account refused on Liqo's {name}: {said}")
+            assert (
+                cluster.get_json(FC, "-n", tenant, name)["metadata"].get("labels", {}).get("liqosec.test/touched")
+                is None
+            )
+        with step("admission policy (another account on liqosec's firewall)"):
+            cluster.apply(writer)
+            # RBAC allows it (asked of the API server), so what refuses below is the policy.
+            assert cluster.kubectl("auth", "can-i", "delete", FC, "-n", tenant, "--as", writer_sa).strip() == "yes"
+            fc = "liqosec-rome"
+            said = refused_by_the_admission_policy(
+                cluster, "-n", tenant, "delete", FC, fc, "--wait=false", "--as", writer_sa
+            )
+            assert "is liqosec's" in said, said
+            said = refused_by_the_admission_policy(
+                cluster,
+                "-n",
+                tenant,
+                "label",
+                FC,
+                fc,
+                "app.kubernetes.io/managed-by=someone",
+                "--overwrite",
+                "--as",
+                writer_sa,
+            )
+            print(f"another account refused on {fc}: {said}")
+            # Its own firewalls, not liqosec's, are still its to write: the policy is narrow.
+            cluster.kubectl("-n", tenant, "label", FC, name, "liqosec.test/touched=yes", "--as", writer_sa)
+        wait_converged(cluster, "rome")
+    finally:
+        cluster.kubectl("-n", tenant, "delete", FC, name, "--ignore-not-found", "--wait=false")
+        cluster.kubectl("delete", "clusterrolebinding,clusterrole", "e2e-firewall-writer", "--ignore-not-found")
+        cluster.kubectl("-n", "default", "delete", "serviceaccount", "firewall-writer", "--ignore-not-found")
 
 
 def test_a_missing_verb_fails_visibly(cluster: KindCluster, pods: list[str]) -> None:
