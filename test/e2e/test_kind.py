@@ -34,6 +34,7 @@ from kind_cluster import (
     step,
 )
 
+from harness import dashboards
 from harness.liqo_forge import PEERING_SPEC, for_apply, forge, of_kind
 from liqosec.admission.server import PEERING_CONNECTIVITIES
 from liqosec.controller.retire import FINALIZER
@@ -519,10 +520,65 @@ def prometheus_query(cluster: KindCluster, query: str) -> list[dict[str, Any]]:
     return list(answer["data"]["result"])
 
 
+# The durations the kind suite renders the chart's alerts with, so one fires within a test.
+ALERT_DURATIONS = (
+    "notReadyFor",
+    "applyFailedFor",
+    "writeErrorsFor",
+    "noLeaderFor",
+    "reconcileErrorsFor",
+    "invalidClusterStateFor",
+)
+
+
+def alert_rules(cluster: KindCluster) -> str:
+    """The chart's PrometheusRule, rendered by helm for this Prometheus (its job is `liqosec`), as a rule file."""
+    settings = [
+        "--set",
+        "metrics.prometheusRule.enabled=true",
+        "--set-string",
+        'metrics.prometheusRule.selector=job="liqosec"',
+    ]
+    for name in ALERT_DURATIONS:
+        settings += ["--set", f"metrics.prometheusRule.{name}=10s"]
+    rendered = cluster.helm(
+        "template",
+        RELEASE,
+        str(ROOT / "chart"),
+        "-n",
+        NAMESPACE,
+        "--show-only",
+        "templates/prometheusrule.yaml",
+        *settings,
+    ).stdout
+    [rule] = [d for d in yaml.safe_load_all(rendered) if d]
+    assert rule["kind"] == "PrometheusRule", rule
+    return str(yaml.safe_dump(rule["spec"]))
+
+
+def prometheus_get(cluster: KindCluster, api: str, **params: str) -> Any:
+    path = f"/api/v1/namespaces/{PROMETHEUS_NAMESPACE}/services/{PROMETHEUS}:http/proxy/api/v1/{api}"
+    answer = json.loads(
+        cluster.kubectl("get", "--raw", path + ("?" + urllib.parse.urlencode(params) if params else ""))
+    )
+    assert answer["status"] == "success", answer
+    return answer["data"]
+
+
+def firing(cluster: KindCluster, alert: str, **labels: str) -> list[dict[str, Any]] | None:
+    """The alert's series in Prometheus' ALERTS that are firing with these labels, or None."""
+    matchers = "".join(f', {k}="{v}"' for k, v in labels.items())
+    found = prometheus_query(cluster, f'ALERTS{{alertname="{alert}", alertstate="firing"{matchers}}}')
+    return found or None
+
+
 def test_prometheus_scrapes_the_metrics_service(e2e: Session, pods: list[str]) -> None:
     cluster = e2e.kind
     with step("prometheus"):
-        cluster.apply(prometheus(e2e.images["prometheus"], scrape_namespace=NAMESPACE, service=f"{RELEASE}-metrics"))
+        rules = alert_rules(cluster)
+        cluster.apply(
+            prometheus(e2e.images["prometheus"], scrape_namespace=NAMESPACE, service=f"{RELEASE}-metrics", rules=rules)
+        )
         cluster.kubectl(
             "-n", PROMETHEUS_NAMESPACE, "rollout", "status", f"deployment/{PROMETHEUS}", "--timeout=180s", timeout=200
         )
@@ -541,6 +597,13 @@ def test_prometheus_scrapes_the_metrics_service(e2e: Session, pods: list[str]) -
         assert total > 0
         writes = prometheus_query(cluster, 'sum(liqosec_firewall_writes_total{peering="liqo-tenant-rome/rome"})')
         assert writes and float(writes[0]["value"][1]) > 0, writes
+    with step("prometheus (the chart's alerts loaded)"):
+        expected = {r["alert"] for g in yaml.safe_load(rules)["groups"] for r in g["rules"] if "alert" in r}
+        loaded = {r["name"]: r for g in prometheus_get(cluster, "rules", type="alert")["groups"] for r in g["rules"]}
+        assert set(loaded) == expected, (sorted(loaded), sorted(expected))
+        assert all(r["health"] == "ok" for r in loaded.values()), [(n, r.get("lastError")) for n, r in loaded.items()]
+        # A healthy release fires none of them.
+        assert prometheus_query(cluster, 'ALERTS{alertstate="firing", alertname=~"Liqosec.*"}') == []
 
 
 def test_a_new_offloaded_pod_reaches_the_firewall(cluster: KindCluster, pods: list[str]) -> None:
@@ -586,6 +649,44 @@ def test_a_new_offloaded_pod_reaches_the_firewall(cluster: KindCluster, pods: li
             lambda: allowing(api_1), timeout=RECONCILE_TIMEOUT_S, what="the new pod api-1 allowed from milan"
         )
     assert not accepts(fc, remote, pod_ip(cluster, "default", "web"))
+
+
+def test_every_dashboard_query_returns_data(cluster: KindCluster, pods: list[str]) -> None:
+    """Each panel of the chart's Grafana dashboard, its variables filled as Grafana's `All` would, asked of
+    the real Prometheus scraping the release: every query must return a series with a number, at some
+    point while the cluster works (a DryRun policy staged, a pod offloaded)."""
+    configure_peer(cluster, "genoa", "10.75.0.0/16")
+    staged = policy("genoa", [{"source": {"group": "remote-cluster"}, "action": "deny"}])
+    staged["spec"]["enforcement"] = "DryRun"
+    answered: dict[str, str] = {}
+    asked = dashboards.queries()
+    assert asked, "the dashboard has no queries"
+
+    def all_answered() -> bool | None:
+        for query, promql in asked:
+            key = f"{query.panel} [{query.ref}]"
+            if key in answered:
+                continue
+            for series in prometheus_query(cluster, promql):
+                value = float(series["value"][1])
+                if value == value:  # not NaN: a rate or quantile over real samples
+                    answered[key] = f"{series['metric']} = {value:g}"
+                    break
+        return True if len(answered) == len(asked) else None
+
+    with step("dashboard (every panel's query against Prometheus)"):
+        cluster.apply([staged])
+        cluster.apply([server_pod("api-2", "shop-milan", offloaded_by("milan"), cluster.node_names()[0])])
+        wait_pods_ready(cluster, "shop-milan")
+        try:
+            eventually(all_answered, timeout=180, what="every dashboard query to return data")
+        except TimeoutError as err:
+            missing = [f"{q.panel} [{q.ref}]: {e}" for q, e in asked if f"{q.panel} [{q.ref}]" not in answered]
+            raise AssertionError(f"{err}; no data for:\n  " + "\n  ".join(missing)) from err
+        finally:
+            cluster.kubectl("-n", "liqo-tenant-genoa", "delete", PC, "genoa", "--ignore-not-found")
+            cluster.kubectl("-n", "shop-milan", "delete", "pod", "api-2", "--ignore-not-found", "--wait=false")
+    print("\ndashboard answers:\n  " + "\n  ".join(f"{k}: {v}" for k, v in sorted(answered.items())))
 
 
 def test_deleting_the_policy_removes_its_firewall(cluster: KindCluster, pods: list[str]) -> None:
@@ -993,6 +1094,15 @@ def test_a_missing_verb_fails_visibly(cluster: KindCluster, pods: list[str]) -> 
             seen = eventually(visible, timeout=90, what="a Warning Event or a status condition naming the 403")
             print(f"\nmissing verb reported: {seen}")
             assert live_firewall(cluster, "verona") is None  # not created while the verb is missing
+            alert = eventually(
+                lambda: firing(
+                    cluster, "LiqosecFirewallWritesFailing", peering="liqo-tenant-verona/verona", reason="Forbidden"
+                ),
+                timeout=120,
+                what="LiqosecFirewallWritesFailing firing in Prometheus for verona (Forbidden)",
+            )
+            print(f"alert firing: {alert[0]['metric']}")
+            assert not firing(cluster, "LiqosecFirewallWritesFailing", peering="liqo-tenant-rome/rome")
         finally:
             cluster.kubectl("replace", "-f", "-", stdin=json.dumps(original))
     with step("rbac (verb restored)"):
