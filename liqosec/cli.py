@@ -19,6 +19,7 @@ from typing import Any, TextIO
 
 import yaml
 
+from liqosec import picture, source
 from liqosec.api.peeringconnectivity import KIND
 from liqosec.compiler import ipv6
 from liqosec.compiler.firewallconfiguration import DRY_RUN_LABEL, CompiledPeering
@@ -90,44 +91,32 @@ def _capped(lines: Sequence[str]) -> list[str]:
     return shown
 
 
-def _read_live(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """The live cluster's objects, read through --kubeconfig (or the pod's ServiceAccount)."""
-    from liqosec.kube import errors
-    from liqosec.live import read_cluster
-    from liqosec.run import StartupError, connect
-
-    try:
-        client, _ = connect(args.kubeconfig or None, args.context)
-        objects, warnings = read_cluster(client)
-    except StartupError as err:
-        raise _LiveError(str(err)) from None
-    except errors.ApiError as err:
-        raise _LiveError(f"reading the cluster failed: {err}") from None
-    for line in _capped(warnings):
-        print(f"liqosec {args.command}: warning: {line}", file=sys.stderr)
-    if args.peering:
-        # A cluster holds other peerings, some maybe invalid: compile only the one asked about.
-        ns, _, name = str(args.peering).partition("/")
-        objects = [
-            o
-            for o in objects
-            if o.get("kind") != "PeeringConnectivity"
-            or ((o.get("metadata") or {}).get("namespace"), (o.get("metadata") or {}).get("name")) == (ns, name)
-        ]
-    return objects
-
-
-class _LiveError(Exception):
-    """The live cluster could not be read: one line for the user, exit 1."""
+def _objects(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The input: files (-f) or the live cluster, scoped by -n and explain's --peering (`liqosec.source`)."""
+    live = source.wants_live(args, plugin=args.plugin)
+    if live:
+        got = source.read_live(args)
+        for line in _capped(got.warnings):
+            print(f"{args.prog} {args.command}: warning: {line}", file=sys.stderr)
+        objects, args.default_namespace = got.objects, got.namespace
+    else:
+        objects, args.default_namespace = _load(args), source.DEFAULT_NAMESPACE
+    if args.namespace is not None:
+        source.check_namespace(objects, args.namespace, live=live)
+    namespace = args.namespace or args.default_namespace
+    peering = getattr(args, "peering", None)
+    if peering is not None:
+        args.peering = peering = source.qualified(peering, namespace)
+    return source.scoped(objects, namespace=args.namespace, peering=peering)
 
 
 def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
     loaded = load(args.filename, max_bytes=args.max_bytes)
     for line in _capped(loaded.warnings):
-        print(f"liqosec {args.command}: warning: {line}", file=sys.stderr)
+        print(f"{args.prog} {args.command}: warning: {line}", file=sys.stderr)
     if not any(o.get("kind") == "PeeringConnectivity" for o in loaded.objects):
         print(
-            f"liqosec {args.command}: warning: the input holds no PeeringConnectivity: no firewall to compile",
+            f"{args.prog} {args.command}: warning: the input holds no PeeringConnectivity: no firewall to compile",
             file=sys.stderr,
         )
     return list(loaded.objects)
@@ -135,13 +124,13 @@ def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def _waiting(args: argparse.Namespace) -> Callable[[str], None]:
     """A peering waiting on Liqo (a remap not done yet) is named on stderr; the others' results still print."""
-    return lambda line: print(f"liqosec {args.command}: warning: {line}", file=sys.stderr)
+    return lambda line: print(f"{args.prog} {args.command}: warning: {line}", file=sys.stderr)
 
 
 def _ipv6_warnings(args: argparse.Namespace, results: Sequence[CompiledPeering]) -> None:
     """Pods of a policy's groups holding IPv6 addresses pass unfiltered: say so, as the status does."""
     for line in _capped(ipv6.notes(results)):
-        print(f"liqosec {args.command}: warning: {line}", file=sys.stderr)
+        print(f"{args.prog} {args.command}: warning: {line}", file=sys.stderr)
 
 
 def _with_ports(objects: Sequence[dict[str, Any]]) -> list[str]:
@@ -162,7 +151,7 @@ def _with_ports(objects: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def _cmd_render(args: argparse.Namespace, out: TextIO) -> int:
-    objects = _load(args)
+    objects = _objects(args)
     firewalls = render(
         objects,
         capabilities=_capabilities(args, objects),
@@ -174,7 +163,7 @@ def _cmd_render(args: argparse.Namespace, out: TextIO) -> int:
     if args.firewall_scope == "per-node":
         for key in _with_ports(objects):
             print(
-                f"liqosec {args.command}: note: PeeringConnectivity {key} names ports: compiled for all nodes, "
+                f"{args.prog} {args.command}: note: PeeringConnectivity {key} names ports: compiled for all nodes, "
                 "not per node",
                 file=sys.stderr,
             )
@@ -214,8 +203,8 @@ def _print_dry_run_notes(args: argparse.Namespace, objects: Sequence[dict[str, A
     for obj in objects:
         if obj.get("kind") == KIND and is_dry_run(obj):
             print(
-                f"liqosec {args.command}: note: {_key(obj)} is a dry run (spec.enforcement: DryRun): the controller "
-                "writes none of its FirewallConfigurations; shown is what it would enforce",
+                f"{args.prog} {args.command}: note: {_key(obj)} is a dry run (spec.enforcement: DryRun): "
+                "the controller writes none of its FirewallConfigurations; shown is what it would enforce",
                 file=sys.stderr,
             )
 
@@ -293,15 +282,20 @@ def _emit(out: TextIO, output: str, as_json: Callable[[], Any], as_text: Callabl
 
 
 def _cmd_matrix(args: argparse.Namespace, out: TextIO) -> int:
-    objects = _load(args)
+    objects = _objects(args)
     matrix = build_matrix(objects, capabilities=_capabilities(args, objects), port=args.port, waiting=_waiting(args))
     _ipv6_warnings(args, matrix.outcomes)
     _print_dry_run_notes(args, objects)
+    if args.output in ("svg", "html"):
+        _write(out, picture.svg(matrix) if args.output == "svg" else picture.html(matrix))
+        return 0
     return _emit(out, args.output, lambda: matrix_json(matrix), lambda: format_matrix(matrix))
 
 
 def _cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
-    objects = _load(args) if args.filename else _read_live(args)
+    objects = _objects(args)
+    namespace = args.namespace or args.default_namespace
+    args.source, args.destination = (source.qualified(t, namespace) for t in (args.source, args.destination))
     results = outcomes(objects, capabilities=_capabilities(args, objects), waiting=_waiting(args))
     x = explain(objects, args.source, args.destination, peering=args.peering, results=results, port=args.port)
     _ipv6_warnings(args, [o for o in results if o.peering.key == x.peering])
@@ -309,20 +303,20 @@ def _cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
     return _emit(out, args.output, lambda: explanation_json(x), lambda: format_explanation(x))
 
 
-EXPLAIN_HELP = (
-    """\
+EXPLAIN_EXAMPLES = """\
 examples:
-  liqosec explain -f examples/provider-isolate-offloaded.yaml --from default/web --to shop-rome/cart-0
-  liqosec explain -f examples/ --peering liqo-tenant-rome/rome --from 10.71.0.9 --to default/web -o json
-  liqosec explain -f policy.yaml --from 10.71.0.9 --to shop/front --port 443/tcp
+  {prog} explain -f examples/provider-isolate-offloaded.yaml --from default/web --to shop-rome/cart-0
+  {prog} explain -f examples/ --peering liqo-tenant-rome/rome --from 10.71.0.9 --to default/web -o json
+  {prog} explain -f policy.yaml --from 10.71.0.9 --to shop/front --port 443/tcp
+  {prog} explain {live}--context prod -n liqo-tenant-rome --from default/web --to shop-rome/cart-0
 
 """
-    + INPUT_HELP
-)
+PLUGIN = "kubectl liqosec"  # the name kubectl runs the plugin by (the `kubectl-liqosec` entry point)
 
 
-def _add_input(p: argparse.ArgumentParser, *, required: bool = True) -> None:
-    p.add_argument("-f", "--filename", action="append", required=required, help="YAML file or directory (repeatable)")
+def _add_input(p: argparse.ArgumentParser, *, plugin: bool) -> None:
+    p.add_argument("-f", "--filename", action="append", help="YAML file or directory (repeatable)")
+    source.add_arguments(p, plugin=plugin)
     state = p.add_mutually_exclusive_group()
     state.add_argument("--ctstate", dest="ctstate", action="store_true", default=None, help="assume conntrack matches")
     state.add_argument("--no-ctstate", dest="ctstate", action="store_false", help="assume a stateless firewall")
@@ -346,15 +340,18 @@ def _add_port(p: argparse.ArgumentParser) -> None:
     )
 
 
-def parser(*, with_run: bool = True) -> argparse.ArgumentParser:
-    """The command line; `with_run=False` leaves out `run`, whose imports (the controller, structlog) cost ~0.1 s."""
-    p = argparse.ArgumentParser(prog="liqosec", description="Per-peering network security for Liqo.")
+def parser(*, with_run: bool = True, prog: str = "liqosec") -> argparse.ArgumentParser:
+    """The command line; `with_run=False` leaves out `run`, whose imports (the controller, structlog) cost ~0.1 s.
+    `prog` is the name usage and messages give: `kubectl liqosec` reads the cluster when no -f is given."""
+    plugin = prog == PLUGIN
+    p = argparse.ArgumentParser(prog=prog, description="Per-peering network security for Liqo.")
+    p.set_defaults(prog=prog, plugin=plugin)
     sub = p.add_subparsers(dest="command", required=True)
     raw = argparse.RawDescriptionHelpFormatter
     r = sub.add_parser(
         "render", help="print the FirewallConfigurations the input compiles to", epilog=INPUT_HELP, formatter_class=raw
     )
-    _add_input(r)
+    _add_input(r, plugin=plugin)
     r.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
     r.add_argument(
         "--firewall-scope",
@@ -375,28 +372,31 @@ def parser(*, with_run: bool = True) -> argparse.ArgumentParser:
         epilog=INPUT_HELP,
         formatter_class=raw,
     )
-    _add_input(m)
-    m.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    _add_input(m, plugin=plugin)
+    m.add_argument(
+        "-o",
+        "--output",
+        choices=("table", "json", "svg", "html"),
+        default="table",
+        help="svg, html: a picture, one self-contained page for html (hover a cell for the rule deciding it)",
+    )
     _add_port(m)
     m.set_defaults(func=_cmd_matrix)
     e = sub.add_parser(
         "explain",
         help="say why a TCP connection between two pods or addresses opens or not under a peering's firewall",
-        epilog=EXPLAIN_HELP,
+        epilog=EXPLAIN_EXAMPLES.format(prog=prog, live="" if plugin else "--kubeconfig ~/.kube/config ") + INPUT_HELP,
         formatter_class=raw,
     )
-    _add_input(e, required=False)
+    _add_input(e, plugin=plugin)
     e.add_argument(
-        "--kubeconfig",
+        "--peering",
         default=None,
-        help="read the live cluster instead of -f ('' for the in-cluster ServiceAccount or ~/.kube/config)",
+        metavar="[NS/]NAME",
+        help="the PeeringConnectivity (optional when there is one; NAME alone is in -n's namespace)",
     )
-    e.add_argument("--context", default=None, help="kubeconfig context (with --kubeconfig)")
-    e.add_argument(
-        "--peering", default=None, metavar="NS/NAME", help="the PeeringConnectivity (optional when there is one)"
-    )
-    e.add_argument("--from", dest="source", required=True, metavar="POD|IP", help="namespace/name of a pod, or IPv4")
-    e.add_argument("--to", dest="destination", required=True, metavar="POD|IP", help="namespace/name or IPv4")
+    e.add_argument("--from", dest="source", required=True, metavar="POD|IP", help="[namespace/]name of a pod, or IPv4")
+    e.add_argument("--to", dest="destination", required=True, metavar="POD|IP", help="[namespace/]name or IPv4")
     e.add_argument("-o", "--output", choices=("text", "json"), default="text")
     _add_port(e)
     e.set_defaults(func=_cmd_explain)
@@ -413,41 +413,41 @@ def _add_run(sub: Any) -> None:
     add_run_parser(sub)
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None, *, prog: str = "liqosec") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    p = parser(with_run=argv[:1] not in (["render"], ["matrix"], ["explain"]))
+    p = parser(with_run=prog != PLUGIN and argv[:1] not in (["render"], ["matrix"], ["explain"]), prog=prog)
     args = p.parse_args(argv)
-    if args.func is _cmd_explain:
-        if args.kubeconfig is not None and args.filename:
-            p.error("explain: use -f/--filename or --kubeconfig, not both")
-        if args.kubeconfig is None and not args.filename:
-            p.error("explain: one of -f/--filename or --kubeconfig is required")
+    if args.func in (_cmd_render, _cmd_matrix, _cmd_explain):
+        if (args.kubeconfig is not None or args.context is not None) and args.filename:
+            p.error(f"{args.command}: use -f/--filename or --kubeconfig/--context, not both")
+        if not args.filename and not source.wants_live(args, plugin=args.plugin):
+            p.error(f"{args.command}: one of -f/--filename or --kubeconfig is required")
     if args.func not in (_cmd_render, _cmd_matrix, _cmd_explain):  # `run` reports its own failures, tracebacks included
         try:
             return int(args.func(args, out or sys.stdout))
         except RenderError as err:
-            print(f"liqosec {args.command}: invalid input:\n{err}", file=sys.stderr)
+            print(f"{args.prog} {args.command}: invalid input:\n{err}", file=sys.stderr)
             return EXIT_INVALID
     try:
         args.max_bytes = max_input_bytes()
     except ValueError as err:
         p.error(str(err))
-    return _guarded(args.command, lambda: int(args.func(args, out or sys.stdout)), out is None)
+    return _guarded(f"{prog} {args.command}", lambda: int(args.func(args, out or sys.stdout)), out is None)
 
 
 def _guarded(command: str, run: Callable[[], int], to_stdout: bool) -> int:
     """Run a pure command: invalid input is exit 1 with its message; anything else is a bug, said in one line."""
     try:
         return run()
-    except (ExplainError, _LiveError) as err:
-        print(f"liqosec {command}: {_shorten(str(err))}", file=sys.stderr)
+    except (ExplainError, source.SourceError) as err:
+        print(f"{command}: {_shorten(str(err))}", file=sys.stderr)
         return EXIT_INVALID
     except RenderError as err:
         lines = _capped(err.errors)
-        print(f"liqosec {command}: invalid input:\n" + "\n".join(lines), file=sys.stderr)
+        print(f"{command}: invalid input:\n" + "\n".join(lines), file=sys.stderr)
         return EXIT_INVALID
     except KeyboardInterrupt:
-        print(f"liqosec {command}: interrupted", file=sys.stderr)
+        print(f"{command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `liqosec render ... | head`: the reader left; say nothing
         if to_stdout:  # and keep Python's flush at exit from failing on the closed pipe
@@ -462,7 +462,7 @@ def _guarded(command: str, run: Callable[[], int], to_stdout: bool) -> int:
         except Exception:  # an exception whose message fails to format
             detail = type(err).__name__
         print(
-            f"liqosec {command}: internal error: {detail}; please report a bug "
+            f"{command}: internal error: {detail}; please report a bug "
             f"(set {TRACEBACK_ENV}=1 to see where it happened)",
             file=sys.stderr,
         )

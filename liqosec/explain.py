@@ -257,6 +257,17 @@ def _decision(outcome: CompiledPeering, src: str, dst: str, l4: L4) -> Decision:
     )
 
 
+def decisions(outcome: CompiledPeering, src: str, dst: str, port: L4 | None = None) -> tuple[Decision, Decision | None]:
+    """What decides a connection under one peering, as explain names it: the policy's clause for the request, and
+    for the reply when the firewall judges replies by their addresses (None: conntrack passes them).
+    `liqosec matrix -o svg|html` names these in each cell."""
+    proto, number = port if port is not None else ("tcp", 0)
+    request = _decision(outcome, src, dst, (proto, number))
+    if outcome.chain.name == CHAIN_STATEFUL:
+        return request, None
+    return request, _decision(outcome, dst, src, (proto, EPHEMERAL_PORT))
+
+
 def _verdict(action: Action) -> str:
     return "accept" if action is Action.ALLOW else "drop"
 
@@ -486,7 +497,7 @@ def _end_lines(title: str, end: End, peer: str) -> list[str]:
     return lines
 
 
-def _decision_text(d: Decision) -> str:
+def decision_text(d: Decision) -> str:
     if d.origin == OUT_OF_SCOPE:
         return "none: the packet is not this peering's traffic, its chain accepts it"
     if d.origin == DEFAULT_ACTION:
@@ -504,7 +515,7 @@ def _enforcement_text(e: Enforcement) -> list[str]:
 def _step_lines(title: str, step: Step) -> list[str]:
     state = "established" if step.established else "new"
     lines = [f"{title} {step.src} -> {step.dst} ({state})"]
-    lines.append(f"  policy:   {_decision_text(step.decision)}")
+    lines.append(f"  policy:   {decision_text(step.decision)}")
     lines.append(f"  firewall: {_enforcement_text(step.enforcement)[0]}")
     lines.extend(_enforcement_text(step.enforcement)[1:])
     lines.append(f"  verdict:  {'passes' if step.passes else 'dropped'}")
@@ -536,7 +547,7 @@ def format_explanation(x: Explanation) -> str:
     ]
     if x.stateful:
         lines += _step_lines("reply (conntrack)", x.reply)
-        lines += [f"  without conntrack the address rules would say: {_decision_text(x.reply_by_address.decision)}"]
+        lines += [f"  without conntrack the address rules would say: {decision_text(x.reply_by_address.decision)}"]
     else:
         judged = "its addresses" if x.port is None else f"its addresses and port {x.port[1]} -> {EPHEMERAL_PORT}"
         lines += _step_lines(f"reply (stateless: judged by {judged})", x.reply)

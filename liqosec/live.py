@@ -1,4 +1,4 @@
-"""Read a live cluster into the objects the pure core takes, for `liqosec explain --kubeconfig`.
+"""Read a live cluster into the objects the pure core takes, for `liqosec explain|matrix|render --kubeconfig`.
 
 Lists every kind the controller watches, as the controller would see it, and returns plain
 objects (`apiVersion` and `kind` set, managedFields dropped), so explain reads the live cluster
@@ -7,7 +7,10 @@ exactly as it reads a YAML dump. A kind whose CRD is not installed is skipped wi
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Callable
+from typing import Any, cast
 
 from liqosec.controller.resources import Watched, watched_resources
 from liqosec.kube import errors
@@ -50,3 +53,28 @@ def _list(client: KubeClient, watched: Watched, token: str | None) -> JsonDict:
                 raise
             time.sleep(RETRY_SECONDS)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+class ContextError(ValueError):
+    """The kubeconfig names no such context, or cannot be read: one line for the user."""
+
+
+def context_namespace(kubeconfig: str | None, context: str | None) -> str:
+    """The namespace of the context used (`--context`, else the current one), as kubectl takes it: `default`
+    when the context sets none. `kubeconfig` may list files separated by ':' (as KUBECONFIG does)."""
+    from kubernetes import config as k8s_config
+
+    path = kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+    try:
+        listed = cast(Callable[..., tuple[Any, Any]], k8s_config.list_kube_config_contexts)
+        contexts, current = listed(config_file=path)
+    except Exception as err:  # the loader raises many kinds, each a bad kubeconfig
+        raise ContextError(
+            f"kubeconfig {path} is not usable: {str(err).splitlines()[0] if str(err) else err!r}"
+        ) from None
+    chosen = current if context is None else next((c for c in contexts or () if c.get("name") == context), None)
+    if chosen is None:
+        raise ContextError(
+            f'context "{context}" not found in {path}' if context is not None else f"kubeconfig {path} sets no context"
+        )
+    return str((chosen.get("context") or {}).get("namespace") or "default")

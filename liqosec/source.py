@@ -1,0 +1,115 @@
+"""Where `render`, `matrix` and `explain` take their objects from, and what `-n` means for them.
+
+- Files (`-f`), or the live cluster: `--kubeconfig`, `--context` and `KUBECONFIG` (a ':'-separated
+  list, merged as kubectl merges it). `liqosec` reads the cluster when one of the live options is
+  given; `kubectl liqosec` whenever no `-f` is. One implementation for the three commands.
+- `-n NS` names the peering's tenant namespace, the namespace of its PeeringConnectivity: only the
+  policies there are compiled. It is also the namespace of explain's bare names (`--peering NAME`
+  is `NS/NAME`, `--from web` is `NS/web`). Without `-n` every policy is compiled and a bare name is
+  in the context's namespace (live) or `default` (files), as kubectl takes it.
+- A context the kubeconfig lacks and a namespace the input lacks are one line each (`SourceError`),
+  naming them; the cluster's objects are read only once both are known good.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from ipaddress import AddressValueError, IPv4Address
+from typing import Any
+
+DEFAULT_NAMESPACE = "default"
+
+
+class SourceError(Exception):
+    """The live cluster, its context or the namespace asked for cannot be used: one line for the user, exit 1."""
+
+
+@dataclass(frozen=True)
+class Live:
+    """What the cluster held, and the namespace a bare name is in when `-n` is not given."""
+
+    objects: list[dict[str, Any]]
+    warnings: list[str]
+    namespace: str
+
+
+def add_arguments(p: argparse.ArgumentParser, *, plugin: bool) -> None:
+    """The live options, the same for every command that reads objects."""
+    instead = "without -f" if plugin else "instead of -f"
+    p.add_argument(
+        "--kubeconfig",
+        default=None,
+        help=f"read the live cluster {instead} (default: KUBECONFIG, a ':'-separated list, then ~/.kube/config; "
+        "'' for the in-cluster ServiceAccount)",
+    )
+    p.add_argument("--context", default=None, help="kubeconfig context (default: its current context)")
+    p.add_argument(
+        "-n",
+        "--namespace",
+        default=None,
+        help="the peering's tenant namespace: only its PeeringConnectivity is compiled; "
+        "explain's bare names (--peering NAME, --from POD) are in it",
+    )
+
+
+def wants_live(args: argparse.Namespace, *, plugin: bool) -> bool:
+    return args.kubeconfig is not None or args.context is not None or (plugin and not args.filename)
+
+
+def read_live(args: argparse.Namespace) -> Live:
+    """The live cluster's objects, read through the kubeconfig's context (or the pod's ServiceAccount)."""
+    from liqosec.kube import errors
+    from liqosec.live import ContextError, context_namespace, read_cluster
+    from liqosec.run import StartupError, connect
+
+    try:
+        in_cluster = args.kubeconfig == "" and args.context is None
+        namespace = DEFAULT_NAMESPACE if in_cluster else context_namespace(args.kubeconfig or None, args.context)
+        client, _ = connect(args.kubeconfig or None, args.context)
+        objects, warnings = read_cluster(client)
+    except (ContextError, StartupError) as err:
+        raise SourceError(str(err)) from None
+    except errors.ApiError as err:
+        raise SourceError(f"reading the cluster failed: {err}") from None
+    return Live(objects, warnings, namespace)
+
+
+def check_namespace(objects: Sequence[Mapping[str, Any]], namespace: str, *, live: bool) -> None:
+    """`-n` names a namespace the input holds: a Namespace object, or (files) any object in it."""
+    for o in objects:
+        meta = o.get("metadata") or {}
+        if (o.get("kind") == "Namespace" and meta.get("name") == namespace) or (
+            not live and meta.get("namespace") == namespace
+        ):
+            return
+    raise SourceError(f'namespace "{namespace}" not found' + ("" if live else " in the input"))
+
+
+def scoped(objects: Sequence[dict[str, Any]], *, namespace: str | None, peering: str | None) -> list[dict[str, Any]]:
+    """Only the PeeringConnectivities asked about: of `peering` (ns/name), else of `namespace`, else all.
+
+    A cluster holds other peerings, some maybe invalid: compiling only the one asked about keeps them
+    from failing the answer."""
+    if peering is None and namespace is None:
+        return list(objects)
+
+    def kept(o: Mapping[str, Any]) -> bool:
+        meta = o.get("metadata") or {}
+        if peering is not None:
+            return f"{meta.get('namespace')}/{meta.get('name')}" == peering
+        return meta.get("namespace") == namespace
+
+    return [o for o in objects if o.get("kind") != "PeeringConnectivity" or kept(o)]
+
+
+def qualified(text: str, namespace: str) -> str:
+    """A bare name (`web`) as `namespace/web`; `ns/name` and IPv4 addresses as given."""
+    if "/" in text:
+        return text
+    try:
+        IPv4Address(text)
+    except (AddressValueError, ValueError):
+        return f"{namespace}/{text}"
+    return text
