@@ -107,7 +107,9 @@ def _objects(args: argparse.Namespace) -> list[dict[str, Any]]:
     peering = getattr(args, "peering", None)
     if peering is not None:
         args.peering = peering = source.qualified(peering, namespace)
-    return source.scoped(objects, namespace=args.namespace, peering=peering)
+    # explain takes -n as the namespace of its bare names only: its two pods and its policy live apart.
+    scope = None if args.func is _cmd_explain else args.namespace
+    return source.scoped(objects, namespace=scope, peering=peering)
 
 
 def _load(args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -3,10 +3,12 @@
 - Files (`-f`), or the live cluster: `--kubeconfig`, `--context` and `KUBECONFIG` (a ':'-separated
   list, merged as kubectl merges it). `liqosec` reads the cluster when one of the live options is
   given; `kubectl liqosec` whenever no `-f` is. One implementation for the three commands.
-- `-n NS` names the peering's tenant namespace, the namespace of its PeeringConnectivity: only the
-  policies there are compiled. It is also the namespace of explain's bare names (`--peering NAME`
-  is `NS/NAME`, `--from web` is `NS/web`). Without `-n` every policy is compiled and a bare name is
-  in the context's namespace (live) or `default` (files), as kubectl takes it.
+- `-n NS`, for `matrix` and `render`, names a peering's tenant namespace, that of its
+  PeeringConnectivity: only the policies there are compiled. For `explain` it is the namespace of
+  the bare names (`--from web` is `NS/web`, `--peering rome` is `NS/rome`), as for kubectl; its
+  pods and its policy live in different namespaces, so it scopes nothing else. Without `-n`
+  every policy is compiled and a bare name is in the context's namespace (live) or `default`
+  (files), as kubectl takes it.
 - A context the kubeconfig lacks and a namespace the input lacks are one line each (`SourceError`),
   naming them; the cluster's objects are read only once both are known good.
 """
@@ -49,8 +51,8 @@ def add_arguments(p: argparse.ArgumentParser, *, plugin: bool) -> None:
         "-n",
         "--namespace",
         default=None,
-        help="the peering's tenant namespace: only its PeeringConnectivity is compiled; "
-        "explain's bare names (--peering NAME, --from POD) are in it",
+        help="matrix, render: the peering's tenant namespace, only its PeeringConnectivity is compiled; "
+        "explain: the namespace of bare names (--from POD, --to POD, --peering NAME)",
     )
 
 

@@ -20,6 +20,9 @@ TOP_MODULES = {
     "run.py",
     "matrix.py",
     "explain.py",
+    "picture.py",
+    "plugin.py",
+    "source.py",
     "py.typed",
 }
 
