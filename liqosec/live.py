@@ -66,7 +66,9 @@ def context_namespace(kubeconfig: str | None, context: str | None) -> str:
 
     path = kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
     if not any(os.path.isfile(p) for p in path.split(os.pathsep) if p):
-        raise ContextError(f"kubeconfig {path} does not exist: pass --kubeconfig or set KUBECONFIG to a kubeconfig file")
+        raise ContextError(
+            f"kubeconfig {path} does not exist: pass --kubeconfig or set KUBECONFIG to a kubeconfig file"
+        )
     try:
         listed = cast(Callable[..., tuple[Any, Any]], k8s_config.list_kube_config_contexts)
         contexts, current = listed(config_file=path)

@@ -16,12 +16,14 @@
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from ipaddress import AddressValueError, IPv4Address
 from typing import Any
 
 DEFAULT_NAMESPACE = "default"
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")  # a pod name (RFC 1123 subdomain)
+_DOTTED = re.compile(r"[0-9.]+")  # digits and dots: meant as an IPv4 address
 
 
 class SourceError(Exception):
@@ -107,11 +109,8 @@ def scoped(objects: Sequence[dict[str, Any]], *, namespace: str | None, peering:
 
 
 def qualified(text: str, namespace: str) -> str:
-    """A bare name (`web`) as `namespace/web`; `ns/name` and IPv4 addresses as given."""
-    if "/" in text:
+    """A bare pod name (`web`) as `namespace/web`; `ns/name`, addresses and anything else as given, so an
+    address that is not IPv4 (`10.1.1.300`, `::1`) still gets its own message."""
+    if "/" in text or _DOTTED.fullmatch(text) or not _NAME.fullmatch(text):
         return text
-    try:
-        IPv4Address(text)
-    except (AddressValueError, ValueError):
-        return f"{namespace}/{text}"
-    return text
+    return f"{namespace}/{text}"

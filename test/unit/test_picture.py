@@ -57,11 +57,8 @@ def test_a_cells_title_names_the_clause_explain_names() -> None:
     objects = load_objects([str(EXAMPLE)])
     x = explain(objects, "shop-rome/cart-0", "default/web")
     root = ET.fromstring(run("-f", str(EXAMPLE), "-o", "svg"))
-    (title,) = [
-        c.findtext(f"{S}title") or ""
-        for c in cells(root)
-        if (c.findtext(f"{S}title") or "").startswith("shop-rome/cart-0 (") and "-> default/web (" in c.findtext(f"{S}title", "")
-    ]
+    titles = [c.findtext(f"{S}title") or "" for c in cells(root)]
+    (title,) = [t for t in titles if t.startswith("shop-rome/cart-0 (") and "-> default/web (" in t]
     assert f"request: {x.request.decision.where}: " in title
     assert x.request.decision.where.startswith("spec.rules[")
 

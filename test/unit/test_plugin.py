@@ -78,7 +78,8 @@ def test_a_missing_kubeconfig_is_one_line(
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "none"))
     assert plugin_main(["matrix"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith(f"kubectl liqosec matrix: kubeconfig {tmp_path / 'none'} does not exist") and err.count("\n") == 1
+    assert err.startswith(f"kubectl liqosec matrix: kubeconfig {tmp_path / 'none'} does not exist")
+    assert err.count("\n") == 1
 
 
 def test_kubeconfig_is_a_colon_separated_list_as_for_kubectl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
