@@ -109,7 +109,8 @@ def _objects(args: argparse.Namespace) -> list[dict[str, Any]]:
         args.peering = peering = source.qualified(peering, namespace)
     # explain takes -n as the namespace of its bare names only: its two pods and its policy live apart.
     scope = None if args.func is _cmd_explain else args.namespace
-    return source.scoped(objects, namespace=scope, peering=peering)
+    # From a cluster, only the peering asked about is compiled; a file's others are named when it is not there.
+    return source.scoped(objects, namespace=scope, peering=peering if live else None)
 
 
 def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
