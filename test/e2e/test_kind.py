@@ -8,7 +8,10 @@ converge, traffic, rule change, pod move, metrics, leader kill, upgrade, webhook
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
 import sys
 import time
 import urllib.parse
@@ -424,6 +427,75 @@ def test_live_firewall_gives_example_1_verdicts(cluster: KindCluster, pods: list
     assert not accepts(fc, cart0, web), "offloaded pods reach only rome"
     assert not accepts(fc, remote, web), "rome reaches only its offloaded pods"
     assert accepts(fc, web, "10.244.200.1"), "local traffic is outside the peering's scope"
+
+
+def kubectl_liqosec(cluster: KindCluster, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """`kubectl liqosec ...` as an operator runs it: kubectl finds the plugin on PATH, KUBECONFIG names the cluster."""
+    plugin = shutil.which("kubectl-liqosec", path=str(Path(sys.executable).parent))
+    assert plugin, f"kubectl-liqosec is not installed beside {sys.executable} (pip install .)"
+    env = {
+        **os.environ,
+        "PATH": f"{Path(plugin).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "KUBECONFIG": str(cluster.kubeconfig),
+    }
+    return subprocess.run(
+        [cluster.tool["KUBECTL"], "liqosec", *args], capture_output=True, text=True, env=env, timeout=120, check=check
+    )
+
+
+def test_kubectl_liqosec_explain_reads_the_kind_cluster(cluster: KindCluster, pods: list[str]) -> None:
+    """The kubectl plugin against the live cluster, through kubectl: its verdicts are the live firewall's."""
+    fc = wait_converged(cluster, "rome")
+    context = yaml.safe_load(cluster.kubeconfig.read_text())["current-context"]
+    remote = "10.71.3.4"
+    cart0, web = pod_ip(cluster, "shop-rome", "cart-0"), pod_ip(cluster, "default", "web")
+    with step("kubectl liqosec explain"):
+        for source, destination, ends in (
+            ("shop-rome/cart-0", remote, (cart0, remote)),
+            ("shop-rome/cart-0", "default/web", (cart0, web)),
+            (remote, "default/web", (remote, web)),
+        ):
+            # The current context by default, and named with --context, say the same.
+            for extra in ((), ("--context", context)):
+                done = kubectl_liqosec(
+                    cluster,
+                    "explain",
+                    "-n",
+                    "liqo-tenant-rome",
+                    "--peering",
+                    "rome",
+                    "--from",
+                    source,
+                    "--to",
+                    destination,
+                    "-o",
+                    "json",
+                    *extra,
+                )
+                said = json.loads(done.stdout)
+                assert said["peering"]["peeringConnectivity"] == "liqo-tenant-rome/rome", said["peering"]
+                assert (said["from"]["ip"], said["to"]["ip"]) == ends
+                # A stateful firewall lets the reply back by conntrack; a stateless one must accept it too.
+                opens = accepts(fc, *ends) and (said["peering"]["stateful"] or accepts(fc, ends[1], ends[0]))
+                assert said["connection"]["opens"] == opens, (source, destination, said["connection"])
+        text = kubectl_liqosec(
+            cluster,
+            "explain",
+            "--peering",
+            "liqo-tenant-rome/rome",
+            "--from",
+            "shop-rome/cart-0",
+            "--to",
+            "default/web",
+        ).stdout
+        print(f"\nkubectl liqosec explain:\n{text}")
+        assert "spec.rules[" in text, text  # names the rule that decides
+    with step("kubectl liqosec (unknown context)"):
+        done = kubectl_liqosec(
+            cluster, "explain", "--context", "nope", "--from", remote, "--to", "default/web", check=False
+        )
+        assert done.returncode == 1, done
+        assert done.stderr.strip().count("\n") == 0 and 'context "nope"' in done.stderr, done.stderr
 
 
 def test_kubectl_get_peeringconnectivities_shows_ready_true(cluster: KindCluster, pods: list[str]) -> None:
