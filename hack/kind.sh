@@ -8,6 +8,9 @@
 #                                           wait for every node Ready and CoreDNS (bounded)
 #   hack/kind.sh network NAME KUBECONFIG    (re)write the CNI config and routes on every node
 #   hack/kind.sh load NAME IMAGE...         kind load docker-image into every node
+#   hack/kind.sh masquerade NAME POD_SUBNET masquerade what pods send outside POD_SUBNET (as kindnetd
+#                                           does): a pod that talks to another cluster's nodes gets
+#                                           its replies (two clusters on one Docker network)
 #   hack/kind.sh delete NAME                delete the cluster (idempotent)
 #
 # Pod networking without kindnetd: on each node, the CNI ptp plugin with host-local addresses from
@@ -89,6 +92,24 @@ EOF
   done
 }
 
+# A table of its own, replaced whole, at srcnat + 10: a NAT chain of Liqo's fabric at srcnat decides first.
+masquerade() {
+  local name="$1" subnet="$2" node
+  for node in $(nodes_of "$name"); do
+    docker exec -i "$node" nft -f - <<EOF || die "cannot write the masquerade table on ${node}"
+table ip liqosec-kind-masq
+delete table ip liqosec-kind-masq
+table ip liqosec-kind-masq {
+  chain postrouting {
+    type nat hook postrouting priority srcnat + 10; policy accept;
+    ip saddr ${subnet} ip daddr != ${subnet} masquerade
+  }
+}
+EOF
+  done
+  log "${name}: pods in ${subnet} masqueraded outside it"
+}
+
 wait_ready() {
   local kubeconfig="$1"
   "$KUBECTL" --kubeconfig "$kubeconfig" wait --for=condition=Ready nodes --all --timeout="${WAIT_S}s" >&2 \
@@ -125,6 +146,8 @@ case "${1:-}" in
   tools) tools ;;
   create) [[ $# -eq 4 ]] || die "usage: hack/kind.sh create NAME KUBECONFIG CONFIG"; create "$2" "$3" "$4" ;;
   network) [[ $# -eq 3 ]] || die "usage: hack/kind.sh network NAME KUBECONFIG"; load_tools; network "$2" "$3" ;;
+  masquerade)
+    [[ $# -eq 3 ]] || die "usage: hack/kind.sh masquerade NAME POD_SUBNET"; load_tools; masquerade "$2" "$3" ;;
   load)
     [[ $# -ge 3 ]] || die "usage: hack/kind.sh load NAME IMAGE..."
     name="$2"; shift 2; load_tools
@@ -133,5 +156,5 @@ case "${1:-}" in
     [[ $# -eq 2 ]] || die "usage: hack/kind.sh delete NAME"
     kind="$("${HERE}/images/build.sh" tool kind)"
     "$kind" delete cluster --name "$2" >&2 ;;
-  *) die "usage: hack/kind.sh tools | create NAME KUBECONFIG CONFIG | network NAME KUBECONFIG | load NAME IMAGE... | delete NAME" ;;
+  *) die "usage: hack/kind.sh tools | create NAME KUBECONFIG CONFIG | network NAME KUBECONFIG | load NAME IMAGE... | masquerade NAME POD_SUBNET | delete NAME" ;;
 esac

@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# Two kind clusters peered by Liqo itself: Liqo's commands and images built here from the pinned
+# module (hack/liqo.sh), installed with its liqoctl from the module's chart, peered with
+# `liqoctl peer`, a namespace offloaded with `liqoctl offload namespace`.
+#
+#   hack/peering.sh up [OUT]     the steps build, image, cluster, install, peer, offload, in order
+#   hack/peering.sh logs [OUT]   save Liqo's pods' logs and objects of both clusters under OUT/logs
+#   hack/peering.sh down [OUT]   delete both clusters (idempotent)
+#
+# OUT (default ${LIQOSEC_PEERING_OUT:-/tmp/liqosec-peering}) holds the kubeconfigs
+# (kubeconfig-consumer, kubeconfig-provider), the kind configs, `timings` (seconds per step) and,
+# after a failure, logs/. A failure names its step and saves the logs first.
+#
+# The kernel of this project's machines has no WireGuard and no Geneve device type: the gateways use
+# Liqo's userspace WireGuard (wireguard-go over /dev/net/tun); the fabric's Geneve tunnels between
+# nodes and gateways cannot come up, so pod traffic does not cross; Liqo's control plane does not need it
+# (docs/liqo-real.md).
+# Env: LIQOSEC_PEERING_WORKERS (kind workers per cluster, default 1).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+OUT="${2:-${LIQOSEC_PEERING_OUT:-/tmp/liqosec-peering}}"
+WORKERS="${LIQOSEC_PEERING_WORKERS:-1}"
+ROLES=(consumer provider)
+# Different pod and service CIDRs (as Liqo's own kind e2e), none inside Liqo's defaults for its
+# internal (10.80.0.0/16) and external (10.70.0.0/16) CIDRs, none the e2e suite's cluster's.
+declare -A POD_SUBNET=([consumer]=10.10.0.0/16 [provider]=10.20.0.0/16)
+declare -A SERVICE_SUBNET=([consumer]=10.110.0.0/16 [provider]=10.120.0.0/16)
+OFFLOADED_NAMESPACE=liqo-demo
+WAIT_S="${LIQOSEC_PEERING_WAIT:-600}"
+
+log() { echo "peering: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+cluster_name() { echo "liqosec-$1"; }
+kubeconfig() { echo "${OUT}/kubeconfig-$1"; }
+
+KIND="" KUBECTL="" LIQOCTL="" LIQO_VERSION=""
+load_tools() {
+  local line
+  while IFS= read -r line; do
+    case "$line" in KIND=*) KIND="${line#KIND=}" ;; KUBECTL=*) KUBECTL="${line#KUBECTL=}" ;; esac
+  done < <("${HERE}/kind.sh" tools)
+  [[ -x "$KIND" && -x "$KUBECTL" ]] || die "kind or kubectl could not be built"
+  LIQO_VERSION="$("${HERE}/liqo.sh" version)"
+  LIQOCTL="$("${HERE}/liqo.sh" commands --print-path 2>/dev/null)/liqoctl" || LIQOCTL=""
+}
+
+kc() { local role="$1"; shift; "$KUBECTL" --kubeconfig "$(kubeconfig "$role")" "$@"; }
+liqoctl() { local role="$1"; shift; "$LIQOCTL" --kubeconfig "$(kubeconfig "$role")" "$@"; }
+
+# ------------------------------------------------------------------------------------------- steps
+step_build() {
+  "${HERE}/liqo.sh" commands >/dev/null
+}
+
+step_image() {
+  "${HERE}/liqo.sh" images >"${OUT}/images"
+}
+
+kind_config() {
+  local role="$1" i
+  cat <<EOF
+kind: Cluster
+apiVersion: kind.x-k8s.io/v1alpha4
+networking:
+  podSubnet: "${POD_SUBNET[$role]}"
+  serviceSubnet: "${SERVICE_SUBNET[$role]}"
+  disableDefaultCNI: true
+nodes:
+  - role: control-plane
+EOF
+  for ((i = 0; i < WORKERS; i++)); do echo "  - role: worker"; done
+}
+
+step_cluster() {
+  local role name images=()
+  mapfile -t images < <(cut -d= -f2 "${OUT}/images")
+  ((${#images[@]} > 0)) || die "no Liqo images listed in ${OUT}/images"
+  for role in "${ROLES[@]}"; do
+    name="$(cluster_name "$role")"
+    kind_config "$role" >"${OUT}/kind-${role}.yaml"
+    "${HERE}/kind.sh" create "$name" "$(kubeconfig "$role")" "${OUT}/kind-${role}.yaml"
+    "${HERE}/kind.sh" masquerade "$name" "${POD_SUBNET[$role]}"
+    # One archive for every image: kind load saves them together and imports once per node.
+    "$KIND" load docker-image --name "$name" "${images[@]}" >&2
+  done
+}
+
+step_install() {
+  local role chart
+  chart="$("${HERE}/liqo.sh" chart)"
+  for role in "${ROLES[@]}"; do
+    liqoctl "$role" install kind --cluster-id "$(cluster_name "$role")" --local-chart-path "$chart" \
+      --version "$LIQO_VERSION" --set networking.gatewayTemplates.wireguard.implementation=userspace \
+      --disable-telemetry --timeout "${WAIT_S}s" >&2
+    kc "$role" -n liqo wait --for=condition=Ready pods --all --timeout="${WAIT_S}s" >&2
+  done
+}
+
+step_peer() {
+  liqoctl consumer peer --remote-kubeconfig "$(kubeconfig provider)" --gw-server-service-type NodePort \
+    --timeout "${WAIT_S}s" >&2
+  kc consumer wait --for=condition=Ready "node/$(cluster_name provider)" --timeout="${WAIT_S}s" >&2
+}
+
+step_offload() {
+  kc consumer create namespace "$OFFLOADED_NAMESPACE" --dry-run=client -o yaml | kc consumer apply -f - >&2
+  liqoctl consumer offload namespace "$OFFLOADED_NAMESPACE" --pod-offloading-strategy LocalAndRemote \
+    --namespace-mapping-strategy DefaultName --timeout "${WAIT_S}s" >&2
+}
+
+# step NAME: run step_NAME in a subshell of its own (so `set -e` holds inside it), time it; on a
+# failure save the logs and name the step.
+step() {
+  local name="$1" start=$SECONDS pid
+  log "${name}: start"
+  (step_"$name") &
+  pid=$!
+  if ! wait "$pid"; then
+    save_logs || true
+    die "step ${name} failed after $((SECONDS - start)) s; Liqo's pods' logs and objects are in ${OUT}/logs"
+  fi
+  echo "${name} $((SECONDS - start))" >>"${OUT}/timings"
+  log "${name}: done in $((SECONDS - start)) s"
+}
+
+up() {
+  mkdir -p "$OUT"
+  : >"${OUT}/timings"
+  load_tools
+  step build
+  load_tools
+  step image
+  step cluster
+  step install
+  step peer
+  step offload
+  log "up: $(tr '\n' ' ' <"${OUT}/timings")"
+}
+
+# -------------------------------------------------------------------------------------------- logs
+# Liqo's objects, read back as Liqo made them.
+LIQO_KINDS=(
+  foreignclusters.core.liqo.io virtualnodes.offloading.liqo.io namespaceoffloadings.offloading.liqo.io
+  namespacemaps.offloading.liqo.io configurations.networking.liqo.io networks.ipam.liqo.io ips.ipam.liqo.io
+  gatewayservers.networking.liqo.io gatewayclients.networking.liqo.io connections.networking.liqo.io
+  firewallconfigurations.networking.liqo.io routeconfigurations.networking.liqo.io
+  genevetunnels.networking.liqo.io internalnodes.networking.liqo.io internalfabrics.networking.liqo.io
+  tenants.authentication.liqo.io identities.authentication.liqo.io resourceslices.authentication.liqo.io
+)
+
+save_cluster_logs() {
+  local role="$1" dir="$2" ns pod restarts kind
+  mkdir -p "$dir"
+  kc "$role" get nodes -o wide >"${dir}/nodes.txt" 2>&1 || true
+  kc "$role" get pods -A -o wide >"${dir}/pods.txt" 2>&1 || true
+  kc "$role" get events -A --sort-by=.lastTimestamp >"${dir}/events.txt" 2>&1 || true
+  for kind in "${LIQO_KINDS[@]}"; do
+    kc "$role" get "$kind" -A -o yaml >"${dir}/${kind%%.*}.yaml" 2>&1 || true
+  done
+  for ns in $(kc "$role" get namespaces -o name 2>/dev/null | sed 's|^namespace/||' \
+    | grep -E "^(liqo|liqo-tenant-.*|${OFFLOADED_NAMESPACE}.*)$"); do
+    while read -r pod restarts; do
+      [[ -n "$pod" ]] || continue
+      kc "$role" -n "$ns" logs "$pod" --all-containers --prefix --timestamps >"${dir}/${ns}_${pod}.log" 2>&1 || true
+      [[ "${restarts:-0}" =~ ^[1-9] ]] && kc "$role" -n "$ns" logs "$pod" --all-containers --prefix --timestamps \
+        --previous >"${dir}/${ns}_${pod}.previous.log" 2>&1 || true
+    done < <(kc "$role" -n "$ns" get pods --no-headers \
+      -o custom-columns=NAME:.metadata.name,RESTARTS:.status.containerStatuses[*].restartCount 2>/dev/null \
+      | awk '{ n = 0; split($2, r, ","); for (i in r) n += r[i]; print $1, n }')
+  done
+}
+
+save_logs() {
+  local role
+  [[ -n "$KUBECTL" ]] || load_tools
+  for role in "${ROLES[@]}"; do
+    [[ -f "$(kubeconfig "$role")" ]] || continue
+    save_cluster_logs "$role" "${OUT}/logs/${role}"
+  done
+  log "logs saved in ${OUT}/logs"
+}
+
+down() {
+  local role
+  for role in "${ROLES[@]}"; do "${HERE}/kind.sh" delete "$(cluster_name "$role")"; done
+}
+
+case "${1:-}" in
+  up) up ;;
+  logs) save_logs ;;
+  down) down ;;
+  *) die "usage: hack/peering.sh up|logs|down [OUT]" ;;
+esac
