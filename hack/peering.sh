@@ -4,6 +4,7 @@
 # `liqoctl peer`, a namespace offloaded with `liqoctl offload namespace`.
 #
 #   hack/peering.sh up [OUT]     the steps build, image, cluster, install, peer, offload, in order
+#   hack/peering.sh step NAME [OUT]  run one step again (after fixing what made it fail)
 #   hack/peering.sh logs [OUT]   save Liqo's pods' logs and objects of both clusters under OUT/logs
 #   hack/peering.sh down [OUT]   delete both clusters (idempotent)
 #
@@ -101,7 +102,14 @@ step_install() {
 step_peer() {
   liqoctl consumer peer --remote-kubeconfig "$(kubeconfig provider)" --gw-server-service-type NodePort \
     --timeout "${WAIT_S}s" >&2
-  kc consumer wait --for=condition=Ready "node/$(cluster_name provider)" --timeout="${WAIT_S}s" >&2
+  # The virtual node is created after liqoctl returns: `kubectl wait` fails on a missing object.
+  local node deadline=$((SECONDS + WAIT_S))
+  node="$(cluster_name provider)"
+  until kc consumer get node "$node" >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || die "no virtual node ${node} on the consumer within ${WAIT_S} s"
+    sleep 2
+  done
+  kc consumer wait --for=condition=Ready "node/${node}" --timeout="${WAIT_S}s" >&2
 }
 
 step_offload() {
@@ -189,7 +197,10 @@ down() {
 
 case "${1:-}" in
   up) up ;;
+  step)
+    [[ -n "${2:-}" ]] && declare -F "step_${2}" >/dev/null || die "usage: hack/peering.sh step build|image|cluster|install|peer|offload [OUT]"
+    OUT="${3:-${LIQOSEC_PEERING_OUT:-/tmp/liqosec-peering}}"; load_tools; step "$2" ;;
   logs) save_logs ;;
   down) down ;;
-  *) die "usage: hack/peering.sh up|logs|down [OUT]" ;;
+  *) die "usage: hack/peering.sh up|logs|down [OUT] | step NAME [OUT]" ;;
 esac
