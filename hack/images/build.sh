@@ -418,6 +418,8 @@ prune() {
   local keep=() ref
   for t in base python liqosec liqo-agent prometheus node; do keep+=("$(ref_of "$t")"); done
   docker images --format '{{.Repository}}:{{.Tag}}' | grep "^${REPO}/" | while read -r ref; do
+    # Liqo's component images (liqo-<component>) are hack/liqo.sh's, keyed there: not ours to judge.
+    [[ "$ref" == "${REPO}/liqo-"* && "$ref" != "${REPO}/liqo-agent:"* ]] && continue
     [[ " ${keep[*]} " == *" ${ref} "* ]] || { log "removing ${ref}"; docker rmi "$ref" >/dev/null || true; }
   done
   docker image prune -f --filter "label=${LABEL}" >/dev/null
