@@ -4,12 +4,14 @@
 # `liqoctl peer`, a namespace offloaded with `liqoctl offload namespace`.
 #
 #   hack/peering.sh up [OUT]     the steps build, image, cluster, install, peer, offload, in order
-#   hack/peering.sh step NAME [OUT]  run one step again (after fixing what made it fail)
+#   hack/peering.sh step NAME [OUT]  run one step again (after fixing what made it fail); `step unpeer`
+#                                then `step peer` unpeer and peer again
 #   hack/peering.sh logs [OUT]   save Liqo's pods' logs and objects of both clusters under OUT/logs
 #   hack/peering.sh down [OUT]   delete both clusters (idempotent)
 #
 # OUT (default ${LIQOSEC_PEERING_OUT:-/tmp/liqosec-peering}) holds the kubeconfigs
-# (kubeconfig-consumer, kubeconfig-provider), the kind configs, `timings` (seconds per step) and,
+# (kubeconfig-consumer, kubeconfig-provider, and kubeconfig-peering-user: the provider's peering user
+# the consumer peers with), the kind configs, `timings` (seconds per step) and,
 # after a failure, logs/. A failure names its step and saves the logs first.
 #
 # The kernel of this project's machines has no WireGuard and no Geneve device type: the gateways use
@@ -99,8 +101,16 @@ step_install() {
   done
 }
 
+# As Liqo's own e2e (test/e2e/pipeline/installer/liqo/peer.sh): the consumer peers with a peering user
+# the provider's admin generated (least privilege), not with the provider's admin kubeconfig.
+peering_user() { echo "${OUT}/kubeconfig-peering-user"; }
+
 step_peer() {
-  liqoctl consumer peer --remote-kubeconfig "$(kubeconfig provider)" --gw-server-service-type NodePort \
+  if [[ ! -s "$(peering_user)" ]]; then
+    liqoctl provider generate peering-user --consumer-cluster-id "$(cluster_name consumer)" >"$(peering_user).tmp"
+    mv "$(peering_user).tmp" "$(peering_user)"
+  fi
+  liqoctl consumer peer --remote-kubeconfig "$(peering_user)" --gw-server-service-type NodePort \
     --timeout "${WAIT_S}s" >&2
   # The virtual node is created after liqoctl returns: `kubectl wait` fails on a missing object.
   local node deadline=$((SECONDS + WAIT_S))
@@ -110,6 +120,11 @@ step_peer() {
     sleep 2
   done
   kc consumer wait --for=condition=Ready "node/${node}" --timeout="${WAIT_S}s" >&2
+}
+
+# Not part of `up`: the lifecycle the peering suite exercises (`step unpeer`, then `step peer` again).
+step_unpeer() {
+  liqoctl consumer unpeer --remote-kubeconfig "$(peering_user)" --skip-confirm --timeout "${WAIT_S}s" >&2
 }
 
 step_offload() {
@@ -136,6 +151,7 @@ step() {
 up() {
   mkdir -p "$OUT"
   : >"${OUT}/timings"
+  rm -f "$(peering_user)"  # the provider is new: so is its peering user
   load_tools
   step build
   load_tools
@@ -198,7 +214,7 @@ down() {
 case "${1:-}" in
   up) up ;;
   step)
-    [[ -n "${2:-}" ]] && declare -F "step_${2}" >/dev/null || die "usage: hack/peering.sh step build|image|cluster|install|peer|offload [OUT]"
+    [[ -n "${2:-}" ]] && declare -F "step_${2}" >/dev/null || die "usage: hack/peering.sh step build|image|cluster|install|peer|offload|unpeer [OUT]"
     OUT="${3:-${LIQOSEC_PEERING_OUT:-/tmp/liqosec-peering}}"; load_tools; step "$2" ;;
   logs) save_logs ;;
   down) down ;;

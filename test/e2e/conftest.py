@@ -28,7 +28,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from addons import AGENT, AGENT_NAMESPACE, liqo_agent
-from kind_cluster import IMAGE, ROOT, KindCluster, Session, build_images, missing_prerequisite, step
+
+from harness.kind import IMAGE, ROOT, KindCluster, Session, build_images, missing_prerequisite, step
 
 
 def liqo_crds_dir() -> Path:
@@ -57,7 +58,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason=f"e2e: {reason}"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def e2e() -> Iterator[Session]:
     reason = reason_not_to_run()
     if reason:
@@ -103,6 +104,6 @@ def e2e() -> Iterator[Session]:
                 kind.delete()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def cluster(e2e: Session) -> KindCluster:
     return e2e.kind

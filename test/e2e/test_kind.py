@@ -23,7 +23,9 @@ from typing import Any
 import pytest
 import yaml
 from addons import AGENT, AGENT_NAMESPACE, PROMETHEUS, PROMETHEUS_NAMESPACE, prometheus
-from kind_cluster import (
+
+from harness import dashboards
+from harness.kind import (
     IMAGE,
     NAMESPACE,
     POD_SUBNET,
@@ -33,12 +35,11 @@ from kind_cluster import (
     KindCluster,
     Session,
     eventually,
-    run,
     step,
 )
-
-from harness import dashboards
 from harness.liqo_forge import PEERING_SPEC, for_apply, forge, of_kind
+from harness.livestate import FC, MANAGED_BY, PC, cluster_objects, condition, expected_matrix
+from harness.pods import measured_traffic, namespace, pod_ip, server_pod, wait_pods_ready
 from liqosec.admission.server import PEERING_CONNECTIVITIES
 from liqosec.controller.retire import FINALIZER
 from liqosec.firewall.evaluate import Packet, node_accepts
@@ -49,12 +50,6 @@ from liqosec.offline import outcomes
 pytestmark = pytest.mark.e2e
 
 EXAMPLE = ROOT / "examples" / "provider-isolate-offloaded.yaml"
-FC = "firewallconfigurations.networking.liqo.io"
-FC_CRD = "firewallconfigurations.networking.liqo.io"
-MANAGED_BY = "app.kubernetes.io/managed-by=liqosec"
-# Not the short name `pc`: PriorityClass owns it and kubectl resolves built-ins first
-# (test/unit/test_manifests.py::test_crd_short_names_do_not_shadow_builtin_resources).
-PC = "peeringconnectivities.security.liqo.io"
 # The chart's ValidatingAdmissionPolicy and binding (<fullname>-firewalls) and how the API server words a refusal.
 ADMISSION_POLICY = f"{RELEASE}-firewalls"
 ADMISSION_POLICY_DENIED = (
@@ -62,70 +57,9 @@ ADMISSION_POLICY_DENIED = (
 )
 # Compiles, writes, is applied by every node's agent and reports status well within this.
 RECONCILE_TIMEOUT_S = 120
-PORT = 8080
-# Each test pod serves "ok" on PORT: a TCP connection opens only if the request and the reply pass.
-SERVER = f"""
-import socket
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("", {PORT}))
-s.listen(64)
-while True:
-    c, _ = s.accept()
-    try:
-        c.sendall(b"ok")
-    except OSError:
-        pass
-    c.close()
-"""
-# Run in a pod with the addresses to try as arguments; prints one JSON bool per address.
-CLIENT = f"""
-import concurrent.futures, json, socket, sys
-def probe(ip):
-    try:
-        with socket.create_connection((ip, {PORT}), timeout=3) as s:
-            s.settimeout(3)
-            return s.recv(2) == b"ok"
-    except OSError:
-        return False
-ips = sys.argv[1:]
-with concurrent.futures.ThreadPoolExecutor(len(ips)) as ex:
-    print(json.dumps(list(ex.map(probe, ips))))
-"""
 
 
 # ------------------------------------------------------------------------------------ cluster objects
-def namespace(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels or {}}}
-
-
-def server_pod(name: str, ns: str, labels: dict[str, str], node: str) -> dict[str, Any]:
-    """A pod on a chosen node serving TCP; the liqosec image is already on every node, so nothing is pulled."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": ns, "labels": labels},
-        "spec": {
-            "nodeName": node,
-            "terminationGracePeriodSeconds": 1,
-            "containers": [
-                {
-                    "name": "serve",
-                    "image": IMAGE,
-                    "imagePullPolicy": "Never",
-                    "command": ["python", "-c", SERVER],
-                    "readinessProbe": {"tcpSocket": {"port": PORT}, "periodSeconds": 1},
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "allowPrivilegeEscalation": False,
-                        "capabilities": {"drop": ["ALL"]},
-                    },
-                }
-            ],
-        },
-    }
-
-
 def offloaded_by(peer: str) -> dict[str, str]:
     return {"offloading.liqo.io/origin": peer, "liqo.io/managed-by": "shadowpod"}
 
@@ -152,14 +86,6 @@ def patch_status(cluster: KindCluster, resource: str, ns: str, name: str, status
     cluster.kubectl("-n", ns, "patch", resource, name, "--subresource=status", "--type=merge", "-p", json.dumps(status))
 
 
-def wait_pods_ready(cluster: KindCluster, ns: str) -> None:
-    cluster.kubectl("-n", ns, "wait", "--for=condition=Ready", "pod", "--all", "--timeout=180s", timeout=200)
-
-
-def pod_ip(cluster: KindCluster, ns: str, name: str) -> str:
-    return str(cluster.get_json("pod", "-n", ns, name)["status"]["podIP"])
-
-
 def live_firewall(cluster: KindCluster, peer: str) -> dict[str, Any] | None:
     try:
         return cluster.get_json(FC, "-n", f"liqo-tenant-{peer}", f"liqosec-{peer}")
@@ -175,29 +101,6 @@ def rule_names(fc: dict[str, Any]) -> list[str]:
 
 def accepts(fc: dict[str, Any], src: str, dst: str) -> bool:
     return node_accepts([fc["spec"]["table"]], Packet.of(src, dst))
-
-
-def cluster_objects(cluster: KindCluster) -> list[dict[str, Any]]:
-    """What the controller reads, read back from the cluster, for an independent `liqosec render`/`matrix`."""
-    objects: list[dict[str, Any]] = []
-    for args in (
-        ("namespaces",),
-        ("pods", "-A"),
-        ("networks.ipam.liqo.io", "-A"),
-        ("configurations.networking.liqo.io", "-A"),
-        ("namespaceoffloadings.offloading.liqo.io", "-A"),
-        ("endpointslices.discovery.k8s.io", "-A"),
-        ("services", "-A"),
-        ("nodes",),
-        (PC, "-A"),
-    ):
-        objects += cluster.get_json(*args)["items"]
-    objects.append(cluster.get_json("crd", FC_CRD))
-    return objects
-
-
-def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
-    return next((c for c in obj.get("status", {}).get("conditions", []) if c.get("type") == kind), {})
 
 
 def settled_firewall(cluster: KindCluster, peer: str) -> dict[str, Any] | None:
@@ -283,30 +186,6 @@ def seed_example(cluster: KindCluster, path: Path) -> Seed:
 
 
 # ------------------------------------------------------------------------------------------ traffic
-def expected_matrix(cluster: KindCluster, pods: list[str], tmp: Path) -> dict[tuple[str, str], bool]:
-    """`liqosec matrix -o json` of the live objects: whether a TCP connection opens, per ordered pair."""
-    dump = tmp / "objects.json"
-    dump.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": cluster_objects(cluster)}))
-    out = run([sys.executable, "-m", "liqosec", "matrix", "-f", str(dump), "-o", "json"]).stdout
-    matrix = json.loads(out)
-    index = {e["name"]: i for i, e in enumerate(matrix["endpoints"])}
-    grid = matrix["node"]["connect"]
-    return {(a, b): bool(grid[index[a]][index[b]]) for a in pods for b in pods if a != b}
-
-
-def measured_traffic(cluster: KindCluster, pods: list[str]) -> dict[tuple[str, str], bool]:
-    """Real TCP connections between the pods, from inside each pod (all destinations in parallel)."""
-    ips = {p: pod_ip(cluster, *p.split("/")) for p in pods}
-    result: dict[tuple[str, str], bool] = {}
-    for a in pods:
-        ns, name = a.split("/")
-        others = [b for b in pods if b != a]
-        out = cluster.kubectl("exec", "-n", ns, name, "--", "python", "-c", CLIENT, *(ips[b] for b in others))
-        for b, ok in zip(others, json.loads(out.strip().splitlines()[-1]), strict=True):
-            result[(a, b)] = bool(ok)
-    return result
-
-
 def traffic_matches_matrix(cluster: KindCluster, pods: list[str], tmp: Path, what: str) -> dict[tuple[str, str], bool]:
     """Real traffic equals the matrix (retried while Liqo's agents apply the last write); returns the verdicts."""
     last: list[str] = []

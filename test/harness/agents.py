@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -219,9 +219,24 @@ def expected_state(firewalls: Iterable[Mapping[str, Any]]) -> State:
     return out
 
 
+def state_of_ruleset(ruleset: Mapping[str, Any], tables: Collection[str] | None = None) -> State:
+    """(table, chain) -> (policy, rule names) of `nft -j list ruleset`, for the tables named (all: None).
+    Liqo's agent writes each rule's name as its comment."""
+    policies: dict[tuple[str, str], str] = {}
+    names: dict[tuple[str, str], set[str]] = {}
+    for item in ruleset.get("nftables", ()):
+        if "chain" in item and (tables is None or item["chain"]["table"] in tables):
+            key = (item["chain"]["table"], item["chain"]["name"])
+            policies[key] = str(item["chain"].get("policy", ""))
+            names.setdefault(key, set())
+        elif "rule" in item and (tables is None or item["rule"]["table"] in tables):
+            r = item["rule"]
+            names.setdefault((r["table"], r["chain"]), set()).add(str(r.get("comment", "")))
+    return {key: (policies.get(key, ""), frozenset(found)) for key, found in names.items()}
+
+
 def live_state(cluster: Cluster, node: int) -> State:
-    policies = cluster.chain_policies(node)
-    return {key: (policies.get(key, ""), frozenset(names)) for key, names in cluster.rule_names(node).items()}
+    return state_of_ruleset(cluster.nft_json(node))
 
 
 def diff_state(want: State, live: State) -> str:

@@ -1,4 +1,4 @@
-"""A throwaway kind cluster with liqosec installed: the e2e suite's only way to touch Docker and kind.
+"""A throwaway kind cluster with liqosec installed: the e2e and peering suites' only way to touch Docker and kind.
 
 Guarantees:
 - Images, kind, kubectl and helm come from the repo's scripts (hack/images/build.sh, hack/kind.sh,
@@ -64,13 +64,13 @@ class StepFailed(AssertionError):
 
 
 @contextmanager
-def step(name: str) -> Iterator[None]:
+def step(name: str, suite: str = "e2e") -> Iterator[None]:
     try:
         yield
     except StepFailed:
         raise
     except Exception as err:  # every failure is reported with the step it happened in
-        raise StepFailed(f"e2e step '{name}' failed: {type(err).__name__}: {err}") from err
+        raise StepFailed(f"{suite} step '{name}' failed: {type(err).__name__}: {err}") from err
 
 
 def run(
@@ -146,9 +146,9 @@ def tools() -> dict[str, str]:
 
 
 class KindCluster:
-    def __init__(self, workdir: Path, name: str = CLUSTER_NAME) -> None:
+    def __init__(self, workdir: Path, name: str = CLUSTER_NAME, kubeconfig: Path | None = None) -> None:
         self.name = name
-        self.kubeconfig = workdir / "kubeconfig"
+        self.kubeconfig = kubeconfig or workdir / "kubeconfig"
         self.workdir = workdir
         self._tools: dict[str, str] | None = None
 
