@@ -123,8 +123,11 @@ step_peer() {
 }
 
 # Not part of `up`: the lifecycle the peering suite exercises (`step unpeer`, then `step peer` again).
+# LIQOSEC_UNPEER_FLAGS: more flags for liqoctl unpeer (--delete-namespaces: the tenant namespaces too).
 step_unpeer() {
-  liqoctl consumer unpeer --remote-kubeconfig "$(peering_user)" --skip-confirm --timeout "${WAIT_S}s" >&2
+  # shellcheck disable=SC2086
+  liqoctl consumer unpeer --remote-kubeconfig "$(peering_user)" --skip-confirm --timeout "${WAIT_S}s" \
+    ${LIQOSEC_UNPEER_FLAGS:-} >&2
 }
 
 step_offload() {

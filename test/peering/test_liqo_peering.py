@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from harness.peering import (
     PROVIDER,
     Peering,
     Side,
+    create_workloads,
 )
 from harness.pods import PORT, connects_from, pod_ip
 from liqosec.firewall.addresses import AddressSet
@@ -43,6 +45,8 @@ pytestmark = pytest.mark.e2e
 EXAMPLES = ROOT / "examples"
 # Compiles, is written, passes Liqo's webhooks and is applied by every fabric pod well within this.
 CONVERGE_TIMEOUT_S = 180
+# How long liqosec must stay silent (nothing above info logged) once an unpeering has settled.
+QUIET_WINDOW_S = 20
 FABRIC = "app.kubernetes.io/name=fabric"
 IP_MAPPING_GATEWAY = "networking.liqo.io/firewall-category=gateway"
 
@@ -309,3 +313,93 @@ def test_policy_through_liqo(peering: Peering, case: Case, tmp_path: Path) -> No
     # No write loop with Liqo's webhooks: nothing was rewritten while the checks ran.
     after = {fc["metadata"]["name"]: fc["metadata"]["generation"] for fc in liqosec_firewalls(side)}
     assert after == generations, f"firewalls rewritten with nothing changed: {generations} then {after}"
+
+
+# ----------------------------------------------------------------------------------------- lifecycle
+def node_tables(side: Side) -> dict[str, set[str]]:
+    """Per physical node, the names of the tables in its ruleset."""
+    return {
+        node: {i["table"]["name"] for i in nft_ruleset(node)["nftables"] if "table" in i}
+        for node in physical_nodes(side)
+    }
+
+
+def rules_on_nodes(side: Side, tables: set[str]) -> dict[str, int]:
+    """Per physical node, how many rules the named tables hold."""
+    return {
+        node: sum(1 for i in nft_ruleset(node)["nftables"] if "rule" in i and i["rule"]["table"] in tables)
+        for node in physical_nodes(side)
+    }
+
+
+def rule_count(fcs: list[dict[str, Any]]) -> int:
+    return sum(len(c.get("rules", {}).get("filterRules") or ()) for fc in fcs for c in fc["spec"]["table"]["chains"])
+
+
+def complaints(side: Side, since_s: int) -> list[str]:
+    """liqosec's log lines above info in the last ``since_s`` seconds (JSON lines, the chart's default)."""
+    out = side.cluster.kubectl("logs", "-n", "liqo", "deploy/liqosec", f"--since={since_s}s")
+    return [line for line in out.splitlines() if '"level": "info"' not in line and '"level": "debug"' not in line]
+
+
+def test_deleting_a_policy_retires_its_firewalls_on_every_node(peering: Peering) -> None:
+    side = peering.consumer
+    side.cluster.apply([policy(side, PORTS_HOLE)])
+    wait_ready(side)
+    fcs = liqosec_firewalls(side)
+    tables = {fc["spec"]["table"]["name"] for fc in fcs}
+    assert tables and all(tables <= held for held in node_tables(side).values())
+
+    side.cluster.kubectl("delete", PC, "-n", side.tenant, side.peer, "--wait=false")
+
+    def retired() -> bool | None:
+        if get_or_none(side.cluster, PC, "-n", side.tenant, side.peer) is not None:
+            return None  # held by liqosec's finalizer until its firewalls are gone
+        if liqosec_firewalls(side):
+            return None
+        return True if not any(tables & held for held in node_tables(side).values()) else None
+
+    eventually(retired, timeout=CONVERGE_TIMEOUT_S, what=f"{sorted(tables)} gone from the API and every node")
+    print(f"\nretired {sorted(fc['metadata']['name'] for fc in fcs)}; tables gone from {physical_nodes(side)}")
+
+
+def test_unpeering_with_policies_in_place_then_peering_again(peering: Peering, tmp_path: Path) -> None:
+    """`liqoctl unpeer` keeps the tenant namespaces and so the policies: their firewalls empty
+    themselves (no address of the peer is left to filter), nothing complains in a loop, and peering
+    again brings enforcement back with nobody touching a policy."""
+    specs = {
+        CONSUMER: example_spec("mode-protected-borders-consumer.yaml"),
+        PROVIDER: example_spec("quick-start.yaml"),
+    }
+    for side in peering.sides:
+        side.cluster.apply([policy(side, specs[side.name])])
+        wait_ready(side)
+        assert rule_count(liqosec_firewalls(side)) > 0
+    tables = {side.name: {fc["spec"]["table"]["name"] for fc in liqosec_firewalls(side)} for side in peering.sides}
+
+    peering.script("step", "unpeer")
+    for side in peering.sides:
+
+        def emptied(side: Side = side) -> bool | None:
+            if side.cluster.get_json("configurations.networking.liqo.io", "-n", side.tenant)["items"]:
+                return None  # Liqo has not torn the networking down yet
+            if rule_count(liqosec_firewalls(side)) or any(rules_on_nodes(side, tables[side.name]).values()):
+                return None
+            pc = side.cluster.get_json(PC, "-n", side.tenant, side.peer)
+            return True if condition(pc, "Ready").get("status") == "True" else None
+
+        eventually(emptied, timeout=CONVERGE_TIMEOUT_S, what=f"{side.name}: firewalls without a rule after unpeer")
+    settled = time.monotonic()
+    # Quiet means quiet over a stretch of time: nothing to await, so the stretch is waited out.
+    time.sleep(QUIET_WINDOW_S)
+    for side in peering.sides:
+        said = complaints(side, int(time.monotonic() - settled) + 1)
+        assert not said, f"{side.name}: liqosec complained after the unpeer settled: {said[:5]}"
+
+    peering.script("step", "peer")
+    create_workloads(peering)  # the offloaded pod went with the virtual node
+    for side in peering.sides:
+        wait_ready(side)
+        assert rule_count(liqosec_firewalls(side)) > 0, f"{side.name}: the policy did not come back"
+    m = matrix(peering.consumer.cluster, tmp_path, "-n", peering.consumer.tenant, "--port", f"{PORT}/tcp")
+    check_packets(peering.consumer, m)
