@@ -1,34 +1,44 @@
 #!/usr/bin/env bash
-# Two kind clusters peered by Liqo itself: Liqo's commands and images built here from the pinned
-# module (hack/liqo.sh), installed with its liqoctl from the module's chart, peered with
-# `liqoctl peer`, a namespace offloaded with `liqoctl offload namespace`.
+# Kind clusters peered by Liqo itself: Liqo's commands and images built here from the pinned module
+# (hack/liqo.sh), installed with its liqoctl from the module's chart, peered with `liqoctl peer`, a
+# namespace offloaded with `liqoctl offload namespace`.
 #
 #   hack/peering.sh up [OUT]     the steps build, image, cluster, install, peer, offload, in order
 #   hack/peering.sh step NAME [OUT]  run one step again (after fixing what made it fail); `step unpeer`
 #                                then `step peer` unpeer and peer again
-#   hack/peering.sh logs [OUT]   save Liqo's pods' logs and objects of both clusters under OUT/logs
-#   hack/peering.sh down [OUT]   delete both clusters (idempotent)
+#   hack/peering.sh logs [OUT]   save Liqo's pods' logs and objects of every cluster under OUT/logs
+#   hack/peering.sh down [OUT]   delete the clusters (idempotent)
 #
 # OUT (default ${LIQOSEC_PEERING_OUT:-/tmp/liqosec-peering}) holds the kubeconfigs
-# (kubeconfig-consumer, kubeconfig-provider, and kubeconfig-peering-user: the provider's peering user
-# the consumer peers with), the kind configs, `timings` (seconds per step) and,
-# after a failure, logs/. A failure names its step and saves the logs first.
+# (kubeconfig-consumer, kubeconfig-provider, kubeconfig-provider2, and kubeconfig-peering-user and
+# kubeconfig-peering-user2: each provider's peering user the consumer peers with), the kind configs,
+# `timings` (seconds per step) and, after a failure, logs/. A failure names its step and saves the
+# logs first.
 #
 # The kernel of this project's machines has no WireGuard and no Geneve device type: the gateways use
 # Liqo's userspace WireGuard (wireguard-go over /dev/net/tun); the fabric's Geneve tunnels between
 # nodes and gateways cannot come up, so pod traffic does not cross; Liqo's control plane does not need it
 # (docs/liqo-real.md).
-# Env: LIQOSEC_PEERING_WORKERS (kind workers per cluster, default 1).
+# A third cluster, liqosec-provider2 (one node), is a second provider of the consumer: liqo-demo is
+# offloaded with a ClusterSelector that picks liqosec-provider only, so Liqo keeps a
+# ClusterNotSelected condition for liqosec-provider2 (the case liqosec must not count as offloaded).
+# `step peer` and `step unpeer` act on liqosec-provider alone; liqosec-provider2 stays peered.
+# Env: LIQOSEC_PEERING_WORKERS (kind workers of the consumer and the provider, default 1).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 OUT="${2:-${LIQOSEC_PEERING_OUT:-/tmp/liqosec-peering}}"
 WORKERS="${LIQOSEC_PEERING_WORKERS:-1}"
-ROLES=(consumer provider)
+ROLES=(consumer provider provider2)
+PROVIDERS=(provider provider2)
+PEER_WITH=(provider)  # `step peer`; `up` peers with every provider
 # Different pod and service CIDRs (as Liqo's own kind e2e), none inside Liqo's defaults for its
 # internal (10.80.0.0/16) and external (10.70.0.0/16) CIDRs, none the e2e suite's cluster's.
-declare -A POD_SUBNET=([consumer]=10.10.0.0/16 [provider]=10.20.0.0/16)
-declare -A SERVICE_SUBNET=([consumer]=10.110.0.0/16 [provider]=10.120.0.0/16)
+declare -A POD_SUBNET=([consumer]=10.10.0.0/16 [provider]=10.20.0.0/16 [provider2]=10.30.0.0/16)
+declare -A SERVICE_SUBNET=([consumer]=10.110.0.0/16 [provider]=10.120.0.0/16 [provider2]=10.130.0.0/16)
+# provider2 is one node (kind lets pods run on a lone control plane): the ClusterSelector case needs
+# it peered, not big.
+declare -A ROLE_WORKERS=([consumer]="$WORKERS" [provider]="$WORKERS" [provider2]=0)
 OFFLOADED_NAMESPACE=liqo-demo
 WAIT_S="${LIQOSEC_PEERING_WAIT:-600}"
 
@@ -73,7 +83,7 @@ networking:
 nodes:
   - role: control-plane
 EOF
-  for ((i = 0; i < WORKERS; i++)); do echo "  - role: worker"; done
+  for ((i = 0; i < ROLE_WORKERS[$role]; i++)); do echo "  - role: worker"; done
 }
 
 step_cluster() {
@@ -102,19 +112,20 @@ step_install() {
 }
 
 # As Liqo's own e2e (test/e2e/pipeline/installer/liqo/peer.sh): the consumer peers with a peering user
-# the provider's admin generated (least privilege), not with the provider's admin kubeconfig.
-peering_user() { echo "${OUT}/kubeconfig-peering-user"; }
+# each provider's admin generated (least privilege), not with the provider's admin kubeconfig.
+peering_user() { echo "${OUT}/kubeconfig-peering-user${1#provider}"; }
 
-step_peer() {
-  if [[ ! -s "$(peering_user)" ]]; then
-    liqoctl provider generate peering-user --consumer-cluster-id "$(cluster_name consumer)" >"$(peering_user).tmp"
-    mv "$(peering_user).tmp" "$(peering_user)"
+peer_with() {
+  local provider="$1" node deadline=$((SECONDS + WAIT_S))
+  if [[ ! -s "$(peering_user "$provider")" ]]; then
+    liqoctl "$provider" generate peering-user --consumer-cluster-id "$(cluster_name consumer)" \
+      >"$(peering_user "$provider").tmp"
+    mv "$(peering_user "$provider").tmp" "$(peering_user "$provider")"
   fi
-  liqoctl consumer peer --remote-kubeconfig "$(peering_user)" --gw-server-service-type NodePort \
+  liqoctl consumer peer --remote-kubeconfig "$(peering_user "$provider")" --gw-server-service-type NodePort \
     --timeout "${WAIT_S}s" >&2
   # The virtual node is created after liqoctl returns: `kubectl wait` fails on a missing object.
-  local node deadline=$((SECONDS + WAIT_S))
-  node="$(cluster_name provider)"
+  node="$(cluster_name "$provider")"
   until kc consumer get node "$node" >/dev/null 2>&1; do
     ((SECONDS < deadline)) || die "no virtual node ${node} on the consumer within ${WAIT_S} s"
     sleep 2
@@ -122,18 +133,25 @@ step_peer() {
   kc consumer wait --for=condition=Ready "node/${node}" --timeout="${WAIT_S}s" >&2
 }
 
+# `up` peers with every provider; `step peer` (after `step unpeer`) with liqosec-provider again.
+step_peer() {
+  local provider
+  for provider in "${PEER_WITH[@]}"; do peer_with "$provider"; done
+}
+
 # Not part of `up`: the lifecycle the peering suite exercises (`step unpeer`, then `step peer` again).
 # LIQOSEC_UNPEER_FLAGS: more flags for liqoctl unpeer (--delete-namespaces: the tenant namespaces too).
 step_unpeer() {
   # shellcheck disable=SC2086
-  liqoctl consumer unpeer --remote-kubeconfig "$(peering_user)" --skip-confirm --timeout "${WAIT_S}s" \
+  liqoctl consumer unpeer --remote-kubeconfig "$(peering_user provider)" --skip-confirm --timeout "${WAIT_S}s" \
     ${LIQOSEC_UNPEER_FLAGS:-} >&2
 }
 
 step_offload() {
   kc consumer create namespace "$OFFLOADED_NAMESPACE" --dry-run=client -o yaml | kc consumer apply -f - >&2
   liqoctl consumer offload namespace "$OFFLOADED_NAMESPACE" --pod-offloading-strategy LocalAndRemote \
-    --namespace-mapping-strategy DefaultName --timeout "${WAIT_S}s" >&2
+    --namespace-mapping-strategy DefaultName --selector "liqo.io/remote-cluster-id=$(cluster_name provider)" \
+    --timeout "${WAIT_S}s" >&2
 }
 
 # step NAME: run step_NAME in a subshell of its own (so `set -e` holds inside it), time it; on a
@@ -154,7 +172,8 @@ step() {
 up() {
   mkdir -p "$OUT"
   : >"${OUT}/timings"
-  rm -f "$(peering_user)"  # the provider is new: so is its peering user
+  rm -f "$(peering_user provider)" "$(peering_user provider2)"  # new providers: new peering users
+  PEER_WITH=("${PROVIDERS[@]}")
   load_tools
   step build
   load_tools

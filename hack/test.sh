@@ -2,7 +2,8 @@
 # The test command: install everything from scratch (pip, apt, Go-built binaries; each step is a
 # no-op when already done), then run every suite: unit, integration (real kube-apiserver and
 # etcd), dataplane (Liqo's own agent applying liqosec's firewalls as nftables in network
-# namespaces; needs root) and e2e (kind; skips without a Docker engine). Static checks
+# namespaces; needs root), e2e (kind) and peering (two kind clusters peered by Liqo v1.2.0 itself,
+# built from the pinned module by hack/peering.sh; both skip without a Docker engine). Static checks
 # (ruff lint and format, mypy --strict, import-linter) run first.
 #
 # Python: a virtualenv holding only liqosec (editable: `liqosec` is this checkout) and its declared

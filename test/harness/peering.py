@@ -13,17 +13,24 @@ from harness.kind import ROOT, KindCluster, run
 from harness.pods import namespace, server_pod, wait_pods_ready
 
 PEERING_SH = ROOT / "hack" / "peering.sh"
-CONSUMER, PROVIDER = "liqosec-consumer", "liqosec-provider"  # the clusters' names and Liqo cluster ids
+# The clusters' names and Liqo cluster ids. PROVIDER2, one node, is a second provider the offloaded
+# namespace's ClusterSelector leaves out.
+CONSUMER, PROVIDER, PROVIDER2 = "liqosec-consumer", "liqosec-provider", "liqosec-provider2"
 # hack/peering.sh's CIDRs (kind's podSubnet of each cluster) and its offloaded namespace.
-POD_SUBNET = {CONSUMER: "10.10.0.0/16", PROVIDER: "10.20.0.0/16"}
+POD_SUBNET = {CONSUMER: "10.10.0.0/16", PROVIDER: "10.20.0.0/16", PROVIDER2: "10.30.0.0/16"}
 OFFLOADED_NAMESPACE = "liqo-demo"
 PLAIN_NAMESPACE = "plain"  # not offloaded: its pods are local-cluster only
 VIRTUAL_NODE_LABEL = {"liqo.io/type": "virtual-node"}
 
 
+def kind_cluster(out: Path, name: str) -> KindCluster:
+    """The cluster hack/peering.sh made, through the kubeconfig it wrote in ``out``."""
+    return KindCluster(out, name, out / f"kubeconfig-{name.removeprefix('liqosec-')}")
+
+
 @dataclass(frozen=True)
 class Side:
-    """One cluster of the peering, seen from itself: ``peer`` is the other's cluster id."""
+    """One cluster of a peering, seen from itself: ``peer`` is the other's cluster id."""
 
     name: str
     cluster: KindCluster
@@ -39,18 +46,43 @@ class Side:
 
     @property
     def worker(self) -> str:
-        return f"{self.name}-worker"
+        """The node test pods run on (a one-node cluster's is its control plane)."""
+        return f"{self.name}-control-plane" if self.name == PROVIDER2 else f"{self.name}-worker"
 
 
 @dataclass(frozen=True)
 class Peering:
+    """The consumer's peering with the provider, both ways, and with the second provider, both ways."""
+
     consumer: Side
     provider: Side
+    consumer2: Side  # the consumer's cluster, peer PROVIDER2
+    provider2: Side
     out: Path
+
+    @classmethod
+    def made_in(cls, out: Path) -> Peering:
+        c, p, p2 = (kind_cluster(out, name) for name in (CONSUMER, PROVIDER, PROVIDER2))
+        return cls(
+            Side(CONSUMER, c, PROVIDER),
+            Side(PROVIDER, p, CONSUMER),
+            Side(CONSUMER, c, PROVIDER2),
+            Side(PROVIDER2, p2, CONSUMER),
+            out,
+        )
 
     @property
     def sides(self) -> tuple[Side, Side]:
+        """The peering the policy tests work on."""
         return (self.consumer, self.provider)
+
+    @property
+    def all_sides(self) -> tuple[Side, ...]:
+        return (self.consumer, self.provider, self.consumer2, self.provider2)
+
+    @property
+    def clusters(self) -> tuple[KindCluster, ...]:
+        return (self.consumer.cluster, self.provider.cluster, self.provider2.cluster)
 
     def script(self, *args: str, timeout: float = 900) -> str:
         """hack/peering.sh with this suite's output directory; a failure names the step and saves the logs."""

@@ -1,14 +1,16 @@
-"""Liqo for real: two kind clusters peered by Liqo v1.2.0 itself, liqosec installed by Helm on both.
+"""Liqo for real: kind clusters peered by Liqo v1.2.0 itself, liqosec installed by Helm on each.
 
-The set-up, each part a named step (a failure says which, and Liqo's pods' logs and objects of both
-clusters are saved under ``test-output/peering/logs``, or ``$LIQOSEC_PEERING_OUT/logs``):
+The set-up, each part a named step (a failure says which, and Liqo's pods' logs and objects of every
+cluster are saved under ``test-output/peering/logs``, or ``$LIQOSEC_PEERING_OUT/logs``):
 - build, image, cluster, install, peer, offload: ``hack/peering.sh up`` (Liqo's commands and images
-  built from the pinned module, two kind clusters, ``liqoctl install``, ``liqoctl peer`` with the
-  provider's peering user, ``liqoctl offload namespace liqo-demo``; docs/liqo-real.md);
-- liqosec: the image built by hack/images/build.sh loaded into both clusters, ``helm install`` of
-  chart/ on both;
-- workloads: pods serving TCP on each side, one of them offloaded by Liqo to the provider.
-The clusters are deleted at the end (``LIQOSEC_PEERING_KEEP=1`` keeps them). Skips, and fails under
+  built from the pinned module; a consumer, a provider and a one-node second provider; ``liqoctl
+  install``; ``liqoctl peer`` with each provider's peering user; ``liqoctl offload namespace
+  liqo-demo`` with a ClusterSelector picking the first provider only; docs/liqo-real.md);
+- liqosec: the image built by hack/images/build.sh loaded into every cluster, ``helm install`` of
+  chart/ on each;
+- workloads: pods serving TCP on the consumer and the provider, one of them offloaded by Liqo.
+The clusters are deleted at the end (``LIQOSEC_PEERING_KEEP=1`` keeps them;
+``LIQOSEC_PEERING_REUSE=1`` uses kept ones instead of making new ones). Skips, and fails under
 ``LIQOSEC_REQUIRE_E2E=1``, exactly as the e2e suite does when no Docker engine can run.
 """
 
@@ -25,13 +27,12 @@ from harness.kind import (
     BUILD_TIMEOUT_S,
     IMAGE,
     ROOT,
-    KindCluster,
     build_images,
     missing_prerequisite,
     run,
     step,
 )
-from harness.peering import CONSUMER, PEERING_SH, PROVIDER, Peering, Side, create_workloads
+from harness.peering import PEERING_SH, Peering, create_workloads
 
 HERE = Path(__file__).resolve().parent
 
@@ -55,8 +56,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def _clusters_answer(out: Path) -> bool:
     """Kept clusters of an earlier run (LIQOSEC_PEERING_REUSE=1, for working on the suite) still there."""
     try:
-        for name in (CONSUMER, PROVIDER):
-            KindCluster(out, name, out / f"kubeconfig-{name.removeprefix('liqosec-')}").kubectl("get", "nodes")
+        for cluster in Peering.made_in(out).clusters:
+            cluster.kubectl("get", "nodes")
     except Exception:
         return False
     return True
@@ -69,11 +70,7 @@ def peering(request: pytest.FixtureRequest) -> Iterator[Peering]:
         pytest.fail(f"peering required (LIQOSEC_REQUIRE_E2E=1) but: {reason}")
     out = output_dir()
     out.mkdir(parents=True, exist_ok=True)
-    sides = {
-        name: Side(name, KindCluster(out, name, out / f"kubeconfig-{name.removeprefix('liqosec-')}"), peer)
-        for name, peer in ((CONSUMER, PROVIDER), (PROVIDER, CONSUMER))
-    }
-    result = Peering(sides[CONSUMER], sides[PROVIDER], out)
+    result = Peering.made_in(out)
     failed_before = request.session.testsfailed
     timings: dict[str, float] = {}
     try:
@@ -84,13 +81,13 @@ def peering(request: pytest.FixtureRequest) -> Iterator[Peering]:
             timings.update(_script_timings(out))
         timings["hack/peering.sh up"] = time.monotonic() - t
         t = time.monotonic()
-        with step("liqosec (image, kind load, helm install on both clusters)", "peering"):
+        with step("liqosec (image, kind load, helm install on every cluster)", "peering"):
             build_images("liqosec")
-            for side in result.sides:
-                side.cluster.load_image(IMAGE)
-                side.cluster.install_liqosec(IMAGE, "--install", "--set", "replicas=1", command="upgrade")
-            for side in result.sides:
-                side.cluster.wait_for_a_ready_replica()
+            for cluster in result.clusters:
+                cluster.load_image(IMAGE)
+                cluster.install_liqosec(IMAGE, "--install", "--set", "replicas=1", command="upgrade")
+            for cluster in result.clusters:
+                cluster.wait_for_a_ready_replica()
         timings["liqosec"] = time.monotonic() - t
         t = time.monotonic()
         with step("workloads", "peering"):

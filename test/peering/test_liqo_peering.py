@@ -23,6 +23,7 @@ import yaml
 
 from harness.agents import diff_state, expected_state, state_of_ruleset
 from harness.kind import ROOT, CommandError, KindCluster, eventually, run
+from harness.liqo_forge import forge
 from harness.livestate import FC, MANAGED_BY, PC, cluster_objects, condition, dump_objects, matrix
 from harness.nodenetns import NodeNamespace
 from harness.peering import (
@@ -31,6 +32,7 @@ from harness.peering import (
     PLAIN_NAMESPACE,
     POD_SUBNET,
     PROVIDER,
+    PROVIDER2,
     Peering,
     Side,
     create_workloads,
@@ -177,10 +179,17 @@ def wait_ready(side: Side) -> dict[str, Any]:
 
 # -------------------------------------------------------------------------------------------- groups
 def test_groups_are_what_liqo_created(peering: Peering) -> None:
-    """Every group liqosec resolves, on both sides, equals what Liqo made and what the other cluster holds."""
+    """Every group liqosec resolves, on each side of both peerings, equals what Liqo made and what the
+    other cluster holds; the ClusterSelector that leaves the second provider out leaves it out of vc-local."""
     c, p = peering.consumer, peering.provider
-    for side in peering.sides:
+    for side in peering.all_sides:
         side.cluster.apply([policy(side, {"rules": []})])
+    offloading = c.cluster.get_json("namespaceoffloadings.offloading.liqo.io", "-n", OFFLOADED_NAMESPACE, "offloading")
+    required = {
+        peer: {x["type"]: x["status"] for x in conditions}.get("OffloadingRequired")
+        for peer, conditions in offloading["status"]["remoteNamespacesConditions"].items()
+    }
+    assert required == {PROVIDER: "True", PROVIDER2: "False"}, f"Liqo's ClusterSelector outcome: {required}"
     offloaded_ip = pod_ip(c.cluster, OFFLOADED_NAMESPACE, "remote-web")
     [twin] = [
         q
@@ -190,7 +199,7 @@ def test_groups_are_what_liqo_created(peering: Peering) -> None:
     assert twin["status"]["podIP"] == offloaded_ip, "the shadow pod's IP is its provider twin's (no remap here)"
     assert twin["metadata"]["namespace"] == f"{OFFLOADED_NAMESPACE}-{CONSUMER}"
     local_web = pod_ip(c.cluster, OFFLOADED_NAMESPACE, "local-web")
-    for side in peering.sides:
+    for side in peering.all_sides:
         config = side.cluster.get_json("configurations.networking.liqo.io", "-n", side.tenant)["items"]
         assert len(config) == 1, f"{side.name}: one Configuration in {side.tenant}, Liqo made {len(config)}"
         status = config[0]["status"]["remote"]["cidr"]
@@ -220,6 +229,133 @@ def test_groups_are_what_liqo_created(peering: Peering) -> None:
             g: want[g].size() for g in ("local-cluster", "offloaded", "remote-cluster", "vc-local", "vc-remote")
         }
         print(f"\n{side.name} groups: " + ", ".join(f"{g} {a.values()}" for g, a in want.items()))
+
+
+# The fields liqosec reads of each kind Liqo makes (docs/semantics.md, "Where Liqo keeps each fact").
+READ_FIELDS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "Namespace": (
+        ("metadata", "labels", "liqo.io/tenant-namespace"),
+        ("metadata", "labels", "liqo.io/remote-cluster-id"),
+    ),
+    "Configuration": (("spec", "remote", "cidr"), ("status", "remote", "cidr")),
+    "Network": (
+        ("spec", "cidr"),
+        ("status", "cidr"),
+        ("metadata", "labels", "ipam.liqo.io/network-type"),
+        ("metadata", "labels", "configuration.liqo.io/cidr-type"),
+    ),
+    "IP": (("spec", "ip"),),
+    "Node": (("metadata", "labels", "liqo.io/type"), ("metadata", "labels", "liqo.io/remote-cluster-id")),
+    "NamespaceOffloading": (("status", "remoteNamespacesConditions"),),
+    "Pod": (
+        ("metadata", "labels", "offloading.liqo.io/origin"),
+        ("metadata", "labels", "liqo.io/shadowPod"),
+        ("spec", "nodeName"),
+        ("status", "podIP"),
+    ),
+}
+
+
+def field(obj: dict[str, Any], path: tuple[str, ...]) -> Any:
+    for key in path:
+        obj = obj.get(key) if isinstance(obj, dict) else None  # type: ignore[assignment]
+    return obj
+
+
+def conditions_by_type(value: Any) -> Any:
+    """NamespaceOffloading's per-cluster conditions as {cluster: {type: status}}: times and messages vary."""
+    if not isinstance(value, dict):
+        return value
+    return {k: {c["type"]: c["status"] for c in v} for k, v in value.items()}
+
+
+def forge_spec(
+    side: Side, config: dict[str, Any], pods: list[dict[str, Any]], offloading: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The state Liqo made on ``side``, as the suites describe a state to Liqo's forge functions."""
+    remote = config["status"]["remote"]["cidr"]
+    namespaces = []
+    if offloading is not None:  # the consumer: its offloaded namespace with its ClusterSelector, every provider
+        namespaces = [{"name": OFFLOADED_NAMESPACE, "clusterSelector": offloading["spec"]["clusterSelector"]}]
+    others = [{"clusterID": x} for x in (PROVIDER, PROVIDER2) if offloading is not None and x != side.peer]
+    return {
+        "localClusterID": side.name,
+        "peerClusterID": side.peer,
+        "localPodCIDR": side.pod_subnet,
+        "localExternalCIDR": config["spec"]["local"]["cidr"]["external"][0],
+        "peerPodCIDR": config["spec"]["remote"]["cidr"]["pod"][0],
+        "peerPodCIDRRemapped": remote["pod"][0],
+        "peerExternalCIDR": config["spec"]["remote"]["cidr"]["external"][0],
+        "peerExternalCIDRRemapped": remote["external"][0],
+        "stage": "remapped",
+        "virtualNodeName": side.peer,
+        "namespaces": namespaces,
+        "otherProviders": others,
+        "pods": [
+            {
+                "kind": "shadow" if side.name == CONSUMER else "offloaded",
+                "name": q["metadata"]["name"],
+                "namespace": q["metadata"]["namespace"],
+                "ip": q["status"]["podIP"],
+                "labels": {k: v for k, v in q["metadata"].get("labels", {}).items() if k == "app"},
+            }
+            for q in pods
+        ],
+    }
+
+
+def test_liqos_forge_makes_what_liqo_made(peering: Peering) -> None:
+    """The unit and integration suites build Liqo's objects with Liqo's forge functions
+    (harness/liqo_forge.py). Forged for the state real Liqo is in here, they resolve to the same
+    groups, and every field liqosec reads is equal; every other difference is printed."""
+    findings: list[str] = []
+    for side in peering.all_sides:
+        [config] = side.cluster.get_json("configurations.networking.liqo.io", "-n", side.tenant)["items"]
+        offloading = None
+        if side.name == CONSUMER:  # our pods on the peer's virtual node: shadow pods
+            pods = side.cluster.get_json("pods", "-A", "--field-selector", f"spec.nodeName={side.peer}")["items"]
+            offloading = side.cluster.get_json(
+                "namespaceoffloadings.offloading.liqo.io", "-n", OFFLOADED_NAMESPACE, "offloading"
+            )
+        else:
+            pods = side.cluster.get_json("pods", "-A", "-l", f"offloading.liqo.io/origin={side.peer}")["items"]
+        moved = [q["status"]["podIP"] for q in pods]
+        forged = forge(forge_spec(side, config, pods, offloading))
+        real = cluster_objects(side.cluster) + side.cluster.get_json("ips.ipam.liqo.io", "-A")["items"]
+        index = {(o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]): o for o in real}
+        for obj in forged:
+            kind, name = obj["kind"], obj["metadata"]["name"]
+            key = (kind, obj["metadata"].get("namespace", ""), name)
+            if kind not in READ_FIELDS:
+                continue
+            twin = index.get(key)
+            if twin is None:
+                findings.append(f"{side.name}: forged {kind} {key[1]}/{name}, Liqo made none of that name")
+                continue
+            for path in READ_FIELDS[kind]:
+                want, got = field(obj, path), field(twin, path)
+                if kind == "NamespaceOffloading":
+                    want, got = conditions_by_type(want), conditions_by_type(got)
+                assert want == got, f"{side.name}: {kind} {key[1]}/{name} {'.'.join(path)}: forged {want}, Liqo {got}"
+            for where in ("labels", "annotations"):
+                forged_keys, real_keys = set(obj["metadata"].get(where) or {}), set(twin["metadata"].get(where) or {})
+                if forged_keys != real_keys:
+                    findings.append(
+                        f"{side.name}: {kind} {key[1]}/{name} {where}: only forged {sorted(forged_keys - real_keys)}, "
+                        f"only Liqo's {sorted(real_keys - forged_keys)}"
+                    )
+        # Resolved from either set of objects, every group is the same (pods Liqo does not make are the real ones).
+        ours = [o for o in real if o["kind"] not in {f["kind"] for f in forged} or o["kind"] == "Pod"]
+        forged_view = Snapshot(
+            forged + [o for o in ours if o["kind"] == "Pod" and o["status"].get("podIP") not in moved]
+        )
+        for group in ("local-cluster", "remote-cluster", "offloaded", "vc-local", "vc-remote", "leaf"):
+            from_forge = resolve_groups(forged_view, side.peer, side.tenant, named=("leaf",)).get(group)
+            from_liqo = resolve_groups(Snapshot(real), side.peer, side.tenant, named=("leaf",)).get(group)
+            assert from_forge == from_liqo, (
+                f"{side.name} {group}: forged {from_forge.values()}, Liqo {from_liqo.values()}"
+            )
+    print("\nwhere real Liqo differs from the forged objects:\n  " + "\n  ".join(findings or ["nowhere"]))
 
 
 # ------------------------------------------------------------------------------------------ policies
