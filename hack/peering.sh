@@ -100,12 +100,19 @@ step_cluster() {
   done
 }
 
+# metricAgent.enabled=false: Liqo's metric agent serves the aggregated API metrics.liqo.io, and
+# answers its discovery (`/apis`) as text/plain (pkg/remotemetrics/http.go, apiGroupList sets no
+# Content-Type); Kubernetes 1.33's aggregated discovery then marks metrics.liqo.io/v1beta1 Stale and
+# the namespace controller refuses to finish any namespace deletion ("Discovery failed ... stale
+# GroupVersion discovery"), so the namespaces `liqoctl unpeer` deletes hang in Terminating and the
+# peering cannot be made again (docs/liqo-real.md). The agent only feeds remote pod metrics.
 step_install() {
   local role chart
   chart="$("${HERE}/liqo.sh" chart)"
   for role in "${ROLES[@]}"; do
     liqoctl "$role" install kind --cluster-id "$(cluster_name "$role")" --local-chart-path "$chart" \
       --version "$LIQO_VERSION" --set networking.gatewayTemplates.wireguard.implementation=userspace \
+      --set metricAgent.enabled=false \
       --disable-telemetry --timeout "${WAIT_S}s" >&2
     kc "$role" -n liqo wait --for=condition=Ready pods --all --timeout="${WAIT_S}s" >&2
   done
@@ -118,6 +125,8 @@ peering_user() { echo "${OUT}/kubeconfig-peering-user${1#provider}"; }
 peer_with() {
   local provider="$1" node deadline=$((SECONDS + WAIT_S))
   if [[ ! -s "$(peering_user "$provider")" ]]; then
+    # An earlier one (its CSR stays) makes `generate` fail: delete it first, as Liqo's unpeer.sh does.
+    liqoctl "$provider" delete peering-user --consumer-cluster-id "$(cluster_name consumer)" >&2 || true
     liqoctl "$provider" generate peering-user --consumer-cluster-id "$(cluster_name consumer)" \
       >"$(peering_user "$provider").tmp"
     mv "$(peering_user "$provider").tmp" "$(peering_user "$provider")"
@@ -140,10 +149,15 @@ step_peer() {
 }
 
 # Not part of `up`: the lifecycle the peering suite exercises (`step unpeer`, then `step peer` again).
-# LIQOSEC_UNPEER_FLAGS: more flags for liqoctl unpeer (--delete-namespaces: the tenant namespaces too).
+# LIQOSEC_UNPEER_FLAGS: more flags for liqoctl unpeer. With --delete-namespaces (the tenant namespaces
+# too) it acts on the provider as its admin: Liqo's peering user may not delete the provider's tenant
+# namespace ("User liqo-peer-user-... cannot delete resource namespaces").
 step_unpeer() {
+  local remote
+  remote="$(peering_user provider)"
+  [[ " ${LIQOSEC_UNPEER_FLAGS:-} " == *" --delete-namespaces "* ]] && remote="$(kubeconfig provider)"
   # shellcheck disable=SC2086
-  liqoctl consumer unpeer --remote-kubeconfig "$(peering_user provider)" --skip-confirm --timeout "${WAIT_S}s" \
+  liqoctl consumer unpeer --remote-kubeconfig "$remote" --skip-confirm --timeout "${WAIT_S}s" \
     ${LIQOSEC_UNPEER_FLAGS:-} >&2
 }
 

@@ -63,4 +63,7 @@ class EventRecorder:
         try:
             self._client.create_event(event)
         except errors.ApiError as err:
+            if errors.namespace_terminating(err):  # nothing to tell in a namespace being deleted
+                self._log.info("event not recorded: namespace being deleted", reason=reason)
+                return
             self._log.warning("event not recorded", reason=reason, error=str(err))

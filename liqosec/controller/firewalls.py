@@ -168,6 +168,8 @@ class FirewallWriter:
             try:
                 live = self._apply_one(key, obj, outcome, desired, log)
             except errors.ApiError as err:
+                if errors.namespace_terminating(err):
+                    raise  # not a failing write: the namespace is going (the reconciler stops there)
                 self._metrics.firewall_write_failed(key, write_failure(err))
                 if errors.admission_webhook(err) is None:
                     raise

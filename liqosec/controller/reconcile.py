@@ -164,6 +164,9 @@ class Reconciler:
             self._status.refused(key, obj, outcome, self._valid(outcome, caps), refused, log)
             raise refused.first from None  # the worker retries with backoff, until the cause goes
         except errors.Forbidden as err:
+            if errors.namespace_terminating(err):  # the tenant namespace, the policy with it, is going
+                log.info("tenant namespace being deleted: the policy and its firewalls go with it")
+                return None
             self._status.forbidden(key, obj, outcome, self._valid(outcome, caps), err, log)
             raise  # the worker retries with backoff: fixing the RBAC brings it back
         # Only now: a warning said while the writes kept failing is said once, not once per retry.

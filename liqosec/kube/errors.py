@@ -25,12 +25,21 @@ import urllib3.exceptions
 class ApiError(Exception):
     """An API request failed with an HTTP ``status`` (0 for transport failures)."""
 
-    def __init__(self, status: int, reason: str, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        causes: tuple[str, ...] = (),
+    ) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status = status
         self.reason = reason
         self.message = message
         self.retry_after = retry_after
+        self.causes = causes  # the `type` of each of the Status' details.causes
 
 
 class BadRequest(ApiError): ...
@@ -111,9 +120,13 @@ def from_status_object(status_obj: dict[str, Any], *, default_status: int = 500)
     message = str(status_obj.get("message") or "")
     details = status_obj.get("details")
     retry_after: float | None = None
-    if isinstance(details, dict) and isinstance(details.get("retryAfterSeconds"), int):
-        retry_after = float(details["retryAfterSeconds"])
-    return _error_class(status, reason)(status, reason, message, retry_after=retry_after)
+    causes: tuple[str, ...] = ()
+    if isinstance(details, dict):
+        if isinstance(details.get("retryAfterSeconds"), int):
+            retry_after = float(details["retryAfterSeconds"])
+        if isinstance(details.get("causes"), list):
+            causes = tuple(str(c.get("type") or "") for c in details["causes"] if isinstance(c, dict))
+    return _error_class(status, reason)(status, reason, message, retry_after=retry_after, causes=causes)
 
 
 def from_status(status: int, body: bytes | str | None, *, headers: dict[str, str] | None = None) -> ApiError:
@@ -143,6 +156,18 @@ def from_transport_error(exc: Exception) -> ApiError:
     if isinstance(exc, urllib3.exceptions.HTTPError | OSError):
         return ConnectionFailure(0, type(exc).__name__, str(exc))
     return ConnectionFailure(0, type(exc).__name__, repr(exc))
+
+
+# The cause the API server's NamespaceLifecycle admission adds when it refuses to create an object in a
+# namespace being deleted (k8s.io/apiserver, pkg/admission/plugin/namespace/lifecycle;
+# k8s.io/api/core/v1 `NamespaceTerminatingCause`).
+NAMESPACE_TERMINATING = "NamespaceTerminating"
+
+
+def namespace_terminating(exc: BaseException) -> bool:
+    """True when the API server refused a create because the namespace is being deleted: whatever
+    was to be written there goes with the namespace, so the refusal is no failure to retry."""
+    return isinstance(exc, Forbidden) and NAMESPACE_TERMINATING in exc.causes
 
 
 # How the API server words an admission webhook's refusal (k8s.io/apiserver,

@@ -84,9 +84,9 @@ class Peering:
     def clusters(self) -> tuple[KindCluster, ...]:
         return (self.consumer.cluster, self.provider.cluster, self.provider2.cluster)
 
-    def script(self, *args: str, timeout: float = 900) -> str:
+    def script(self, *args: str, timeout: float = 900, env: dict[str, str] | None = None) -> str:
         """hack/peering.sh with this suite's output directory; a failure names the step and saves the logs."""
-        return run([str(PEERING_SH), *args, str(self.out)], timeout=timeout).stderr
+        return run([str(PEERING_SH), *args, str(self.out)], timeout=timeout, env=env).stderr
 
 
 def create_workloads(p: Peering) -> None:

@@ -757,6 +757,33 @@ def test_a_forbidden_firewall_write_is_a_warning_and_a_ready_condition_not_only_
     assert f.client.stored(FCS, "liqosec-rome", ROME) is not None
 
 
+def namespace_terminating() -> errors.ApiError:
+    """As the API server's NamespaceLifecycle admission refuses a create in a namespace being deleted."""
+    return errors.from_status_object(
+        {
+            "kind": "Status",
+            "code": 403,
+            "reason": "Forbidden",
+            "message": 'firewallconfigurations.networking.liqo.io "liqosec-rome" is forbidden: unable to create new '
+            "content in namespace liqo-tenant-rome because it is being terminated",
+            "details": {"causes": [{"type": "NamespaceTerminating", "field": "metadata.namespace"}]},
+        }
+    )
+
+
+def test_a_create_refused_because_the_tenant_namespace_is_going_is_no_failure() -> None:
+    """Seen when `liqoctl unpeer --delete-namespaces` deletes a tenant namespace under a policy: the
+    namespace controller deletes the firewall before the policy, and re-creating it is refused. The
+    policy goes with its namespace: no retry, no Forbidden on the status, no warning."""
+    f = Fixture(cluster("rome"))
+    f.client.fail_once("create", FCS, namespace_terminating())
+    f.reconcile(key("rome"))  # not raised: the worker does not retry it
+    assert f.client.stored(FCS, "liqosec-rome", ROME) is None
+    assert warnings(f) == []  # no Forbidden Event, nor the Ready=False Forbidden that goes with it
+    rbac = errors.Forbidden(403, "Forbidden", "firewallconfigurations is forbidden")
+    assert errors.namespace_terminating(namespace_terminating()) and not errors.namespace_terminating(rbac)
+
+
 # ----- an admission webhook refusing a firewall write (Liqo's, failurePolicy Fail) -----
 LIQO_DENIAL = (
     'admission webhook "firewallconfiguration.validate.liqo.io" denied the request: table name liqosec-rome '
