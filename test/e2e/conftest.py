@@ -29,33 +29,15 @@ sys.path.insert(0, str(HERE))
 
 from addons import AGENT, AGENT_NAMESPACE, liqo_agent
 
-from harness.kind import IMAGE, ROOT, KindCluster, Session, build_images, missing_prerequisite, step
+from harness.kind import IMAGE, ROOT, KindCluster, Session, build_images, mark_kind_suite, reason_not_to_run, step
 
 
 def liqo_crds_dir() -> Path:
     return Path(os.environ.get("LIQOSEC_LIQO_CRDS", ROOT / "hack" / "liqo-crds"))
 
 
-_REASON: list[str | None] = []
-
-
-def reason_not_to_run() -> str | None:
-    """Asked once per session (it may start a Docker engine), and only when an e2e test is collected."""
-    if not _REASON:
-        _REASON.append(missing_prerequisite())
-    return _REASON[0]
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    ours = [item for item in items if HERE in Path(str(item.fspath)).resolve().parents]
-    if not ours:
-        return
-    reason = reason_not_to_run()
-    required = os.environ.get("LIQOSEC_REQUIRE_E2E") == "1"
-    for item in ours:
-        item.add_marker(pytest.mark.e2e)
-        if reason and not required:
-            item.add_marker(pytest.mark.skip(reason=f"e2e: {reason}"))
+    mark_kind_suite(items, HERE, "e2e")
 
 
 @pytest.fixture(scope="module")

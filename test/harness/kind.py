@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_NAME = "liqosec-e2e"
 IMAGE = "liqosec:e2e"
@@ -106,6 +108,31 @@ def missing_prerequisite() -> str | None:
     if shutil.which("go") is None:
         return "go not found (kind, kubectl and the images are built from Go modules)"
     return None
+
+
+_REASON: list[str | None] = []
+
+
+def reason_not_to_run() -> str | None:
+    """``missing_prerequisite``, asked once per session (it may start a Docker engine), and only when
+    a test of a kind suite is collected."""
+    if not _REASON:
+        _REASON.append(missing_prerequisite())
+    return _REASON[0]
+
+
+def mark_kind_suite(items: list[pytest.Item], here: Path, suite: str) -> None:
+    """Mark the items under ``here`` e2e; where no Docker engine can run they skip with the reason,
+    unless ``LIQOSEC_REQUIRE_E2E=1`` (then their fixture fails instead)."""
+    ours = [item for item in items if here in Path(str(item.fspath)).resolve().parents]
+    if not ours:
+        return
+    reason = reason_not_to_run()
+    required = os.environ.get("LIQOSEC_REQUIRE_E2E") == "1"
+    for item in ours:
+        item.add_marker(pytest.mark.e2e)
+        if reason and not required:
+            item.add_marker(pytest.mark.skip(reason=f"{suite}: {reason}"))
 
 
 def eventually(probe: Callable[[], T | None], *, timeout: float, what: str) -> T:

@@ -28,7 +28,8 @@ from harness.kind import (
     IMAGE,
     ROOT,
     build_images,
-    missing_prerequisite,
+    mark_kind_suite,
+    reason_not_to_run,
     run,
     step,
 )
@@ -42,15 +43,7 @@ def output_dir() -> Path:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    ours = [item for item in items if HERE in Path(str(item.fspath)).resolve().parents]
-    if not ours:
-        return
-    reason = missing_prerequisite()
-    required = os.environ.get("LIQOSEC_REQUIRE_E2E") == "1"
-    for item in ours:
-        item.add_marker(pytest.mark.e2e)
-        if reason and not required:
-            item.add_marker(pytest.mark.skip(reason=f"peering: {reason}"))
+    mark_kind_suite(items, HERE, "peering")
 
 
 def _clusters_answer(out: Path) -> bool:
@@ -65,7 +58,7 @@ def _clusters_answer(out: Path) -> bool:
 
 @pytest.fixture(scope="module")
 def peering(request: pytest.FixtureRequest) -> Iterator[Peering]:
-    reason = missing_prerequisite()
+    reason = reason_not_to_run()
     if reason:
         pytest.fail(f"peering required (LIQOSEC_REQUIRE_E2E=1) but: {reason}")
     out = output_dir()
