@@ -39,7 +39,7 @@ class ApiError(Exception):
         self.reason = reason
         self.message = message
         self.retry_after = retry_after
-        self.causes = causes  # the `type` of each of the Status' details.causes
+        self.causes = causes  # the type (`reason` on the wire) of each of the Status' details.causes
 
 
 class BadRequest(ApiError): ...
@@ -125,7 +125,8 @@ def from_status_object(status_obj: dict[str, Any], *, default_status: int = 500)
         if isinstance(details.get("retryAfterSeconds"), int):
             retry_after = float(details["retryAfterSeconds"])
         if isinstance(details.get("causes"), list):
-            causes = tuple(str(c.get("type") or "") for c in details["causes"] if isinstance(c, dict))
+            # metav1.StatusCause's Type is `reason` on the wire.
+            causes = tuple(str(c.get("reason") or "") for c in details["causes"] if isinstance(c, dict))
     return _error_class(status, reason)(status, reason, message, retry_after=retry_after, causes=causes)
 
 

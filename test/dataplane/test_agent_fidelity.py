@@ -9,6 +9,7 @@ with the model's verdicts.
 from __future__ import annotations
 
 import random
+import time
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ pytestmark = pytest.mark.dataplane
 ADDRESSES = ["10.0.0.1", "10.0.0.2", "10.0.1.1", "10.0.1.2"]
 STEPS = 25
 POOL = 8  # rule names to draw from, so rules come back after leaving
+STEADY_S = 5.0  # how long the agent may take to settle a chain's order after applying its rules
 PROBE_EVERY = 4  # random chains drop a lot and drops cost a timeout; order is checked every step
 
 
@@ -61,6 +63,16 @@ def _random_fcs(rng: random.Random, previous: list[dict[str, Any]]) -> list[dict
     return fcs
 
 
+def _steady_rule_names(fresh: World, node: int, model: dict[tuple[str, str], list[str]]) -> Any:
+    """The node's rule order once it equals the model, or as it is after STEADY_S seconds."""
+    deadline = time.monotonic() + STEADY_S
+    while True:
+        live = fresh.cluster.rule_names(node)
+        if live == model or time.monotonic() > deadline:
+            return live
+        time.sleep(0.1)
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_live_rule_order_follows_the_agent_model(fresh: World, cell_report: Any, seed: int) -> None:
     rng = random.Random(seed)
@@ -74,10 +86,12 @@ def test_live_rule_order_follows_the_agent_model(fresh: World, cell_report: Any,
         rules = fcs[0]["spec"]["table"]["chains"][0]["rules"]["filterRules"]
         state = agent.apply(state, fcs)
         fresh.put_firewalls(fcs)
+        model = {(t.name, c.name): agent.rule_order(state, t.name, c.name) for t in state for c in t.chains}
         for node in nodes:
             assert sorted(fresh.cluster.tables(node)) == sorted(t.name for t in state), f"step {step}"
-            live = fresh.cluster.rule_names(node)
-            model = {(t.name, c.name): agent.rule_order(state, t.name, c.name) for t in state for c in t.chains}
+            # put_firewalls waits for the rule sets; the agent may still be settling its order (it
+            # re-reconciles on its own status writes): the order is judged once the node is steady.
+            live = _steady_rule_names(fresh, node, model)
             assert live == model, f"step {step}: node {node}"
         if step % PROBE_EVERY and step != STEPS - 1:
             continue

@@ -766,7 +766,18 @@ def namespace_terminating() -> errors.ApiError:
             "reason": "Forbidden",
             "message": 'firewallconfigurations.networking.liqo.io "liqosec-rome" is forbidden: unable to create new '
             "content in namespace liqo-tenant-rome because it is being terminated",
-            "details": {"causes": [{"type": "NamespaceTerminating", "field": "metadata.namespace"}]},
+            "details": {
+                "name": "liqosec-rome",
+                "group": "networking.liqo.io",
+                "kind": "firewallconfigurations",
+                "causes": [
+                    {
+                        "reason": "NamespaceTerminating",
+                        "message": "namespace liqo-tenant-rome is being terminated",
+                        "field": "metadata.namespace",
+                    }
+                ],
+            },
         }
     )
 
