@@ -18,6 +18,7 @@ from harness.objects import apply, ensure_namespace
 from liqosec.controller.resources import FIREWALL_CONFIGURATIONS, PEERING_CONNECTIVITIES
 from liqosec.kube import errors
 from liqosec.kube.client import LEASES, KubeClient
+from liqosec.kube.retry import retry_on_conflict
 
 LEASE_SECONDS = 15
 
@@ -115,9 +116,17 @@ def test_one_leader_writes_and_a_standby_takes_over(control_plane: Any, kube: Ku
         print(f"takeover after {takeover:.1f}s (lease {LEASE_SECONDS}s)")
         assert takeover <= LEASE_SECONDS + 2 * 2 + 3  # lease + two retry periods + scheduling slack
 
-        pc = kube.get(PEERING_CONNECTIVITIES, peer, namespace=f"liqo-tenant-{peer}")
-        pc["spec"]["rules"].append({"source": {"group": "remote-cluster"}, "action": "deny"})
-        kube.update(PEERING_CONNECTIVITIES, pc)
+        # The new leader writes the policy too (status, finalizer): a user's edit retries on a conflict.
+        def read() -> dict[str, Any]:
+            return kube.get(PEERING_CONNECTIVITIES, peer, namespace=f"liqo-tenant-{peer}")
+
+        def add_deny(pc: dict[str, Any]) -> dict[str, Any]:
+            rules = [*pc["spec"]["rules"], {"source": {"group": "remote-cluster"}, "action": "deny"}]
+            return {**pc, "spec": {**pc["spec"], "rules": rules}}
+
+        retry_on_conflict(
+            read, add_deny, lambda pc: kube.update(PEERING_CONNECTIVITIES, pc), current=read(), what="the policy"
+        )
         wait_for("the new leader to write", lambda: writes(ports[standby], key) >= 1, timeout=30)
 
 
