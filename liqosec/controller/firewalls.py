@@ -159,7 +159,7 @@ class FirewallWriter:
         namespace, name = key.partition("/")[0], key.partition("/")[2]
 
         def gained(desired: Mapping[str, Any]) -> int:
-            live = self._view.get(FC_KIND, desired["metadata"]["name"], namespace)
+            live = self.live(desired["metadata"]["name"], namespace)
             return len(rule_names(desired) - (rule_names(live) if live else set()))
 
         refused: list[tuple[str, errors.ApiError]] = []
@@ -198,15 +198,17 @@ class FirewallWriter:
                 return "create", dict(desired)
             return ("update", merged_firewall(live, desired)) if firewall_differs(live, desired) else None
 
-        def write(change: tuple[str, JsonDict]) -> tuple[str, JsonDict]:
+        def write(change: tuple[str, JsonDict]) -> tuple[str, JsonDict, str | None]:
             operation, body = change
             if operation == "update":
+                replaced = str(_meta(body).get("resourceVersion") or "") or None
                 try:
-                    return operation, self._client.update(FIREWALL_CONFIGURATIONS, body)
+                    return operation, self._client.update(FIREWALL_CONFIGURATIONS, body), replaced
                 except errors.NotFound:
+                    self._own_writes.gone(body)  # deleted behind the cache: an answer we held is no copy of it
                     raise Stale(None) from None
             try:
-                return operation, self._client.create(FIREWALL_CONFIGURATIONS, body)
+                return operation, self._client.create(FIREWALL_CONFIGURATIONS, body), None
             except errors.AlreadyExists:
                 raise Stale(read()) from None
             except errors.ApiError as err:
@@ -228,17 +230,21 @@ class FirewallWriter:
             read,
             mutate,
             write,
-            current=self._view.get(FC_KIND, name, namespace),
+            current=self.live(name, namespace),
             what=f"FirewallConfiguration {namespace}/{name}",
             on_conflict=conflicted,
         )
         if done is None:
             self._metrics.firewall_noop(key)
             return None
-        operation, live = done
-        self._own_writes.wrote(key, live)
+        operation, live, replaced = done
+        self._own_writes.wrote(key, live, replaced)
         self._wrote(key, obj, operation, outcome, desired, log)
         return live
+
+    def live(self, name: str, namespace: str) -> Mapping[str, Any] | None:
+        """The firewall as it is: the cache's copy, or our write's answer while the cache is behind it."""
+        return self._own_writes.fresher(namespace, name, self._view.get(FC_KIND, name, namespace))
 
     def _wrote(
         self,
@@ -292,6 +298,7 @@ class FirewallWriter:
                     step = retire.Wait(self._retire_grace)
                 elif isinstance(step, retire.Delete):
                     self._client.delete(FIREWALL_CONFIGURATIONS, fc_name, namespace=namespace)
+                    self._own_writes.gone(fc)  # no answer of ours may stand in for it before the watch says so
                     self._metrics.firewall_write(f"{namespace}/{name}", "delete")
                     log.info("retired firewall removed", resource=fc_name)
                     continue

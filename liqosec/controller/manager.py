@@ -135,8 +135,10 @@ class _QueueAffectedPeerings:
         if self._own is not None:
             if new is None and old is not None:
                 self._own.gone(old)
-            elif new is not None and (writer := self._own.writer_of(new)) is not None:
-                found = set(found) - {writer}
+            elif new is not None:
+                self._own.seen(new)
+                if (writer := self._own.writer_of(new)) is not None:
+                    found = set(found) - {writer}
         for key in found:
             if self._changes is not None:
                 self._changes.changed(key)

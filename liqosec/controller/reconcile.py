@@ -175,7 +175,7 @@ class Reconciler:
             self._metrics.change_written(self._changes.age(since))
         self._metrics.compiled(key, outcome)
         self._metrics.firewall_objects(key, len(outcome.firewalls))
-        progress = self._rollout(namespace, outcome, applied.written)
+        progress = self._rollout(namespace, outcome)
         self._metrics.apply_failures(key, self._failed_nodes(progress))
         conds = valid_conditions(outcome, stateful=caps.ctstate, progress=progress) + self._notes(outcome)
         later = self._status.write(key, obj, conds, outcome, log, progress)
@@ -266,19 +266,17 @@ class Reconciler:
             return obj
         return patched if isinstance(patched, Mapping) and patched.get("metadata") else obj
 
-    def _rollout(self, namespace: str, outcome: CompiledPeering, written: Mapping[str, Mapping[str, Any]]) -> Rollout:
+    def _rollout(self, namespace: str, outcome: CompiledPeering) -> Rollout:
         """Liqo's agents' reports, from the cache: a report arriving brings this key back.
 
-        An object this pass wrote is read from the write's answer, not the cache, which has not
-        seen it yet: a pod change then costs no status write saying "not written yet" and
-        another taking it back.
+        An object a pass wrote is read from the write's answer while the cache has not seen it
+        (`FirewallWriter.live`): a pod change then costs no status write saying "not written yet"
+        and another taking it back, and a pass run before the echo says no such thing either.
         The hosts are Liqo's fabric pods, each tied to its node (`fabric.expected_hosts`);
         with none in the cluster, the physical nodes, as the project's test agents name themselves.
         """
         live = {
-            fw["metadata"]["name"]: written.get(fw["metadata"]["name"])
-            or self._view.get(FC_KIND, fw["metadata"]["name"], namespace)
-            for fw in outcome.firewalls
+            fw["metadata"]["name"]: self._firewalls.live(fw["metadata"]["name"], namespace) for fw in outcome.firewalls
         }
         hosts = self._derived.hosts()
         if hosts.fabric:

@@ -363,6 +363,12 @@ class Fixture:
         self.now = datetime(2026, 1, 2, tzinfo=UTC)
         # The informers' handlers mark input changes here (`changed`); on the fixture's clock.
         self.changes = ChangeTimes(lambda: self.now.timestamp())
+        self.scope = scope
+        self.restart()
+
+    def restart(self) -> None:
+        """A new reconciler on the same caches, as a new leader starts: it remembers none of its predecessor's
+        writes."""
         self.reconciler = Reconciler(
             client=self.client,
             view=self.view,
@@ -371,7 +377,7 @@ class Fixture:
             metrics=self.metrics,
             retire_grace=RETIRE_GRACE,
             now=lambda: self.now,
-            scope=scope,
+            scope=self.scope,
             desired=self.desired,
             changes=self.changes,
         )

@@ -357,6 +357,24 @@ def test_a_stale_cache_gets_409_once_and_the_retry_reads_fresh() -> None:
     assert f.metric("liqosec_firewall_writes_total", peering=key("rome"), operation="update") == 1
 
 
+def test_a_pass_run_before_the_echo_of_the_last_write_takes_the_write_for_the_truth() -> None:
+    """Queued twice, the peering runs again before the watch brings back what its last pass wrote: the
+    write's answer stands in for the cache. No create refused as AlreadyExists, and no status
+    taking Ready back to "not written yet" with nothing left to correct it."""
+    f = Fixture(cluster("rome"))
+    created = f.reconcile(key("rome"))  # no sync after: the caches have seen neither write
+    assert ("create", "firewallconfigurations", "liqosec-rome") in verbs(created)
+    ready = cond(f, "rome", ROME, "Ready")
+    again = f.reconcile(key("rome"))
+    assert [a for a in again if a.resource == "firewallconfigurations"] == []
+    assert cond(f, "rome", ROME, "Ready") == ready
+    f.seed(pod("rome-1", "shop-rome", "10.1.30.30", origin="rome"), sync=False)  # the pod cache alone catches up
+    f.stores["Pod"].replace(f.client.of(ref_of("Pod")), f.client.resource_version)
+    updated = [a for a in f.reconcile(key("rome")) if a.resource == "firewallconfigurations"]
+    assert verbs(updated) == [("update", "firewallconfigurations", "liqosec-rome")]  # no 409 first
+    assert "10.1.30.30" in str(f.client.stored(FCS, "liqosec-rome", ROME))
+
+
 def test_an_injected_status_conflict_is_retried_against_a_fresh_read() -> None:
     f = Fixture(cluster("rome"))
     f.client.fail_once("update_status", PCS, errors.Conflict(409, "Conflict", "modified"))
@@ -1060,6 +1078,7 @@ def test_a_create_liqos_webhook_refuses_because_a_stale_cache_missed_the_object_
     converge(f, key("rome"))
     live = f.client.stored(FCS, "liqosec-rome", ROME)
     assert live is not None
+    f.restart()  # a new leader: no write of its own tells it the object is there
     f.stores["FirewallConfiguration"].delete(live)  # the informer has not seen it (yet)
     f.client.fail_once("create", FCS, liqo_denial())
     f.seed(pod("cart-9", "shop-rome", "10.1.5.99", origin="rome"), sync=False)
