@@ -156,6 +156,12 @@ def test_zero_workers(kubeconfig: Path) -> None:
     )
 
 
+def test_a_negative_full_gc_period(kubeconfig: Path) -> None:
+    assert run("--kubeconfig", str(kubeconfig), "--full-gc-period", "-1") == (
+        "liqosec run: --full-gc-period must be >= 0 seconds, not -1.0"
+    )
+
+
 class Refusing:
     """Just enough of a KubeClient for the pre-flight call."""
 
