@@ -194,8 +194,8 @@ def _run(args: argparse.Namespace) -> int:
     configure(level=args.log_level, fmt=args.log_format)
     log = structlog.get_logger("liqosec")
     options = options_from_args(args)
-    if args.full_gc_period < 0:
-        raise StartupError(f"--full-gc-period must be >= 0 seconds, not {args.full_gc_period}")
+    if not 0 <= args.full_gc_period < float("inf"):  # NaN fails this too
+        raise StartupError(f"--full-gc-period must be a number of seconds >= 0, not {args.full_gc_period}")
     client, server = connect(args.kubeconfig, args.context)
     controller = Controller(client, options)
     servers = _listen(args, controller)

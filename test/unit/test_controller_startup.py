@@ -156,9 +156,10 @@ def test_zero_workers(kubeconfig: Path) -> None:
     )
 
 
-def test_a_negative_full_gc_period(kubeconfig: Path) -> None:
-    assert run("--kubeconfig", str(kubeconfig), "--full-gc-period", "-1") == (
-        "liqosec run: --full-gc-period must be >= 0 seconds, not -1.0"
+@pytest.mark.parametrize("period", ["-1", "nan", "inf"])
+def test_a_full_gc_period_that_is_no_number_of_seconds(kubeconfig: Path, period: str) -> None:
+    assert run("--kubeconfig", str(kubeconfig), "--full-gc-period", period) == (
+        f"liqosec run: --full-gc-period must be a number of seconds >= 0, not {float(period)}"
     )
 
 
