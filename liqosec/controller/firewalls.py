@@ -15,7 +15,7 @@ Guarantees:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -117,11 +117,11 @@ class Refused(Exception):
 
 @dataclass(frozen=True)
 class Applied:
-    """What a pass wrote: when to look again (a retired shard's grace), and each object written as the
-    API server answered it, newer than the cache until the watch brings it back."""
+    """What a pass did: when to look again (a retired shard's grace), and whether it wrote any object (the
+    answers themselves stand in for the cache through `FirewallWriter.live`)."""
 
     retry_after: float | None
-    written: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    wrote: bool = False
 
 
 class FirewallWriter:
@@ -153,8 +153,8 @@ class FirewallWriter:
     def apply(self, key: str, obj: Mapping[str, Any], outcome: CompiledPeering, log: Any) -> Applied:
         """Write every shard that differs, those gaining rules first; then retire shards no longer wanted.
 
-        Returns the objects written and the seconds until a retired shard may be deleted; raises `Refused`
-        when an admission webhook refused a shard (the others are written, none retired).
+        Returns whether any object was written and the seconds until a retired shard may be deleted;
+        raises `Refused` when an admission webhook refused a shard (the others are written, none retired).
         """
         namespace, name = key.partition("/")[0], key.partition("/")[2]
 
@@ -163,7 +163,7 @@ class FirewallWriter:
             return len(rule_names(desired) - (rule_names(live) if live else set()))
 
         refused: list[tuple[str, errors.ApiError]] = []
-        written: dict[str, Mapping[str, Any]] = {}
+        wrote = False
         for desired in sorted(outcome.firewalls, key=gained, reverse=True):
             try:
                 live = self._apply_one(key, obj, outcome, desired, log)
@@ -175,13 +175,12 @@ class FirewallWriter:
                     raise
                 refused.append((desired["metadata"]["name"], err))  # the other shards are still written
                 continue
-            if live is not None:
-                written[desired["metadata"]["name"]] = live
+            wrote = wrote or live is not None
         if refused:
             # What is enforced stays: no firewall of the peering is retired while its replacement is refused.
             raise Refused(refused)
         keep = {fw["metadata"]["name"] for fw in outcome.firewalls}
-        return Applied(self.remove_orphans(namespace, name, log, keep=keep), written)
+        return Applied(self.remove_orphans(namespace, name, log, keep=keep), wrote)
 
     def _apply_one(
         self, key: str, obj: Mapping[str, Any], outcome: CompiledPeering, desired: Mapping[str, Any], log: Any

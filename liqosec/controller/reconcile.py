@@ -171,7 +171,7 @@ class Reconciler:
             raise  # the worker retries with backoff: fixing the RBAC brings it back
         # Only now: a warning said while the writes kept failing is said once, not once per retry.
         self._status.settled(key)
-        if since is not None and applied.written:
+        if since is not None and applied.wrote:
             self._metrics.change_written(self._changes.age(since))
         self._metrics.compiled(key, outcome)
         self._metrics.firewall_objects(key, len(outcome.firewalls))
