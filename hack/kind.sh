@@ -17,7 +17,10 @@
 # the node's spec.podCIDR (so a pod's traffic is routed through the node's own network namespace,
 # where Liqo's agent programs nftables), plus a route per other node's podCIDR via its address on
 # the kind Docker network. Nothing leaves the Docker network: no masquerade.
-# Env: LIQOSEC_KIND_IMAGE overrides the node image (e.g. an upstream kindest/node on a laptop).
+# Env: LIQOSEC_KIND_IMAGE overrides the node image (e.g. an upstream kindest/node on a laptop);
+# LIQOSEC_KIND_ATTEMPTS (2) is how many times create tries `kind create cluster`, printing kind's
+# lines and each node's kubelet, containers and errors after a failure; LIQOSEC_KIND_RETAIN=1 keeps
+# the nodes of the last failed attempt.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -118,8 +121,40 @@ wait_ready() {
     || die "CoreDNS not available within ${WAIT_S} s"
 }
 
+# kind's output without Go's stack traces (a function line, then its file line indented by a tab):
+# kubeadm's own lines, which name the component that was not healthy, are what is left.
+without_stacks() {
+  awk '/^\t/ { held = ""; next } { if (held != "") print held; held = $0 } END { if (held != "") print held }'
+}
+
+# What a failed node says about itself, short: enough to tell a slow machine from a kubelet that
+# never ran (an inotify or cgroup limit) or a static pod that crashed.
+diagnose() {
+  local name="$1" node
+  log "inotify instances: $(find /proc/[0-9]*/fd -lname 'anon_inode:inotify' 2>/dev/null | wc -l) in use of $(cat /proc/sys/fs/inotify/max_user_instances 2>/dev/null || echo '?') per user; load: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)"
+  for node in $(docker ps -a --filter "label=io.x-k8s.kind.cluster=${name}" --format '{{.Names}}'); do
+    log "--- ${node}: kubelet $(docker exec "$node" systemctl is-active kubelet 2>/dev/null || true), containerd $(docker exec "$node" systemctl is-active containerd 2>/dev/null || true)"
+    docker exec "$node" crictl ps -a 2>&1 | cut -c1-160 | head -15 >&2 || true
+    docker exec "$node" journalctl -u kubelet --no-pager -o cat 2>/dev/null | grep -E ' E[0-9]{4} |error|failed' | tail -12 | cut -c1-300 >&2 || true
+  done
+}
+
+# kind's own limit for a node's kubelet and containerd: each node's systemd, containerd and kubelet
+# take inotify instances of root's (shared by every node), and kind's documented fix is 512.
+raise_inotify() {
+  local key value
+  for key in max_user_instances:512 max_user_watches:524288; do
+    value="$(cat "/proc/sys/fs/inotify/${key%%:*}" 2>/dev/null || echo 0)"
+    if ((value < ${key##*:})) && [[ $(id -u) -eq 0 ]]; then
+      echo "${key##*:}" > "/proc/sys/fs/inotify/${key%%:*}" 2>/dev/null \
+        && log "fs.inotify.${key%%:*} ${value} -> ${key##*:} (kind's known limit)" || true
+    fi
+  done
+}
+
 create() {
-  local name="$1" kubeconfig="$2" config="$3" image start=$SECONDS
+  local name="$1" kubeconfig="$2" config="$3" image start=$SECONDS attempt out
+  local attempts="${LIQOSEC_KIND_ATTEMPTS:-2}"
   grep -Eq '^\s*disableDefaultCNI:\s*true' "$config" || die "${config} must set networking.disableDefaultCNI: true"
   "${HERE}/docker.sh" ensure
   load_tools
@@ -131,12 +166,26 @@ create() {
   [[ -n "$image" ]] || die "no node image"
   # kind bind-mounts /lib/modules read-only; some VMs have none (nothing is read from it here).
   [[ -d /lib/modules ]] || mkdir -p /lib/modules
-  "$KIND" delete cluster --name "$name" >/dev/null 2>&1 || true
-  log "creating cluster ${name} from ${image}"
-  local retain=()
-  [[ "${LIQOSEC_KIND_RETAIN:-}" == 1 ]] && retain=(--retain)
-  "$KIND" create cluster --name "$name" --image "$image" --config "$config" --kubeconfig "$kubeconfig" \
-    "${retain[@]}" >&2 || die "kind create cluster ${name} failed"
+  raise_inotify
+  out="$(mktemp)"
+  for ((attempt = 1; ; attempt++)); do
+    "$KIND" delete cluster --name "$name" >/dev/null 2>&1 || true
+    log "creating cluster ${name} from ${image} (attempt ${attempt} of ${attempts})"
+    # --retain: a failed node stays until diagnose has read it.
+    if "$KIND" create cluster --name "$name" --image "$image" --config "$config" --kubeconfig "$kubeconfig" \
+      --retain >"$out" 2>&1; then
+      break
+    fi
+    without_stacks <"$out" | grep -v '^\s*$' | tail -25 >&2
+    diagnose "$name"
+    if ((attempt >= attempts)); then
+      rm -f "$out"
+      [[ "${LIQOSEC_KIND_RETAIN:-}" == 1 ]] || "$KIND" delete cluster --name "$name" >/dev/null 2>&1 || true
+      die "kind create cluster ${name} failed ${attempts} times (kind's lines and the nodes' state above)"
+    fi
+    log "kind create cluster ${name}: attempt ${attempt} of ${attempts} failed (above); deleting it and trying again"
+  done
+  rm -f "$out"
   network "$name" "$kubeconfig"
   wait_ready "$kubeconfig"
   log "cluster ${name} ready in $((SECONDS - start)) s"
