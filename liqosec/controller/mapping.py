@@ -176,9 +176,9 @@ class KeyMapper:
     def __init__(self, view: ClusterView, *, per_node: bool = False) -> None:
         self._view = view
         self.per_node = per_node  # firewalls per node: where a pod runs matters to every peering
-        # Peerings by peer and by the namespaces their rules name, rebuilt when a peering or a
+        # Peerings by peer and by the namespaces their rules name, rebuilt when a peering's spec or a
         # namespace changes: a pod event then costs a lookup, not a pass over every peering.
-        self._indexes: tuple[tuple[int, int], _PeeringIndex] | None = None
+        self._indexes: tuple[tuple[int, int], dict[str, object], _PeeringIndex] | None = None
         self._dry_run: tuple[int, frozenset[str]] | None = None  # (peerings' generation, keys in DryRun)
 
     def _index(self) -> _PeeringIndex:
@@ -186,10 +186,16 @@ class KeyMapper:
         stamp = (generation(KIND), generation("Namespace")) if callable(generation) else None
         kept = self._indexes
         if stamp is not None and kept is not None and kept[0] == stamp:
-            return kept[1]
-        index = _PeeringIndex.of(self._view)
+            return kept[2]
+        # The index reads peerings' specs only (and namespaces): a status write, ours every few
+        # seconds a peering, changes the store's generation and nothing the index holds.
+        specs = {f"{_ns(pc)}/{_name(pc)}": pc.get("spec") for pc in self._view.list(KIND)}
+        if stamp is not None and kept is not None and kept[0][1] == stamp[1] and kept[1] == specs:
+            index = kept[2]
+        else:
+            index = _PeeringIndex.of(self._view)
         if stamp is not None and min(stamp) >= 0:
-            self._indexes = (stamp, index)
+            self._indexes = (stamp, specs, index)
         return index
 
     def moves_hosted_addresses(self, c: Change) -> bool:

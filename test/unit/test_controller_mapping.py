@@ -238,6 +238,30 @@ def test_a_pod_in_an_offloaded_or_named_namespace_wakes_those_peerings() -> None
     assert keys(f, "Pod", None, pod("lonely", "nowhere", "10.1.5.5")) == set()
 
 
+def test_one_mapper_follows_a_policy_edit_and_not_our_status_writes() -> None:
+    """The informers keep one KeyMapper: the namespaces a policy names follow its spec as it is edited,
+    while a status write (ours, every few seconds a peering) keeps the peerings' index as it was."""
+    f = world()
+    store = f.stores["PeeringConnectivity"]
+    pods = {ns: store.transform(pod("p", ns, "10.1.4.4")) for ns in ("billing", "payments")}
+    mapper = {w.kind: w.mapper for w in watched_resources()}["Pod"]
+    m = KeyMapper(f.view)
+
+    def woken(ns: str) -> set[str]:
+        return m.keys(mapper, None, pods[ns])
+
+    assert (woken("billing"), woken("payments")) == ({PARIS}, set())
+    index = m._index()
+    live = store.get(PARIS)
+    assert live is not None
+    store.add(changed(live, "1000", status={"conditions": [{"type": "Ready", "status": "True"}]}))
+    assert (woken("billing"), woken("payments")) == ({PARIS}, set())
+    assert m._index() is index  # the status write did not make it read every peering again
+    edited = changed(live, "1001", spec__rules=[{"source": {"namespace": "payments"}, "action": "deny"}])
+    store.add(edited)
+    assert (woken("billing"), woken("payments")) == (set(), {PARIS})
+
+
 def test_a_fabric_pod_coming_going_or_moving_wakes_every_peering_and_nothing_else_does() -> None:
     """Ready counts Liqo's fabric pods (the hosts its agents report under): each of them is every peering's."""
     f = world()
