@@ -33,12 +33,12 @@ from typing import Any
 import orjson
 
 from liqosec.api.peeringconnectivity import MAX_PORT, Action, Group
-from liqosec.compiler.cover import Match, Plan, Term, plan, rectangle_cost
+from liqosec.compiler.cover import Match, Plan, Shape, Term, plan, rectangle_cost
 from liqosec.compiler.partition import Partition, partition
 from liqosec.compiler.policy import Clause
 from liqosec.compiler.ports import PortClass, PortSpan, port_classes, signature
 from liqosec.compiler.products import ProductPlan, product_plan, rectangle_label
-from liqosec.firewall.addresses import AddressSet
+from liqosec.firewall.addresses import AddressSet, cidr_prefix
 from liqosec.firewall.capabilities import Capabilities
 from liqosec.firewall.evaluate import EPHEMERAL_PORT
 from liqosec.groups.resolve import ResolvedGroups
@@ -279,6 +279,15 @@ def _term_cost(term: Term) -> int:
     return _term_expressions(term) + UNSPLIT_RULE_WEIGHT
 
 
+def _shape_cost(shape: Shape) -> int:
+    """`_term_cost` of the address term `shape` spells, from its intervals (a CIDR's match costs more)."""
+    return (
+        RULE_OVERHEAD
+        + sum(CIDR_EXPRESSIONS if cidr_prefix(*iv) is not None else VALUE_EXPRESSIONS for iv in shape)
+        + UNSPLIT_RULE_WEIGHT
+    )
+
+
 # A product chain keeps room for the conntrack accept (ct, bitwise, cmp, counter, verdict) and its weight.
 _PRODUCT_HEAD = CTSTATE_EXPRESSIONS + RULE_OVERHEAD + UNSPLIT_RULE_WEIGHT
 
@@ -297,7 +306,7 @@ def _drop_plan(
             key = ("product", src.intervals, dst.intervals, budget)
             if key not in memo:
                 label = rectangle_label(part.terms, atoms)
-                memo[key] = product_plan(label, src, dst, budget, _term_cost, head=_PRODUCT_HEAD)
+                memo[key] = product_plan(label, src, dst, budget, _shape_cost, head=_PRODUCT_HEAD)
             product = memo[key]
             assert isinstance(product, ProductPlan)
             if product.rules + 1 < rules:  # a product chain is an object more: keep small rectangles in the chain

@@ -194,16 +194,40 @@ def _format(spelling: Spelling, position: str, keep: bool = True) -> list[Term]:
     return terms
 
 
+# A term before formatting: the interval of each of its matches, in order (a chunk's `eq` span,
+# then its `neq` gaps; or a complement's `neq` holes). Costing one needs no strings.
+Shape = tuple[tuple[int, int], ...]
+
+
+def _complement_spelling(addresses: AddressSet) -> Spelling:
+    outside = addresses.complement()
+    hashes, holes = _set_info(outside)
+    spelling = _spell(outside, holes, hashes, MAX_MATCHES_PER_RULE)
+    assert spelling is not None  # a full budget always spells
+    return spelling
+
+
 def complement_terms(addresses: AddressSet, position: str, keep: bool = True) -> list[Term]:
     """Terms, each of at most `MAX_MATCHES_PER_RULE` matches, whose union is every address not in `addresses`.
 
     `keep=False` when only costing them: what was not formatted before is not kept for later.
     """
-    outside = addresses.complement()
-    hashes, holes = _set_info(outside)
-    spelling = _spell(outside, holes, hashes, MAX_MATCHES_PER_RULE)
-    assert spelling is not None  # a full budget always spells
-    return _format(spelling, position, keep)
+    return _format(_complement_spelling(addresses), position, keep)
+
+
+def complement_shapes(addresses: AddressSet) -> list[Shape]:
+    """The shapes of `complement_terms(addresses, ...)`, term for term, without formatting a match."""
+    spelling = _complement_spelling(addresses)
+    if spelling.kind in ("none", "any"):
+        return [] if spelling.kind == "none" else [()]
+    if spelling.kind == "holes":
+        return [spelling.intervals]
+    shapes: list[Shape] = []
+    begin = 0
+    for end in spelling.ends:
+        shapes.append(_chunk_shape(spelling.intervals[begin : end + 1]))
+        begin = end + 1
+    return shapes
 
 
 def _locations(spelling: Spelling) -> list[int | None]:
@@ -216,14 +240,21 @@ def _locations(spelling: Spelling) -> list[int | None]:
     return [spelling.intervals[end][0] for end in spelling.ends]
 
 
+def _chunk_shape(ivs: tuple[tuple[int, int], ...]) -> Shape:
+    """A chunk as one term: `eq` its span, `neq` each gap between its intervals."""
+    return ((ivs[0][0], ivs[-1][1]), *((x[1] + 1, y[0] - 1) for x, y in zip(ivs, ivs[1:])))
+
+
 def _format_chunk(ivs: tuple[tuple[int, int], ...], position: str, keep: bool = True) -> Term:
     """A chunk's term; kept for the next compile (`keep`) when it is written, not when only costed."""
     key = (position, ivs)
     term = _FORMATTED.get(key)
     if term is None:
-        span = Match(position, "eq", format_interval(ivs[0][0], ivs[-1][1]))
-        gaps = (Match(position, "neq", format_interval(x[1] + 1, y[0] - 1)) for x, y in zip(ivs, ivs[1:]))
-        term = (span, *gaps)
+        span, *gaps = _chunk_shape(ivs)
+        term = (
+            Match(position, "eq", format_interval(*span)),
+            *(Match(position, "neq", format_interval(*gap)) for gap in gaps),
+        )
         if keep:
             _bounded(_FORMATTED)[key] = term
     return term

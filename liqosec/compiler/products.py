@@ -23,7 +23,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from liqosec.compiler.cover import Term, complement_terms
+from liqosec.compiler.cover import Shape, Term, complement_shapes, complement_terms
 from liqosec.firewall.addresses import AddressSet
 
 PRODUCT = "x"  # a product chain's kind (its object's and table's suffix) starts with it
@@ -73,19 +73,19 @@ _SPELLED: dict[tuple[tuple[tuple[int, int], ...], str], tuple[int, int, int]] = 
 _SPELLED_LIMIT = 50_000
 
 
-def _block(intervals: tuple[tuple[int, int], ...], position: str, label: str, cost: Callable[[Term], int]) -> Block:
+def _block(intervals: tuple[tuple[int, int], ...], position: str, label: str, cost: Callable[[Shape], int]) -> Block:
     key = (intervals, position)
     known = _SPELLED.get(key)
     if known is None:
-        terms = complement_terms(AddressSet(intervals), position, keep=False)
-        known = (len(terms), sum(len(t) for t in terms), sum(cost(t) for t in terms))
+        shapes = complement_shapes(AddressSet(intervals))
+        known = (len(shapes), sum(len(t) for t in shapes), sum(cost(t) for t in shapes))
         if len(_SPELLED) >= _SPELLED_LIMIT:
             _SPELLED.clear()
         _SPELLED[key] = known
     return Block(label, intervals, position, *known)
 
 
-def blocks(addresses: AddressSet, position: str, budget: int, cost: Callable[[Term], int]) -> list[Block]:
+def blocks(addresses: AddressSet, position: str, budget: int, cost: Callable[[Shape], int]) -> list[Block]:
     """`addresses` cut by CIDR (split in two while a block's complement costs over `budget`), in address order.
 
     A block's complement spells at least one match of at least two expressions per interval but
@@ -114,7 +114,7 @@ def _quantized(cost: int, step: int) -> int:
 
 
 def product_plan(
-    label: str, src: AddressSet, dst: AddressSet, budget: int, cost: Callable[[Term], int], head: int = _HEAD
+    label: str, src: AddressSet, dst: AddressSet, budget: int, cost: Callable[[Shape], int], head: int = _HEAD
 ) -> ProductPlan:
     """The product chains of `src` x `dst`, each costing at most `budget` (`cost` a rule, `head` kept free).
 

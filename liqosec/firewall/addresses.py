@@ -46,13 +46,20 @@ def parse_value(text: str) -> tuple[int, int]:
     return value, value
 
 
+def cidr_prefix(start: int, end: int) -> int | None:
+    """The prefix length of [start, end] when it is a CIDR of more than one address, else None."""
+    size = end - start + 1
+    if start != end and size & (size - 1) == 0 and start % size == 0:
+        return 32 - (size.bit_length() - 1)
+    return None
+
+
 def format_interval(start: int, end: int) -> str:
     """The one value that spells [start, end]: an IP, a CIDR, or a range."""
     if start == end:
         return int_to_ip(start)
-    size = end - start + 1
-    if size & (size - 1) == 0 and start % size == 0:
-        prefix = 32 - (size.bit_length() - 1)
+    prefix = cidr_prefix(start, end)
+    if prefix is not None:
         return f"{int_to_ip(start)}/{prefix}"
     return f"{int_to_ip(start)}-{int_to_ip(end)}"
 

@@ -26,10 +26,11 @@ from harness import agent_model as agent
 from liqosec.api.peeringconnectivity import Action, PeeringConnectivity, PeeringConnectivitySpec, SecurityMode
 from liqosec.api.validation import ValidationError
 from liqosec.compiler import firewallconfiguration as fcmod
-from liqosec.compiler.compile import UNSPLIT_BUDGET, UNSPLIT_RULE_WEIGHT, compile_chain
+from liqosec.compiler.compile import UNSPLIT_BUDGET, UNSPLIT_RULE_WEIGHT, _shape_cost, _term_cost, compile_chain
 from liqosec.compiler.cover import MAX_MATCHES_PER_RULE
 from liqosec.compiler.modes import mode_clauses
 from liqosec.compiler.policy import Clause, decide
+from liqosec.compiler.products import blocks
 from liqosec.firewall.addresses import AddressSet
 from liqosec.firewall.capabilities import Capabilities
 from liqosec.firewall.evaluate import Packet, node_accepts, tables_of
@@ -345,3 +346,22 @@ def test_a_policy_past_liqos_limits_is_refused_as_too_large_with_numbers(monkeyp
     assert (
         problem.reason == "TooLarge" and "FirewallConfigurations" in problem.message and "over the 4" in problem.message
     )
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 4095), st.sampled_from([0, 0, 0, 1, 3, 7, 15, 30])).map(
+            lambda t: (BASE + 16 * t[0], BASE + 16 * t[0] + t[1])
+        ),
+        max_size=300,
+    ).map(AddressSet.from_intervals),
+    st.sampled_from(["src", "dst"]),
+)
+def test_a_product_block_is_costed_as_the_chain_it_writes(addresses: AddressSet, position: str) -> None:
+    """Blocks are costed from intervals, never formatted unless written: the cost that decides how a
+    product is cut (and whether it fits its object) is the cost of the rules then written."""
+    for block in blocks(addresses, position, UNSPLIT_BUDGET // 2, _shape_cost):
+        terms = block.terms
+        assert (block.count, block.matches) == (len(terms), sum(len(t) for t in terms))
+        assert block.expressions == sum(_term_cost(t) for t in terms)
+        assert all(m.position == position for t in terms for m in t)
