@@ -179,6 +179,15 @@ def _spell(
     return chunks
 
 
+def _chunks(spelling: Spelling) -> list[tuple[tuple[int, int], ...]]:
+    """A "chunks" spelling's intervals, cut after each of its `ends`: one term each."""
+    out, begin = [], 0
+    for end in spelling.ends:
+        out.append(spelling.intervals[begin : end + 1])
+        begin = end + 1
+    return out
+
+
 def _format(spelling: Spelling, position: str, keep: bool = True) -> list[Term]:
     if spelling.kind == "none":
         return []
@@ -186,12 +195,7 @@ def _format(spelling: Spelling, position: str, keep: bool = True) -> list[Term]:
         return [()]
     if spelling.kind == "holes":
         return [tuple(Match(position, "neq", format_interval(*h)) for h in spelling.intervals)]
-    terms: list[Term] = []
-    begin = 0
-    for end in spelling.ends:
-        terms.append(_format_chunk(spelling.intervals[begin : end + 1], position, keep))
-        begin = end + 1
-    return terms
+    return [_format_chunk(chunk, position, keep) for chunk in _chunks(spelling)]
 
 
 # A term before formatting: the interval of each of its matches, in order (a chunk's `eq` span,
@@ -218,16 +222,13 @@ def complement_terms(addresses: AddressSet, position: str, keep: bool = True) ->
 def complement_shapes(addresses: AddressSet) -> list[Shape]:
     """The shapes of `complement_terms(addresses, ...)`, term for term, without formatting a match."""
     spelling = _complement_spelling(addresses)
-    if spelling.kind in ("none", "any"):
-        return [] if spelling.kind == "none" else [()]
+    if spelling.kind == "none":
+        return []
+    if spelling.kind == "any":
+        return [()]
     if spelling.kind == "holes":
         return [spelling.intervals]
-    shapes: list[Shape] = []
-    begin = 0
-    for end in spelling.ends:
-        shapes.append(_chunk_shape(spelling.intervals[begin : end + 1]))
-        begin = end + 1
-    return shapes
+    return [_chunk_shape(chunk) for chunk in _chunks(spelling)]
 
 
 def _locations(spelling: Spelling) -> list[int | None]:
