@@ -98,12 +98,21 @@ def test_one_leader_writes_and_a_standby_takes_over(control_plane: Any, kube: Ku
         procs = {"alpha": a, "beta": b}
         standby = "beta" if leader == "alpha" else "alpha"
         wait_for("the leader's write in its metrics", lambda: writes(ports[leader], key) >= 1, timeout=30)
-        assert (
-            wait_for(
-                "the standby's metrics", lambda: writes(ports[standby], key) >= 0 and [writes(ports[standby], key)]
-            )[0]
-            == 0
-        )
+        standby_writes = wait_for(
+            "the standby's metrics", lambda: writes(ports[standby], key) >= 0 and [writes(ports[standby], key)]
+        )[0]
+        lease = kube.get(LEASES, lease_id, namespace=lease_ns)["spec"]
+        # Only the leader writes: checkable while the lease never changed hands. A machine too loaded
+        # for the leader to renew within its deadline hands it over; both have then written, one
+        # after the other, which says nothing either way. The takeover below is checked regardless,
+        # from the holder as it is now.
+        if int(lease.get("leaseTransitions") or 0) == 0:
+            assert standby_writes == 0, f"{standby} wrote {standby_writes} times while {leader} held the lease"
+        else:
+            print(f"the lease changed hands before the check (the machine is loaded): {lease}")
+            leader = str(lease.get("holderIdentity") or leader)
+            standby = "beta" if leader == "alpha" else "alpha"
+        written_before = writes(ports[standby], key)
 
         procs[leader].send_signal(signal.SIGKILL)  # a crash: the lease is not released
         killed = time.monotonic()
@@ -127,7 +136,7 @@ def test_one_leader_writes_and_a_standby_takes_over(control_plane: Any, kube: Ku
         retry_on_conflict(
             read, add_deny, lambda pc: kube.update(PEERING_CONNECTIVITIES, pc), current=read(), what="the policy"
         )
-        wait_for("the new leader to write", lambda: writes(ports[standby], key) >= 1, timeout=30)
+        wait_for("the new leader to write", lambda: writes(ports[standby], key) > written_before, timeout=30)
 
 
 def _exists(kube: KubeClient, peer: str) -> bool:
