@@ -131,7 +131,7 @@ without_stacks() {
 # never ran (an inotify or cgroup limit) or a static pod that crashed.
 diagnose() {
   local name="$1" node
-  log "inotify instances: $(find /proc/[0-9]*/fd -lname 'anon_inode:inotify' 2>/dev/null | wc -l) in use of $(cat /proc/sys/fs/inotify/max_user_instances 2>/dev/null || echo '?') per user; load: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)"
+  log "inotify instances: $(find /proc/[0-9]*/fd -lname 'anon_inode:inotify' 2>/dev/null | wc -l) in use by all processes, limit $(cat /proc/sys/fs/inotify/max_user_instances 2>/dev/null || echo '?') per user; load: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)"
   for node in $(docker ps -a --filter "label=io.x-k8s.kind.cluster=${name}" --format '{{.Names}}'); do
     log "--- ${node}: kubelet $(docker exec "$node" systemctl is-active kubelet 2>/dev/null || true), containerd $(docker exec "$node" systemctl is-active containerd 2>/dev/null || true)"
     docker exec "$node" crictl ps -a 2>&1 | cut -c1-160 | head -15 >&2 || true

@@ -116,6 +116,7 @@ class _PeeringIndex:
     naming: Mapping[str, frozenset[str]]  # namespace -> keys of peerings whose rules name it
     selecting: tuple[tuple[str, tuple[Party, ...]], ...] = ()  # keys of peerings with selector parties
     using: Mapping[str, frozenset[str]] = field(default_factory=dict)  # group -> keys of peerings naming it
+    dry_run: frozenset[str] = frozenset()  # keys of peerings in DryRun
 
     @classmethod
     def of(cls, view: ClusterView) -> _PeeringIndex:
@@ -123,8 +124,11 @@ class _PeeringIndex:
         naming: dict[str, set[str]] = {}
         selecting: list[tuple[str, tuple[Party, ...]]] = []
         using: dict[str, set[str]] = {}
+        dry_run: set[str] = set()
         for pc in view.list(KIND):
             key = f"{_ns(pc)}/{_name(pc)}"
+            if is_dry_run(pc):
+                dry_run.add(key)
             peer = peer_of_namespace(view, _ns(pc))
             if peer is not None:
                 by_peer.setdefault(peer, set()).add(key)
@@ -144,6 +148,7 @@ class _PeeringIndex:
             {n: frozenset(k) for n, k in naming.items()},
             tuple(selecting),
             {g: frozenset(k) for g, k in using.items()},
+            frozenset(dry_run),
         )
 
 
@@ -176,10 +181,9 @@ class KeyMapper:
     def __init__(self, view: ClusterView, *, per_node: bool = False) -> None:
         self._view = view
         self.per_node = per_node  # firewalls per node: where a pod runs matters to every peering
-        # Peerings by peer and by the namespaces their rules name, rebuilt when a peering's spec or a
+        # Peerings by peer, by the namespaces their rules name and in DryRun, rebuilt when a peering's spec or a
         # namespace changes: a pod event then costs a lookup, not a pass over every peering.
         self._indexes: tuple[tuple[int, int], dict[str, object], _PeeringIndex] | None = None
-        self._dry_run: tuple[int, frozenset[str]] | None = None  # (peerings' generation, keys in DryRun)
 
     def _index(self) -> _PeeringIndex:
         generation = getattr(self._view, "generation", None)
@@ -237,14 +241,7 @@ class KeyMapper:
 
     def keys_in_dry_run(self) -> Keys:
         """Peerings in DryRun: their report counts every pod of their groups, any local pod included."""
-        generation = getattr(self._view, "generation", None)
-        stamp = generation(KIND) if callable(generation) else -1
-        kept = self._dry_run
-        if kept is not None and kept[0] == stamp and stamp >= 0:
-            return set(kept[1])
-        keys = frozenset(f"{_ns(pc)}/{_name(pc)}" for pc in self._view.list(KIND) if is_dry_run(pc))
-        self._dry_run = (stamp, keys)
-        return set(keys)
+        return set(self._index().dry_run)
 
     def keys_naming_group(self, group: str) -> Keys:
         """Peerings whose rules name `group` (the groups resolved only on demand: `internet`, `nameserver`)."""
