@@ -8,7 +8,11 @@ Guarantees:
   writer makes ours fail with Conflict, which counts as "not acquired" (no retry storm).
 - A leader that cannot renew for ``renew_deadline`` stops leading (its ``stop_event`` is set
   and ``on_stopped_leading`` runs) before its lease can expire for others
-  (``lease_duration`` > ``renew_deadline``).
+  (``lease_duration`` > ``renew_deadline``). The deadline counts from when the last successful
+  renewal was *sent* and is kept by a watchdog thread, so a renewal call that hangs (a stalled
+  API server, a dead connection waiting out its read timeout) cannot hold leadership past it:
+  the work is stopped at the deadline whatever that call is doing (client-go bounds the renewal
+  with a context timeout for the same reason).
 - With ``release_on_cancel`` a leader stopped by its caller clears holderIdentity and sets
   leaseDurationSeconds=1, so a successor takes over at once instead of after expiry.
 
@@ -111,6 +115,7 @@ class LeaderElector:
         self._observed_rv = ""
         self._reported_leader = ""
         self._leading = False
+        self._renewed_at = 0.0  # local time the last successful acquire or renewal was sent
         self._log = structlog.get_logger(__name__).bind(resource=f"lease/{namespace}/{name}")
 
     # ----- public -----
@@ -129,10 +134,14 @@ class LeaderElector:
             name="leader-work",
             daemon=True,
         )
+        watchdog = threading.Thread(
+            target=self._keep_deadline, args=(stop, leading_stop), name="lease-deadline", daemon=True
+        )
         self._set_leading(True)
         worker.start()
+        watchdog.start()
         try:
-            self._renew(stop)
+            self._renew(leading_stop)
         finally:
             leading_stop.set()
             if stop.is_set() and self._release_on_cancel:
@@ -167,27 +176,61 @@ class LeaderElector:
         attempt = 0
         while not stop.is_set():
             attempt += 1
+            sent = self._clock.now()
             if self.try_acquire_or_renew():
+                self._renewed(sent)
                 self._log.info("lease acquired", identity=self.identity, attempt=attempt)
                 return True
             delay = self._retry * (1.0 + self._rng.random() * (JITTER_FACTOR - 1.0))
             self._clock.wait_event(stop, delay)
         return False
 
-    def _renew(self, stop: threading.Event) -> None:
-        last_renew = self._clock.now()
+    def _renew(self, leading_stop: threading.Event) -> None:
+        """Renew every retry period until leading stops: the caller's stop or a missed deadline
+        (both seen by the watchdog, which sets ``leading_stop``), or a failed attempt past it."""
         attempt = 0
-        while not self._clock.wait_event(stop, self._retry):
-            if self.try_acquire_or_renew():
-                last_renew = self._clock.now()
+        while not self._clock.wait_event(leading_stop, self._retry):
+            sent = self._clock.now()
+            renewed = self.try_acquire_or_renew()
+            if leading_stop.is_set():
+                return  # the deadline passed while the call was out: a late success does not count
+            if renewed:
+                self._renewed(sent)
                 attempt = 0
                 continue
             attempt += 1
-            if self._clock.now() - last_renew >= self._renew_deadline:
+            if self._deadline_passed():
                 self._log.warning(
                     "lease renewal deadline passed, stopping leading", identity=self.identity, attempt=attempt
                 )
+                leading_stop.set()
                 return
+
+    def _keep_deadline(self, stop: threading.Event, leading_stop: threading.Event) -> None:
+        """The watchdog: end leading at the caller's stop or at the renewal deadline, whatever the
+        election thread is doing (a renewal call may hang for its whole read timeout)."""
+        while not leading_stop.is_set():
+            if self._deadline_passed():
+                self._log.warning(
+                    "lease renewal deadline passed while a renewal was out, stopping leading", identity=self.identity
+                )
+                self._set_leading(False)
+                leading_stop.set()
+                return
+            with self._lock:
+                left = self._renewed_at + self._renew_deadline - self._clock.now()
+            if self._clock.wait_event(stop, min(max(left, 0.0), self._retry)):
+                leading_stop.set()
+                return
+
+    def _renewed(self, sent: float) -> None:
+        """A renewal sent at ``sent`` succeeded: others count the lease from no earlier than that."""
+        with self._lock:
+            self._renewed_at = max(self._renewed_at, sent)
+
+    def _deadline_passed(self) -> bool:
+        with self._lock:
+            return self._clock.now() - self._renewed_at >= self._renew_deadline
 
     # ----- one attempt -----
     def try_acquire_or_renew(self) -> bool:
@@ -277,5 +320,6 @@ class LeaderElector:
 
     def _set_leading(self, leading: bool) -> None:
         with self._lock:
-            self._leading = leading
-        self._metrics.leading(self._name, leading)
+            changed, self._leading = self._leading != leading, leading
+        if changed:
+            self._metrics.leading(self._name, leading)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -58,12 +59,28 @@ POLL_INTERVAL_S = 2.0
 T = TypeVar("T")
 
 
+# Lines that say what went wrong (liqoctl's ERRO, our scripts' "error:", kubeadm's and kind's).
+_ERROR_LINE = re.compile(r"\b(ERRO|ERROR|error|Error|FATAL|failed|timed out)\b")
+ERROR_HEAD_LINES = 12
+
+
 class CommandError(RuntimeError):
+    """A failed command, its error lines first: a report cut in the middle (CI's, a terminal's) still
+    shows them. Then the tail of its output, blank lines dropped (liqoctl's spinner prints many)."""
+
     def __init__(self, cmd: Sequence[str], result: subprocess.CompletedProcess[str]) -> None:
         self.stderr = result.stderr
+        said = [line.rstrip() for line in (result.stderr.strip() or result.stdout.strip()).splitlines()]
+        said = [line for line in said if line.strip()]
+        errors = [line.strip() for line in said if _ERROR_LINE.search(line)][-ERROR_HEAD_LINES:]
+        head = "".join(f"  {line}\n" for line in errors)
         # hack/kind.sh create prints kind's lines and each node's state after a failure: keep them.
-        tail = "\n".join((result.stderr.strip() or result.stdout.strip()).splitlines()[-STDERR_TAIL_LINES:])
-        super().__init__(f"{' '.join(cmd)} exited {result.returncode}:\n{tail}")
+        tail = "\n".join(said[-STDERR_TAIL_LINES:])
+        super().__init__(
+            f"{' '.join(cmd)} exited {result.returncode}"
+            + (f"; its error lines:\n{head}" if head else "")
+            + f"\nits last {min(len(said), STDERR_TAIL_LINES)} lines:\n{tail}"
+        )
 
 
 class StepFailed(AssertionError):

@@ -225,6 +225,41 @@ def test_renew_failure_past_deadline_stops_leading() -> None:
     assert c.leading_metric == [True, False]
 
 
+def test_a_renewal_that_hangs_does_not_keep_leading_past_the_deadline() -> None:
+    """A stalled API server holds the renewal call for its whole read timeout: the work must still
+    stop at the renewal deadline, before the lease can expire for others, not when the call returns."""
+    api, clock = FakeLeaseApi(), FakeClock()
+    c = Candidate(api, clock)
+    c.thread.start()
+    wait_until(lambda: "started" in c.events.log)
+    assert c.events.work_stop is not None
+    renewed_at = clock.now()  # the acquire was sent at this time: others count the lease from no earlier
+    hung, released = threading.Event(), threading.Event()
+    real_update = api.update
+
+    def hanging_update(ref: ResourceRef, obj: JsonDict) -> JsonDict:
+        hung.set()
+        released.wait(30)
+        return real_update(ref, obj)
+
+    api.update = hanging_update  # type: ignore[method-assign]
+    clock.advance_to_next_deadline()  # the first renewal goes out and hangs
+    wait_until(hung.is_set)
+    while not c.events.work_stop.is_set():
+        assert clock.now() - renewed_at < RENEW_DEADLINE_SECONDS, "still leading at the renewal deadline"
+        clock.advance_to_next_deadline(settle=True)
+    assert clock.now() - renewed_at == RENEW_DEADLINE_SECONDS
+    assert clock.now() - renewed_at < LEASE_DURATION_SECONDS
+    assert not c.elector.is_leader()
+    assert c.leading_metric == [True, False]
+    assert c.thread.is_alive(), "the election thread is still in the hung call"
+    released.set()  # the call comes back, successful: too late to count
+    c.thread.join(3)
+    assert not c.thread.is_alive()
+    assert c.events.log.count("started") == 1 and c.events.log[-1] == "stopped"
+    assert c.leading_metric == [True, False]
+
+
 def test_release_on_shutdown() -> None:
     api, clock = FakeLeaseApi(), FakeClock()
     c = Candidate(api, clock)
