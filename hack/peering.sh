@@ -142,10 +142,81 @@ peer_with() {
   kc consumer wait --for=condition=Ready "node/${node}" --timeout="${WAIT_S}s" >&2
 }
 
-# `up` peers with every provider; `step peer` (after `step unpeer`) with liqosec-provider again.
+# `up` peers with every provider; `step peer` (after `step unpeer`) with liqosec-provider again, once
+# Liqo has finished tearing the last peering down (settled, below).
 step_peer() {
   local provider
+  settled
   for provider in "${PEER_WITH[@]}"; do peer_with "$provider"; done
+}
+
+# What Liqo deletes on unpeer and finishes deleting after `liqoctl unpeer` returned: objects held by
+# finalizers. Liqo v1.2.0 does not survive a peering made again before they are gone: the CRD
+# replicator holds the consumer's control-plane kubeconfig Secret (finalizer crdreplicator.liqo.io/operator)
+# until it has stopped replicating to the provider, and it cannot stop while any Renew for that
+# provider exists (internal/crdReplicator/crdReplicator-operator.go, stopReflector); a new peering's
+# Identity makes a new Renew of the same name, so the old Secret is never released, the new peering's
+# ResourceSlice is never replicated and `liqoctl peer` waits out its timeout (docs/liqo-real.md).
+
+# Objects being deleted on the consumer and the provider, one per line: role kind namespace/name finalizers.
+terminating() {
+  local role kinds
+  kinds="$(IFS=,; echo "${LIQO_KINDS[*]},renews.authentication.liqo.io,secrets,namespaces")"
+  for role in consumer provider; do
+    kc "$role" get "$kinds" -A -o jsonpath='{range .items[?(@.metadata.deletionTimestamp)]}{.kind} {.metadata.namespace}/{.metadata.name} {.metadata.finalizers}{"\n"}{end}' \
+      | sed "s/^/${role} /"
+  done
+}
+
+# Liqo v1.2.0's `liqoctl unpeer` races with its own CRD replicator: it deletes the consumer's
+# control-plane Identity and at once the provider's Tenant (pkg/liqoctl/unauthenticate/handler.go,
+# no wait between), while the replicator needs the Tenant's RBAC to delete its copy of the Identity's
+# Renew on the provider (internal/crdReplicator/reflection/handler.go, deleteRemoteObject). When the
+# RBAC goes first, that delete is forbidden forever (the replicator's cache of the provider's objects
+# cannot be refreshed either), the consumer's Renew and control-plane Secret keep their finalizers,
+# peering again never replicates the new ResourceSlice and deleting the tenant namespace hangs
+# (docs/liqo-real.md). Once such a Renew has been deleting for RELEASE_AFTER_S and the provider's
+# Tenant is gone, this does what the replicator cannot: deletes the provider's copy, releases the consumer's Renew and
+# restarts the replicator (fresh caches), which then releases its Secret itself. It says so on a
+# "warning:" line, which the peering suite reports as a pytest warning.
+RELEASE_AFTER_S=30
+REPLICATOR_FINALIZER='["crdreplicator.liqo.io/resource"]'
+
+release_stuck_renews() {
+  local consumer provider ns name since finalizers released=0
+  consumer="$(cluster_name consumer)" provider="$(cluster_name provider)"
+  while read -r ns name since finalizers; do
+    [[ -n "$name" && "$finalizers" == "$REPLICATOR_FINALIZER" ]] || continue
+    (($(date +%s) - $(date -d "$since" +%s) >= RELEASE_AFTER_S)) || continue
+    if kc provider get tenants.authentication.liqo.io -A -o jsonpath='{.items[*].spec.clusterID}' | grep -qw "$consumer"; then
+      return 0  # the Tenant and its RBAC are there: the replicator can finish on its own
+    fi
+    log "warning: Liqo's CRD replicator cannot delete the provider's copy of Renew ${ns}/${name} (the provider's Tenant went first): deleting it, releasing the Renew, restarting the replicator"
+    kc provider delete renews.authentication.liqo.io -A -l "liqo.io/originID=${consumer}" \
+      --field-selector "metadata.name=${name}" --ignore-not-found >&2
+    kc consumer -n "$ns" patch renews.authentication.liqo.io "$name" --type=merge \
+      -p '{"metadata":{"finalizers":null}}' >&2 || true  # gone already: released meanwhile
+    released=1
+  done < <(kc consumer get renews.authentication.liqo.io -A -l "liqo.io/remote-cluster-id=${provider}" \
+    -o jsonpath='{range .items[?(@.metadata.deletionTimestamp)]}{.metadata.namespace} {.metadata.name} {.metadata.deletionTimestamp} {.metadata.finalizers}{"\n"}{end}')
+  if ((released)); then
+    kc consumer -n liqo rollout restart deployment/liqo-crd-replicator >&2
+    kc consumer -n liqo rollout status deployment/liqo-crd-replicator --timeout="${WAIT_S}s" >&2
+  fi
+}
+
+settled() {
+  local start=$SECONDS left line
+  while :; do
+    left="$(terminating)" || die "could not list the objects Liqo is deleting"
+    [[ -n "$left" ]] || return 0
+    release_stuck_renews
+    if ((SECONDS - start >= WAIT_S)); then
+      while IFS= read -r line; do log "state: still being deleted: ${line}"; done <<<"$left"
+      die "Liqo has not finished deleting the last peering's objects within ${WAIT_S} s"
+    fi
+    sleep 2
+  done
 }
 
 # Not part of `up`: the lifecycle the peering suite exercises (`step unpeer`, then `step peer` again).
@@ -156,9 +227,15 @@ step_unpeer() {
   local remote
   remote="$(peering_user provider)"
   [[ " ${LIQOSEC_UNPEER_FLAGS:-} " == *" --delete-namespaces "* ]] && remote="$(kubeconfig provider)"
+  # With --delete-namespaces liqoctl itself waits for the tenant namespaces, which a stuck Renew holds:
+  # release it meanwhile (release_stuck_renews, above).
+  (while :; do release_stuck_renews || true; sleep 2; done) &
+  local releaser=$!
   # shellcheck disable=SC2086
   liqoctl consumer unpeer --remote-kubeconfig "$remote" --skip-confirm --timeout "${WAIT_S}s" \
-    ${LIQOSEC_UNPEER_FLAGS:-} >&2
+    ${LIQOSEC_UNPEER_FLAGS:-} >&2 || { kill "$releaser"; return 1; }
+  kill "$releaser"
+  settled  # liqoctl returns before Liqo's finalizers have run (settled, above)
 }
 
 step_offload() {

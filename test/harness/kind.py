@@ -59,8 +59,8 @@ POLL_INTERVAL_S = 2.0
 T = TypeVar("T")
 
 
-# Lines that say what went wrong (liqoctl's ERRO, our scripts' "error:", kubeadm's and kind's).
-_ERROR_LINE = re.compile(r"\b(ERRO|ERROR|error|Error|FATAL|failed|timed out)\b")
+# Lines that say what went wrong (liqoctl's ERRO, our scripts' "error:" and "state:", kubeadm's and kind's).
+_ERROR_LINE = re.compile(r"\b(ERRO|ERROR|error|Error|FATAL|failed|timed out)\b|^\w+: state: ")
 ERROR_HEAD_LINES = 12
 
 

@@ -6,6 +6,7 @@ the same pods on every run (servers on each side, one of them offloaded by Liqo)
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,8 +86,13 @@ class Peering:
         return (self.consumer.cluster, self.provider.cluster, self.provider2.cluster)
 
     def script(self, *args: str, timeout: float = 900, env: dict[str, str] | None = None) -> str:
-        """hack/peering.sh with this suite's output directory; a failure names the step and saves the logs."""
-        return run([str(PEERING_SH), *args, str(self.out)], timeout=timeout, env=env).stderr
+        """hack/peering.sh with this suite's output directory; a failure names the step and saves the
+        logs. What the script worked around in Liqo (its "warning:" lines) is said as a pytest warning."""
+        stderr = run([str(PEERING_SH), *args, str(self.out)], timeout=timeout, env=env).stderr
+        for line in stderr.splitlines():
+            if line.startswith("peering: warning: "):
+                warnings.warn(f"hack/peering.sh {' '.join(args)}: {line.removeprefix('peering: ')}", stacklevel=2)
+        return stderr
 
 
 def create_workloads(p: Peering) -> None:
