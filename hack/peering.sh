@@ -150,15 +150,7 @@ step_peer() {
   for provider in "${PEER_WITH[@]}"; do peer_with "$provider"; done
 }
 
-# What Liqo deletes on unpeer and finishes deleting after `liqoctl unpeer` returned: objects held by
-# finalizers. Liqo v1.2.0 does not survive a peering made again before they are gone: the CRD
-# replicator holds the consumer's control-plane kubeconfig Secret (finalizer crdreplicator.liqo.io/operator)
-# until it has stopped replicating to the provider, and it cannot stop while any Renew for that
-# provider exists (internal/crdReplicator/crdReplicator-operator.go, stopReflector); a new peering's
-# Identity makes a new Renew of the same name, so the old Secret is never released, the new peering's
-# ResourceSlice is never replicated and `liqoctl peer` waits out its timeout (docs/liqo-real.md).
-
-# Objects being deleted on the consumer and the provider, one per line: role kind namespace/name finalizers.
+# Objects being deleted on the consumer and the provider, a line each: role kind namespace/name finalizers.
 terminating() {
   local role kinds
   kinds="$(IFS=,; echo "${LIQO_KINDS[*]},renews.authentication.liqo.io,secrets,namespaces")"
@@ -176,9 +168,9 @@ terminating() {
 # cannot be refreshed either), the consumer's Renew and control-plane Secret keep their finalizers,
 # peering again never replicates the new ResourceSlice and deleting the tenant namespace hangs
 # (docs/liqo-real.md). Once such a Renew has been deleting for RELEASE_AFTER_S and the provider's
-# Tenant is gone, this does what the replicator cannot: deletes the provider's copy, releases the consumer's Renew and
-# restarts the replicator (fresh caches), which then releases its Secret itself. It says so on a
-# "warning:" line, which the peering suite reports as a pytest warning.
+# Tenant is gone, this does what the replicator cannot: deletes the provider's copy, releases the
+# consumer's Renew and restarts the replicator (fresh caches), which then releases its Secret itself.
+# It says so on a "warning:" line, which the peering suite reports as a pytest warning.
 RELEASE_AFTER_S=30
 REPLICATOR_FINALIZER='["crdreplicator.liqo.io/resource"]'
 
@@ -205,6 +197,14 @@ release_stuck_renews() {
   fi
 }
 
+# Wait until nothing Liqo deletes on unpeer is still being deleted (objects held by finalizers, which
+# run after `liqoctl unpeer` returned). Liqo v1.2.0 does not survive a peering made again before they
+# are gone: the CRD replicator holds the consumer's control-plane kubeconfig Secret (finalizer
+# crdreplicator.liqo.io/operator) until it has stopped replicating to the provider, and it cannot stop
+# while any Renew for that provider exists (internal/crdReplicator/crdReplicator-operator.go,
+# stopReflector); a new peering's Identity makes a new Renew of the same name, so the old Secret is
+# never released, the new peering's ResourceSlice is never replicated and `liqoctl peer` waits out its
+# timeout (docs/liqo-real.md).
 settled() {
   local start=$SECONDS left line
   while :; do
@@ -228,13 +228,18 @@ step_unpeer() {
   remote="$(peering_user provider)"
   [[ " ${LIQOSEC_UNPEER_FLAGS:-} " == *" --delete-namespaces "* ]] && remote="$(kubeconfig provider)"
   # With --delete-namespaces liqoctl itself waits for the tenant namespaces, which a stuck Renew holds:
-  # release it meanwhile (release_stuck_renews, above).
-  (while :; do release_stuck_renews || true; sleep 2; done) &
-  local releaser=$!
+  # release it meanwhile (release_stuck_renews, above); a release under way is finished, not cut.
+  local done_flag="${OUT}/.unpeer-done" releaser rc=0
+  rm -f "$done_flag"
+  (until [[ -e "$done_flag" ]]; do release_stuck_renews || true; sleep 2; done) &
+  releaser=$!
   # shellcheck disable=SC2086
   liqoctl consumer unpeer --remote-kubeconfig "$remote" --skip-confirm --timeout "${WAIT_S}s" \
-    ${LIQOSEC_UNPEER_FLAGS:-} >&2 || { kill "$releaser"; return 1; }
-  kill "$releaser"
+    ${LIQOSEC_UNPEER_FLAGS:-} >&2 || rc=$?
+  touch "$done_flag"
+  wait "$releaser" || true
+  rm -f "$done_flag"
+  ((rc == 0)) || return "$rc"
   settled  # liqoctl returns before Liqo's finalizers have run (settled, above)
 }
 

@@ -211,9 +211,7 @@ class LeaderElector:
         election thread is doing (a renewal call may hang for its whole read timeout)."""
         while not leading_stop.is_set():
             if self._deadline_passed():
-                self._log.warning(
-                    "lease renewal deadline passed while a renewal was out, stopping leading", identity=self.identity
-                )
+                self._log.warning("lease not renewed by the renewal deadline, stopping leading", identity=self.identity)
                 self._set_leading(False)
                 leading_stop.set()
                 return
