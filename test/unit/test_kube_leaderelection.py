@@ -197,8 +197,10 @@ def test_renews_while_leading() -> None:
     c = Candidate(api, clock)
     c.thread.start()
     wait_until(c.elector.is_leader)
+    clock.block_until_waiters(2)  # the renewal loop and the deadline's watchdog
     for _ in range(3):
-        assert clock.advance_to_next_deadline() == RETRY_PERIOD_SECONDS
+        # settle: both wait again before the next step, so each step is one retry period of both
+        assert clock.advance_to_next_deadline(settle=True) == RETRY_PERIOD_SECONDS
     wait_until(lambda: len(api.updates) >= 3)
     assert c.elector.is_leader()
     c.finish()
@@ -243,6 +245,7 @@ def test_a_renewal_that_hangs_does_not_keep_leading_past_the_deadline() -> None:
         return real_update(ref, obj)
 
     api.update = hanging_update  # type: ignore[method-assign]
+    clock.block_until_waiters(2)  # the renewal loop's wait and the watchdog's, both due in one retry period
     clock.advance_to_next_deadline()  # the first renewal goes out and hangs
     wait_until(hung.is_set)
     while not c.events.work_stop.is_set():
