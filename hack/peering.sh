@@ -161,36 +161,44 @@ terminating() {
 }
 
 # Liqo v1.2.0's `liqoctl unpeer` races with its own CRD replicator: it deletes the consumer's
-# control-plane Identity and at once the provider's Tenant (pkg/liqoctl/unauthenticate/handler.go,
-# no wait between), while the replicator needs the Tenant's RBAC to delete its copy of the Identity's
-# Renew on the provider (internal/crdReplicator/reflection/handler.go, deleteRemoteObject). When the
-# RBAC goes first, that delete is forbidden forever (the replicator's cache of the provider's objects
-# cannot be refreshed either), the consumer's Renew and control-plane Secret keep their finalizers,
-# peering again never replicates the new ResourceSlice and deleting the tenant namespace hangs
-# (docs/liqo-real.md). Once such a Renew has been deleting for RELEASE_AFTER_S and the provider's
-# Tenant is gone, this does what the replicator cannot: deletes the provider's copy, releases the
-# consumer's Renew and restarts the replicator (fresh caches), which then releases its Secret itself.
-# It says so on a "warning:" line, which the peering suite reports as a pytest warning.
+# ResourceSlices, its control-plane Identity and at once the provider's Tenant
+# (pkg/liqoctl/unpeer/handler.go, pkg/liqoctl/unauthenticate/handler.go: no wait for what follows),
+# while the replicator needs the Tenant's RBAC to delete its copies on the provider of what it
+# replicates there (the Identity's Renew, the NamespaceMap, ResourceSlices; internal/crdReplicator/
+# reflection/handler.go, deleteRemoteObject). When the RBAC goes first, those deletes are forbidden
+# forever (the replicator's cache of the provider's objects cannot be refreshed either), the
+# consumer's objects and control-plane Secret keep their finalizers, peering again never replicates
+# the new ResourceSlice and deleting the tenant namespace hangs (docs/liqo-real.md). Once such an
+# object has been deleting for RELEASE_AFTER_S, with the replicator's finalizer alone, and the
+# provider's Tenant is gone, this does what the replicator cannot: deletes the provider's copy,
+# releases the consumer's object and restarts the replicator (fresh caches), which then releases its
+# Secret itself. It says so on a "warning:" line, which the peering suite reports as a pytest warning.
 RELEASE_AFTER_S=30
 REPLICATOR_FINALIZER='["crdreplicator.liqo.io/resource"]'
+declare -A REPLICATED=(
+  [Renew]=renews.authentication.liqo.io
+  [ResourceSlice]=resourceslices.authentication.liqo.io
+  [NamespaceMap]=namespacemaps.offloading.liqo.io
+)
 
-release_stuck_renews() {
-  local consumer provider ns name since finalizers released=0
+release_stuck_replicas() {
+  local consumer provider kinds kind ns name since finalizers released=0
   consumer="$(cluster_name consumer)" provider="$(cluster_name provider)"
-  while read -r ns name since finalizers; do
-    [[ -n "$name" && "$finalizers" == "$REPLICATOR_FINALIZER" ]] || continue
+  kinds="$(IFS=,; echo "${REPLICATED[*]}")"
+  while read -r kind ns name since finalizers; do
+    [[ -n "$name" && "$finalizers" == "$REPLICATOR_FINALIZER" && -n "${REPLICATED[$kind]:-}" ]] || continue
     (($(date +%s) - $(date -d "$since" +%s) >= RELEASE_AFTER_S)) || continue
     if kc provider get tenants.authentication.liqo.io -A -o jsonpath='{.items[*].spec.clusterID}' | grep -qw "$consumer"; then
       return 0  # the Tenant and its RBAC are there: the replicator can finish on its own
     fi
-    log "warning: Liqo's CRD replicator cannot delete the provider's copy of Renew ${ns}/${name} (the provider's Tenant went first): deleting it, releasing the Renew, restarting the replicator"
-    kc provider delete renews.authentication.liqo.io -A -l "liqo.io/originID=${consumer}" \
+    log "warning: Liqo's CRD replicator cannot delete the provider's copy of ${kind} ${ns}/${name} (the provider's Tenant went first): deleting it, releasing the ${kind}, restarting the replicator"
+    kc provider delete "${REPLICATED[$kind]}" -A -l "liqo.io/originID=${consumer}" \
       --field-selector "metadata.name=${name}" --ignore-not-found >&2
-    kc consumer -n "$ns" patch renews.authentication.liqo.io "$name" --type=merge \
+    kc consumer -n "$ns" patch "${REPLICATED[$kind]}" "$name" --type=merge \
       -p '{"metadata":{"finalizers":null}}' >&2 || true  # gone already: released meanwhile
     released=1
-  done < <(kc consumer get renews.authentication.liqo.io -A -l "liqo.io/remote-cluster-id=${provider}" \
-    -o jsonpath='{range .items[?(@.metadata.deletionTimestamp)]}{.metadata.namespace} {.metadata.name} {.metadata.deletionTimestamp} {.metadata.finalizers}{"\n"}{end}')
+  done < <(kc consumer get "$kinds" -A -l "liqo.io/remote-cluster-id=${provider}" \
+    -o jsonpath='{range .items[?(@.metadata.deletionTimestamp)]}{.kind} {.metadata.namespace} {.metadata.name} {.metadata.deletionTimestamp} {.metadata.finalizers}{"\n"}{end}')
   if ((released)); then
     kc consumer -n liqo rollout restart deployment/liqo-crd-replicator >&2
     kc consumer -n liqo rollout status deployment/liqo-crd-replicator --timeout="${WAIT_S}s" >&2
@@ -210,7 +218,7 @@ settled() {
   while :; do
     left="$(terminating)" || die "could not list the objects Liqo is deleting"
     [[ -n "$left" ]] || return 0
-    release_stuck_renews
+    release_stuck_replicas
     if ((SECONDS - start >= WAIT_S)); then
       while IFS= read -r line; do log "state: still being deleted: ${line}"; done <<<"$left"
       die "Liqo has not finished deleting the last peering's objects within ${WAIT_S} s"
@@ -227,11 +235,11 @@ step_unpeer() {
   local remote
   remote="$(peering_user provider)"
   [[ " ${LIQOSEC_UNPEER_FLAGS:-} " == *" --delete-namespaces "* ]] && remote="$(kubeconfig provider)"
-  # With --delete-namespaces liqoctl itself waits for the tenant namespaces, which a stuck Renew holds:
-  # release it meanwhile (release_stuck_renews, above); a release under way is finished, not cut.
+  # With --delete-namespaces liqoctl itself waits for the tenant namespaces, which a stuck replica holds:
+  # release it meanwhile (release_stuck_replicas, above); a release under way is finished, not cut.
   local done_flag="${OUT}/.unpeer-done" releaser rc=0
   rm -f "$done_flag"
-  (until [[ -e "$done_flag" ]]; do release_stuck_renews || true; sleep 2; done) &
+  (until [[ -e "$done_flag" ]]; do release_stuck_replicas || true; sleep 2; done) &
   releaser=$!
   # shellcheck disable=SC2086
   liqoctl consumer unpeer --remote-kubeconfig "$remote" --skip-confirm --timeout "${WAIT_S}s" \
