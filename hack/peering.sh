@@ -150,10 +150,20 @@ step_peer() {
   for provider in "${PEER_WITH[@]}"; do peer_with "$provider"; done
 }
 
-# Objects being deleted on the consumer and the provider, a line each: role kind namespace/name finalizers.
+# What peering again depends on: authentication, offloading, the replicator's Secrets, namespaces. Not
+# networking: `liqoctl unpeer` deletes the gateway before the unknown-source IP its controller holds
+# (finalizer ipmapping-nat-controller.liqo.io/finalizer), and only the next peering's gateway lets it go.
+SETTLE_KINDS=(
+  tenants.authentication.liqo.io identities.authentication.liqo.io resourceslices.authentication.liqo.io
+  renews.authentication.liqo.io virtualnodes.offloading.liqo.io namespacemaps.offloading.liqo.io
+  secrets namespaces
+)
+
+# Objects of SETTLE_KINDS being deleted on the consumer and the provider, a line each: role kind
+# namespace/name finalizers.
 terminating() {
   local role kinds
-  kinds="$(IFS=,; echo "${LIQO_KINDS[*]},renews.authentication.liqo.io,secrets,namespaces")"
+  kinds="$(IFS=,; echo "${SETTLE_KINDS[*]}")"
   for role in consumer provider; do
     kc "$role" get "$kinds" -A -o jsonpath='{range .items[?(@.metadata.deletionTimestamp)]}{.kind} {.metadata.namespace}/{.metadata.name} {.metadata.finalizers}{"\n"}{end}' \
       | sed "s/^/${role} /"
@@ -205,7 +215,7 @@ release_stuck_replicas() {
   fi
 }
 
-# Wait until nothing Liqo deletes on unpeer is still being deleted (objects held by finalizers, which
+# Wait until nothing peering again depends on is still being deleted (objects held by finalizers, which
 # run after `liqoctl unpeer` returned). Liqo v1.2.0 does not survive a peering made again before they
 # are gone: the CRD replicator holds the consumer's control-plane kubeconfig Secret (finalizer
 # crdreplicator.liqo.io/operator) until it has stopped replicating to the provider, and it cannot stop
@@ -325,6 +335,7 @@ save_cluster_logs() {
 save_logs() {
   local role
   [[ -n "$KUBECTL" ]] || load_tools
+  rm -rf "${OUT}/logs"  # this failure's logs only, not an earlier run's beside them
   for role in "${ROLES[@]}"; do
     [[ -f "$(kubeconfig "$role")" ]] || continue
     save_cluster_logs "$role" "${OUT}/logs/${role}"
