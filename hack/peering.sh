@@ -150,9 +150,7 @@ step_peer() {
   for provider in "${PEER_WITH[@]}"; do peer_with "$provider"; done
 }
 
-# What peering again depends on: authentication, offloading, the replicator's Secrets, namespaces. Not
-# networking: `liqoctl unpeer` deletes the gateway before the unknown-source IP its controller holds
-# (finalizer ipmapping-nat-controller.liqo.io/finalizer), and only the next peering's gateway lets it go.
+# What peering again depends on: authentication, offloading, the replicator's Secrets, namespaces.
 SETTLE_KINDS=(
   tenants.authentication.liqo.io identities.authentication.liqo.io resourceslices.authentication.liqo.io
   renews.authentication.liqo.io virtualnodes.offloading.liqo.io namespacemaps.offloading.liqo.io

@@ -273,6 +273,27 @@ def test_another_account_may_not_create_change_or_delete_liqosecs(control_plane:
         other.delete(FIREWALL_CONFIGURATIONS, "theirs", namespace=policy)
 
 
+def test_liqo_writes_its_firewalls_named_after_a_peer_whose_id_starts_with_liqosec(
+    control_plane: ControlPlane, policy: str
+) -> None:
+    """Liqo names its firewalls after the peer's cluster id, and a cluster id may start with liqosec-
+    (the peering suite's clusters do): only liqosec's labels make a firewall liqosec's, so Liqo keeps
+    creating, changing and deleting its own (its IP remapping, its gateway's masquerade bypass)."""
+    [remap] = of_kind(
+        forge({**PEERING_SPEC, "peerClusterID": "liqosec-rome", "remappingFirewalls": True}), "FirewallConfiguration"
+    )
+    obj = for_apply(remap)
+    obj["metadata"]["namespace"] = policy
+    name = obj["metadata"]["name"]
+    assert name.startswith("liqosec-"), name
+    with acting_as(control_plane, OTHER) as liqo:
+        live = liqo.create(FIREWALL_CONFIGURATIONS, obj, namespace=policy)
+        # Content a claimed firewall would keep (its annotations) changes: the name claims nothing.
+        live["metadata"].setdefault("annotations", {})["example.org/changed"] = "yes"
+        assert liqo.update(FIREWALL_CONFIGURATIONS, live)["metadata"]["annotations"]["example.org/changed"] == "yes"
+        liqo.delete(FIREWALL_CONFIGURATIONS, name, namespace=policy)
+
+
 def test_finalizer_only_updates_and_status_updates_pass_for_anyone(control_plane: ControlPlane, policy: str) -> None:
     """What Liqo's agent does to every FirewallConfiguration it applies (pkg/firewall, docs/semantics.md)."""
     make(control_plane, ours("liqosec-applied", policy))

@@ -577,3 +577,13 @@ def test_unpeering_and_deleting_the_tenant_namespaces_leaves_nothing(peering: Pe
         said = complaints(s, int(time.monotonic() - started) + 1)
         assert not said, f"{s.name}: liqosec complained while or after the tenant namespace went: {said[:5]}"
     print(f"tenant namespaces, policies and {sorted(tables)} gone in {settled - started:.0f} s")
+
+
+def test_liqosecs_admission_policy_refused_none_of_liqos_writes(peering: Peering) -> None:
+    """Last, after the whole lifecycle: Liqo writes its own FirewallConfigurations (IP remapping, the
+    gateway's masquerade bypass), named after the peer's cluster id, which here starts with liqosec-;
+    liqosec's ValidatingAdmissionPolicy must never refuse one of them."""
+    for cluster in peering.clusters:
+        said = cluster.kubectl("logs", "-n", "liqo", "deploy/liqo-controller-manager", "--tail=-1")
+        refused = [line for line in said.splitlines() if "ValidatingAdmissionPolicy 'liqosec" in line]
+        assert not refused, f"{cluster.name}: liqosec's policy refused Liqo: {refused[:3]}"
