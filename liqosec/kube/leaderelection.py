@@ -186,25 +186,13 @@ class LeaderElector:
         return False
 
     def _renew(self, leading_stop: threading.Event) -> None:
-        """Renew every retry period until leading stops: the caller's stop or a missed deadline
-        (both seen by the watchdog, which sets ``leading_stop``), or a failed attempt past it."""
-        attempt = 0
+        """Renew every retry period until leading stops: the caller's stop or the renewal deadline,
+        both kept by the watchdog (``_keep_deadline``), which sets ``leading_stop``."""
         while not self._clock.wait_event(leading_stop, self._retry):
             sent = self._clock.now()
             renewed = self.try_acquire_or_renew()
-            if leading_stop.is_set():
-                return  # the deadline passed while the call was out: a late success does not count
-            if renewed:
+            if renewed and not leading_stop.is_set():  # a success after the deadline does not count
                 self._renewed(sent)
-                attempt = 0
-                continue
-            attempt += 1
-            if self._deadline_passed():
-                self._log.warning(
-                    "lease renewal deadline passed, stopping leading", identity=self.identity, attempt=attempt
-                )
-                leading_stop.set()
-                return
 
     def _keep_deadline(self, stop: threading.Event, leading_stop: threading.Event) -> None:
         """The watchdog: end leading at the caller's stop or at the renewal deadline, whatever the
